@@ -1,0 +1,192 @@
+"""The facts ingestion finds in a firmware image. Pure, immutable data; nothing here reads files.
+
+Every type round-trips through plain JSON-able dicts (`to_dict` / `from_dict`) so that the
+firmware cache, `explorer inspect --json` and the search store all share one representation.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Arch(StrEnum):
+    ARM = "arm"
+    MIPS = "mips"
+
+
+class Endian(StrEnum):
+    LITTLE = "little"
+    BIG = "big"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One wrapper peeled off on the way to the kernel: where it was and what it said."""
+
+    kind: str  # "flash", "uimage", "zimage", "elf", "mips-vmlinuz", "image"
+    offset: int  # byte offset of this layer inside its parent
+    size: int  # bytes this layer occupies in its parent
+    detail: dict[str, Any] = field(default_factory=dict)  # format-specific, JSON-able
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "offset": self.offset, "size": self.size, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Layer:
+        return cls(d["kind"], d["offset"], d["size"], dict(d["detail"]))
+
+
+@dataclass(frozen=True, order=True)
+class Symbol:
+    """A kernel symbol in `nm` terms: address, type letter (T, t, W, ...), name."""
+
+    address: int
+    type: str
+    name: str
+
+    def nm_line(self) -> str:
+        return f"{self.address:08x} {self.type} {self.name}"
+
+
+@dataclass(frozen=True)
+class KernelImage:
+    """The kernel as it lies in memory before it runs, located and decompressed.
+
+    `data[0]` is the first byte of kernel text (`_text`). Its virtual address is `base` when
+    the format states it (ELF); otherwise symbol recovery finds and proves it.
+    """
+
+    arch: Arch
+    endian: Endian
+    data: bytes
+    layers: tuple[Layer, ...]
+    load_address: int | None = None  # physical load address, when a header states it
+    entry: int | None = None  # entry point, when a header states it
+    base: int | None = None  # virtual address of data[0], when the format states it
+    elf_symbols: tuple[Symbol, ...] | None = None  # from an ELF symbol table
+    appended_dtb: bytes | None = None  # a DTB concatenated after a zImage
+
+
+@dataclass(frozen=True)
+class SymbolTable:
+    """Symbols sorted by address, plus the proven virtual address of image byte 0."""
+
+    symbols: tuple[Symbol, ...]
+    source: str  # "elf" or "kallsyms"
+    base: int  # virtual address of KernelImage.data[0]
+    proof: str  # one line: why `base` is right
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, int] = {}
+        for s in self.symbols:
+            by_name.setdefault(s.name, s.address)
+        object.__setattr__(self, "_by_name", by_name)
+        object.__setattr__(self, "_addresses", [s.address for s in self.symbols])
+
+    def address_of(self, name: str) -> int | None:
+        """The address of the first symbol called `name`, or None."""
+        return self._by_name.get(name)  # type: ignore[attr-defined]
+
+    def containing(self, address: int) -> Symbol | None:
+        """The symbol whose code contains `address` (the last one at or below it)."""
+        i = bisect.bisect_right(self._addresses, address)  # type: ignore[attr-defined]
+        return self.symbols[i - 1] if i else None
+
+    def to_nm(self) -> str:
+        return "".join(s.nm_line() + "\n" for s in self.symbols)
+
+    @staticmethod
+    def parse_nm(text: str) -> tuple[Symbol, ...]:
+        out = []
+        for line in text.splitlines():
+            addr, typ, name = line.split(" ", 2)
+            out.append(Symbol(int(addr, 16), typ, name))
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class MachineDesc:
+    """A machine descriptor compiled into the kernel: an ATAG board id and/or DT compatibles."""
+
+    name: str
+    nr: int | None  # ATAG machine id (r1 at boot); None for DT-only descriptors
+    dt_compat: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "nr": self.nr, "dt_compat": list(self.dt_compat)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MachineDesc:
+        return cls(d["name"], d["nr"], tuple(d["dt_compat"]))
+
+
+@dataclass(frozen=True)
+class DtDevice:
+    """A device-tree node with a `reg`: its CPU-physical address ranges and interrupt wiring."""
+
+    path: str
+    compatible: tuple[str, ...]
+    reg: tuple[tuple[int, int], ...]  # (address, size) after translation through parent `ranges`
+    interrupt_parent: str | None  # path of the effective interrupt parent
+    interrupts: tuple[int, ...]  # raw cells of `interrupts`
+    status: str  # "okay" unless the node says otherwise
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "compatible": list(self.compatible),
+            "reg": [list(r) for r in self.reg],
+            "interrupt_parent": self.interrupt_parent,
+            "interrupts": list(self.interrupts),
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DtDevice:
+        return cls(
+            d["path"],
+            tuple(d["compatible"]),
+            tuple((a, s) for a, s in d["reg"]),
+            d["interrupt_parent"],
+            tuple(d["interrupts"]),
+            d["status"],
+        )
+
+
+@dataclass(frozen=True)
+class DeviceTreeFacts:
+    """What a DTB says about the board: identity, memory, devices, boot arguments."""
+
+    source: str  # "given" or "appended"
+    model: str | None
+    compatible: tuple[str, ...]
+    memory: tuple[tuple[int, int], ...]
+    devices: tuple[DtDevice, ...]
+    bootargs: str | None
+    stdout_path: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "model": self.model,
+            "compatible": list(self.compatible),
+            "memory": [list(m) for m in self.memory],
+            "devices": [d.to_dict() for d in self.devices],
+            "bootargs": self.bootargs,
+            "stdout_path": self.stdout_path,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DeviceTreeFacts:
+        return cls(
+            d["source"],
+            d["model"],
+            tuple(d["compatible"]),
+            tuple((a, s) for a, s in d["memory"]),
+            tuple(DtDevice.from_dict(x) for x in d["devices"]),
+            d["bootargs"],
+            d["stdout_path"],
+        )
