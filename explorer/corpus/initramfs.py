@@ -10,6 +10,14 @@ import gzip
 import stat
 from dataclasses import dataclass
 
+# What /init prints once user space runs. The shell computes the "42", so the marker's bytes
+# exist nowhere in the archive or in guest memory until a user-space program has executed.
+USERSPACE_MARKER = "explorer-init: user space reached, 6*7=42"
+MARKER_INIT_SCRIPT = """#!/bin/sh
+echo "explorer-init: user space reached, 6*7=$((6 * 7))"
+exec /bin/busybox poweroff -f
+"""
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -190,3 +190,73 @@ class DeviceTreeFacts:
             d["bootargs"],
             d["stdout_path"],
         )
+
+
+@dataclass(frozen=True)
+class Firmware:
+    """Everything ingestion learned about one firmware image (and, if given, its device tree).
+
+    Pure data: built once per image hash by `explorer.firmware.ingest`, cached, and read by
+    every later stage (search, runner configuration, reports).
+    """
+
+    sha256: str  # of the firmware file as given
+    size: int
+    arch: Arch
+    endian: Endian
+    cpu_class: str  # "ARMv5", "ARMv6", "ARMv7", "MIPS32r2", ...
+    version: str | None  # the "Linux version ..." banner
+    layers: tuple[Layer, ...]  # outermost first
+    page_offset: int | None
+    load_address: int | None  # physical address the kernel image expects to be loaded at
+    entry: int | None
+    symbols: SymbolTable
+    machines: tuple[MachineDesc, ...]
+    device_tree: DeviceTreeFacts | None  # the DTB given with --dtb, else the appended one
+    image_size: int  # bytes of the decompressed kernel image
+
+    def facts_dict(self) -> dict[str, Any]:
+        """JSON-able facts (everything but the symbol list itself, which is stored as nm text)."""
+        return {
+            "sha256": self.sha256,
+            "size": self.size,
+            "arch": self.arch.value,
+            "endian": self.endian.value,
+            "cpu_class": self.cpu_class,
+            "version": self.version,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "page_offset": self.page_offset,
+            "load_address": self.load_address,
+            "entry": self.entry,
+            "text_base": self.symbols.base,
+            "symbols": {
+                "count": len(self.symbols.symbols),
+                "source": self.symbols.source,
+                "proof": self.symbols.proof,
+            },
+            "machines": [m.to_dict() for m in self.machines],
+            "device_tree": self.device_tree.to_dict() if self.device_tree else None,
+            "image_size": self.image_size,
+        }
+
+    @classmethod
+    def from_facts(cls, facts: dict[str, Any], symbols: tuple[Symbol, ...]) -> Firmware:
+        dt = facts["device_tree"]
+        return cls(
+            sha256=facts["sha256"],
+            size=facts["size"],
+            arch=Arch(facts["arch"]),
+            endian=Endian(facts["endian"]),
+            cpu_class=facts["cpu_class"],
+            version=facts["version"],
+            layers=tuple(Layer.from_dict(x) for x in facts["layers"]),
+            page_offset=facts["page_offset"],
+            load_address=facts["load_address"],
+            entry=facts["entry"],
+            symbols=SymbolTable(
+                symbols, facts["symbols"]["source"], facts["text_base"], facts["symbols"]["proof"]
+            ),
+            machines=tuple(MachineDesc.from_dict(x) for x in facts["machines"]),
+            device_tree=DeviceTreeFacts.from_dict(dt) if dt else None,
+            image_size=facts["image_size"],
+        )

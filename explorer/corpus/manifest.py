@@ -1,0 +1,144 @@
+"""The corpus manifest: which Debian packages were fetched and the SHA-256 of every file we hand out.
+
+The manifest is the corpus's single source of truth; paths in it are relative to the corpus
+directory so the cache can move. This module reads, writes and checks manifests; it must
+never download or build anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# Bump when the layout changes; an older manifest is then treated as absent and refetched.
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file inside the corpus directory and the digest it must have."""
+
+    path: str  # relative to the corpus directory
+    sha256: str
+    size: int
+
+    def matches(self, root: Path, *, hash_contents: bool) -> bool:
+        """Whether the file is there with the recorded size (and, if asked, the recorded digest)."""
+        try:
+            if (root / self.path).stat().st_size != self.size:
+                return False
+        except OSError:
+            return False
+        return not hash_contents or sha256_file(root / self.path) == self.sha256
+
+
+@dataclass(frozen=True)
+class DebRecord:
+    """One downloaded Debian package and the directory it was extracted into."""
+
+    package: str
+    version: str
+    arch: str
+    deb: FileRecord
+    root: str  # extraction directory, relative to the corpus directory
+
+
+@dataclass(frozen=True)
+class KernelRecord:
+    """One kernel flavour: its image and, for device-tree kernels, the directory of its DTBs."""
+
+    flavour: str
+    arch: str
+    package: str
+    version: str
+    image: FileRecord
+    dtb_dir: str | None  # relative to the corpus directory; None when the kernel ships no DTBs
+
+
+@dataclass(frozen=True)
+class ArchRecord:
+    """The user-space side of one architecture: static busybox and the initramfs built from it."""
+
+    arch: str
+    busybox: FileRecord
+    initramfs: FileRecord
+
+
+@dataclass(frozen=True)
+class Manifest:
+    suite: str
+    userspace_marker: str  # what the initramfs's /init prints; a changed marker means a rebuild
+    debs: tuple[DebRecord, ...]
+    kernels: dict[str, KernelRecord]  # by flavour
+    arches: dict[str, ArchRecord]  # by Debian architecture
+
+    def product_files(self) -> list[FileRecord]:
+        """The files tests and runs use directly: kernels, busybox binaries and initramfs images."""
+        files = [k.image for k in self.kernels.values()]
+        for a in self.arches.values():
+            files += [a.busybox, a.initramfs]
+        return files
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "suite": self.suite,
+            "userspace_marker": self.userspace_marker,
+            "debs": [asdict(d) for d in self.debs],
+            "kernels": {name: asdict(k) for name, k in self.kernels.items()},
+            "arches": {name: asdict(a) for name, a in self.arches.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        def file(f: dict[str, Any]) -> FileRecord:
+            return FileRecord(f["path"], f["sha256"], f["size"])
+
+        return cls(
+            suite=d["suite"],
+            userspace_marker=d["userspace_marker"],
+            debs=tuple(
+                DebRecord(x["package"], x["version"], x["arch"], file(x["deb"]), x["root"]) for x in d["debs"]
+            ),
+            kernels={
+                name: KernelRecord(
+                    k["flavour"], k["arch"], k["package"], k["version"], file(k["image"]), k["dtb_dir"]
+                )
+                for name, k in d["kernels"].items()
+            },
+            arches={
+                name: ArchRecord(a["arch"], file(a["busybox"]), file(a["initramfs"]))
+                for name, a in d["arches"].items()
+            },
+        )
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(root: Path) -> Manifest | None:
+    """The manifest in `root`, or None if there is none or it is unreadable or of another format."""
+    try:
+        d = json.loads((root / MANIFEST_NAME).read_text())
+        if d.get("format_version") != FORMAT_VERSION:
+            return None
+        return Manifest.from_dict(d)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    """Replace the manifest atomically, so a reader never sees half of one."""
+    partial = root / f".{MANIFEST_NAME}.partial"
+    partial.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
+    os.replace(partial, root / MANIFEST_NAME)

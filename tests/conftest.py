@@ -1,0 +1,25 @@
+"""Fixtures shared by every test: the real-kernel corpus.
+
+Tests that take the `corpus` fixture are marked `corpus` automatically, so
+`pytest -m "not corpus"` runs everything that needs neither network nor the cache.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import explorer.corpus
+from explorer.corpus import Corpus
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Corpus:
+    """The real Debian kernels, DTBs, busybox and initramfs images; fetched on first use (about
+    140 MB, half a minute), then only verified (a few hundredths of a second)."""
+    return explorer.corpus.fetch()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "corpus" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.corpus)

@@ -1,0 +1,140 @@
+"""The real-kernel corpus: what `explorer corpus fetch` promises about the files it hands out."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import explorer.corpus
+from explorer.corpus import FLAVOUR_ARCH, Corpus
+from explorer.corpus.manifest import sha256_file
+from explorer.errors import BadInput, CorpusError
+
+ZIMAGE_MAGIC = bytes.fromhex("18286f01")  # 0x016f2818 little-endian, at offset 0x24 of an ARM zImage
+ELF_MACHINE = {"armhf": 40, "armel": 40, "mipsel": 8}  # EM_ARM, EM_MIPS
+
+
+def path_without_apt(tmp_path: Path) -> str:
+    """A PATH with dpkg-deb and the tar it runs, but no apt: any attempt to reach the network fails."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("dpkg-deb", "tar"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    return str(bin_dir)
+
+
+def test_every_flavour_has_a_kernel_of_its_architecture(corpus: Corpus) -> None:
+    assert set(corpus.flavours) == set(FLAVOUR_ARCH)
+    for flavour, arch in FLAVOUR_ARCH.items():
+        head = corpus.kernel(flavour).read_bytes()[:0x40]
+        if arch == "mipsel":
+            assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == ELF_MACHINE[arch]
+        else:
+            assert head[0x24:0x28] == ZIMAGE_MAGIC, flavour
+
+
+def test_busybox_is_a_static_binary_of_each_architecture(corpus: Corpus) -> None:
+    for arch, machine in ELF_MACHINE.items():
+        head = corpus.busybox(arch).read_bytes()[:20]
+        assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == machine
+
+
+def test_manifest_digests_match_the_files_on_disk(corpus: Corpus) -> None:
+    for record in corpus.manifest.product_files():
+        assert sha256_file(corpus.root / record.path) == record.sha256, record.path
+    for deb in corpus.manifest.debs:
+        assert sha256_file(corpus.root / deb.deb.path) == deb.deb.sha256, deb.deb.path
+        assert deb.version and deb.arch in ELF_MACHINE
+
+
+def test_kernels_are_the_newest_of_one_abi(corpus: Corpus) -> None:
+    # All flavours come from one Debian linux source upload, so they share the ABI number.
+    abis = {k.package.split("-")[3] for k in corpus.manifest.kernels.values()}
+    assert len(abis) == 1 and abis.pop().isdigit()
+
+
+def test_initramfs_carries_the_corpus_busybox(corpus: Corpus) -> None:
+    for arch in ELF_MACHINE:
+        archive = gzip.decompress(corpus.initramfs(arch).read_bytes())
+        listed = subprocess.run(
+            ["cpio", "-t", "--quiet"], input=archive, capture_output=True, check=True, timeout=60
+        ).stdout.split()
+        assert b"bin/busybox" in listed and b"init" in listed
+        assert corpus.busybox(arch).read_bytes() in archive
+
+
+def test_dtb_lookup_by_board_name(corpus: Corpus) -> None:
+    dtb = corpus.dtb("armmp", "vexpress-v2p-ca9")
+    assert dtb.read_bytes()[:4] == bytes.fromhex("d00dfeed")
+    assert corpus.dtb("armmp", "vexpress-v2p-ca9.dtb") == dtb
+    assert "vexpress-v2p-ca9" in corpus.boards("armmp")
+    assert "kirkwood-dockstar" in corpus.boards("marvell")
+    assert corpus.boards("4kc-malta") == []  # the malta kernel has its device tree built in
+
+
+@pytest.mark.parametrize(
+    ("flavour", "board"), [("armmp", "no-such-board"), ("4kc-malta", "malta"), ("x", "y")]
+)
+def test_unknown_names_are_bad_input(corpus: Corpus, flavour: str, board: str) -> None:
+    with pytest.raises(BadInput):
+        corpus.dtb(flavour, board)
+
+
+def test_a_complete_corpus_is_fetched_again_without_apt(
+    corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", path_without_apt(tmp_path))
+    again = explorer.corpus.fetch()
+    assert again.manifest == corpus.manifest
+
+
+def test_lost_or_damaged_files_are_rebuilt_from_the_kept_debs_without_apt(
+    corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A private copy holding only the debs (hard links: only ever read) and the manifest: what
+    # is left after an interrupted fetch or a cleaned cache. It must come back, offline, digest
+    # for digest, and so must a kernel damaged afterwards.
+    copy = tmp_path / "corpus"
+    (copy / "debs").mkdir(parents=True)
+    for deb in corpus.manifest.debs:
+        os.link(corpus.root / deb.deb.path, copy / deb.deb.path)
+    shutil.copy(corpus.root / "manifest.json", copy / "manifest.json")
+    outdated = copy / "initramfs" / "armhf-0123456789abcdef.cpio.gz"
+    outdated.parent.mkdir()
+    outdated.write_bytes(b"from an older fetch")
+    monkeypatch.setenv("PATH", path_without_apt(tmp_path))
+
+    assert explorer.corpus.fetch(root=copy).manifest == corpus.manifest
+    assert not outdated.exists()
+
+    kernel = copy / corpus.manifest.kernels["marvell"].image.path
+    damaged = bytearray(kernel.read_bytes())
+    damaged[-1] ^= 0xFF
+    kernel.write_bytes(damaged)
+    assert explorer.corpus.fetch(root=copy).manifest == corpus.manifest
+    assert sha256_file(kernel) == corpus.manifest.kernels["marvell"].image.sha256
+
+
+def test_no_network_is_one_error_that_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path))
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # the discard port: every download fails
+    with pytest.raises(CorpusError, match=r"deb\.debian\.org is reachable"):
+        explorer.corpus.fetch()
+    assert not (tmp_path / "corpus" / "manifest.json").exists()
+
+
+def test_load_without_a_fetch_says_what_to_run(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(CorpusError, match="explorer corpus fetch"):
+        explorer.corpus.load(tmp_path)
+
+
+def test_load_finds_what_fetch_made(corpus: Corpus) -> None:
+    assert explorer.corpus.load(corpus.root) == corpus

@@ -1,0 +1,173 @@
+"""Firmware formats on the real Debian kernels: the armmp kernel in every container and every
+compression the kernel build supports peels to byte-identical KernelImage.data; marvell, rpi and
+malta are recognised with the right architecture, byte order and addresses."""
+
+from __future__ import annotations
+
+import random
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from explorer.corpus import Corpus
+from explorer.firmware.locate import locate_kernel
+from explorer.firmware.model import Arch, Endian, KernelImage
+
+VMLINUX_TO_ELF = Path(sys.executable).parent / "vmlinux-to-elf"  # a test dependency, in the venv
+ARMMP_IMAGE_SIZE = 20582580  # bytes of the decompressed 6.1.0-50-armmp Image
+RECOMPRESS = {  # fast levels: the point is the format, not the ratio
+    "gzip": ["gzip", "-n", "-1", "-c"],
+    "lzma": ["lzma", "-1", "-c"],
+    "xz": ["xz", "--check=crc32", "--arm", "--lzma2=preset=1", "-c"],  # BCJ filter as scripts/xz_wrap.sh
+    "lzo": ["lzop", "-1", "-c"],
+    "lz4-legacy": ["lz4", "-l", "-1", "-c"],
+    "zstd": ["zstd", "-q", "-1", "-c"],
+}
+
+
+def run(*command: str | Path, stdin: bytes | None = None) -> bytes:
+    return subprocess.run([str(c) for c in command], input=stdin, capture_output=True, check=True).stdout
+
+
+@pytest.fixture(scope="session")
+def armmp_zimage(corpus: Corpus) -> bytes:
+    return corpus.kernel("armmp").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def armmp(armmp_zimage: bytes) -> KernelImage:
+    return locate_kernel(armmp_zimage)
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("formats")
+
+
+def rewrapped_zimage(zimage: bytes, kernel: KernelImage, payload: bytes) -> bytes:
+    """The real zImage's decompressor stub and tail around a new payload, end offset fixed up."""
+    layer = kernel.layers[-1]
+    start = layer.detail["payload_offset"]
+    tail = start + layer.detail["payload_size"] + 4  # past the old stream and its size word
+    (link_start,) = struct.unpack_from("<I", zimage, 0x28)
+    body = zimage[:start] + payload + struct.pack("<I", len(kernel.data)) + zimage[tail : layer.size]
+    return body[:0x2C] + struct.pack("<I", link_start + len(body)) + body[0x30:]
+
+
+def test_armmp_zimage_is_little_endian_arm_with_xz_payload(armmp: KernelImage) -> None:
+    assert (armmp.arch, armmp.endian, len(armmp.data)) == (Arch.ARM, Endian.LITTLE, ARMMP_IMAGE_SIZE)
+    assert [layer.kind for layer in armmp.layers] == ["zimage"]
+    assert armmp.layers[0].detail["compression"] == "xz"
+    assert armmp.layers[0].detail["size_word_ok"] is True
+    assert armmp.data.find(b"Linux version 6.1.0-50-armmp") >= 0
+    assert armmp.base is None and armmp.appended_dtb is None
+
+
+@pytest.mark.parametrize("codec", sorted(RECOMPRESS))
+def test_armmp_recompressed_with_each_codec_and_rewrapped_gives_identical_image(
+    armmp_zimage: bytes, armmp: KernelImage, codec: str
+) -> None:
+    payload = run(*RECOMPRESS[codec], stdin=armmp.data)
+    kernel = locate_kernel(rewrapped_zimage(armmp_zimage, armmp, payload))
+    assert kernel.layers[-1].detail["compression"] == codec
+    assert kernel.data == armmp.data
+
+
+def test_armmp_with_appended_dtb_returns_it(corpus: Corpus, armmp_zimage: bytes, armmp: KernelImage) -> None:
+    dtb = corpus.dtb("armmp", "vexpress-v2p-ca9").read_bytes()
+    kernel = locate_kernel(armmp_zimage + dtb)
+    assert (kernel.appended_dtb, kernel.data) == (dtb, armmp.data)
+
+
+def test_armmp_decompressed_image_is_recognised_raw(armmp: KernelImage) -> None:
+    kernel = locate_kernel(armmp.data)
+    assert (kernel.data, kernel.arch, kernel.endian) == (armmp.data, Arch.ARM, Endian.LITTLE)
+    assert [layer.kind for layer in kernel.layers] == ["image"]
+
+
+@pytest.fixture(scope="session")
+def uimages(corpus: Corpus, workdir: Path, armmp_zimage: bytes, armmp: KernelImage) -> dict[str, bytes]:
+    """mkimage's single-file, multi-file and gzip-compressed uImages of the armmp kernel."""
+    zimage, image_gz = workdir / "zImage", workdir / "Image.gz"
+    zimage.write_bytes(armmp_zimage)
+    image_gz.write_bytes(run("gzip", "-n", "-1", "-c", stdin=armmp.data))
+    initramfs = corpus.initramfs("armhf")
+    common = ["-A", "arm", "-O", "linux", "-a", "0x60008000", "-e", "0x60008000", "-n", "armmp"]
+    variants = {
+        "single": ["-T", "kernel", "-C", "none", "-d", zimage],
+        "multi": ["-T", "multi", "-C", "none", "-d", f"{zimage}:{initramfs}"],
+        "gzip": ["-T", "kernel", "-C", "gzip", "-d", image_gz],
+    }
+    out = {}
+    for name, args in variants.items():
+        run("mkimage", *common, *args, workdir / f"uImage-{name}")
+        out[name] = (workdir / f"uImage-{name}").read_bytes()
+    return out
+
+
+@pytest.mark.parametrize(("variant", "kinds"), [
+    ("single", ["uimage", "zimage"]),
+    ("multi", ["uimage", "zimage"]),
+    ("gzip", ["uimage", "image"]),
+])  # fmt: skip
+def test_armmp_uimage_made_by_mkimage_gives_identical_image(
+    uimages: dict[str, bytes], armmp: KernelImage, variant: str, kinds: list[str]
+) -> None:
+    kernel = locate_kernel(uimages[variant])
+    assert kernel.data == armmp.data
+    assert [layer.kind for layer in kernel.layers] == kinds
+    assert kernel.layers[0].detail["load_address"] == 0x60008000
+
+
+def test_armmp_uimage_inside_a_flash_at_an_odd_offset_gives_identical_image(
+    uimages: dict[str, bytes], armmp: KernelImage
+) -> None:
+    rng = random.Random(20261125)
+    bootloader, rootfs = rng.randbytes(0x20001), rng.randbytes(3 << 20)
+    kernel = locate_kernel(bootloader + uimages["multi"] + rootfs)
+    assert kernel.data == armmp.data
+    assert [layer.kind for layer in kernel.layers] == ["flash", "uimage", "zimage"]
+    assert kernel.layers[0].detail["kernel_at"] == 0x20001
+
+
+def test_armmp_zimage_inside_a_flash_at_an_odd_offset_gives_identical_image(
+    armmp_zimage: bytes, armmp: KernelImage
+) -> None:
+    rng = random.Random(7)
+    kernel = locate_kernel(rng.randbytes(0x3_0003) + armmp_zimage + rng.randbytes(1 << 20))
+    assert kernel.data == armmp.data
+    assert [(layer.kind, layer.offset) for layer in kernel.layers] == [("flash", 0), ("zimage", 0x3_0003)]
+
+
+@pytest.mark.skipif(not VMLINUX_TO_ELF.exists(), reason="vmlinux-to-elf (a test dependency) is missing")
+def test_armmp_as_elf_gives_identical_image_and_its_symbols(workdir: Path, armmp: KernelImage) -> None:
+    image, elf = workdir / "Image", workdir / "vmlinux"
+    image.write_bytes(armmp.data)
+    run(VMLINUX_TO_ELF, image, elf)
+    kernel = locate_kernel(elf.read_bytes())
+    assert kernel.data == armmp.data
+    assert kernel.base == 0xC0300000  # what vmlinux-to-elf states (it guesses _stext, not _text)
+    assert kernel.elf_symbols is not None and len(kernel.elf_symbols) == 45665
+    assert any(s.name == "start_kernel" for s in kernel.elf_symbols)
+
+
+@pytest.mark.parametrize("flavour", ["marvell", "rpi"])
+def test_armel_zimages_are_little_endian_arm(corpus: Corpus, flavour: str) -> None:
+    if flavour not in corpus.flavours:
+        pytest.skip(f"the corpus has no {flavour} kernel")
+    kernel = locate_kernel(corpus.kernel(flavour).read_bytes())
+    assert (kernel.arch, kernel.endian) == (Arch.ARM, Endian.LITTLE)
+    assert kernel.data.find(f"Linux version 6.1.0-50-{flavour}".encode()) >= 0
+
+
+def test_malta_vmlinuz_is_mipsel_with_load_address_and_entry(corpus: Corpus) -> None:
+    kernel = locate_kernel(corpus.kernel("4kc-malta").read_bytes())
+    assert (kernel.arch, kernel.endian) == (Arch.MIPS, Endian.LITTLE)
+    assert [layer.kind for layer in kernel.layers] == ["mips-vmlinuz"]
+    assert (kernel.base, kernel.load_address) == (0x80100000, 0x80100000)
+    assert kernel.entry is not None and kernel.base < kernel.entry < kernel.base + len(kernel.data)
+    assert kernel.data.find(b"Linux version 6.1.0-50-4kc-malta") >= 0
+    assert locate_kernel(kernel.data).data == kernel.data  # and the vmlinux.bin inside is recognised raw

@@ -1,0 +1,202 @@
+"""The runner's QEMU build (native/build.py) and the `rehosting` machine compiled into it.
+
+The first run builds QEMU (several minutes on two cores); later runs reuse the cached result.
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from explorer.corpus import USERSPACE_MARKER, Corpus
+
+REPO = Path(__file__).resolve().parents[2]
+BOOT_DEADLINE_SECONDS = 120  # a hang guard, not a performance claim: user space takes about 5 s
+
+pytestmark = pytest.mark.qemu
+
+
+def build_native() -> Path:
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "native" / "build.py")], capture_output=True, text=True, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return Path(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def qemu_build() -> Path:
+    return build_native()
+
+
+def vexpress_a9_config(corpus: Corpus) -> dict:
+    """The vexpress-a9 memory map (as in vexpress-v2p-ca9.dts), declared for the rehosting machine."""
+    return {
+        "cpu": "cortex-a9",
+        "ram": [{"base": "0x60000000", "size": "0x20000000"}],
+        "interrupt_controller": {"type": "a9mpcore_priv", "mmio": ["0x1e000000"], "props": {"num-irq": 96}},
+        "devices": [
+            {
+                "type": "realview_sysctl",
+                "mmio": ["0x10000000"],
+                "props": {"sys_id": 0x1190F500, "proc_id": 0x0C000191},
+            },
+            {"type": "pl011", "mmio": ["0x10009000"], "irqs": [37]},
+            {"type": "sp804", "mmio": ["0x10011000"], "irqs": [34]},
+            {"type": "sp804", "mmio": ["0x10012000"], "irqs": [35]},
+            {"type": "pl031", "mmio": ["0x10017000"], "irqs": [36]},
+            {"type": "l2x0", "mmio": ["0x1e00a000"]},
+        ],
+        "boot": {
+            "kernel": str(corpus.kernel("armmp")),
+            "dtb": str(corpus.dtb("armmp", "vexpress-v2p-ca9")),
+            "initrd": str(corpus.initramfs("armhf")),
+            "cmdline": "console=ttyAMA0 rdinit=/init",
+            "board_id": "0x8e0",
+        },
+    }
+
+
+def run_until(command: list[str], marker: str) -> tuple[bool, str]:
+    """Run QEMU until `marker` appears on its console or it exits; never longer than the deadline."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    output = bytearray()
+    deadline = time.monotonic() + BOOT_DEADLINE_SECONDS
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            while marker.encode() not in output and time.monotonic() < deadline:
+                if selector.select(timeout=1.0):
+                    chunk = process.stdout.read1(65536)
+                    if not chunk:
+                        break
+                    output += chunk
+    finally:
+        process.kill()
+        process.wait()
+    text = output.decode(errors="replace")
+    return marker in text, text
+
+
+def rehosting_command(qemu_build: Path, config: Path) -> list[str]:
+    return [
+        str(qemu_build / "bin" / "qemu-system-arm"),
+        "-M",
+        f"rehosting,config={config}",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+    ]
+
+
+def test_build_result_holds_binaries_plugin_header_and_manifest(qemu_build: Path) -> None:
+    for binary in ("qemu-system-arm", "qemu-system-mipsel", "qemu-system-mips"):
+        assert (qemu_build / "bin" / binary).is_file()
+    assert "QEMU_PLUGIN_VERSION" in (qemu_build / "include" / "qemu-plugin.h").read_text()
+    manifest = json.loads((qemu_build / "manifest.json").read_text())
+    assert manifest["qemu_version"].startswith("10.2.")
+    assert "--enable-plugins" in manifest["configure_flags"]
+
+
+def test_rebuild_with_nothing_changed_returns_the_same_directory(qemu_build: Path) -> None:
+    assert build_native() == qemu_build
+
+
+def test_build_offers_the_rehosting_machine_and_the_reference_board(qemu_build: Path) -> None:
+    machines = subprocess.run(
+        [str(qemu_build / "bin" / "qemu-system-arm"), "-M", "help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "rehosting" in machines
+    assert "vexpress-a9" in machines
+
+
+@pytest.mark.corpus
+def test_armmp_reaches_user_space_on_rehosting_with_the_vexpress_a9_map(
+    qemu_build: Path, corpus: Corpus, tmp_path: Path
+) -> None:
+    config = tmp_path / "vexpress-a9.json"
+    config.write_text(json.dumps(vexpress_a9_config(corpus)))
+    reached, console = run_until(rehosting_command(qemu_build, config), USERSPACE_MARKER)
+    assert reached, console[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "complaint"),
+    [
+        (lambda config: config.pop("cpu"), "cpu is missing"),
+        (lambda config: config.update(cpu="pentium"), 'cpu "pentium" is not an ARM CPU model'),
+        (lambda config: config.update(ram=[]), "ram must list at least one"),
+        (
+            lambda config: config["boot"].update(kernel="/nonexistent/zImage"),
+            "/nonexistent/zImage does not exist",
+        ),
+        (
+            lambda config: config["devices"].append({"type": "no-such-device"}),
+            '"no-such-device" is not a sysbus',
+        ),
+        (lambda config: config["devices"][1].update(irqs=[5]), "irqs[0] = 5 is not a GIC SPI"),
+        (lambda config: config["devices"][0]["props"].update(sys_id="x"), "devices[0].props.sys_id"),
+    ],
+)
+def test_bad_config_stops_qemu_with_one_line_naming_the_field(
+    qemu_build: Path, corpus: Corpus, tmp_path: Path, mutate, complaint: str
+) -> None:
+    config = vexpress_a9_config(corpus)
+    mutate(config)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(config))
+    completed = subprocess.run(
+        rehosting_command(qemu_build, path), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 1
+    assert complaint in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("machine_option", "complaint"),
+    [("rehosting", "no config given"), ("rehosting,config=/nonexistent.json", "cannot read it")],
+)
+def test_missing_config_stops_qemu_with_one_line(
+    qemu_build: Path, machine_option: str, complaint: str
+) -> None:
+    completed = subprocess.run(
+        [
+            str(qemu_build / "bin" / "qemu-system-arm"),
+            "-M",
+            machine_option,
+            "-nodefaults",
+            "-display",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 1
+    assert complaint in completed.stderr
+
+
+def test_invalid_json_config_is_reported(qemu_build: Path, tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{"cpu": "cortex-a9",')
+    completed = subprocess.run(
+        rehosting_command(qemu_build, path), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 1
+    assert "not valid JSON" in completed.stderr

@@ -1,0 +1,78 @@
+"""Recovered symbols and base against what the same kernel says about itself when stock QEMU boots it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from explorer.corpus import Corpus
+from explorer.firmware.locate import locate_kernel
+from explorer.firmware.model import KernelImage, SymbolTable
+from explorer.firmware.symbols import recover_symbols
+from groundtruth import WATCH_SPAN, GroundTruth, capture, malta, vexpress_a9
+
+WITNESSED = ("start_kernel", "panic", "do_one_initcall")
+FTRACE_NOPS = {0xE28DD004, 0x00000000}  # ARM `add sp, sp, #4` (drops the pushed lr); MIPS `nop` (call and delay slot)
+
+
+@dataclass(frozen=True)
+class Booted:
+    image: KernelImage
+    table: SymbolTable
+    truth: GroundTruth
+
+
+def _boot(corpus: Corpus, flavour: str) -> Booted:
+    image = locate_kernel(corpus.kernel(flavour).read_bytes())
+    table = recover_symbols(image)
+    watch = [table.address_of(name) for name in WITNESSED]
+    assert None not in watch
+    if flavour == "armmp":
+        board = vexpress_a9(corpus.dtb("armmp", "vexpress-v2p-ca9"))
+    else:
+        board = malta()
+    truth = capture(corpus.kernel(flavour), corpus.busybox(corpus.arch_of(flavour)), board, watch)  # type: ignore[arg-type]
+    return Booted(image, table, truth)
+
+
+@pytest.fixture(scope="module", params=["armmp", "4kc-malta"])
+def booted(request: pytest.FixtureRequest, corpus: Corpus) -> Booted:
+    return _boot(corpus, request.param)
+
+
+def _image_word(booted: Booted, address: int, base: int) -> int:
+    offset = address - base
+    return int.from_bytes(booted.image.data[offset : offset + 4], booted.image.endian.value)
+
+
+@pytest.mark.qemu
+def test_recovered_names_and_addresses_match_proc_kallsyms(booted: Booted) -> None:
+    truth = {(s.name, s.address) for s in booted.truth.proc_kallsyms}
+    recovered = {(s.name, s.address) for s in booted.table.symbols}
+    assert len(truth) > 30000
+    matched = len(truth & recovered) / len(truth)
+    assert matched >= 0.999, sorted(truth - recovered)[:20]
+    assert len(recovered - truth) <= 0.001 * len(recovered), sorted(recovered - truth)[:20]
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("name", WITNESSED)
+def test_image_bytes_at_a_symbol_are_the_code_the_cpu_ran_there(booted: Booted, name: str) -> None:
+    address = booted.table.address_of(name)
+    assert address is not None
+    executed = {a: w for a, w in booted.truth.executed.items() if address <= a < address + WATCH_SPAN}
+    assert len(executed) == WATCH_SPAN // 4, f"the CPU never reached {name} at {address:#x}"
+    differing = {a: w for a, w in executed.items() if _image_word(booted, a, booted.table.base) != w}
+    # by the time panic and the initcalls run, ftrace has turned its mcount call sites into nops
+    assert len(differing) <= 2 and set(differing.values()) <= FTRACE_NOPS, {hex(a): hex(w) for a, w in differing.items()}
+
+
+@pytest.mark.qemu
+def test_the_naive_base_puts_other_bytes_under_the_symbols(booted: Booted) -> None:
+    naive_base = min(s.address for s in booted.table.symbols if s.type in "Tt")  # _stext
+    if naive_base == booted.table.base:
+        naive_base += 0x1000
+    words = booted.truth.executed
+    agreeing = sum(_image_word(booted, a, naive_base) == w for a, w in words.items())
+    assert agreeing <= 0.1 * len(words)

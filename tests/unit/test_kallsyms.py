@@ -1,0 +1,184 @@
+"""kallsyms tables as scripts/kallsyms lays them out, in every layout since 2.6, found and decoded exactly."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from explorer.errors import FirmwareError
+from explorer.firmware.kallsyms import find_kallsyms
+from explorer.firmware.model import Endian, Symbol
+
+LAYOUTS = ("absolute", "base-relative", "base-relative-percpu", "seqs-of-names", "tables-first")
+NAME_CHARS = "abcdefghijklmnopqrstuvwxyz_0123456789"
+
+
+def _tokens(names: list[str]) -> list[str]:
+    """A token table like the kernel's: used characters stand for themselves, other bytes for pairs."""
+    used = sorted({c for n in names for c in n})
+    longer = (a + b * size for size in range(1, 256) for a in used for b in used)
+    return [chr(b) if chr(b) in used else next(longer) for b in range(256)]
+
+
+def _compress(name: str, tokens: list[str]) -> bytes:
+    by_token = {t: b for b, t in enumerate(tokens) if t}
+    out, at = bytearray(), 0
+    while at < len(name):
+        pair = name[at : at + 2]
+        step = 2 if len(pair) == 2 and pair in by_token else 1
+        out.append(by_token[name[at : at + step]])
+        at += step
+    return bytes(out)
+
+
+def _align(blob: bytearray, alignment: int) -> None:
+    blob += b"\0" * (-len(blob) % alignment)
+
+
+def build_kallsyms(symbols: list[Symbol], layout: str, endian: Endian, alignment: int = 4) -> bytes:
+    """The tables for `symbols` (sorted by address), laid out as the kernel of `layout` does."""
+    e = "<" if endian is Endian.LITTLE else ">"
+    full = [s.type + s.name for s in symbols]
+    tokens = _tokens(full)
+    names, markers = bytearray(), []
+    for i, name in enumerate(full):
+        if i % 256 == 0:
+            markers.append(len(names))
+        packed = _compress(name, tokens)
+        length = len(packed)
+        names += bytes([length]) if length < 0x80 else bytes([0x80 | (length & 0x7F), length >> 7])
+        names += packed
+    token_table = b"".join(t.encode() + b"\0" for t in tokens)
+    token_index, at = [], 0
+    for t in tokens:
+        token_index.append(at)
+        at += len(t) + 1
+
+    addresses = [s.address for s in symbols]
+    if layout == "absolute":
+        address_table = struct.pack(f"{e}{len(addresses)}I", *addresses)
+    elif layout == "base-relative-percpu":
+        relative_base = min(a for a in addresses if a >= 0x80000000)
+        offsets = [a if a < 0x80000000 else relative_base - 1 - a for a in addresses]
+        address_table = struct.pack(f"{e}{len(offsets)}i", *offsets) + struct.pack(f"{e}I", relative_base)
+    else:
+        address_table = struct.pack(f"{e}{len(addresses)}I", *[a - addresses[0] for a in addresses])
+        address_table += struct.pack(f"{e}I", addresses[0])
+
+    def table(blob: bytearray, part: bytes) -> None:
+        _align(blob, alignment)
+        blob += part
+
+    out = bytearray()
+    if layout != "tables-first":
+        table(out, address_table)
+    table(out, struct.pack(f"{e}I", len(symbols)))
+    table(out, names)
+    table(out, struct.pack(f"{e}{len(markers)}I", *markers))
+    if layout == "seqs-of-names":
+        by_name = sorted(range(len(full)), key=lambda i: full[i][1:])
+        table(out, b"".join(i.to_bytes(3, "big") for i in by_name))
+    table(out, token_table)
+    table(out, struct.pack(f"{e}256H", *token_index))
+    if layout == "tables-first":
+        table(out, address_table)
+    _align(out, alignment)
+    return bytes(out)
+
+
+@st.composite
+def symbol_tables(draw: st.DrawFn, percpu: bool = False) -> list[Symbol]:
+    count = draw(st.integers(16, 700))
+    names = draw(st.lists(st.text(NAME_CHARS, min_size=1, max_size=40), min_size=count, max_size=count))
+    gaps = draw(st.lists(st.integers(1, 0x400), min_size=count, max_size=count))
+    start = draw(st.integers(0x80000000, 0xC0000000)) & ~3
+    addresses = [start + sum(gaps[: i + 1]) * 4 for i in range(count)]
+    if percpu:  # a few per-CPU variables at small absolute addresses come first
+        addresses = [0, 0x10, 0x40, *addresses]
+        names = ["cpu_a", "cpu_b", "cpu_c", *names]
+    types = draw(st.lists(st.sampled_from("TtWwDdRrBb"), min_size=len(names), max_size=len(names)))
+    return [Symbol(a, t, n) for a, t, n in zip(addresses, types, names, strict=True)]
+
+
+def _embedded(tables: bytes, prefix: bytes, suffix: bytes) -> bytes:
+    return prefix + b"\0" * (-len(prefix) % 16) + tables + suffix
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    symbols=symbol_tables(),
+    layout=st.sampled_from([layout for layout in LAYOUTS if layout != "base-relative-percpu"]),
+    endian=st.sampled_from(Endian),
+    alignment=st.sampled_from([4, 16]),
+    prefix=st.binary(max_size=2048),
+    suffix=st.binary(max_size=2048),
+)
+def test_every_layout_decodes_to_exactly_the_symbols_encoded(
+    symbols: list[Symbol], layout: str, endian: Endian, alignment: int, prefix: bytes, suffix: bytes
+) -> None:
+    image = _embedded(build_kallsyms(symbols, layout, endian, alignment), prefix, suffix)
+    found = find_kallsyms(image, endian)
+    assert list(found.symbols) == symbols
+    assert found.layout.endian is endian
+    assert found.layout.encoding == ("absolute" if layout == "absolute" else "base-relative")
+
+
+@settings(max_examples=20, deadline=None)
+@given(symbols=symbol_tables(percpu=True), endian=st.sampled_from(Endian))
+def test_absolute_percpu_offsets_decode_to_absolute_and_relative_addresses(
+    symbols: list[Symbol], endian: Endian
+) -> None:
+    found = find_kallsyms(build_kallsyms(symbols, "base-relative-percpu", endian), endian)
+    assert list(found.symbols) == symbols
+    assert found.layout.encoding == "base-relative-percpu"
+
+
+def test_the_endianness_is_found_when_the_caller_guessed_wrong() -> None:
+    symbols = [Symbol(0xC0008000 + 4 * i, "T", f"func_{i}") for i in range(300)]
+    found = find_kallsyms(build_kallsyms(symbols, "base-relative", Endian.BIG), Endian.LITTLE)
+    assert found.layout.endian is Endian.BIG
+    assert list(found.symbols) == symbols
+
+
+def test_names_longer_than_127_compressed_bytes_use_the_two_byte_length() -> None:
+    long_name = NAME_CHARS * 10  # compresses to at least half its 370 characters
+    symbols = [Symbol(0xC0008000, "T", "short"), Symbol(0xC0008040, "t", long_name), Symbol(0xC0008080, "T", "x")]
+    found = find_kallsyms(build_kallsyms(symbols, "tables-first", Endian.LITTLE), Endian.LITTLE)
+    assert list(found.symbols) == symbols
+
+
+def test_symbols_are_returned_in_address_order_keeping_the_kernel_order_for_aliases() -> None:
+    symbols = [Symbol(0x80100000, "T", "_stext"), Symbol(0x80100000, "T", "__kernel_entry"), Symbol(0x80100010, "t", "a")]
+    found = find_kallsyms(build_kallsyms(symbols, "base-relative", Endian.LITTLE), Endian.LITTLE)
+    assert [s.name for s in found.symbols] == ["_stext", "__kernel_entry", "a"]
+
+
+def test_an_image_without_kallsyms_is_a_firmware_error_naming_the_fix() -> None:
+    with pytest.raises(FirmwareError, match="CONFIG_KALLSYMS"):
+        find_kallsyms(bytes(range(256)) * 64 + b"\0" * 4096, Endian.LITTLE)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=4096), st.sampled_from(Endian))
+def test_arbitrary_bytes_give_symbols_or_a_firmware_error_never_a_crash(data: bytes, endian: Endian) -> None:
+    try:
+        find_kallsyms(data, endian)
+    except FirmwareError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(symbols=symbol_tables(), layout=st.sampled_from(LAYOUTS[:2]), flip=st.data())
+def test_a_corrupted_table_gives_symbols_or_a_firmware_error_never_a_crash(
+    symbols: list[Symbol], layout: str, flip: st.DataObject
+) -> None:
+    image = bytearray(build_kallsyms(symbols, layout, Endian.LITTLE))
+    at = flip.draw(st.integers(0, len(image) - 1))
+    image[at] ^= flip.draw(st.integers(1, 255))
+    try:
+        find_kallsyms(bytes(image), Endian.LITTLE)
+    except FirmwareError:
+        pass
