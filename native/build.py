@@ -1,10 +1,11 @@
 """Build the runner's QEMU: a pinned upstream release with the `rehosting` machine compiled in.
 
 Run it with the project's Python: `.venv/bin/python native/build.py [--tarball PATH] [--jobs N]`.
-The last line printed is the directory holding bin/qemu-system-{arm,mipsel,mips} and
-include/qemu-plugin.h. That directory is named by a hash of everything that decides the result
-(QEMU version, tarball checksum, our patches, device selection, machine sources, configure flags),
-so a run with nothing changed returns in seconds. The unpacked tree and the build directory are
+The last line printed is the directory holding bin/qemu-system-{arm,mipsel,mips},
+include/qemu-plugin.h and lib/librehost.so (native/rehost_plugin). That directory is named by a
+hash of everything that decides the result (QEMU version, tarball checksum, our patches, device
+selection, machine and plugin sources, configure flags), so a run with nothing changed returns in
+seconds. The unpacked tree and the build directory are
 kept per QEMU version, so a change to our machine's C recompiles only that file.
 
 The source comes from Debian's source package, fetched with `apt-get source` through a private
@@ -92,6 +93,8 @@ CONFIGURE_FLAGS = (
 )
 
 # Our files and where they go in the QEMU tree.
+PLUGIN_SOURCE = NATIVE_DIR / "rehost_plugin" / "rehost.c"
+PLUGIN_LIBRARY = "librehost.so"
 MACHINE_SOURCES = ((NATIVE_DIR / "rehosting_machine" / "rehosting_arm.c", Path("hw/arm/rehosting_arm.c")),)
 DEVICE_SELECTIONS = (
     (NATIVE_DIR / "devices" / "arm-softmmu.mak", Path(f"configs/devices/arm-softmmu/{DEVICES_NAME}.mak")),
@@ -260,7 +263,7 @@ def tree_key(tarball: Tarball) -> str:
 def result_key(tarball: Tarball) -> str:
     digest = hashlib.sha256()
     digest.update(f"{tarball.version}\0{tree_key(tarball)}\0{' '.join(CONFIGURE_FLAGS)}\0".encode())
-    for path, _ in MACHINE_SOURCES:
+    for path in [*(source for source, _ in MACHINE_SOURCES), PLUGIN_SOURCE]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -335,6 +338,29 @@ def configure(tree: Path, build: Path, python: Path) -> None:
     stamp.write_text(flags)
 
 
+def build_plugin(result: Path) -> None:
+    """Compile the rehost plugin against the plugin header of this very build."""
+    glib_flags = subprocess.run(
+        ["pkg-config", "--cflags", "glib-2.0"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    (result / "lib").mkdir(exist_ok=True)
+    run(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-O2",
+            "-Wall",
+            "-Werror",
+            f"-I{result / 'include'}",
+            *glib_flags,
+            "-o",
+            str(result / "lib" / PLUGIN_LIBRARY),
+            str(PLUGIN_SOURCE),
+        ]
+    )
+
+
 def install(tree: Path, build: Path, tarball: Tarball, destination: Path) -> None:
     """Copy the binaries and the plugin header into `destination`, atomically by rename."""
     staging = destination.with_name(destination.name + ".partial")
@@ -344,6 +370,7 @@ def install(tree: Path, build: Path, tarball: Tarball, destination: Path) -> Non
     for binary in BINARIES:
         shutil.copy2(build / binary, staging / "bin" / binary)
     shutil.copy2(tree / "include" / "qemu" / "qemu-plugin.h", staging / "include" / "qemu-plugin.h")
+    build_plugin(staging)
     manifest = {
         "qemu_version": tarball.version,
         "tarball": tarball.path.name,

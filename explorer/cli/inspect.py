@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from explorer.firmware.ingest import ingest
-from explorer.firmware.model import Firmware
+from explorer.firmware.model import DtDevice, Firmware
 
 EXAMPLE = """
 Example:
@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
 
 
 def inspect(
-    firmware: Annotated[Path, typer.Argument(help="Kernel image or flash dump (zImage, uImage, Image, vmlinux).")],
+    firmware: Annotated[
+        Path, typer.Argument(help="Kernel image or flash dump (zImage, uImage, Image, vmlinux).")
+    ],
     dtb: Annotated[Path | None, typer.Option(help="Device tree blob to pair with the kernel.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
     symbols_out: Annotated[
@@ -82,13 +84,21 @@ def _print_device_tree(console: Console, fw: Firmware) -> None:
     )
     for base, size in tree.memory:
         console.print(f"  memory 0x{base:08x} size 0x{size:x}")
-    table = Table("address", "size", "compatible", "interrupt parent", box=None, pad_edge=False)
+    table = Table("address", "size", "compatible", "interrupts", box=None, pad_edge=False)
     for dev in sorted(tree.devices, key=lambda d: d.reg[0] if d.reg else (0, 0)):
         if dev.status != "okay" or not dev.reg:
             continue
         addr, size = dev.reg[0]
-        table.add_row(f"0x{addr:08x}", f"0x{size:x}", ", ".join(dev.compatible[:2]), dev.interrupt_parent or "")
+        table.add_row(f"0x{addr:08x}", f"0x{size:x}", ", ".join(dev.compatible[:2]), _interrupts(dev))
     console.print(table)
+
+
+def _interrupts(dev: DtDevice) -> str:
+    """Where a device's interrupts go, e.g. `interrupt-controller@1e001000 <0 5 4>`."""
+    if not dev.interrupts or dev.interrupt_parent is None:
+        return ""
+    cells = " ".join(str(c) for c in dev.interrupts)
+    return f"{dev.interrupt_parent.rsplit('/', 1)[-1]} <{cells}>"
 
 
 def _show(value: object) -> str:

@@ -40,6 +40,10 @@ class Corpus:
         """The kernel image of `flavour` ("armmp", "marvell", "rpi", "4kc-malta") as Debian ships it."""
         return self.root / self._kernel_record(flavour).image.path
 
+    def release(self, flavour: str) -> str:
+        """The kernel release `uname -r` prints, e.g. "6.1.0-50-armmp" (from the package name)."""
+        return self._kernel_record(flavour).package.removeprefix("linux-image-")
+
     def arch_of(self, flavour: str) -> str:
         """The Debian architecture `flavour` is built for (armhf, armel, mipsel)."""
         return self._kernel_record(flavour).arch

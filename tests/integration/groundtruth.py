@@ -67,7 +67,9 @@ def vexpress_a9(dtb: Path) -> Board:
 
 
 def malta() -> Board:
-    return Board("qemu-system-mipsel", ("-M", "malta", "-m", "256"), "nokaslr console=ttyS0 rdinit=/init", "mips")
+    return Board(
+        "qemu-system-mipsel", ("-M", "malta", "-m", "256"), "nokaslr console=ttyS0 rdinit=/init", "mips"
+    )
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,13 @@ def _gdb_script(board: Board, port: int, watch: list[int]) -> str:
     lines = ["set pagination off", "set confirm off", f"set architecture {board.gdb_architecture}"]
     lines.append(f"target remote 127.0.0.1:{port}")
     for number, address in enumerate(sorted(watch), start=1):
-        lines += [f"tbreak *{address:#x}", f"commands {number}", f"x/{WATCH_SPAN // 4}xw {address:#x}", "continue", "end"]
+        lines += [
+            f"tbreak *{address:#x}",
+            f"commands {number}",
+            f"x/{WATCH_SPAN // 4}xw {address:#x}",
+            "continue",
+            "end",
+        ]
     lines.append("continue")
     return "".join(line + "\n" for line in lines)
 

@@ -100,10 +100,11 @@ def rehosting_command(qemu_build: Path, config: Path) -> list[str]:
     ]
 
 
-def test_build_result_holds_binaries_plugin_header_and_manifest(qemu_build: Path) -> None:
+def test_build_result_holds_binaries_plugin_header_plugin_and_manifest(qemu_build: Path) -> None:
     for binary in ("qemu-system-arm", "qemu-system-mipsel", "qemu-system-mips"):
         assert (qemu_build / "bin" / binary).is_file()
-    assert "QEMU_PLUGIN_VERSION" in (qemu_build / "include" / "qemu-plugin.h").read_text()
+    assert "#define QEMU_PLUGIN_VERSION 5" in (qemu_build / "include" / "qemu-plugin.h").read_text()
+    assert (qemu_build / "lib" / "librehost.so").is_file()
     manifest = json.loads((qemu_build / "manifest.json").read_text())
     assert manifest["qemu_version"].startswith("10.2.")
     assert "--enable-plugins" in manifest["configure_flags"]
@@ -200,3 +201,48 @@ def test_invalid_json_config_is_reported(qemu_build: Path, tmp_path: Path) -> No
     )
     assert completed.returncode == 1
     assert "not valid JSON" in completed.stderr
+
+
+@pytest.mark.corpus
+def test_rehost_plugin_reports_hooks_in_order_and_ends_at_the_budget(
+    qemu_build: Path, corpus: Corpus, tmp_path: Path
+) -> None:
+    config = tmp_path / "vexpress-a9.json"
+    config.write_text(json.dumps(vexpress_a9_config(corpus)))
+    # QEMU's boot stub sits at the start of RAM and jumps to the zImage it loaded 64 KiB further.
+    plugin = f"{qemu_build / 'lib' / 'librehost.so'},hook=boot_stub@0x60000000,hook=zimage@0x60010000"
+    plugin += ",hook=unreached@0x1234,budget=5000000"
+    completed = subprocess.run(
+        [*rehosting_command(qemu_build, config), "-d", "plugin", "-plugin", plugin],
+        capture_output=True,
+        text=True,
+        timeout=BOOT_DEADLINE_SECONDS,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    reports = [line for line in completed.stderr.splitlines() if line.startswith("rehost: ")]
+    names = [line.split()[2] for line in reports if line.startswith("rehost: milestone")]
+    assert names == ["boot_stub", "zimage"]
+    budget_end = next(line for line in reports if line.startswith("rehost: end budget"))
+    assert 5_000_000 <= int(budget_end.split()[4]) < 5_000_000 + 10_000
+
+
+def test_rehost_plugin_rejects_a_malformed_hook(qemu_build: Path, tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            str(qemu_build / "bin" / "qemu-system-arm"),
+            "-M",
+            "vexpress-a9",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-plugin",
+            f"{qemu_build / 'lib' / 'librehost.so'},hook=start_kernel",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode != 0
+    assert "hook=start_kernel is not NAME@ADDRESS" in completed.stderr

@@ -5,15 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from groundtruth import WATCH_SPAN, GroundTruth, capture, malta, vexpress_a9
 
 from explorer.corpus import Corpus
 from explorer.firmware.locate import locate_kernel
 from explorer.firmware.model import KernelImage, SymbolTable
 from explorer.firmware.symbols import recover_symbols
-from groundtruth import WATCH_SPAN, GroundTruth, capture, malta, vexpress_a9
 
 WITNESSED = ("start_kernel", "panic", "do_one_initcall")
-FTRACE_NOPS = {0xE28DD004, 0x00000000}  # ARM `add sp, sp, #4` (drops the pushed lr); MIPS `nop` (call and delay slot)
+FTRACE_NOPS = {
+    0xE28DD004,
+    0x00000000,
+}  # ARM `add sp, sp, #4` (drops the pushed lr); MIPS `nop` (call and delay slot)
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,9 @@ def test_image_bytes_at_a_symbol_are_the_code_the_cpu_ran_there(booted: Booted, 
     assert len(executed) == WATCH_SPAN // 4, f"the CPU never reached {name} at {address:#x}"
     differing = {a: w for a, w in executed.items() if _image_word(booted, a, booted.table.base) != w}
     # by the time panic and the initcalls run, ftrace has turned its mcount call sites into nops
-    assert len(differing) <= 2 and set(differing.values()) <= FTRACE_NOPS, {hex(a): hex(w) for a, w in differing.items()}
+    assert len(differing) <= 2 and set(differing.values()) <= FTRACE_NOPS, {
+        hex(a): hex(w) for a, w in differing.items()
+    }
 
 
 @pytest.mark.qemu

@@ -15,7 +15,9 @@ def explorer(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*EXPLORER, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
-@pytest.mark.parametrize("command", [["inspect"], ["corpus", "fetch"], ["corpus", "path"], ["corpus", "list"]])
+@pytest.mark.parametrize(
+    "command", [["inspect"], ["corpus", "fetch"], ["corpus", "path"], ["corpus", "list"]]
+)
 def test_every_command_has_help_with_an_example(command: list[str], tmp_path: Path) -> None:
     result = explorer(*command, "--help", cache=tmp_path)
     assert result.returncode == 0

@@ -145,13 +145,21 @@ def test_the_endianness_is_found_when_the_caller_guessed_wrong() -> None:
 
 def test_names_longer_than_127_compressed_bytes_use_the_two_byte_length() -> None:
     long_name = NAME_CHARS * 10  # compresses to at least half its 370 characters
-    symbols = [Symbol(0xC0008000, "T", "short"), Symbol(0xC0008040, "t", long_name), Symbol(0xC0008080, "T", "x")]
+    symbols = [
+        Symbol(0xC0008000, "T", "short"),
+        Symbol(0xC0008040, "t", long_name),
+        Symbol(0xC0008080, "T", "x"),
+    ]
     found = find_kallsyms(build_kallsyms(symbols, "tables-first", Endian.LITTLE), Endian.LITTLE)
     assert list(found.symbols) == symbols
 
 
 def test_symbols_are_returned_in_address_order_keeping_the_kernel_order_for_aliases() -> None:
-    symbols = [Symbol(0x80100000, "T", "_stext"), Symbol(0x80100000, "T", "__kernel_entry"), Symbol(0x80100010, "t", "a")]
+    symbols = [
+        Symbol(0x80100000, "T", "_stext"),
+        Symbol(0x80100000, "T", "__kernel_entry"),
+        Symbol(0x80100010, "t", "a"),
+    ]
     found = find_kallsyms(build_kallsyms(symbols, "base-relative", Endian.LITTLE), Endian.LITTLE)
     assert [s.name for s in found.symbols] == ["_stext", "__kernel_entry", "a"]
 
