@@ -238,23 +238,36 @@ def _after_padding(data: bytes, at: int) -> int:
     return at
 
 
+def _before_padding(data: bytes, at: int) -> int:
+    """Step back over the zero words that aligned the table before `at` (whose last word is never zero)."""
+    for pad in range(0, MAX_ALIGN_PAD + 1, WORD):
+        if data[max(0, at - pad - WORD) : at - pad] != bytes(WORD):
+            return at - pad
+    return at
+
+
 def _addresses(
     data: bytes, order: Endian, num_syms_at: int, count: int, after_index: int
 ) -> tuple[int, str, int | None, np.ndarray] | None:
-    """Find the address table: before num_syms (up to 6.3) or after token_index (6.4+)."""
+    """Find the address table: before num_syms (up to 6.3) or right after token_index (6.4+).
+
+    token_index is 512 bytes from an aligned start, so nothing pads the offsets that follow it.
+    """
     size = count * WORD
-    pads = range(0, MAX_ALIGN_PAD + 1, WORD)
-    candidates: list[tuple[int, int | None]] = []  # (table offset, relative_base offset or None)
-    for pad in pads:  # up to 6.3: [offsets, relative_base | addresses], num_syms
-        base_at = num_syms_at - pad - WORD
-        candidates += [(base_at - pad2 - size, base_at) for pad2 in pads]
-        candidates.append((num_syms_at - pad - size, None))
-    after = after_index + -after_index % WORD
-    for pad in pads:  # 6.4+: token_index, offsets, relative_base
-        candidates += [(after + pad, after + pad + size + pad2) for pad2 in pads]
-        candidates.append((after + pad, None))
+    before_num_syms = _before_padding(data, num_syms_at)
+    relative_base_at = before_num_syms - WORD
+    candidates = [  # (table offset, relative_base offset or None for absolute addresses)
+        (_before_padding(data, relative_base_at) - size, relative_base_at),
+        (before_num_syms - size, None),
+        (after_index, _after_padding(data, after_index + size)),
+        (after_index, None),
+    ]
     for table_at, base_at in candidates:
-        if table_at < 0 or table_at + size > len(data) or (base_at is not None and base_at + WORD > len(data)):
+        if (
+            table_at < 0
+            or table_at + size > len(data)
+            or (base_at is not None and base_at + WORD > len(data))
+        ):
             continue
         words = np.frombuffer(data, dtype=_fmt(order, "u4"), count=count, offset=table_at)
         if base_at is None:

@@ -33,7 +33,10 @@ def recover_symbols(image: KernelImage) -> SymbolTable:
     if image.elf_symbols is not None and image.base is not None:
         symbols = tuple(sorted(image.elf_symbols))
         hits, samples = _prologue_hits(image, symbols, np.array([image.base], dtype=np.int64))
-        proof = f"base {image.base:#x} stated by the ELF headers; {hits[0]}/{samples} sampled text symbols start with a prologue there"
+        proof = (
+            f"base {image.base:#x} stated by the ELF headers; "
+            f"{hits[0]}/{samples} sampled text symbols start with a prologue there"
+        )
         return SymbolTable(symbols, "elf", image.base, proof)
     symbols = find_kallsyms(image.data, image.endian).symbols
     base, proof = prove_base(image, symbols)

@@ -31,10 +31,7 @@ def _boot(corpus: Corpus, flavour: str) -> Booted:
     table = recover_symbols(image)
     watch = [table.address_of(name) for name in WITNESSED]
     assert None not in watch
-    if flavour == "armmp":
-        board = vexpress_a9(corpus.dtb("armmp", "vexpress-v2p-ca9"))
-    else:
-        board = malta()
+    board = vexpress_a9(corpus.dtb("armmp", "vexpress-v2p-ca9")) if flavour == "armmp" else malta()
     truth = capture(corpus.kernel(flavour), corpus.busybox(corpus.arch_of(flavour)), board, watch)  # type: ignore[arg-type]
     return Booted(image, table, truth)
 
