@@ -390,6 +390,13 @@ def test_truncated_images_raise_only_firmware_error(name: str, draw: st.DataObje
     only_firmware_error(valid[: draw.draw(st.integers(0, len(valid) - 1))])
 
 
+@pytest.mark.parametrize("name", sorted(VALID))
+def test_every_cut_inside_the_headers_raises_only_firmware_error(name: str) -> None:
+    valid = VALID[name]
+    for cut in range(min(len(valid), 512)):
+        only_firmware_error(valid[:cut])
+
+
 @PROPERTY
 @given(st.sampled_from(sorted(VALID)), st.data())
 def test_bit_flipped_images_raise_only_firmware_error(name: str, draw: st.DataObject) -> None:

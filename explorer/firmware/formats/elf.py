@@ -48,6 +48,8 @@ def open_elf(data: bytes, offset: int) -> tuple[ELFFile, Arch, Endian]:
     """Parse the ELF header at `offset`; FirmwareError unless it is a 32-bit ARM or MIPS executable."""
     if not probe(data, offset):
         raise FirmwareError(f"no ELF header at offset {offset:#x}")
+    if len(data) < offset + 52:  # the 32-bit ELF header
+        raise FirmwareError(f"the ELF header at offset {offset:#x} is truncated: the file is cut short")
     endian = Endian.LITTLE if data[offset + 5] == 1 else Endian.BIG
     (machine,) = struct.unpack_from("<H" if endian is Endian.LITTLE else ">H", data, offset + 18)
     if machine in FOREIGN_MACHINES:
