@@ -1,6 +1,7 @@
 """`explorer inspect`: what ingestion learned about a firmware image, for people and for scripts."""
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -84,21 +85,27 @@ def _print_device_tree(console: Console, fw: Firmware) -> None:
     )
     for base, size in tree.memory:
         console.print(f"  memory 0x{base:08x} size 0x{size:x}")
+    parents = Counter(d.interrupt_parent for d in tree.devices if d.interrupt_parent and d.interrupts)
+    main_parent = parents.most_common(1)[0][0] if parents else None
+    if main_parent:
+        console.print(f"  interrupts go to {main_parent} unless a row names another controller")
     table = Table("address", "size", "compatible", "interrupts", box=None, pad_edge=False)
     for dev in sorted(tree.devices, key=lambda d: d.reg[0] if d.reg else (0, 0)):
         if dev.status != "okay" or not dev.reg:
             continue
         addr, size = dev.reg[0]
-        table.add_row(f"0x{addr:08x}", f"0x{size:x}", ", ".join(dev.compatible[:2]), _interrupts(dev))
+        table.add_row(
+            f"0x{addr:08x}", f"0x{size:x}", ", ".join(dev.compatible[:2]), _interrupts(dev, main_parent)
+        )
     console.print(table)
 
 
-def _interrupts(dev: DtDevice) -> str:
-    """Where a device's interrupts go, e.g. `interrupt-controller@1e001000 <0 5 4>`."""
+def _interrupts(dev: DtDevice, main_parent: str | None) -> str:
+    """A device's interrupt specifier, e.g. `<0 5 4>`, with its controller when it is not the usual one."""
     if not dev.interrupts or dev.interrupt_parent is None:
         return ""
-    cells = " ".join(str(c) for c in dev.interrupts)
-    return f"{dev.interrupt_parent.rsplit('/', 1)[-1]} <{cells}>"
+    cells = "<" + " ".join(str(c) for c in dev.interrupts) + ">"
+    return cells if dev.interrupt_parent == main_parent else f"{cells} to {dev.interrupt_parent}"
 
 
 def _show(value: object) -> str:
