@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from explorer.firmware.model import Arch, KernelImage, Layer
+from explorer.firmware.model import Arch, Endian, KernelImage, Layer
+
+RAW_KIND = "image"  # the Layer kind of a headerless kernel, whatever its architecture
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,13 @@ def raw_formats() -> tuple[Format, ...]:
     from explorer.firmware.formats import arm_image, mips_image
 
     return (arm_image, mips_image)  # type: ignore[return-value]
+
+
+def raw_kernel(arch: Arch, endian: Endian, data: bytes, offset: int) -> KernelImage:
+    """A headerless kernel that starts at `offset` and runs to the end of `data`."""
+    image = data[offset:]
+    layer = Layer(RAW_KIND, offset, len(image), {"arch": arch.value, "endian": endian.value})
+    return KernelImage(arch=arch, endian=endian, data=image, layers=(layer,))
 
 
 def identify(data: bytes, offset: int, among: tuple[Format, ...]) -> Format | None:

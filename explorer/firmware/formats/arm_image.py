@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from explorer.errors import FirmwareError
-from explorer.firmware.model import Arch, Endian, KernelImage, Layer
+from explorer.firmware.formats import RAW_KIND, raw_kernel
+from explorer.firmware.model import Arch, Endian, KernelImage
 
-KIND = "image"
+KIND = RAW_KIND
 BANNER = b"Linux version "
 ARM64_MAGIC = b"ARM\x64"  # at 0x38 of an AArch64 Image header
 SETEND_BE = 0xF1010200
@@ -54,10 +55,4 @@ def unpack(data: bytes, offset: int) -> KernelImage:
     endian = _endian(data, offset)
     if endian is None:
         raise FirmwareError(f"no raw ARM kernel Image at offset {offset:#x}")
-    image = data[offset:]
-    return KernelImage(
-        arch=Arch.ARM,
-        endian=endian,
-        data=image,
-        layers=(Layer(KIND, offset, len(image), {"arch": Arch.ARM.value, "endian": endian.value}),),
-    )
+    return raw_kernel(Arch.ARM, endian, data, offset)

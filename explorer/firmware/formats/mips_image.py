@@ -10,9 +10,10 @@ from __future__ import annotations
 import struct
 
 from explorer.errors import FirmwareError
-from explorer.firmware.model import Arch, Endian, KernelImage, Layer
+from explorer.firmware.formats import RAW_KIND, raw_kernel
+from explorer.firmware.model import Arch, Endian, KernelImage
 
-KIND = "image"
+KIND = RAW_KIND
 BANNER = b"Linux version "
 JR_RA = 0x03E00008
 MIN_RETURNS = 100  # a kernel has tens of thousands of functions; a stray match is not code
@@ -36,10 +37,4 @@ def unpack(data: bytes, offset: int) -> KernelImage:
     endian = _endian(data, offset)
     if endian is None:
         raise FirmwareError(f"no raw MIPS kernel at offset {offset:#x}")
-    image = data[offset:]
-    return KernelImage(
-        arch=Arch.MIPS,
-        endian=endian,
-        data=image,
-        layers=(Layer(KIND, offset, len(image), {"arch": Arch.MIPS.value, "endian": endian.value}),),
-    )
+    return raw_kernel(Arch.MIPS, endian, data, offset)
