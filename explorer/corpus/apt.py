@@ -16,21 +16,13 @@ from pathlib import Path
 
 from explorer.errors import CorpusError
 
-# The 6.1 kernels the corpus is built around live in bookworm; a pinned suite keeps the
-# corpus the same on hosts that run another Debian release (or no Debian at all).
-SUITE = "bookworm"
-SOURCES = (
-    f"http://deb.debian.org/debian {SUITE} main",
-    f"http://deb.debian.org/debian {SUITE}-updates main",
-    f"http://deb.debian.org/debian-security {SUITE}-security main",
-)
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 
 UPDATE_TIMEOUT_S = 900
 QUERY_TIMEOUT_S = 120
 DOWNLOAD_TIMEOUT_S = 1800
 
-_FIX_NETWORK = "check that deb.debian.org is reachable, then run `explorer corpus fetch` again"
+FIX_NETWORK = "check that deb.debian.org is reachable, then run `explorer corpus fetch` again"
 
 
 @dataclass(frozen=True)
@@ -39,6 +31,7 @@ class PackageVersion:
 
     package: str
     version: str
+    suite: str
     arch: str
     filename: str  # path in the archive pool; its basename is the .deb's file name
     size: int
@@ -49,10 +42,21 @@ class PackageVersion:
         return Path(self.filename).name
 
 
-class PrivateApt:
-    """apt-get / apt-cache pointed at `state_dir` for the single architecture `arch`."""
+def sources(suite: str) -> tuple[str, ...]:
+    """The archive lines of one Debian release: pinned by name, so the corpus is the same on
+    hosts that run another release (or no Debian at all)."""
+    return (
+        f"http://deb.debian.org/debian {suite} main",
+        f"http://deb.debian.org/debian {suite}-updates main",
+        f"http://deb.debian.org/debian-security {suite}-security main",
+    )
 
-    def __init__(self, arch: str, state_dir: Path) -> None:
+
+class PrivateApt:
+    """apt-get / apt-cache pointed at `state_dir` for one Debian `suite` and one architecture `arch`."""
+
+    def __init__(self, suite: str, arch: str, state_dir: Path) -> None:
+        self.suite = suite
         self.arch = arch
         self.state_dir = state_dir
 
@@ -78,7 +82,7 @@ class PrivateApt:
         for sub in ("lists/partial", "cache/archives/partial", "sources.list.d"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         (self.state_dir / "status").touch()
-        lines = [f"deb [signed-by={KEYRING}] {source}\n" for source in SOURCES]
+        lines = [f"deb [signed-by={KEYRING}] {source}\n" for source in sources(self.suite)]
         (self.state_dir / "sources.list").write_text("".join(lines))
 
     def _run(
@@ -91,11 +95,13 @@ class PrivateApt:
             )
         except subprocess.TimeoutExpired as err:
             raise CorpusError(
-                f"`{tool} {args[0]}` for {self.arch} took over {timeout_s} s: {_FIX_NETWORK}"
+                f"`{tool} {args[0]}` for {self.suite} {self.arch} took over {timeout_s} s: {FIX_NETWORK}"
             ) from err
         if done.returncode != 0 and not may_fail:
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            raise CorpusError(f"`{tool} {args[0]}` for {self.arch} failed ({last}): {_FIX_NETWORK}")
+            raise CorpusError(
+                f"`{tool} {args[0]}` for {self.suite} {self.arch} failed ({last}): {FIX_NETWORK}"
+            )
         return done.stdout
 
     def update(self) -> None:
@@ -107,20 +113,12 @@ class PrivateApt:
         self._prepare()
         self._run("apt-get", ["update"], UPDATE_TIMEOUT_S, may_fail=True)
 
-    def newest_kernel(self, flavour: str, series: str = "6.1.0") -> str:
-        """The name of the newest `linux-image-<series>-NN-<flavour>` package in the lists."""
-        # apt-cache takes POSIX extended regexes: no \d, and escaping dots is all `series` needs.
-        escaped_series = series.replace(".", r"\.")
-        pattern = re.compile(rf"^linux-image-{escaped_series}-([0-9]+)-{flavour}$")
-        listing = self._run("apt-cache", ["search", "--names-only", pattern.pattern], QUERY_TIMEOUT_S)
-        names = [line.split(" - ", 1)[0] for line in listing.splitlines()]
-        abi_by_name = {name: int(m.group(1)) for name in names if (m := pattern.match(name))}
-        if not abi_by_name:
-            raise CorpusError(
-                f"no linux-image-{series}-NN-{flavour} package in the {SUITE} index for {self.arch}: "
-                + _FIX_NETWORK
-            )
-        return max(abi_by_name, key=abi_by_name.__getitem__)
+    def package_names(self, prefix: str) -> list[str]:
+        """The names of the packages in the index that start with `prefix` (letters and '-' only)."""
+        if not re.fullmatch(r"[a-z0-9-]+", prefix):
+            raise ValueError(f"{prefix!r} would need escaping for apt-cache's POSIX regex")
+        listing = self._run("apt-cache", ["search", "--names-only", f"^{prefix}"], QUERY_TIMEOUT_S)
+        return [line.split(" - ", 1)[0] for line in listing.splitlines()]
 
     def candidate(self, package: str) -> PackageVersion:
         """The version apt would download for `package`, with the index's size and SHA-256."""
@@ -132,6 +130,7 @@ class PrivateApt:
             return PackageVersion(
                 package=fields["Package"],
                 version=fields["Version"],
+                suite=self.suite,
                 arch=fields["Architecture"],
                 filename=fields["Filename"],
                 size=int(fields["Size"]),
@@ -139,7 +138,7 @@ class PrivateApt:
             )
         except (KeyError, ValueError) as err:
             raise CorpusError(
-                f"the {self.arch} index has no usable record for {package}: {_FIX_NETWORK}"
+                f"the {self.suite} {self.arch} index has no usable record for {package}: {FIX_NETWORK}"
             ) from err
 
     def download(self, package: PackageVersion, into: Path) -> Path:
@@ -151,6 +150,6 @@ class PrivateApt:
         matches = sorted(into.glob(f"{package.package}_*_{package.arch}.deb"))
         if len(matches) != 1:
             raise CorpusError(
-                f"apt-get download of {package.package} left {len(matches)} files: {_FIX_NETWORK}"
+                f"apt-get download of {package.package} left {len(matches)} files: {FIX_NETWORK}"
             )
         return matches[0]

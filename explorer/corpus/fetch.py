@@ -3,9 +3,11 @@
 Phases, each skipped when its output is already there and matches the manifest:
   1. verify  - every kernel, busybox and initramfs has the SHA-256 the manifest records;
                if so, stop here (no network, well under a second);
-  2. select  - reuse the manifest's packages, or (first fetch, --refresh, a deb gone) ask the
-               private apt for the newest 6.1.0-NN of each flavour plus busybox-static;
-  3. download - each .deb not already on disk with the index's SHA-256;
+  2. select  - reuse the manifest's packages, or (first fetch, --refresh, a deb gone, a kernel
+               added to the catalogue) ask each release's private apt for the newest upload
+               of each kernel in `catalogue.KERNELS`, plus busybox-static;
+  3. download - each .deb not already on disk with the index's SHA-256; when the mirror lists
+               a kernel it cannot serve yet (mid-sync), the next older upload instead;
   4. extract - each .deb into a directory named after its digest (atomically, via rename);
   5. build   - one initramfs per architecture from its busybox;
   6. record  - write the manifest last, so an interrupted fetch simply resumes;
@@ -26,7 +28,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from explorer.corpus.apt import SUITE, PackageVersion, PrivateApt
+from explorer.corpus.apt import FIX_NETWORK, PackageVersion, PrivateApt
+from explorer.corpus.catalogue import FLAVOUR_ARCH, KERNELS, USERSPACE_SUITE, KernelSource
 from explorer.corpus.initramfs import MARKER_INIT_SCRIPT, USERSPACE_MARKER, busybox_initramfs
 from explorer.corpus.layout import Corpus, corpus_root
 from explorer.corpus.manifest import (
@@ -42,10 +45,9 @@ from explorer.corpus.manifest import (
 from explorer.errors import CorpusError
 from explorer.paths import cache_root
 
-# Kernel flavour -> Debian architecture. The boards each one covers are in the corpus README.
-FLAVOUR_ARCH = {"armmp": "armhf", "marvell": "armel", "rpi": "armel", "4kc-malta": "mipsel"}
 BUSYBOX_PACKAGE = "busybox-static"
 EXTRACT_TIMEOUT_S = 300
+KERNEL_ALTERNATIVES = 3  # uploads of one kernel tried, newest first, before giving up
 _LAYOUT_CHANGED = "Debian changed the package's layout; explorer.corpus.fetch needs updating"
 
 Report = Callable[[str], None]
@@ -69,7 +71,7 @@ def fetch(refresh: bool = False, report: Report = _ignore, root: Path | None = N
             return Corpus(root, existing)
         debs = None if refresh else _reusable_debs(root, existing, report)
         if debs is None:
-            debs = [_download(root, package, report) for package in _select_with_apt(report)]
+            debs = [_download_newest(root, choices, report) for choices in _select_with_apt(report)]
         manifest = _prepare(root, debs, _damaged_files(root, existing), report)
         write_manifest(root, manifest)
         report("manifest written")
@@ -113,20 +115,55 @@ def _reusable_debs(root: Path, manifest: Manifest | None, report: Report) -> lis
     return None
 
 
-def _select_with_apt(report: Report) -> list[PackageVersion]:
-    """Phase 2 with network: the newest kernel of each flavour and busybox-static, per architecture."""
+def _select_with_apt(report: Report) -> list[list[PackageVersion]]:
+    """Phase 2 with network: per package to fetch, the uploads to try, newest first.
+
+    One list per corpus kernel (its newest KERNEL_ALTERNATIVES uploads) and one per
+    architecture for busybox-static (its candidate version).
+    """
     selected = []
-    for arch in sorted(set(FLAVOUR_ARCH.values())):
-        apt = PrivateApt(arch, _apt_dir(arch))
-        report(f"updating the {arch} package lists")
+    for suite, arch in sorted({(k.suite, k.arch) for k in KERNELS.values()} | _userspace_apts()):
+        apt = PrivateApt(suite, arch, _apt_dir(suite, arch))
+        report(f"updating the {suite} {arch} package lists")
         apt.update()
-        names = [apt.newest_kernel(f) for f, a in FLAVOUR_ARCH.items() if a == arch]
-        selected += [apt.candidate(name) for name in [*names, BUSYBOX_PACKAGE]]
+        names = apt.package_names("linux-image-")
+        for source in KERNELS.values():
+            if (source.suite, source.arch) == (suite, arch):
+                newest = _uploads_newest_first(apt, source, names)[:KERNEL_ALTERNATIVES]
+                selected.append([apt.candidate(name) for name in newest])
+        if (suite, arch) in _userspace_apts():
+            selected.append([apt.candidate(BUSYBOX_PACKAGE)])
     return selected
 
 
-def _apt_dir(arch: str) -> Path:
-    return cache_root() / "apt" / arch
+def _userspace_apts() -> set[tuple[str, str]]:
+    return {(USERSPACE_SUITE, arch) for arch in FLAVOUR_ARCH.values()}
+
+
+def _uploads_newest_first(apt: PrivateApt, source: KernelSource, names: list[str]) -> list[str]:
+    abi_by_name = {name: abi for name in names if (abi := source.abi_of(name)) is not None}
+    if not abi_by_name:
+        raise CorpusError(
+            f"no {source.package_template.format(abi='NN')} package in the {source.suite} index "
+            f"for {source.arch}: {FIX_NETWORK}"
+        )
+    return sorted(abi_by_name, key=abi_by_name.__getitem__, reverse=True)
+
+
+def _apt_dir(suite: str, arch: str) -> Path:
+    return cache_root() / "apt" / suite / arch
+
+
+def _download_newest(root: Path, choices: list[PackageVersion], report: Report) -> DebRecord:
+    """Phase 3 for one package: the first of `choices` (newest first) that the mirror serves."""
+    for package in choices[:-1]:
+        try:
+            return _download(root, package, report)
+        except CorpusError as err:
+            report(
+                f"{package.package} {package.version} is listed but not served ({err}); trying an older one"
+            )
+    return _download(root, choices[-1], report)
 
 
 def _download(root: Path, package: PackageVersion, report: Report) -> DebRecord:
@@ -136,7 +173,8 @@ def _download(root: Path, package: PackageVersion, report: Report) -> DebRecord:
         report(f"downloading {package.package} {package.version} ({package.size / 1e6:.1f} MB)")
         (root / "debs").mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root / "debs", prefix=".download-") as tmp:
-            fetched = PrivateApt(package.arch, _apt_dir(package.arch)).download(package, Path(tmp))
+            apt = PrivateApt(package.suite, package.arch, _apt_dir(package.suite, package.arch))
+            fetched = apt.download(package, Path(tmp))
             if sha256_file(fetched) != package.sha256:
                 raise CorpusError(f"{package.package} did not match the index's SHA-256: run the fetch again")
             os.replace(fetched, root / record.path)
@@ -153,15 +191,15 @@ def _prepare(root: Path, debs: list[DebRecord], damaged: set[str], report: Repor
     for deb in debs:
         _extract(root, deb, any(path.startswith(deb.root + "/") for path in damaged), report)
     kernels = {}
-    for flavour, arch in FLAVOUR_ARCH.items():
-        (deb,) = [d for d in debs if d.arch == arch and d.package.endswith(f"-{flavour}")]
-        kernels[flavour] = _kernel_record(root, flavour, deb)
+    for name, source in KERNELS.items():
+        (deb,) = [d for d in debs if d.arch == source.arch and source.abi_of(d.package) is not None]
+        kernels[name] = _kernel_record(root, name, source.suite, deb)
     arches = {}
     for arch in sorted(set(FLAVOUR_ARCH.values())):
         (deb,) = [d for d in debs if d.arch == arch and d.package == BUSYBOX_PACKAGE]
         report(f"building the {arch} initramfs")
         arches[arch] = _build_initramfs(root, arch, root / deb.root / "bin" / "busybox")
-    return Manifest(SUITE, USERSPACE_MARKER, tuple(debs), kernels, arches)
+    return Manifest(USERSPACE_MARKER, tuple(debs), kernels, arches)
 
 
 def _extract(root: Path, deb: DebRecord, damaged: bool, report: Report) -> None:
@@ -195,15 +233,16 @@ def _extract(root: Path, deb: DebRecord, damaged: bool, report: Report) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _kernel_record(root: Path, flavour: str, deb: DebRecord) -> KernelRecord:
+def _kernel_record(root: Path, name: str, suite: str, deb: DebRecord) -> KernelRecord:
     extracted = root / deb.root
-    abi = deb.package.removeprefix("linux-image-")  # e.g. 6.1.0-50-armmp
+    abi = deb.package.removeprefix("linux-image-")  # e.g. 6.1.0-50-armmp, 6.12.117+deb13-armmp
     image = extracted / "boot" / f"vmlinuz-{abi}"
     if not image.is_file():
         raise CorpusError(f"{deb.package} has no boot/vmlinuz-{abi}: {_LAYOUT_CHANGED}")
     dtb_dir = extracted / "usr" / "lib" / f"linux-image-{abi}"
     return KernelRecord(
-        flavour=flavour,
+        flavour=name,
+        suite=suite,
         arch=deb.arch,
         package=deb.package,
         version=deb.version,

@@ -37,12 +37,19 @@ class Corpus:
         return sorted(self.manifest.arches)
 
     def kernel(self, flavour: str) -> Path:
-        """The kernel image of `flavour` ("armmp", "marvell", "rpi", "4kc-malta") as Debian ships it."""
+        """The kernel image of `flavour` as Debian ships it: "armmp", "marvell", "rpi" and "4kc-malta"
+        are bookworm's 6.1 kernels, "armmp-5.10", "armmp-6.12" and "rpi-6.12" those of bullseye
+        and trixie (`explorer.corpus.catalogue`)."""
         return self.root / self._kernel_record(flavour).image.path
 
     def release(self, flavour: str) -> str:
-        """The kernel release `uname -r` prints, e.g. "6.1.0-50-armmp" (from the package name)."""
+        """The kernel release `uname -r` prints, e.g. "6.1.0-50-armmp" or "6.12.117+deb13-armmp"
+        (from the package name)."""
         return self._kernel_record(flavour).package.removeprefix("linux-image-")
+
+    def suite(self, flavour: str) -> str:
+        """The Debian release `flavour` was fetched from (bookworm, bullseye, trixie)."""
+        return self._kernel_record(flavour).suite
 
     def arch_of(self, flavour: str) -> str:
         """The Debian architecture `flavour` is built for (armhf, armel, mipsel)."""

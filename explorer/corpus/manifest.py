@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-# Bump when the layout changes; an older manifest is then treated as absent and refetched.
-FORMAT_VERSION = 1
+# Bump when the layout changes. `read_manifest` upgrades the versions it knows (1: every
+# kernel from one suite, named at the top) and treats any other as absent, so it is refetched.
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 
 
@@ -52,7 +53,8 @@ class DebRecord:
 class KernelRecord:
     """One kernel flavour: its image and, for device-tree kernels, the directory of its DTBs."""
 
-    flavour: str
+    flavour: str  # the corpus name: "armmp", "armmp-6.12", ... (see explorer.corpus.catalogue)
+    suite: str  # the Debian release it was fetched from
     arch: str
     package: str
     version: str
@@ -71,7 +73,6 @@ class ArchRecord:
 
 @dataclass(frozen=True)
 class Manifest:
-    suite: str
     userspace_marker: str  # what the initramfs's /init prints; a changed marker means a rebuild
     debs: tuple[DebRecord, ...]
     kernels: dict[str, KernelRecord]  # by flavour
@@ -87,7 +88,6 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
-            "suite": self.suite,
             "userspace_marker": self.userspace_marker,
             "debs": [asdict(d) for d in self.debs],
             "kernels": {name: asdict(k) for name, k in self.kernels.items()},
@@ -100,14 +100,19 @@ class Manifest:
             return FileRecord(f["path"], f["sha256"], f["size"])
 
         return cls(
-            suite=d["suite"],
             userspace_marker=d["userspace_marker"],
             debs=tuple(
                 DebRecord(x["package"], x["version"], x["arch"], file(x["deb"]), x["root"]) for x in d["debs"]
             ),
             kernels={
                 name: KernelRecord(
-                    k["flavour"], k["arch"], k["package"], k["version"], file(k["image"]), k["dtb_dir"]
+                    k["flavour"],
+                    k["suite"],
+                    k["arch"],
+                    k["package"],
+                    k["version"],
+                    file(k["image"]),
+                    k["dtb_dir"],
                 )
                 for name, k in d["kernels"].items()
             },
@@ -130,11 +135,19 @@ def read_manifest(root: Path) -> Manifest | None:
     """The manifest in `root`, or None if there is none or it is unreadable or of another format."""
     try:
         d = json.loads((root / MANIFEST_NAME).read_text())
+        if d.get("format_version") == 1:
+            d = _upgraded_from_v1(d)
         if d.get("format_version") != FORMAT_VERSION:
             return None
         return Manifest.from_dict(d)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _upgraded_from_v1(d: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 named one suite for the whole corpus; version 2 names each kernel's own."""
+    kernels = {name: {**k, "suite": d["suite"]} for name, k in d["kernels"].items()}
+    return {**d, "format_version": 2, "kernels": kernels}
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:

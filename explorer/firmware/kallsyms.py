@@ -13,6 +13,12 @@
 
 and from 6.4 on the order is num_syms, names, markers, token_table, token_index, then the
 addresses/offsets, relative_base and seqs_of_names. Each table starts aligned (4 or 16 bytes).
+7.0 dropped kallsyms_relative_base. A 32-bit kernel that is not relocatable (every 32-bit ARM)
+stores absolute addresses in kallsyms_offsets, which decode as "absolute" (checked on Debian's
+7.2 armmp against its /proc/kallsyms). 64-bit and relocatable kernels (MIPS with KASLR) store
+place-relative offsets, each the symbol's address minus the entry's own. Those place every
+symbol in the image but give no virtual address: their "addresses" here are image offsets,
+and `symbols` proves the base separately.
 
 The search anchors on token_index (256 ascending u16 starting at 0 whose strides are the
 token lengths) and walks outward, verifying every step against the others. This module only
@@ -53,13 +59,16 @@ class KallsymsLayout:
     token_table: int
     token_index: int
     addresses: int  # offset of kallsyms_addresses or kallsyms_offsets
-    encoding: str  # "absolute", "base-relative" or "base-relative-percpu"
+    encoding: str  # "absolute", "base-relative", "base-relative-percpu" or "place-relative"
     relative_base: int | None  # value of kallsyms_relative_base, for the base-relative encodings
 
 
 @dataclass(frozen=True)
 class Kallsyms:
-    """Decoded kallsyms: symbols with their link-time addresses, sorted by address."""
+    """Decoded kallsyms: symbols with their link-time addresses, sorted by address.
+
+    For the "place-relative" encoding the addresses are offsets into the image (base 0).
+    """
 
     layout: KallsymsLayout
     symbols: tuple[Symbol, ...]
@@ -256,13 +265,18 @@ def _addresses(
     size = count * WORD
     before_num_syms = _before_padding(data, num_syms_at)
     relative_base_at = before_num_syms - WORD
-    candidates = [  # (table offset, relative_base offset or None for absolute addresses)
-        (_before_padding(data, relative_base_at) - size, relative_base_at),
-        (before_num_syms - size, None),
-        (after_index, _after_padding(data, after_index + size)),
-        (after_index, None),
+    # Where the table may be, with kallsyms_relative_base's place, or None and the encodings
+    # that have none: place-relative is 7.0+, so only after token_index. Absolute kernel
+    # addresses (0x80000000 up) read as place-relative land before the image, so trying it
+    # first never mistakes one for the other, while a place-relative table of text symbols
+    # (all below the table) would read as a rising run of huge absolute addresses.
+    candidates = [
+        (_before_padding(data, relative_base_at) - size, relative_base_at, ()),
+        (before_num_syms - size, None, ((_absolute, "absolute"),)),
+        (after_index, _after_padding(data, after_index + size), ()),
+        (after_index, None, ((_place_relative, "place-relative"), (_absolute, "absolute"))),
     ]
-    for table_at, base_at in candidates:
+    for table_at, base_at, decoders in candidates:
         if (
             table_at < 0
             or table_at + size > len(data)
@@ -270,14 +284,15 @@ def _addresses(
         ):
             continue
         words = np.frombuffer(data, dtype=_fmt(order, "u4"), count=count, offset=table_at)
-        if base_at is None:
-            decoded = _absolute(words)
-            encoding, relative_base = "absolute", None
-        else:
+        if base_at is not None:
             relative_base = int(np.frombuffer(data, dtype=_fmt(order, "u4"), count=1, offset=base_at)[0])
             decoded, encoding = _relative(words, relative_base)
-        if decoded is not None:
-            return table_at, encoding, relative_base, decoded
+            if decoded is not None:
+                return table_at, encoding, relative_base, decoded
+        for decode, encoding in decoders:
+            decoded = decode(words, table_at, len(data))
+            if decoded is not None:
+                return table_at, encoding, None, decoded
     return None
 
 
@@ -286,9 +301,23 @@ def _is_symbol_order(addresses: np.ndarray) -> bool:
     return bool(np.all(addresses[1:] >= addresses[:-1])) and addresses[-1] > addresses[0]
 
 
-def _absolute(words: np.ndarray) -> np.ndarray | None:
+def _absolute(words: np.ndarray, _table_at: int, _image_size: int) -> np.ndarray | None:
     addresses = words.astype(np.int64)
     return addresses if _is_symbol_order(addresses) else None
+
+
+def _place_relative(words: np.ndarray, table_at: int, image_size: int) -> np.ndarray | None:
+    """Image offsets of the symbols (7.0+): each entry is the symbol minus the entry's own place.
+
+    The first symbol (text) must then lie in the image before the table, which is in .rodata,
+    and the last in the image or just past it (bss, when KALLSYMS_ALL is on). Small absolute
+    addresses (a kernel linked at 0) read this way all land after the table.
+    """
+    places = table_at + WORD * np.arange(len(words), dtype=np.int64)
+    offsets = places + words.astype(np.int32).astype(np.int64)
+    if not 0 <= offsets[0] < table_at or offsets[-1] >= 2 * image_size or not _is_symbol_order(offsets):
+        return None
+    return offsets
 
 
 def _relative(offsets: np.ndarray, relative_base: int) -> tuple[np.ndarray | None, str]:

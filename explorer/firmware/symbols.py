@@ -5,7 +5,10 @@ way the table's `base` (the virtual address of image byte 0) is checked against 
 the right base, most text symbols land on a function prologue for the architecture; at any
 other base they land mid-function. kallsyms addresses alone do not give the base (`_stext`
 is not `_text`), so candidate bases are compared by that score and the winner must beat the
-runner-up clearly. This module never decompresses or parses containers (that is `locate`).
+runner-up clearly. Place-relative kallsyms (7.0+, relocatable kernels) place every symbol in
+the image exactly, so prologues cannot tell bases apart; there the base is the one at which
+the image's own function pointers (ops tables, initcalls) point at the most sampled
+functions. This module never decompresses or parses containers (that is `locate`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ PROOF_SAMPLES = 1024  # text symbols checked per candidate base
 BASE_GRID = 0x1000  # _text is page aligned on every kernel we know; exact candidates cover the rest
 MIN_PROLOGUE_SHARE = 0.25  # of the sampled symbols, at the winning base
 MIN_LEAD = 4  # the winner needs this many times the runner-up's hits
+POINTER_SAMPLES = 256  # functions whose pointers are looked for, per image
+MIN_POINTED_SHARE = 0.05  # of the sampled functions, pointed at from the image at the winning base
 
 # A prologue test maps instruction words (uint32, already in instruction byte order) to booleans.
 PrologueTest = Callable[[np.ndarray], np.ndarray]
@@ -38,9 +43,13 @@ def recover_symbols(image: KernelImage) -> SymbolTable:
             f"{hits[0]}/{samples} sampled text symbols start with a prologue there"
         )
         return SymbolTable(symbols, "elf", image.base, proof)
-    symbols = find_kallsyms(image.data, image.endian).symbols
-    base, proof = prove_base(image, symbols)
-    return SymbolTable(symbols, "kallsyms", base, proof)
+    kallsyms = find_kallsyms(image.data, image.endian)
+    if kallsyms.layout.encoding == "place-relative":  # addresses are image offsets
+        base, proof = prove_base_by_pointers(image, kallsyms.symbols)
+        symbols = tuple(Symbol(base + s.address, s.type, s.name) for s in kallsyms.symbols)
+        return SymbolTable(symbols, "kallsyms", base, proof)
+    base, proof = prove_base(image, kallsyms.symbols)
+    return SymbolTable(kallsyms.symbols, "kallsyms", base, proof)
 
 
 def prove_base(image: KernelImage, symbols: tuple[Symbol, ...]) -> tuple[int, str]:
@@ -62,6 +71,49 @@ def prove_base(image: KernelImage, symbols: tuple[Symbol, ...]) -> tuple[int, st
         raise FirmwareError(
             f"cannot prove where the kernel image is loaded ({proof}); "
             "the image may not start at _text or the architecture/endianness is wrong"
+        )
+    return best, proof
+
+
+def prove_base_by_pointers(image: KernelImage, placed: tuple[Symbol, ...]) -> tuple[int, str]:
+    """For symbols known by their image offsets: the page-aligned base at which the most sampled
+    functions have a pointer to them somewhere in the image, and the one-line proof."""
+    text = _text_addresses(placed)
+    if not len(text):
+        raise FirmwareError(
+            "the kernel's symbol table has no text symbols, so its load address cannot be proven"
+        )
+    sample = text[np.linspace(0, len(text) - 1, min(POINTER_SAMPLES, len(text))).astype(np.int64)]
+    dtype = "<u4" if image.endian is Endian.LITTLE else ">u4"
+    words = np.frombuffer(image.data, dtype, len(image.data) // 4).astype(np.int64)
+    words = words[words != 0] & ~1  # bit 0 marks Thumb or microMIPS code, not an address bit
+    # A pointer w to the function at offset s gives the base w - s, page aligned only when w and s
+    # agree in their low 12 bits: group the words by those bits once, then look each sample up.
+    words = words[np.argsort(words % BASE_GRID, kind="stable")]
+    low_bits = words % BASE_GRID
+    bases = []
+    for offset in sample.tolist():
+        same_page_offset = words[
+            np.searchsorted(low_bits, offset % BASE_GRID) : np.searchsorted(
+                low_bits, offset % BASE_GRID, side="right"
+            )
+        ]
+        bases.append(np.unique(same_page_offset[same_page_offset >= offset] - offset))  # once per function
+    candidates, pointed = np.unique(np.concatenate(bases), return_counts=True)
+    if not len(candidates):
+        raise FirmwareError(
+            "cannot prove where the kernel image is loaded: nothing in it points at its functions"
+        )
+    ranked = np.argsort(-pointed, kind="stable")
+    best, best_hits = int(candidates[ranked[0]]), int(pointed[ranked[0]])
+    runner_hits = int(pointed[ranked[1]]) if len(ranked) > 1 else 0
+    proof = f"{best_hits}/{len(sample)} sampled functions are pointed at from the image at base {best:#x}"
+    if len(ranked) > 1:
+        proof += f"; next best base {int(candidates[ranked[1]]):#x}: {runner_hits}/{len(sample)}"
+    if best_hits < MIN_POINTED_SHARE * len(sample) or best_hits < MIN_LEAD * runner_hits:
+        raise FirmwareError(
+            f"cannot prove where the kernel image is loaded ({proof}); "
+            "the image may not start at _text or the endianness is wrong"
         )
     return best, proof
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -12,7 +13,8 @@ import pytest
 
 import explorer.corpus
 from explorer.corpus import FLAVOUR_ARCH, Corpus
-from explorer.corpus.manifest import sha256_file
+from explorer.corpus.catalogue import KERNELS
+from explorer.corpus.manifest import MANIFEST_NAME, read_manifest, sha256_file
 from explorer.errors import BadInput, CorpusError
 
 ZIMAGE_MAGIC = bytes.fromhex("18286f01")  # 0x016f2818 little-endian, at offset 0x24 of an ARM zImage
@@ -52,10 +54,29 @@ def test_manifest_digests_match_the_files_on_disk(corpus: Corpus) -> None:
         assert deb.version and deb.arch in ELF_MACHINE
 
 
-def test_kernels_are_the_newest_of_one_abi(corpus: Corpus) -> None:
-    # All flavours come from one Debian linux source upload, so they share the ABI number.
-    abis = {k.package.split("-")[3] for k in corpus.manifest.kernels.values()}
+def test_bookworm_kernels_are_the_newest_of_one_abi(corpus: Corpus) -> None:
+    # All bookworm flavours come from one Debian linux source upload, so they share the ABI number.
+    abis = {k.package.split("-")[3] for k in corpus.manifest.kernels.values() if k.suite == "bookworm"}
     assert len(abis) == 1 and abis.pop().isdigit()
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_each_kernel_is_the_package_of_its_release(corpus: Corpus, name: str) -> None:
+    source = KERNELS[name]
+    record = corpus.manifest.kernels[name]
+    assert (
+        (record.suite, record.arch)
+        == (source.suite, source.arch)
+        == (corpus.suite(name), corpus.arch_of(name))
+    )
+    assert source.abi_of(record.package) is not None
+    assert corpus.release(name) in corpus.kernel(name).name
+
+
+def test_kernels_of_other_releases_ship_their_own_device_trees(corpus: Corpus) -> None:
+    assert corpus.dtb("armmp-5.10", "vexpress-v2p-ca9") != corpus.dtb("armmp", "vexpress-v2p-ca9")
+    assert "vexpress-v2p-ca9" in corpus.boards("armmp-6.12")
+    assert any(board.startswith("bcm2835-rpi") for board in corpus.boards("rpi-6.12"))
 
 
 def test_initramfs_carries_the_corpus_busybox(corpus: Corpus) -> None:
@@ -118,6 +139,25 @@ def test_lost_or_damaged_files_are_rebuilt_from_the_kept_debs_without_apt(
     kernel.write_bytes(damaged)
     assert explorer.corpus.fetch(root=copy).manifest == corpus.manifest
     assert sha256_file(kernel) == corpus.manifest.kernels["marvell"].image.sha256
+
+
+def test_a_version_1_manifest_is_upgraded_with_every_kernel_from_its_one_suite(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    current = json.loads((corpus.root / MANIFEST_NAME).read_text())
+    old = {**current, "format_version": 1, "suite": "bookworm"}
+    old["kernels"] = {n: {k: v for k, v in r.items() if k != "suite"} for n, r in current["kernels"].items()}
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(old))
+    upgraded = read_manifest(tmp_path)
+    assert upgraded is not None
+    assert {k.suite for k in upgraded.kernels.values()} == {"bookworm"}
+    assert upgraded.debs == corpus.manifest.debs and upgraded.arches == corpus.manifest.arches
+
+
+def test_a_manifest_of_an_unknown_version_reads_as_absent(corpus: Corpus, tmp_path: Path) -> None:
+    future = {**json.loads((corpus.root / MANIFEST_NAME).read_text()), "format_version": 99}
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(future))
+    assert read_manifest(tmp_path) is None
 
 
 def test_no_network_is_one_error_that_says_what_to_do(

@@ -13,10 +13,13 @@ from explorer.firmware.model import KernelImage, SymbolTable
 from explorer.firmware.symbols import recover_symbols
 
 WITNESSED = ("start_kernel", "panic", "do_one_initcall")
+# What ftrace writes over the `bl __gnu_mcount_nc` / `jal _mcount` call sites once it has started:
 FTRACE_NOPS = {
-    0xE28DD004,
-    0x00000000,
-}  # ARM `add sp, sp, #4` (drops the pushed lr); MIPS `nop` (call and delay slot)
+    0xE28DD004,  # ARM since 5.13: `add sp, sp, #4` (drops the lr pushed before the call)
+    0xE8BD4000,  # ARM before: `pop {lr}`
+    0x00000000,  # MIPS: `nop` (call and delay slot)
+}
+# ARM `add sp, sp, #4` (drops the pushed lr); MIPS `nop` (call and delay slot)
 
 
 @dataclass(frozen=True)
@@ -31,12 +34,18 @@ def _boot(corpus: Corpus, flavour: str) -> Booted:
     table = recover_symbols(image)
     watch = [table.address_of(name) for name in WITNESSED]
     assert None not in watch
-    board = vexpress_a9(corpus.dtb("armmp", "vexpress-v2p-ca9")) if flavour == "armmp" else malta()
+    board = (
+        malta()
+        if corpus.arch_of(flavour) == "mipsel"
+        else vexpress_a9(corpus.dtb(flavour, "vexpress-v2p-ca9"))
+    )
     truth = capture(corpus.kernel(flavour), corpus.busybox(corpus.arch_of(flavour)), board, watch)  # type: ignore[arg-type]
     return Booted(image, table, truth)
 
 
-@pytest.fixture(scope="module", params=["armmp", "4kc-malta"])
+# Every kernel a stock QEMU board boots: the ARMv7 ones on vexpress-a9, the MIPS one on malta,
+# from Debian 11 (5.10, kallsyms tables before token_index) to 13 (6.12, after it).
+@pytest.fixture(scope="module", params=["armmp", "4kc-malta", "armmp-5.10", "armmp-6.12"])
 def booted(request: pytest.FixtureRequest, corpus: Corpus) -> Booted:
     return _boot(corpus, request.param)
 

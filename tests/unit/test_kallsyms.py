@@ -13,7 +13,16 @@ from explorer.errors import FirmwareError
 from explorer.firmware.kallsyms import find_kallsyms
 from explorer.firmware.model import Endian, Symbol
 
-LAYOUTS = ("absolute", "base-relative", "base-relative-percpu", "seqs-of-names", "tables-first")
+# "tables-first" is 6.4 to 6.19; "tables-first-absolute" is 7.0 on for 32-bit kernels that are not
+# relocatable (every 32-bit ARM): kallsyms_offsets holds the addresses themselves, with no base after.
+LAYOUTS = (
+    "absolute",
+    "base-relative",
+    "base-relative-percpu",
+    "seqs-of-names",
+    "tables-first",
+    "tables-first-absolute",
+)
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyz_0123456789"
 
 
@@ -39,8 +48,14 @@ def _align(blob: bytearray, alignment: int) -> None:
     blob += b"\0" * (-len(blob) % alignment)
 
 
-def build_kallsyms(symbols: list[Symbol], layout: str, endian: Endian, alignment: int = 4) -> bytes:
-    """The tables for `symbols` (sorted by address), laid out as the kernel of `layout` does."""
+def build_kallsyms(
+    symbols: list[Symbol], layout: str, endian: Endian, alignment: int = 4, placed_at: int = 0
+) -> bytes:
+    """The tables for `symbols` (sorted by address), laid out as the kernel of `layout` does.
+
+    "place-relative" (7.0+, relocatable kernels) takes the symbols' image offsets as their
+    addresses and `placed_at`, the image offset the tables will start at (alignment-aligned).
+    """
     e = "<" if endian is Endian.LITTLE else ">"
     full = [s.type + s.name for s in symbols]
     tokens = _tokens(full)
@@ -59,13 +74,13 @@ def build_kallsyms(symbols: list[Symbol], layout: str, endian: Endian, alignment
         at += len(t) + 1
 
     addresses = [s.address for s in symbols]
-    if layout == "absolute":
+    if layout in ("absolute", "tables-first-absolute"):
         address_table = struct.pack(f"{e}{len(addresses)}I", *addresses)
     elif layout == "base-relative-percpu":
         relative_base = min(a for a in addresses if a >= 0x80000000)
         offsets = [a if a < 0x80000000 else relative_base - 1 - a for a in addresses]
         address_table = struct.pack(f"{e}{len(offsets)}i", *offsets) + struct.pack(f"{e}I", relative_base)
-    else:
+    elif layout != "place-relative":
         address_table = struct.pack(f"{e}{len(addresses)}I", *[a - addresses[0] for a in addresses])
         address_table += struct.pack(f"{e}I", addresses[0])
 
@@ -74,7 +89,8 @@ def build_kallsyms(symbols: list[Symbol], layout: str, endian: Endian, alignment
         blob += part
 
     out = bytearray()
-    if layout != "tables-first":
+    tables_first = layout.startswith("tables-first") or layout == "place-relative"
+    if not tables_first:
         table(out, address_table)
     table(out, struct.pack(f"{e}I", len(symbols)))
     table(out, names)
@@ -84,7 +100,13 @@ def build_kallsyms(symbols: list[Symbol], layout: str, endian: Endian, alignment
         table(out, b"".join(i.to_bytes(3, "big") for i in by_name))
     table(out, token_table)
     table(out, struct.pack(f"{e}256H", *token_index))
-    if layout == "tables-first":
+    if layout == "place-relative":
+        _align(out, alignment)
+        places = [placed_at + len(out) + 4 * i for i in range(len(addresses))]
+        address_table = struct.pack(
+            f"{e}{len(addresses)}i", *[a - p for a, p in zip(addresses, places, strict=True)]
+        )
+    if tables_first:
         table(out, address_table)
     _align(out, alignment)
     return bytes(out)
@@ -124,7 +146,7 @@ def test_every_layout_decodes_to_exactly_the_symbols_encoded(
     found = find_kallsyms(image, endian)
     assert list(found.symbols) == symbols
     assert found.layout.endian is endian
-    assert found.layout.encoding == ("absolute" if layout == "absolute" else "base-relative")
+    assert found.layout.encoding == ("absolute" if layout.endswith("absolute") else "base-relative")
 
 
 @settings(max_examples=20, deadline=None)
@@ -135,6 +157,27 @@ def test_absolute_percpu_offsets_decode_to_absolute_and_relative_addresses(
     found = find_kallsyms(build_kallsyms(symbols, "base-relative-percpu", endian), endian)
     assert list(found.symbols) == symbols
     assert found.layout.encoding == "base-relative-percpu"
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    symbols=symbol_tables(),
+    endian=st.sampled_from(Endian),
+    alignment=st.sampled_from([4, 16]),
+    prefix_pages=st.integers(0, 3),
+)
+def test_place_relative_offsets_decode_to_the_image_offsets_of_the_symbols(
+    symbols: list[Symbol], endian: Endian, alignment: int, prefix_pages: int
+) -> None:
+    # Code first, the tables after it, as in a real image: offsets into the code before them.
+    code_size = (symbols[-1].address - symbols[0].address + 0x1000 * (1 + prefix_pages) + 15) & ~15
+    placed = [Symbol(s.address - symbols[0].address + 0x1000 * prefix_pages, s.type, s.name) for s in symbols]
+    image = bytes(code_size) + build_kallsyms(
+        placed, "place-relative", endian, alignment, placed_at=code_size
+    )
+    found = find_kallsyms(image, endian)
+    assert found.layout.encoding == "place-relative"
+    assert list(found.symbols) == placed
 
 
 def test_the_endianness_is_found_when_the_caller_guessed_wrong() -> None:
