@@ -27,3 +27,11 @@ class DeviceTreeError(BadInput):
 
 class CorpusError(ExplorerError):
     """The real-kernel corpus could not be fetched or is not there yet."""
+
+
+class RunnerError(ExplorerError):
+    """A runner (one QEMU process) could not run: missing binary, a config QEMU refused."""
+
+
+class RunnerProtocolError(RunnerError):
+    """The runner's event stream is not a sequence of well-formed frames."""

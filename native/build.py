@@ -16,6 +16,7 @@ This script never touches the repository: everything it writes goes under the ca
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -95,7 +96,13 @@ CONFIGURE_FLAGS = (
 # Our files and where they go in the QEMU tree.
 PLUGIN_SOURCE = NATIVE_DIR / "rehost_plugin" / "rehost.c"
 PLUGIN_LIBRARY = "librehost.so"
-MACHINE_SOURCES = ((NATIVE_DIR / "rehosting_machine" / "rehosting_arm.c", Path("hw/arm/rehosting_arm.c")),)
+MACHINE_DIR = NATIVE_DIR / "rehosting_machine"
+MACHINE_SOURCES = (
+    (MACHINE_DIR / "rehosting.h", Path("include/hw/misc/rehosting.h")),
+    (MACHINE_DIR / "rehosting.c", Path("hw/misc/rehosting.c")),
+    (MACHINE_DIR / "rehosting_arm.c", Path("hw/arm/rehosting_arm.c")),
+    (MACHINE_DIR / "rehosting_mips.c", Path("hw/mips/rehosting_mips.c")),
+)
 DEVICE_SELECTIONS = (
     (NATIVE_DIR / "devices" / "arm-softmmu.mak", Path(f"configs/devices/arm-softmmu/{DEVICES_NAME}.mak")),
     (NATIVE_DIR / "devices" / "mips-softmmu.mak", Path(f"configs/devices/mipsel-softmmu/{DEVICES_NAME}.mak")),
@@ -386,6 +393,13 @@ def install(tree: Path, build: Path, tarball: Tarball, destination: Path) -> Non
 def build_qemu(local_tarball: Path | None, jobs: int) -> Path:
     qemu_cache = cache_root() / "qemu"
     qemu_cache.mkdir(parents=True, exist_ok=True)
+    # Test sessions run this script concurrently: one builds, the others wait and reuse its result.
+    with (qemu_cache / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return build_qemu_locked(qemu_cache, local_tarball, jobs)
+
+
+def build_qemu_locked(qemu_cache: Path, local_tarball: Path | None, jobs: int) -> Path:
     tarball = locate_tarball(qemu_cache, local_tarball)
     destination = qemu_cache / result_key(tarball)
     if (destination / "manifest.json").is_file():
