@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from explorer.corpus import Corpus
 from explorer.firmware.locate import locate_kernel
 from explorer.firmware.model import KernelImage
 from tests.helpers import run
+from tests.integration.rehosting import build_native
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +55,13 @@ def flash_with_uimage(uimages: dict[str, bytes]) -> bytes:
     """A flash-like dump: a bootloader, the multi-file uImage at the odd offset 0x20001, a rootfs."""
     rng = random.Random(20261125)
     return rng.randbytes(0x20001) + uimages["multi"] + rng.randbytes(3 << 20)
+
+
+@pytest.fixture(scope="session")
+def qemu_build() -> Path:
+    """Our QEMU build (native/build.py): several minutes the first time, then cached by content.
+
+    $EXPLORER_QEMU names a build directory to use instead (as `explorer boot --qemu` does)."""
+    if env := os.environ.get("EXPLORER_QEMU"):
+        return Path(env)
+    return build_native()

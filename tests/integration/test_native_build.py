@@ -6,98 +6,15 @@ The first run builds QEMU (several minutes on two cores); later runs reuse the c
 from __future__ import annotations
 
 import json
-import selectors
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from explorer.corpus import USERSPACE_MARKER, Corpus
-
-REPO = Path(__file__).resolve().parents[2]
-BOOT_DEADLINE_SECONDS = 120  # a hang guard, not a performance claim: user space takes about 5 s
+from tests.integration.rehosting import build_native, rehosting_command, run_until, vexpress_a9_config
 
 pytestmark = pytest.mark.qemu
-
-
-def build_native() -> Path:
-    completed = subprocess.run(
-        [sys.executable, str(REPO / "native" / "build.py")], capture_output=True, text=True, check=False
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return Path(completed.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="session")
-def qemu_build() -> Path:
-    return build_native()
-
-
-def vexpress_a9_config(corpus: Corpus) -> dict:
-    """The vexpress-a9 memory map (as in vexpress-v2p-ca9.dts), declared for the rehosting machine."""
-    return {
-        "cpu": "cortex-a9",
-        "ram": [{"base": "0x60000000", "size": "0x20000000"}],
-        "interrupt_controller": {"type": "a9mpcore_priv", "mmio": ["0x1e000000"], "props": {"num-irq": 96}},
-        "devices": [
-            {
-                "type": "realview_sysctl",
-                "mmio": ["0x10000000"],
-                "props": {"sys_id": 0x1190F500, "proc_id": 0x0C000191},
-            },
-            {"type": "pl011", "mmio": ["0x10009000"], "irqs": [37]},
-            {"type": "sp804", "mmio": ["0x10011000"], "irqs": [34]},
-            {"type": "sp804", "mmio": ["0x10012000"], "irqs": [35]},
-            {"type": "pl031", "mmio": ["0x10017000"], "irqs": [36]},
-            {"type": "l2x0", "mmio": ["0x1e00a000"]},
-        ],
-        "boot": {
-            "kernel": str(corpus.kernel("armmp")),
-            "dtb": str(corpus.dtb("armmp", "vexpress-v2p-ca9")),
-            "initrd": str(corpus.initramfs("armhf")),
-            "cmdline": "console=ttyAMA0 rdinit=/init",
-            "board_id": "0x8e0",
-        },
-    }
-
-
-def run_until(command: list[str], marker: str) -> tuple[bool, str]:
-    """Run QEMU until `marker` appears on its console or it exits; never longer than the deadline."""
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-    )
-    assert process.stdout is not None
-    output = bytearray()
-    deadline = time.monotonic() + BOOT_DEADLINE_SECONDS
-    try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(process.stdout, selectors.EVENT_READ)
-            while marker.encode() not in output and time.monotonic() < deadline:
-                if selector.select(timeout=1.0):
-                    chunk = process.stdout.read1(65536)
-                    if not chunk:
-                        break
-                    output += chunk
-    finally:
-        process.kill()
-        process.wait()
-    text = output.decode(errors="replace")
-    return marker in text, text
-
-
-def rehosting_command(qemu_build: Path, config: Path) -> list[str]:
-    return [
-        str(qemu_build / "bin" / "qemu-system-arm"),
-        "-M",
-        f"rehosting,config={config}",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-    ]
 
 
 def test_build_result_holds_binaries_plugin_header_plugin_and_manifest(qemu_build: Path) -> None:

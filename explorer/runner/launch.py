@@ -1,0 +1,365 @@
+"""One runner: one QEMU process that boots one MachineConfig, watched until it ends or its deadline.
+
+The driver builds the command line (deterministic time: icount and a VM-clock RTC), starts
+QEMU in its own session under resource limits, hands it the write end of a pipe for events
+(never a network port), and reads the console, stderr and events as they come, each bounded,
+so neither a chatty kernel nor a broken runner can grow the master's memory. Whatever happens
+(the run ends, the deadline passes, the stream turns to garbage, the master is interrupted or
+killed), the QEMU process and its group are killed and reaped: no orphans. It must never
+interpret what the run saw beyond how it ended: that is the RunResult's reader's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import resource
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from explorer.errors import RunnerError, RunnerProtocolError
+from explorer.runner.config import write_config
+from explorer.runner.machine_config_pb2 import MachineConfig
+from explorer.runner.protocol import EventDecoder
+from explorer.runner.rehost_pb2 import Exit, ExitReason, RunResult
+from explorer.runner.result import BoundedBytes, ResultBounds, ResultBuilder
+
+# Deterministic time: the guest clock advances with instructions (2**4 ns each), never with
+# the host's; the RTC starts at a fixed date and runs on that same clock.
+DETERMINISTIC_TIME = (
+    "-icount",
+    "shift=4,align=off,sleep=off",
+    "-rtc",
+    "base=2020-01-01T00:00:00,clock=vm",
+)
+# TCG's code buffer and QEMU's own mappings on top of guest RAM (measured: about 1.3 GiB).
+QEMU_ADDRESS_SPACE_OVERHEAD = 2 << 30
+_READ_CHUNK = 1 << 16
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class RunnerLimits:
+    """What one runner may use. The wall-clock deadline is enforced by the driver, the rest by the kernel."""
+
+    deadline_seconds: float = 600.0
+    # Default: guest RAM + QEMU_ADDRESS_SPACE_OVERHEAD.
+    address_space_bytes: int | None = None
+    # Default: the deadline plus a minute (a second guard should the driver die unnoticed).
+    cpu_seconds: int | None = None
+    open_files: int = 256
+    file_size_bytes: int = 64 << 20
+    console_bytes: int = 1 << 20
+    stderr_bytes: int = 1 << 16
+    result_bounds: ResultBounds = field(default_factory=ResultBounds)
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """The rehost plugin (or any TCG plugin speaking proto/rehost.proto) and its arguments.
+
+    The driver appends `events_fd=N`: the inherited descriptor to write Event frames to.
+    """
+
+    path: Path
+    arguments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run: its deterministic result, and what was measured on this host."""
+
+    result: RunResult
+    wall_seconds: float
+    # From process start to the first console byte (None: the guest printed nothing).
+    first_console_seconds: float | None
+    stderr: str
+
+
+def qemu_binary(qemu_dir: Path, target: str) -> Path:
+    """The qemu-system-TARGET of a QEMU build result directory (native/build.py prints it)."""
+    binary = qemu_dir / "bin" / f"qemu-system-{target}"
+    if not binary.is_file():
+        raise RunnerError(
+            f"no QEMU for {target} at {binary}: build it with `python native/build.py` "
+            "and pass the directory it prints"
+        )
+    return binary
+
+
+def command_line(qemu: Path, config_path: Path, *, plugin: Plugin | None, events_fd: int | None) -> list[str]:
+    """QEMU's arguments for one run; the serial port is stdio (a pipe to the driver, or the terminal)."""
+    command = [
+        str(qemu),
+        "-M",
+        f"rehosting,config={config_path}",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        # A guest reset ends the run instead of booting again.
+        "-no-reboot",
+        *DETERMINISTIC_TIME,
+    ]
+    if plugin is not None:
+        arguments = [str(plugin.path), *plugin.arguments]
+        if events_fd is not None:
+            arguments.append(f"events_fd={events_fd}")
+        command += ["-plugin", ",".join(arguments)]
+    return command
+
+
+def run(
+    config: MachineConfig,
+    qemu_dir: Path,
+    *,
+    plugin: Plugin | None = None,
+    limits: RunnerLimits | None = None,
+    console: bool = False,
+) -> Run:
+    """Boot `config` in one QEMU until it ends or the deadline passes; always returns with QEMU reaped.
+
+    Raises RunnerError when QEMU cannot start (no binary, a config the machine refuses); a run
+    that starts and then fails is a partial RunResult instead. With `console`, the guest's
+    serial port is the terminal (and the result's console is empty).
+    """
+    with tempfile.TemporaryDirectory(prefix="explorer-run-") as scratch:
+        config_path = Path(scratch) / "machine.json"
+        write_config(config, config_path)
+        qemu = qemu_binary(qemu_dir, config.target)
+        return _Runner(config, qemu, config_path, plugin, limits or RunnerLimits(), console).run()
+
+
+class _Runner:
+    """The state of one run while it is watched; used once."""
+
+    def __init__(
+        self,
+        config: MachineConfig,
+        qemu: Path,
+        config_path: Path,
+        plugin: Plugin | None,
+        limits: RunnerLimits,
+        console: bool,
+    ) -> None:
+        self._config = config
+        self._qemu = qemu
+        self._config_path = config_path
+        self._plugin = plugin
+        self._limits = limits
+        self._console = console
+        self._builder = ResultBuilder(limits.result_bounds)
+        self._decoder = EventDecoder(self._builder.add)
+        self._console_capture = BoundedBytes(limits.console_bytes)
+        self._stderr_capture = BoundedBytes(limits.stderr_bytes)
+        self._protocol_error: RunnerProtocolError | None = None
+        self._timed_out = False
+        self._first_console: float | None = None
+
+    def run(self) -> Run:
+        events_read, events_write = os.pipe()
+        try:
+            with _terminal_restored(self._console):
+                started = time.monotonic()
+                process = self._start(events_write)
+                os.close(events_write)
+                events_write = -1
+                try:
+                    self._watch(process, events_read, started + self._limits.deadline_seconds)
+                finally:
+                    self._kill(process)
+                wall = time.monotonic() - started
+        finally:
+            os.close(events_read)
+            if events_write >= 0:
+                os.close(events_write)
+        stderr = self._stderr_capture.value().decode(errors="replace")
+        result = self._result(process.returncode, stderr)
+        first = None if self._first_console is None else self._first_console - started
+        return Run(result, wall, first, stderr)
+
+    def _start(self, events_write: int) -> subprocess.Popen[bytes]:
+        command = command_line(
+            self._qemu,
+            self._config_path,
+            plugin=self._plugin,
+            events_fd=events_write,
+        )
+        limit_child = _child_limits(self._limits, self._config)
+        try:
+            return subprocess.Popen(
+                command,
+                stdin=None if self._console else subprocess.DEVNULL,
+                stdout=None if self._console else subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(events_write,),
+                # Its own session, so that one kill reaches everything it started; on the
+                # terminal it must stay in ours, or reading the tty would stop it (SIGTTIN).
+                start_new_session=not self._console,
+                preexec_fn=limit_child,
+            )
+        except OSError as error:
+            raise RunnerError(f"cannot start {self._qemu}: {error.strerror}") from None
+
+    def _watch(self, process: subprocess.Popen[bytes], events_read: int, deadline: float) -> None:
+        """Read every stream until QEMU has exited and all are drained, the deadline, or garbage.
+
+        QEMU's exit is seen through a pidfd, which does not reap it: its pid and process group
+        stay QEMU's until `_kill` has killed the group, so no kill can reach a stranger.
+        """
+        assert process.stderr is not None
+        streams: dict[int, Callable[[bytes], None]] = {
+            events_read: self._feed_events,
+            process.stderr.fileno(): self._stderr_capture.append,
+        }
+        if process.stdout is not None:
+            streams[process.stdout.fileno()] = self._feed_console
+        exited = os.pidfd_open(process.pid)
+        try:
+            with selectors.DefaultSelector() as selector:
+                for descriptor in streams:
+                    os.set_blocking(descriptor, False)
+                    selector.register(descriptor, selectors.EVENT_READ)
+                selector.register(exited, selectors.EVENT_READ)
+                while selector.get_map() and self._protocol_error is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._timed_out = True
+                        return
+                    for key, _ in selector.select(remaining):
+                        if key.fd == exited:
+                            selector.unregister(exited)
+                            # Whatever QEMU left behind would hold the pipes open: end it too.
+                            self._kill_group(process)
+                            continue
+                        chunk = os.read(key.fd, _READ_CHUNK)
+                        if chunk:
+                            streams[key.fd](chunk)
+                            continue
+                        selector.unregister(key.fd)
+                        if key.fd == events_read:
+                            self._finish_events()
+        finally:
+            os.close(exited)
+
+    def _feed_console(self, chunk: bytes) -> None:
+        if self._first_console is None:
+            self._first_console = time.monotonic()
+        self._console_capture.append(chunk)
+
+    def _feed_events(self, chunk: bytes) -> None:
+        try:
+            self._decoder.feed(chunk)
+        except RunnerProtocolError as error:
+            self._protocol_error = error
+
+    def _finish_events(self) -> None:
+        try:
+            self._decoder.finish()
+        except RunnerProtocolError as error:
+            self._protocol_error = error
+
+    def _kill(self, process: subprocess.Popen[bytes]) -> None:
+        """Kill the runner and its process group, then reap it (the group first: see `_watch`)."""
+        self._kill_group(process)
+        process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+    def _kill_group(self, process: subprocess.Popen[bytes]) -> None:
+        # Only before QEMU is reaped. On the terminal it shares our group, so only it is killed.
+        with contextlib.suppress(ProcessLookupError):
+            if self._console:
+                process.kill()
+            else:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def _result(self, returncode: int, stderr: str) -> RunResult:
+        received = self._builder.exit
+        console = self._console_capture
+        if self._protocol_error is not None:
+            ending = received or _exit(ExitReason.EXIT_CRASHED, "the runner's event stream broke")
+            return self._builder.finish(ending, console, f"protocol error: {self._protocol_error}")
+        if received is not None:
+            return self._builder.finish(received, console)
+        if self._timed_out:
+            seconds = self._limits.deadline_seconds
+            detail = f"no exit within the wall-clock deadline of {seconds:g} s"
+            return self._builder.finish(_exit(ExitReason.EXIT_TIMEOUT, detail), console, detail)
+        if returncode == 0:
+            detail = "QEMU exited with status 0: the guest powered off or reset"
+            return self._builder.finish(_exit(ExitReason.EXIT_POWEROFF, detail), console)
+        last_line = _last_lines(stderr, 1)
+        if returncode == 1 and self._decoder.frames == 0 and not len(console):
+            # Nothing ran: QEMU refused the config, a file it names, or the plugin's arguments
+            # (then the plugin's complaint is the line before QEMU's).
+            raise RunnerError(
+                _last_lines(stderr, 2) or f"{self._qemu.name} exited with status 1 before the guest ran"
+            )
+        if returncode < 0:
+            name = signal.Signals(-returncode).name
+            reason = ExitReason.EXIT_KILLED if -returncode == signal.SIGKILL else ExitReason.EXIT_CRASHED
+            detail = f"QEMU killed by {name}" + (f" ({last_line})" if last_line else "")
+        else:
+            reason = ExitReason.EXIT_CRASHED
+            detail = f"QEMU exited with status {returncode}" + (f": {last_line}" if last_line else "")
+        return self._builder.finish(_exit(reason, detail), console, detail)
+
+
+@contextlib.contextmanager
+def _terminal_restored(console: bool) -> Iterator[None]:
+    """On the terminal QEMU switches it to raw mode, and a killed QEMU cannot switch it back."""
+    if not (console and sys.stdin.isatty()):
+        yield
+        return
+    saved = termios.tcgetattr(sys.stdin.fileno())
+    try:
+        yield
+    finally:
+        termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
+
+
+def _child_limits(limits: RunnerLimits, config: MachineConfig) -> Callable[[], None]:
+    """What the child runs between fork and exec: die with the driver, then cap resources.
+
+    PR_SET_PDEATHSIG fires when the thread that started QEMU ends, so start runners from a
+    thread that outlives them (the main thread, or a pool's worker that waits for its runs).
+    """
+    ram = sum(region.size for region in config.ram)
+    address_space = limits.address_space_bytes or ram + QEMU_ADDRESS_SPACE_OVERHEAD
+    cpu_seconds = limits.cpu_seconds or int(limits.deadline_seconds) + 60
+    driver = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def limit_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != driver:  # the driver died before the line above took effect
+            os._exit(1)
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return limit_child
+
+
+def _exit(reason: ExitReason.ValueType, detail: str) -> Exit:
+    return Exit(reason=reason, detail=detail)
+
+
+def _last_lines(text: str, count: int) -> str:
+    """The last `count` non-blank lines of `text`, as one line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines[-count:])

@@ -1,0 +1,75 @@
+/*
+ * What every `rehosting` machine (ARM, MIPS) shares: reading the JSON config the explorer
+ * master writes, RAM regions, the catch-all MMIO region under the whole address space, and
+ * sysbus devices declared by type. Wiring interrupts and loading a kernel are per architecture
+ * and live in the machines, never here.
+ */
+
+#ifndef HW_MISC_REHOSTING_H
+#define HW_MISC_REHOSTING_H
+
+#include "exec/hwaddr.h"
+#include "hw/boards.h"
+#include "qobject/qdict.h"
+#include "qobject/qlist.h"
+#include "system/memory.h"
+
+typedef struct RehostingConfig {
+    char *path;
+    QDict *root;
+    int next_serial; /* "chardev" devices take -serial backends in order */
+
+    MemoryRegion unmapped;
+    GHashTable *pinned_reads; /* guest physical address -> value read there */
+    uint64_t unmapped_log_limit;
+    uint64_t unmapped_accesses;
+
+    hwaddr first_ram_base;
+    uint64_t first_ram_size;
+} RehostingConfig;
+
+/* Print "rehosting: config FILE: <message>" and exit(1): the config is the user's to fix. */
+G_NORETURN G_GNUC_PRINTF(2, 3)
+void rehosting_config_fail(const RehostingConfig *config, const char *fmt, ...);
+
+/* Read and parse config->path; the top level must be an object. */
+void rehosting_config_load(RehostingConfig *config);
+
+uint64_t rehosting_config_to_u64(const RehostingConfig *config, QObject *value,
+                                 const char *what);
+/* Required: fails when missing. */
+uint64_t rehosting_config_get_u64(const RehostingConfig *config,
+                                  const QDict *dict, const char *key,
+                                  const char *where);
+/* Optional: NULL when missing, fails when of another JSON type. */
+const char *rehosting_config_get_str(const RehostingConfig *config,
+                                     const QDict *dict, const char *key,
+                                     const char *where);
+QList *rehosting_config_get_list(const RehostingConfig *config,
+                                 const QDict *dict, const char *key,
+                                 const char *where);
+QDict *rehosting_config_get_dict(const RehostingConfig *config,
+                                 const QDict *dict, const char *key,
+                                 const char *where);
+
+/* The catch-all region ("unmapped_log_limit", "pinned_reads") at the lowest priority. */
+void rehosting_map_catch_all(RehostingConfig *config, Object *owner);
+
+/* Every "ram" region; the first one's base and size are kept in config. */
+void rehosting_create_ram(RehostingConfig *config);
+
+/* Set QOM properties from a JSON object, failing with the property's name. */
+void rehosting_set_props(RehostingConfig *config, DeviceState *dev,
+                         const QDict *props, const char *where);
+
+/* Realize the sysbus device described by desc ("type", "props", "mmio") and map it. */
+DeviceState *rehosting_create_sysbus_device(RehostingConfig *config,
+                                            const QDict *desc,
+                                            const char *where);
+
+/* boot.kernel, .initrd, .dtb, .cmdline into the MachineState (each overrides -kernel etc.);
+ * fails unless a kernel is given and every named file exists. Returns "boot" or NULL. */
+QDict *rehosting_configure_boot_files(RehostingConfig *config,
+                                      MachineState *machine);
+
+#endif

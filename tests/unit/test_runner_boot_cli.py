@@ -1,0 +1,76 @@
+"""`explorer boot`: one config by hand, through the public runner API, against the fake QEMU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from explorer.cli import boot
+from explorer.errors import BadInput
+from explorer.runner.result import deserialize
+from tests.unit.test_runner_launch import install_fake_build
+
+
+def app() -> typer.Typer:
+    # main.py does not register `boot` yet; an app of its own is what the command sees.
+    application = typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False)
+    boot.register(application)
+    application.command("noop", hidden=True)(lambda: None)  # keeps `boot` a sub-command
+    return application
+
+
+def write_config(tmp_path: Path, behaviour: str) -> Path:
+    path = tmp_path / "machine.json"
+    config = {
+        "target": "arm",
+        "cpu": behaviour,
+        "ram": [{"base": "0x60000000", "size": "0x1000000"}],
+        "boot": {"kernel": "/nonexistent/zImage", "cmdline": str(tmp_path / "pid")},
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_help_has_an_example() -> None:
+    shown = CliRunner().invoke(app(), ["boot", "--help"])
+    assert shown.exit_code == 0
+    assert "Example:" in shown.output and "explorer boot" in shown.output
+
+
+def test_boot_prints_the_summary_and_writes_the_result(tmp_path: Path) -> None:
+    build = install_fake_build(tmp_path / "build")
+    result_path = tmp_path / "result.bin"
+    arguments = ["boot", str(write_config(tmp_path, "boots")), "--qemu", str(build)]
+    arguments += ["--plugin", str(build / "lib" / "librehost.so"), "--result-out", str(result_path)]
+    shown = CliRunner().invoke(app(), arguments)
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("exit: user_space at insn 5678: /init\n")
+    assert "milestone start_kernel 0xc0b00a2c at insn 1234" in shown.output
+    assert deserialize(result_path.read_bytes()).exit.icount == 5678
+
+
+def test_qemu_build_comes_from_the_environment_when_not_given(tmp_path: Path) -> None:
+    build = install_fake_build(tmp_path / "build")
+    shown = CliRunner().invoke(
+        app(), ["boot", str(write_config(tmp_path, "powers-off"))], env={"EXPLORER_QEMU": str(build)}
+    )
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("exit: poweroff")
+
+
+def test_bad_config_is_the_bad_input_error_the_cli_edge_prints(tmp_path: Path) -> None:
+    path = tmp_path / "machine.json"
+    path.write_text('{"target": "arm"}')
+    shown = CliRunner().invoke(app(), ["boot", str(path), "--qemu", str(tmp_path)])
+    assert isinstance(shown.exception, BadInput)
+    assert "cpu is missing" in str(shown.exception)
+
+
+def test_without_a_qemu_build_the_usage_error_names_the_option(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "boots")
+    shown = CliRunner().invoke(app(), ["boot", str(config)], env={"EXPLORER_QEMU": ""})
+    assert shown.exit_code == 2
+    assert "--qemu" in shown.output
