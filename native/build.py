@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,8 @@ BUILD_DEPENDENCIES = (
     "libglib2.0-dev",
     "libpixman-1-dev",
     "libfdt-dev",
+    "protobuf-c-compiler",  # the machine's Event frames (proto/rehost.proto)
+    "libprotobuf-c-dev",
 )
 # The Debian tarball ships no python/wheels: configure needs these from PyPI in its --python venv.
 BUILD_PYTHON_PACKAGES = ("meson==1.9.0", "pycotap==1.3.1")
@@ -103,6 +106,9 @@ MACHINE_SOURCES = (
     (MACHINE_DIR / "rehosting_arm.c", Path("hw/arm/rehosting_arm.c")),
     (MACHINE_DIR / "rehosting_mips.c", Path("hw/mips/rehosting_mips.c")),
 )
+# The events the machine writes; protoc-c's output goes beside rehosting.c.
+EVENTS_PROTO = NATIVE_DIR.parent / "proto" / "rehost.proto"
+EVENTS_PROTO_C_DIR = Path("hw/misc")
 DEVICE_SELECTIONS = (
     (NATIVE_DIR / "devices" / "arm-softmmu.mak", Path(f"configs/devices/arm-softmmu/{DEVICES_NAME}.mak")),
     (NATIVE_DIR / "devices" / "mips-softmmu.mak", Path(f"configs/devices/mipsel-softmmu/{DEVICES_NAME}.mak")),
@@ -270,7 +276,7 @@ def tree_key(tarball: Tarball) -> str:
 def result_key(tarball: Tarball) -> str:
     digest = hashlib.sha256()
     digest.update(f"{tarball.version}\0{tree_key(tarball)}\0{' '.join(CONFIGURE_FLAGS)}\0".encode())
-    for path in [*(source for source, _ in MACHINE_SOURCES), PLUGIN_SOURCE]:
+    for path in [*(source for source, _ in MACHINE_SOURCES), PLUGIN_SOURCE, EVENTS_PROTO]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -331,7 +337,17 @@ def prepare_tree(qemu_cache: Path, tarball: Tarball) -> tuple[Path, Path]:
         stamp.write_text(key)
     for source, relative in (*DEVICE_SELECTIONS, *MACHINE_SOURCES):
         sync_file(source, tree / relative)
+    generate_event_code(qemu_cache / "protoc-c", tree / EVENTS_PROTO_C_DIR)
     return tree, build
+
+
+def generate_event_code(scratch: Path, destination: Path) -> None:
+    """protoc-c's C for the Event frames, synced into the tree so an unchanged proto compiles nothing."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    run(["protoc-c", f"-I{EVENTS_PROTO.parent}", f"--c_out={scratch}", str(EVENTS_PROTO)])
+    for generated in sorted(scratch.iterdir()):
+        sync_file(generated, destination / generated.name)
 
 
 def configure(tree: Path, build: Path, python: Path) -> None:
@@ -346,26 +362,31 @@ def configure(tree: Path, build: Path, python: Path) -> None:
 
 
 def build_plugin(result: Path) -> None:
-    """Compile the rehost plugin against the plugin header of this very build."""
+    """Compile the rehost plugin, with protoc-c's code for its Event frames, against this build's header."""
     glib_flags = subprocess.run(
         ["pkg-config", "--cflags", "glib-2.0"], capture_output=True, text=True, check=True
     ).stdout.split()
     (result / "lib").mkdir(exist_ok=True)
-    run(
-        [
-            "gcc",
-            "-shared",
-            "-fPIC",
-            "-O2",
-            "-Wall",
-            "-Werror",
-            f"-I{result / 'include'}",
-            *glib_flags,
-            "-o",
-            str(result / "lib" / PLUGIN_LIBRARY),
-            str(PLUGIN_SOURCE),
-        ]
-    )
+    with tempfile.TemporaryDirectory(prefix="rehost-plugin-") as generated:
+        run(["protoc-c", f"-I{EVENTS_PROTO.parent}", f"--c_out={generated}", str(EVENTS_PROTO)])
+        run(
+            [
+                "gcc",
+                "-shared",
+                "-fPIC",
+                "-O2",
+                "-Wall",
+                "-Werror",
+                f"-I{result / 'include'}",
+                f"-I{generated}",
+                *glib_flags,
+                "-o",
+                str(result / "lib" / PLUGIN_LIBRARY),
+                str(PLUGIN_SOURCE),
+                str(Path(generated) / EVENTS_PROTO.with_suffix(".pb-c.c").name),
+                "-lprotobuf-c",
+            ]
+        )
 
 
 def install(tree: Path, build: Path, tarball: Tarball, destination: Path) -> None:

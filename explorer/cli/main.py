@@ -21,9 +21,10 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from explorer.cli import corpus, inspect
+    from explorer.cli import boot, corpus, inspect
 
     inspect.register(app)
+    boot.register(app)
     app.add_typer(corpus.app, name="corpus")
 
 

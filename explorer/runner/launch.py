@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from explorer.errors import RunnerError, RunnerProtocolError
-from explorer.runner.config import write_config
-from explorer.runner.machine_config_pb2 import MachineConfig
+from explorer.runner.config import validate, write_config
+from explorer.runner.machine_config_pb2 import HookKind, MachineConfig
 from explorer.runner.protocol import EventDecoder
 from explorer.runner.rehost_pb2 import Exit, ExitReason, RunResult
 from explorer.runner.result import BoundedBytes, ResultBounds, ResultBuilder
@@ -65,9 +65,10 @@ class RunnerLimits:
 
 @dataclass(frozen=True)
 class Plugin:
-    """The rehost plugin (or any TCG plugin speaking proto/rehost.proto) and its arguments.
+    """The rehost plugin (or any TCG plugin speaking proto/rehost.proto) and its extra arguments.
 
-    The driver appends `events_fd=N`: the inherited descriptor to write Event frames to.
+    The driver puts first what the config says (`config_plugin_arguments`) and appends
+    `events_fd=N`: the inherited descriptor to write Event frames to.
     """
 
     path: Path
@@ -96,7 +97,39 @@ def qemu_binary(qemu_dir: Path, target: str) -> Path:
     return binary
 
 
-def command_line(qemu: Path, config_path: Path, *, plugin: Plugin | None, events_fd: int | None) -> list[str]:
+# The plugin argument key of each hook kind. The plugin ends a power-off like a halt: it has one
+# kind of halt hook, whose name says which function it was.
+_HOOK_ARGUMENTS = {
+    HookKind.HOOK_MILESTONE: "hook={name}@{address:#x}",
+    HookKind.HOOK_INITCALL: "initcalls={address:#x}",
+    HookKind.HOOK_PANIC: "panic={address:#x}",
+    HookKind.HOOK_HALT: "halt={name}@{address:#x}",
+    HookKind.HOOK_POWEROFF: "halt={name}@{address:#x}",
+    HookKind.HOOK_LOG: "log={address:#x}",
+}
+
+
+def config_plugin_arguments(config: MachineConfig) -> tuple[str, ...]:
+    """The rehost plugin's arguments for what `config` asks of it: hooks, NOPs, budget, user space."""
+    arguments = [
+        _HOOK_ARGUMENTS[hook.kind].format(name=hook.name, address=hook.address) for hook in config.hooks
+    ]
+    arguments += [f"nop={nop.address:#x}:{nop.return_value:#x}" for nop in config.nops]
+    if config.instruction_budget:
+        arguments.append(f"budget={config.instruction_budget}")
+    if config.user_space_below:
+        arguments.append(f"user_below={config.user_space_below:#x}")
+    return tuple(arguments)
+
+
+def command_line(
+    qemu: Path,
+    config: MachineConfig,
+    config_path: Path,
+    *,
+    plugin: Plugin | None,
+    events_fd: int | None,
+) -> list[str]:
     """QEMU's arguments for one run; the serial port is stdio (a pipe to the driver, or the terminal)."""
     command = [
         str(qemu),
@@ -112,7 +145,7 @@ def command_line(qemu: Path, config_path: Path, *, plugin: Plugin | None, events
         *DETERMINISTIC_TIME,
     ]
     if plugin is not None:
-        arguments = [str(plugin.path), *plugin.arguments]
+        arguments = [str(plugin.path), *config_plugin_arguments(config), *plugin.arguments]
         if events_fd is not None:
             arguments.append(f"events_fd={events_fd}")
         command += ["-plugin", ",".join(arguments)]
@@ -133,10 +166,14 @@ def run(
     that starts and then fails is a partial RunResult instead. With `console`, the guest's
     serial port is the terminal (and the result's console is empty).
     """
+    validate(config)
+    if plugin is None and config_plugin_arguments(config):
+        raise RunnerError(
+            "the config has hooks, NOPs, a budget or a user-space bound, but no plugin to apply them"
+        )
     with tempfile.TemporaryDirectory(prefix="explorer-run-") as scratch:
-        config_path = Path(scratch) / "machine.json"
-        write_config(config, config_path)
         qemu = qemu_binary(qemu_dir, config.target)
+        config_path = Path(scratch) / "machine.json"
         return _Runner(config, qemu, config_path, plugin, limits or RunnerLimits(), console).run()
 
 
@@ -169,6 +206,11 @@ class _Runner:
     def run(self) -> Run:
         events_read, events_write = os.pipe()
         try:
+            # The machine writes its MmioAccess events to the same pipe as the plugin.
+            with_events = MachineConfig()
+            with_events.CopyFrom(self._config)
+            with_events.events_fd = events_write
+            write_config(with_events, self._config_path)
             with _terminal_restored(self._console):
                 started = time.monotonic()
                 process = self._start(events_write)
@@ -191,6 +233,7 @@ class _Runner:
     def _start(self, events_write: int) -> subprocess.Popen[bytes]:
         command = command_line(
             self._qemu,
+            self._config,
             self._config_path,
             plugin=self._plugin,
             events_fd=events_write,

@@ -2,7 +2,7 @@
 
 The protobuf message (proto/rehost.proto) is the type: the master keeps no second copy of
 the schema. A RunResult holds nothing about the host (no wall time, no pid), so the same state
-and seed give the same bytes. It must never score or interpret: that is analysis's job.
+and seed give the same bytes. It must never score or interpret: that is explorer.runner.analysis.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from explorer.errors import BadInput
-from explorer.runner.rehost_pb2 import Event, Exit, ExitReason, RunResult
+from explorer.runner.rehost_pb2 import Event, Exit, RunResult
 
 
 @dataclass(frozen=True)
@@ -110,33 +110,3 @@ def deserialize(data: bytes) -> RunResult:
     except DecodeError as error:
         raise BadInput(f"stored run result is corrupt: {error}") from None
     return result
-
-
-def summary(result: RunResult) -> list[str]:
-    """Lines for people: how the run ended and what it reached."""
-    lines = [
-        f"exit: {ExitReason.Name(result.exit.reason).removeprefix('EXIT_').lower()} "
-        f"at insn {result.exit.icount}" + (f": {result.exit.detail}" if result.exit.detail else "")
-    ]
-    if result.partial:
-        lines.append(f"partial: {result.partial_reason}")
-    for milestone in result.milestones:
-        lines.append(f"milestone {milestone.name} 0x{milestone.address:x} at insn {milestone.icount}")
-    if result.initcalls:
-        lines.append(f"initcalls: {len(result.initcalls)}")
-    if result.mmio_accesses or result.mmio_accesses_dropped:
-        lines.append(f"mmio accesses: {len(result.mmio_accesses) + result.mmio_accesses_dropped}")
-    for loop in result.hot_loops:
-        reads = ", ".join(f"0x{address:x}" for address in loop.mmio_reads) or "no MMIO"
-        lines.append(f"hot loop 0x{loop.start_pc:x}..0x{loop.end_pc:x} x{loop.iterations}, reads {reads}")
-    if result.call_stack.frames:
-        lines.append(
-            "call stack: " + " <- ".join(f"0x{frame.function:x}" for frame in result.call_stack.frames)
-        )
-    if result.coverage.blocks:
-        lines.append(f"coverage: {result.coverage.blocks} blocks, {result.coverage.functions} functions")
-    lines.append(
-        f"console: {len(result.console) + result.console_dropped} bytes, "
-        f"guest log: {len(result.log) + result.log_dropped} bytes"
-    )
-    return lines

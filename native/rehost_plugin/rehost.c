@@ -1,36 +1,62 @@
 /*
- * The `rehost` TCG plugin: how far did the guest kernel get, and why did the run end.
+ * The `rehost` TCG plugin: how far did the guest kernel get, where was it, and why did the run
+ * end.
  *
  *   -plugin librehost.so,budget=N,hook=NAME@0xADDR,initcalls=0xADDR,panic=0xADDR,
- *           halt=NAME@0xADDR,user_below=0xADDR
+ *           halt=NAME@0xADDR,user_below=0xADDR,callstack=on,coverage=on,hot_loops=N,
+ *           nop=0xADDR:VALUE,log=0xADDR,events_fd=FD
  *
  * budget:     end the run once N guest instructions have executed. Checked in blocks that end
  *             in a backward branch (every loop has one) and on interrupts and exceptions, so it
  *             may overshoot by the instructions of one loop iteration.
- * hook:       "milestone NAME 0xADDR at insn K" the first time ADDR executes (start_kernel ...).
- * initcalls:  the address of do_one_initcall: "initcall 0xFN at insn K" on every entry, FN
- *             being its first argument (the initcall's function pointer).
- * panic:      the address of panic(): "end panic \"FORMAT\" at insn K", FORMAT read through the
- *             first argument, then the run ends.
- * halt:       "end halt NAME at insn K" and the run ends (machine_power_off, machine_halt, ...).
- * user_below: the kernel's PAGE_OFFSET: "end user_space 0xPC at insn K" at the first
- *             block below it that runs in user mode (ARM: CPSR mode USR; MIPS: kuseg is
- *             user-only, so the address alone decides), once the kernel runs mapped.
- * Reports go through qemu_plugin_outs (stderr, or -D FILE with -d plugin); the run ends with
- * exit status 0 after an "end" report. K counts instructions of the blocks entered so far.
+ * hook:       milestone NAME the first time ADDR executes (start_kernel ...).
+ * initcalls:  the address of do_one_initcall: an initcall on every entry, its function being
+ *             the first argument.
+ * panic:      the address of panic(): the run ends, the detail being the format string read
+ *             through the first argument.
+ * halt:       the run ends (machine_power_off, machine_halt, ...), the detail being NAME.
+ * user_below: the kernel's PAGE_OFFSET: the run ends at the first block below it that runs in
+ *             user mode (ARM: CPSR mode USR; MIPS: kuseg is user-only, so the address alone
+ *             decides), once the kernel runs mapped.
+ * callstack:  keep a shadow call stack (calls push, a block starting at a pushed return address
+ *             pops to it) and send it when the run ends.
+ * coverage:   count unique instructions (see proto/rehost.proto: not blocks, whose boundaries
+ *             depend on host timing) and unique call targets entered; sent when
+ *             the run ends.
+ * hot_loops:  report a loop once its backward branch has run N times within N times
+ *             LOOP_ITERATION_INSTRUCTIONS_MAX instructions (counted in windows of N iterations).
+ * nop:        ADDR:VALUE, repeatable: the function at ADDR returns VALUE at once. Its first two
+ *             or three instructions are overwritten when the first block at or above
+ *             user_below runs (the kernel runs at its link address; needs user_below).
+ *             A32 functions only on ARM.
+ * log:        the address of printk_sprint: each record's text becomes a Log event (read at
+ *             the return to its caller, the length being the return value), no console needed.
+ * events_fd:  the pipe to write proto/rehost.proto Event frames to (varint length, then the
+ *             Event, one write() per frame of at most FRAME_MAX bytes). Without it, no events.
+ *
+ * Every report also goes to qemu_plugin_outs as a "rehost: ..." line for people (stderr, or -D
+ * FILE with -d plugin); the run ends with exit status 0 after an "end" report. Instruction
+ * counts are those of the blocks entered so far.
  *
  * Decisions are made at translation time: a block gets a callback only when it holds a hooked
- * address, starts below user_below, or ends in a backward branch. Single vCPU: the machine has
- * one. It must never change guest state: observation only, for now.
+ * address or a call, starts at a return address or below user_below, or ends in a backward
+ * branch; otherwise at most inline operations (the instruction count, and with callstack=on a
+ * compare with the innermost return address). Single vCPU: the machine has one. It must never change guest state beyond what nop=
+ * asks for.
  */
 
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <glib.h>
 #include <qemu-plugin.h>
+
+#include "rehost.pb-c.h"
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
@@ -38,6 +64,25 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define PANIC_MESSAGE_MAX 160
 #define ARM_CPSR_MODE_MASK 0x1f
 #define ARM_CPSR_MODE_USER 0x10
+/* PIPE_BUF: a frame this small is written atomically, whoever else writes to the pipe. */
+#define FRAME_MAX 4096
+#define VARINT_MAX 10
+/* Innermost frames sent at the end: 128 frames of at most 24 bytes fit in one frame. */
+#define CALL_STACK_SENT_MAX 128
+#define CALL_STACK_DEPTH_MAX 1024
+/* A return searches this many frames down the shadow stack for its caller (longjmp, a missed
+ * return, a switch to another kernel thread), so a block that merely looks like a return target
+ * costs a bounded scan. */
+#define RETURN_SEARCH_MAX 64
+/* A loop is hot when N iterations took at most N times this many instructions (of anything,
+ * inner loops and calls included): more, and the run made progress elsewhere meanwhile. */
+#define LOOP_ITERATION_INSTRUCTIONS_MAX 1000
+#define HOT_LOOPS_REPORTED_MAX 64
+/* A printk record's text is at most 1024 bytes (PRINTKRB_RECORD_MAX); with the newline it fits. */
+#define LOG_TEXT_MAX 2048
+
+typedef Explorer__Rehost__Event Event;
+typedef Explorer__Rehost__ExitReason ExitReason;
 
 typedef enum {
     HOOK_MILESTONE,
@@ -53,31 +98,95 @@ typedef struct {
     bool reached;
 } Hook;
 
-typedef bool (*BackwardBranchTest)(struct qemu_plugin_tb *tb);
+/* A call instruction as decoded at translation time. */
+typedef struct {
+    uint64_t return_address;
+    uint64_t target;     /* direct calls */
+    int target_register; /* indirect calls: the register holding the target; -1 when direct */
+} CallSite;
+
+/* A block ending in a backward branch. */
+typedef struct {
+    uint64_t start_pc;  /* the branch target */
+    uint64_t branch_pc; /* the branch */
+} LoopBranch;
+
+typedef struct {
+    LoopBranch branch;
+    struct qemu_plugin_scoreboard *board;
+    qemu_plugin_u64 iterations; /* since window_start; an inline add per iteration */
+    uint64_t window_start;      /* instruction count */
+    bool reported;
+} Loop;
+
+typedef struct {
+    uint64_t function;
+    uint64_t return_address;
+} Frame;
+
+/* A function made to return a value at once, and the instructions that do it. */
+typedef struct {
+    uint64_t vaddr;
+    uint32_t value;
+} Nop;
+
+#define NOP_WORDS_MAX 3
+
+typedef bool (*BackwardBranchTest)(struct qemu_plugin_tb *tb, LoopBranch *loop);
+typedef bool (*CallTest)(struct qemu_plugin_insn *insn, bool thumb, CallSite *call);
+typedef size_t (*ReturnPatch)(uint32_t value, uint32_t words[NOP_WORDS_MAX]);
 
 /* What differs between guest architectures, chosen once from the target name. */
 typedef struct {
     const char *target;
     const char *argument_register; /* a call's first argument (gdb's name) */
+    const char *return_register;   /* a function's return value */
     const char *mode_register;     /* NULL: the address alone tells user mode */
     bool big_endian;
     BackwardBranchTest ends_in_backward_branch;
+    CallTest is_call;
+    ReturnPatch return_patch; /* NULL: NOPs unsupported */
 } TargetTraits;
+
+#define GENERAL_REGISTERS 32
 
 typedef struct {
     const TargetTraits *traits;
+    int events_fd; /* -1: no events */
     uint64_t budget;
     uint64_t user_below; /* 0: not watched */
     bool kernel_mapped;  /* code at or above user_below has been translated */
-    GArray *hooks;       /* of Hook */
+    bool callstack;
+    bool coverage;
+    bool final_reports_sent;
+    uint64_t hot_loop_iterations; /* 0: not watched */
+    unsigned hot_loops_reported;
+    GArray *hooks; /* of Hook */
+    GArray *nops;  /* of Nop */
+    bool nops_applied;
+    uint64_t log_function; /* printk_sprint; 0: no guest log */
+    uint64_t log_text;     /* its text buffer, from the latest entry */
+    GHashTable *log_returns; /* set of printk_sprint's return addresses */
     struct qemu_plugin_scoreboard *executed_board;
     qemu_plugin_u64 executed; /* instructions of the blocks entered so far */
+    struct qemu_plugin_scoreboard *innermost_return_board;
+    qemu_plugin_u64 innermost_return; /* the top frame's return address, for inline compares */
     struct qemu_plugin_register *argument_register;
+    struct qemu_plugin_register *return_register;
     struct qemu_plugin_register *mode_register;
+    struct qemu_plugin_register *general_registers[GENERAL_REGISTERS];
     GByteArray *register_buffer;
+    GHashTable *call_sites;      /* call instruction address -> CallSite */
+    GHashTable *return_targets;  /* set of return addresses of translated calls */
+    GHashTable *call_targets;    /* set of direct call targets translated so far */
+    GHashTable *instructions;    /* set of translated instruction addresses */
+    GHashTable *functions;       /* set of call targets entered */
+    GHashTable *loops;           /* branch address -> Loop */
+    Frame *frames;               /* the shadow call stack, outermost first */
+    unsigned depth;
 } RehostState;
 
-static RehostState state;
+static RehostState state = { .events_fd = -1 };
 
 static uint64_t instructions_executed(void)
 {
@@ -91,12 +200,156 @@ static void report(const char *line)
     qemu_plugin_outs(text);
 }
 
-static G_NORETURN void end_run(const char *reason)
+/* One frame, one write(): the master reads whole frames or nothing of a frame. */
+static void send_event(Event *event)
 {
-    g_autofree char *line = g_strdup_printf("end %s at insn %" PRIu64, reason,
-                                            instructions_executed());
+    uint8_t frame[FRAME_MAX];
+    size_t size = protobuf_c_message_get_packed_size(&event->base);
+    size_t prefix = 0;
+    uint64_t length = size;
+    ssize_t written;
+
+    if (state.events_fd < 0 || size > FRAME_MAX - VARINT_MAX) {
+        return;
+    }
+    do {
+        frame[prefix++] = (length & 0x7f) | (length > 0x7f ? 0x80 : 0);
+        length >>= 7;
+    } while (length);
+    protobuf_c_message_pack(&event->base, frame + prefix);
+    do {
+        written = write(state.events_fd, frame, prefix + size);
+    } while (written < 0 && errno == EINTR);
+    if (written != (ssize_t)(prefix + size)) {
+        /* The master is gone (EPIPE) or the pipe is broken: nobody listens, stop quietly. */
+        state.events_fd = -1;
+        exit(0);
+    }
+}
+
+static void send_milestone(const Hook *hook, uint64_t icount)
+{
+    Explorer__Rehost__Milestone milestone = EXPLORER__REHOST__MILESTONE__INIT;
+    Event event = EXPLORER__REHOST__EVENT__INIT;
+
+    milestone.name = hook->name;
+    milestone.address = hook->vaddr;
+    milestone.icount = icount;
+    event.kind_case = EXPLORER__REHOST__EVENT__KIND_MILESTONE;
+    event.milestone = &milestone;
+    send_event(&event);
+}
+
+static void send_initcall(uint64_t function, uint64_t icount)
+{
+    Explorer__Rehost__Initcall initcall = EXPLORER__REHOST__INITCALL__INIT;
+    Event event = EXPLORER__REHOST__EVENT__INIT;
+
+    initcall.address = function;
+    initcall.icount = icount;
+    event.kind_case = EXPLORER__REHOST__EVENT__KIND_INITCALL;
+    event.initcall = &initcall;
+    send_event(&event);
+}
+
+static void send_hot_loop(const Loop *loop)
+{
+    Explorer__Rehost__HotLoop hot_loop = EXPLORER__REHOST__HOT_LOOP__INIT;
+    Event event = EXPLORER__REHOST__EVENT__INIT;
+
+    hot_loop.start_pc = loop->branch.start_pc;
+    hot_loop.end_pc = loop->branch.branch_pc;
+    hot_loop.iterations = state.hot_loop_iterations;
+    event.kind_case = EXPLORER__REHOST__EVENT__KIND_HOT_LOOP;
+    event.hot_loop = &hot_loop;
+    send_event(&event);
+}
+
+static void send_log(const uint8_t *text, size_t length)
+{
+    Explorer__Rehost__Log log = EXPLORER__REHOST__LOG__INIT;
+    Event event = EXPLORER__REHOST__EVENT__INIT;
+
+    log.text.data = (uint8_t *)text;
+    log.text.len = length;
+    event.kind_case = EXPLORER__REHOST__EVENT__KIND_LOG;
+    event.log = &log;
+    send_event(&event);
+}
+
+static void send_call_stack(void)
+{
+    unsigned count = MIN(state.depth, CALL_STACK_SENT_MAX);
+    Explorer__Rehost__Frame frames[CALL_STACK_SENT_MAX];
+    Explorer__Rehost__Frame *pointers[CALL_STACK_SENT_MAX];
+    Explorer__Rehost__CallStack stack = EXPLORER__REHOST__CALL_STACK__INIT;
+    Event event = EXPLORER__REHOST__EVENT__INIT;
+    unsigned i;
+
+    for (i = 0; i < count; i++) {
+        const Frame *frame = &state.frames[state.depth - 1 - i];
+
+        explorer__rehost__frame__init(&frames[i]);
+        frames[i].function = frame->function;
+        frames[i].return_address = frame->return_address;
+        pointers[i] = &frames[i];
+    }
+    stack.n_frames = count;
+    stack.frames = pointers;
+    event.kind_case = EXPLORER__REHOST__EVENT__KIND_CALL_STACK;
+    event.call_stack = &stack;
+    send_event(&event);
+}
+
+static void send_coverage(void)
+{
+    Explorer__Rehost__Coverage coverage = EXPLORER__REHOST__COVERAGE__INIT;
+    Event event = EXPLORER__REHOST__EVENT__INIT;
+    g_autofree char *line = NULL;
+
+    coverage.instructions = g_hash_table_size(state.instructions);
+    coverage.functions = g_hash_table_size(state.functions);
+    line = g_strdup_printf("coverage %" PRIu64 " instructions %" PRIu64 " functions",
+                           coverage.instructions, coverage.functions);
+    report(line);
+    event.kind_case = EXPLORER__REHOST__EVENT__KIND_COVERAGE;
+    event.coverage = &coverage;
+    send_event(&event);
+}
+
+/* What is only known at the end: sent once, whichever way the run ends. */
+static void send_final_reports(void)
+{
+    if (state.final_reports_sent) {
+        return;
+    }
+    state.final_reports_sent = true;
+    if (state.callstack) {
+        send_call_stack();
+    }
+    if (state.coverage) {
+        send_coverage();
+    }
+}
+
+/* `summary` is the report line's text, `detail` valid UTF-8 (callers escape guest bytes). */
+static G_NORETURN void end_run(ExitReason reason, const char *summary,
+                               const char *detail)
+{
+    Explorer__Rehost__Exit exit_message = EXPLORER__REHOST__EXIT__INIT;
+    Event event = EXPLORER__REHOST__EVENT__INIT;
+    uint64_t icount = instructions_executed();
+    g_autofree char *line = g_strdup_printf("end %s at insn %" PRIu64, summary,
+                                            icount);
 
     report(line);
+    send_final_reports();
+    exit_message.reason = reason;
+    exit_message.icount = icount;
+    exit_message.detail = (char *)detail;
+    event.kind_case = EXPLORER__REHOST__EVENT__KIND_EXIT;
+    event.exit = &exit_message;
+    send_event(&event);
     exit(0);
 }
 
@@ -123,27 +376,62 @@ static uint32_t guest_word(const uint8_t *bytes, bool big_endian)
         (uint32_t)bytes[3] << 24 | bytes[2] << 16 | bytes[1] << 8 | bytes[0];
 }
 
+static int64_t sign_extend(uint64_t value, unsigned bits)
+{
+    uint64_t sign = 1ULL << (bits - 1);
+
+    return (int64_t)((value ^ sign) - sign);
+}
+
+/* The offset of Thumb-2 BL, BLX and B (encoding T4): S:I1:I2:imm10:imm11:0. */
+static int64_t thumb_long_offset(uint16_t first, uint16_t second)
+{
+    uint32_t s = (first >> 10) & 1;
+    uint32_t i1 = !(((second >> 13) & 1) ^ s);
+    uint32_t i2 = !(((second >> 11) & 1) ^ s);
+
+    return sign_extend(s << 24 | i1 << 23 | i2 << 22 | (first & 0x3ff) << 12 |
+                       (second & 0x7ff) << 1, 25);
+}
+
+/* The offset of Thumb-2 conditional B (encoding T3): S:J2:J1:imm6:imm11:0. */
+static int64_t thumb_conditional_offset(uint16_t first, uint16_t second)
+{
+    return sign_extend(((first >> 10) & 1) << 20 | ((second >> 11) & 1) << 19 |
+                       ((second >> 13) & 1) << 18 | (first & 0x3f) << 12 |
+                       (second & 0x7ff) << 1, 21);
+}
+
 /*
  * ARM: is the block's last instruction a direct branch (not a call) to a lower address?
  * A 4-byte instruction may be A32 or Thumb-32 and the plugin API does not say which, so either
  * reading counts: a false match only adds a budget check.
  */
-static bool arm_ends_in_backward_branch(struct qemu_plugin_tb *tb)
+static bool arm_ends_in_backward_branch(struct qemu_plugin_tb *tb,
+                                        LoopBranch *loop)
 {
     struct qemu_plugin_insn *last =
         qemu_plugin_tb_get_insn(tb, qemu_plugin_tb_n_insns(tb) - 1);
+    uint64_t vaddr = qemu_plugin_insn_vaddr(last);
     uint8_t bytes[4];
     size_t size = qemu_plugin_insn_data(last, bytes, sizeof(bytes));
     uint16_t first = bytes[0] | bytes[1] << 8;
     uint16_t second = bytes[2] | bytes[3] << 8;
     uint32_t word = guest_word(bytes, false);
+    int64_t offset;
 
+    loop->branch_pc = vaddr;
     if (size == 2) {
         /* T1 conditional B (cond 0xE/0xF: UDF/SVC), T2 unconditional B. */
         if ((first & 0xf000) == 0xd000 && (first & 0x0e00) != 0x0e00) {
-            return first & 0x0080;
+            offset = sign_extend((first & 0xff) << 1, 9);
+        } else if ((first & 0xf800) == 0xe000) {
+            offset = sign_extend((first & 0x7ff) << 1, 12);
+        } else {
+            return false;
         }
-        return (first & 0xf800) == 0xe000 && (first & 0x0400);
+        loop->start_pc = vaddr + 4 + offset;
+        return offset < 0;
     }
     if (size != 4) {
         return false;
@@ -151,29 +439,36 @@ static bool arm_ends_in_backward_branch(struct qemu_plugin_tb *tb)
     /* A32 B (not BL, not the unconditional BLX space), sign bit of imm24. */
     if ((word & 0x0f000000) == 0x0a000000 && (word >> 28) != 0xf &&
         (word & 0x00800000)) {
+        loop->start_pc = vaddr + 8 + sign_extend((word & 0xffffff) << 2, 26);
         return true;
     }
     /* T32 B encodings T3/T4 (BL sets bit 14); sign S in the first halfword. */
-    return (first & 0xf800) == 0xf000 && (second & 0xc000) == 0x8000 &&
-           (first & 0x0400);
+    if ((first & 0xf800) == 0xf000 && (second & 0xc000) == 0x8000 &&
+        (first & 0x0400)) {
+        offset = second & 0x1000 ? thumb_long_offset(first, second) :
+                                   thumb_conditional_offset(first, second);
+        loop->start_pc = vaddr + 4 + offset;
+        return true;
+    }
+    return false;
 }
 
-/* MIPS32: a branch with a negative offset or a jump to a lower address, in the last two
- * instructions of the block (the block ends after the delay slot). */
-static bool mips_is_backward_branch(uint32_t word, uint64_t vaddr)
+/* MIPS32: a branch with a negative offset or a jump to a lower address; sets its target. */
+static bool mips_is_backward_branch(uint32_t word, uint64_t vaddr,
+                                    uint64_t *target)
 {
     uint32_t opcode = word >> 26;
     uint32_t rs = (word >> 21) & 0x1f;
     uint32_t rt = (word >> 16) & 0x1f;
     bool negative_offset = word & 0x8000;
-    uint64_t jump_target;
 
+    *target = vaddr + 4 + sign_extend((word & 0xffff) << 2, 18);
     switch (opcode) {
     case 0x01: /* REGIMM: bltz, bgez, bltzl, bgezl, and the linking forms */
         return (rt & 0x0c) == 0 && negative_offset;
     case 0x02: /* j */
-        jump_target = ((vaddr + 4) & ~0x0fffffffULL) | (word & 0x03ffffff) << 2;
-        return jump_target <= vaddr;
+        *target = ((vaddr + 4) & ~0x0fffffffULL) | (word & 0x03ffffff) << 2;
+        return *target <= vaddr;
     case 0x04: case 0x05: case 0x06: case 0x07: /* beq bne blez bgtz */
     case 0x14: case 0x15: case 0x16: case 0x17: /* their "likely" forms */
         return negative_offset;
@@ -184,36 +479,189 @@ static bool mips_is_backward_branch(uint32_t word, uint64_t vaddr)
     }
 }
 
-static bool mips_ends_in_backward_branch(struct qemu_plugin_tb *tb)
+/* The branch is one of the last two instructions (the block ends after the delay slot). */
+static bool mips_ends_in_backward_branch(struct qemu_plugin_tb *tb,
+                                         LoopBranch *loop)
 {
     size_t count = qemu_plugin_tb_n_insns(tb);
     size_t i;
 
     for (i = count >= 2 ? count - 2 : 0; i < count; i++) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+        uint64_t vaddr = qemu_plugin_insn_vaddr(insn);
         uint8_t bytes[4];
 
         if (qemu_plugin_insn_data(insn, bytes, sizeof(bytes)) == 4 &&
             mips_is_backward_branch(guest_word(bytes, state.traits->big_endian),
-                                    qemu_plugin_insn_vaddr(insn))) {
+                                    vaddr, &loop->start_pc)) {
+            loop->branch_pc = vaddr;
             return true;
         }
     }
     return false;
 }
 
-static bool always(struct qemu_plugin_tb *tb)
+/*
+ * ARM calls: BL, BLX (immediate and register). `thumb` is a guess from the block (it holds a
+ * 2-byte instruction); a 4-byte instruction in an all-4-byte block is read as A32, which is
+ * what the kernels of the corpus are (a Thumb-2 kernel's calls would be missed in such blocks).
+ */
+static bool arm_is_call(struct qemu_plugin_insn *insn, bool thumb,
+                        CallSite *call)
 {
+    uint64_t vaddr = qemu_plugin_insn_vaddr(insn);
+    uint8_t bytes[4];
+    size_t size = qemu_plugin_insn_data(insn, bytes, sizeof(bytes));
+    uint16_t first = bytes[0] | bytes[1] << 8;
+    uint16_t second = bytes[2] | bytes[3] << 8;
+    uint32_t word = guest_word(bytes, false);
+
+    call->return_address = vaddr + size;
+    call->target_register = -1;
+    if (size == 2) {
+        if ((first & 0xff87) == 0x4780) { /* BLX Rm */
+            call->target_register = (first >> 3) & 0xf;
+            return true;
+        }
+        return false;
+    }
+    if (size != 4) {
+        return false;
+    }
+    if (thumb) {
+        if ((first & 0xf800) != 0xf000 || (second & 0xc000) != 0xc000) {
+            return false;
+        }
+        call->target = vaddr + 4 + thumb_long_offset(first, second);
+        if (!(second & 0x1000)) { /* BLX to A32: the target is word-aligned */
+            call->target = ((vaddr + 4) & ~3ULL) + thumb_long_offset(first, second);
+        }
+        return true;
+    }
+    if ((word >> 28) == 0xf) { /* BLX immediate: to Thumb, H gives bit 1 */
+        if ((word & 0x0e000000) != 0x0a000000) {
+            return false;
+        }
+        call->target = vaddr + 8 + sign_extend((word & 0xffffff) << 2, 26) +
+                        ((word >> 23) & 2);
+        return true;
+    }
+    if ((word & 0x0f000000) == 0x0b000000) { /* BL */
+        call->target = vaddr + 8 + sign_extend((word & 0xffffff) << 2, 26);
+        return true;
+    }
+    if ((word & 0x0ffffff0) == 0x012fff30) { /* BLX Rm */
+        call->target_register = word & 0xf;
+        return true;
+    }
+    return false;
+}
+
+/* MIPS32 calls: jal, jalr, and the linking branches (bal is bgezal $zero). */
+static bool mips_is_call(struct qemu_plugin_insn *insn, bool thumb,
+                         CallSite *call)
+{
+    uint64_t vaddr = qemu_plugin_insn_vaddr(insn);
+    uint8_t bytes[4];
+    uint32_t word, opcode, rt;
+
+    if (qemu_plugin_insn_data(insn, bytes, sizeof(bytes)) != 4) {
+        return false;
+    }
+    word = guest_word(bytes, state.traits->big_endian);
+    opcode = word >> 26;
+    rt = (word >> 16) & 0x1f;
+    call->return_address = vaddr + 8; /* after the delay slot */
+    call->target_register = -1;
+    if (opcode == 0x03) {
+        call->target = ((vaddr + 4) & ~0x0fffffffULL) | (word & 0x03ffffff) << 2;
+        return true;
+    }
+    if (opcode == 0x00 && (word & 0x3f) == 0x09) {
+        call->target_register = (word >> 21) & 0x1f;
+        return true;
+    }
+    if (opcode == 0x01 && (rt & 0x1c) == 0x10) {
+        call->target = vaddr + 4 + sign_extend((word & 0xffff) << 2, 18);
+        return true;
+    }
+    return false;
+}
+
+/* ARM's rotated 8-bit immediate: value == imm8 ROR (2 * rotation). */
+static bool arm_immediate(uint32_t value, uint32_t *encoded)
+{
+    uint32_t rotation;
+
+    for (rotation = 0; rotation < 16; rotation++) {
+        uint32_t imm8 = rotation ? value << (2 * rotation) |
+                                   value >> (32 - 2 * rotation) : value;
+
+        if (imm8 <= 0xff) {
+            *encoded = rotation << 8 | imm8;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A32, any ARMv5+: mov/mvn r0, #VALUE; bx lr, or ldr r0, [pc] (the literal after bx lr). */
+static size_t arm_return_patch(uint32_t value, uint32_t words[NOP_WORDS_MAX])
+{
+    uint32_t encoded;
+
+    words[1] = 0xe12fff1e; /* bx lr */
+    if (arm_immediate(value, &encoded)) {
+        words[0] = 0xe3a00000 | encoded; /* mov r0, #value */
+        return 2;
+    }
+    if (arm_immediate(~value, &encoded)) {
+        words[0] = 0xe3e00000 | encoded; /* mvn r0, #~value */
+        return 2;
+    }
+    words[0] = 0xe59f0000; /* ldr r0, [pc, #0]: pc reads 8 ahead, the literal */
+    words[2] = value;
+    return 3;
+}
+
+/* MIPS32: jr ra with the load of v0 in its delay slot (lui first for a 32-bit value). */
+static size_t mips_return_patch(uint32_t value, uint32_t words[NOP_WORDS_MAX])
+{
+    int32_t signed_value = (int32_t)value;
+
+    if (signed_value >= -0x8000 && signed_value < 0x8000) {
+        words[0] = 0x03e00008;                     /* jr ra */
+        words[1] = 0x24020000 | (value & 0xffff);  /* addiu v0, zero, value */
+        return 2;
+    }
+    words[0] = 0x3c020000 | value >> 16;           /* lui v0, value >> 16 */
+    words[1] = 0x03e00008;                         /* jr ra */
+    words[2] = 0x34420000 | (value & 0xffff);      /* ori v0, v0, value & 0xffff */
+    return 3;
+}
+
+static bool any_branch(struct qemu_plugin_tb *tb, LoopBranch *loop)
+{
+    loop->start_pc = loop->branch_pc = 0;
     return true;
 }
 
+static bool no_call(struct qemu_plugin_insn *insn, bool thumb, CallSite *call)
+{
+    return false;
+}
+
 static const TargetTraits target_traits[] = {
-    { "arm", "r0", "cpsr", false, arm_ends_in_backward_branch },
-    { "mipsel", "r4", NULL, false, mips_ends_in_backward_branch },
-    { "mips", "r4", NULL, true, mips_ends_in_backward_branch },
+    { "arm", "r0", "r0", "cpsr", false, arm_ends_in_backward_branch,
+      arm_is_call, arm_return_patch },
+    { "mipsel", "r4", "r2", NULL, false, mips_ends_in_backward_branch,
+      mips_is_call, mips_return_patch },
+    { "mips", "r4", "r2", NULL, true, mips_ends_in_backward_branch,
+      mips_is_call, mips_return_patch },
 };
 /* Another target still works: every block checks the budget, no register is read. */
-static const TargetTraits unknown_target = { "?", NULL, NULL, false, always };
+static const TargetTraits unknown_target = { "?", NULL, NULL, NULL, false,
+                                             any_branch, no_call, NULL };
 
 static const TargetTraits *traits_of(const char *target)
 {
@@ -227,33 +675,28 @@ static const TargetTraits *traits_of(const char *target)
     return &unknown_target;
 }
 
-/* The panic format string, printable ASCII only, quotes and backslashes as '?'. */
+/* The panic format string, escaped (g_strescape: printable ASCII, C escapes for the rest). */
 static char *read_panic_message(void)
 {
     g_autoptr(GByteArray) bytes = g_byte_array_new();
-    GString *message = g_string_new(NULL);
+    g_autofree char *raw = NULL;
     uint64_t pointer;
-    guint i;
 
     if (!state.argument_register) {
-        return g_string_free(message, false);
+        return g_strdup("");
     }
     pointer = read_register(state.argument_register);
-    if (qemu_plugin_read_memory_vaddr(pointer, bytes, PANIC_MESSAGE_MAX)) {
-        for (i = 0; i < bytes->len && bytes->data[i]; i++) {
-            char c = bytes->data[i];
-
-            g_string_append_c(message,
-                              c >= 0x20 && c < 0x7f && c != '"' && c != '\\' ?
-                              c : '?');
-        }
+    if (!qemu_plugin_read_memory_vaddr(pointer, bytes, PANIC_MESSAGE_MAX)) {
+        return g_strdup("");
     }
-    return g_string_free(message, false);
+    raw = g_strndup((const char *)bytes->data, bytes->len);
+    return g_strescape(raw, NULL);
 }
 
 static void on_hook(unsigned int vcpu_index, void *userdata)
 {
     Hook *hook = &g_array_index(state.hooks, Hook, GPOINTER_TO_UINT(userdata));
+    uint64_t icount = instructions_executed();
     g_autofree char *text = NULL;
 
     switch (hook->kind) {
@@ -261,38 +704,41 @@ static void on_hook(unsigned int vcpu_index, void *userdata)
         if (!hook->reached) {
             hook->reached = true;
             text = g_strdup_printf("milestone %s 0x%" PRIx64 " at insn %"
-                                   PRIu64, hook->name, hook->vaddr,
-                                   instructions_executed());
+                                   PRIu64, hook->name, hook->vaddr, icount);
             report(text);
+            send_milestone(hook, icount);
         }
         return;
-    case HOOK_INITCALL:
+    case HOOK_INITCALL: {
+        uint64_t function = read_register(state.argument_register);
+
         text = g_strdup_printf("initcall 0x%" PRIx64 " at insn %" PRIu64,
-                               read_register(state.argument_register),
-                               instructions_executed());
+                               function, icount);
         report(text);
+        send_initcall(function, icount);
         return;
+    }
     case HOOK_PANIC: {
         g_autofree char *message = read_panic_message();
 
         text = g_strdup_printf("panic \"%s\"", message);
-        end_run(text);
+        end_run(EXPLORER__REHOST__EXIT_REASON__EXIT_PANIC, text, message);
     }
     case HOOK_HALT:
         text = g_strdup_printf("halt %s", hook->name);
-        end_run(text);
+        end_run(EXPLORER__REHOST__EXIT_REASON__EXIT_HALT, text, hook->name);
     }
 }
 
 static void on_budget_check(unsigned int vcpu_index, void *userdata)
 {
-    end_run("budget");
+    end_run(EXPLORER__REHOST__EXIT_REASON__EXIT_BUDGET, "budget", "");
 }
 
 static void check_budget(void)
 {
     if (state.budget && instructions_executed() >= state.budget) {
-        end_run("budget");
+        end_run(EXPLORER__REHOST__EXIT_REASON__EXIT_BUDGET, "budget", "");
     }
 }
 
@@ -308,14 +754,173 @@ static void on_block_below_user_limit(unsigned int vcpu_index, void *userdata)
 {
     uint64_t vaddr = GPOINTER_TO_SIZE(userdata);
     g_autofree char *text = NULL;
+    g_autofree char *line = NULL;
 
     if (state.mode_register &&
         (read_register(state.mode_register) & ARM_CPSR_MODE_MASK) !=
         ARM_CPSR_MODE_USER) {
         return;
     }
-    text = g_strdup_printf("user_space 0x%" PRIx64, vaddr);
-    end_run(text);
+    text = g_strdup_printf("0x%" PRIx64, vaddr);
+    line = g_strdup_printf("user_space %s", text);
+    end_run(EXPLORER__REHOST__EXIT_REASON__EXIT_USER_SPACE, line, text);
+}
+
+static void push_frame(uint64_t function, uint64_t return_address)
+{
+    if (state.depth == CALL_STACK_DEPTH_MAX) {
+        /* Runaway (a missed return pattern): keep the innermost half. */
+        memmove(state.frames, state.frames + CALL_STACK_DEPTH_MAX / 2,
+                sizeof(Frame) * (CALL_STACK_DEPTH_MAX / 2));
+        state.depth = CALL_STACK_DEPTH_MAX / 2;
+    }
+    state.frames[state.depth].function = function;
+    state.frames[state.depth].return_address = return_address;
+    state.depth++;
+    qemu_plugin_u64_set(state.innermost_return, 0, return_address);
+}
+
+static void pop_frames(unsigned depth)
+{
+    state.depth = depth;
+    qemu_plugin_u64_set(state.innermost_return, 0,
+                        depth ? state.frames[depth - 1].return_address : 0);
+}
+
+static void on_direct_call(unsigned int vcpu_index, void *userdata)
+{
+    const CallSite *call = userdata;
+
+    push_frame(call->target, call->return_address);
+}
+
+static void on_indirect_call(unsigned int vcpu_index, void *userdata)
+{
+    const CallSite *call = userdata;
+    struct qemu_plugin_register *handle =
+        state.general_registers[call->target_register];
+    uint64_t target = handle ? read_register(handle) & ~1ULL : 0;
+
+    if (state.coverage && target) {
+        g_hash_table_add(state.functions, GSIZE_TO_POINTER(target));
+    }
+    if (state.callstack) {
+        push_frame(target, call->return_address);
+    }
+}
+
+/* A block at the top frame's return address (an inline compare decided): the common return. */
+static void on_return_to_innermost(unsigned int vcpu_index, void *userdata)
+{
+    pop_frames(state.depth - 1);
+}
+
+/*
+ * A block at the return address of a call translated before it: pop to the innermost frame
+ * returning here, if any. Blocks translated before their call site (the condition block of a
+ * rotated loop, entered by a jump, then returned to) only get the inline compare above.
+ */
+static void on_return_target(unsigned int vcpu_index, void *userdata)
+{
+    uint64_t vaddr = GPOINTER_TO_SIZE(userdata);
+    unsigned lowest = state.depth > RETURN_SEARCH_MAX ?
+                      state.depth - RETURN_SEARCH_MAX : 0;
+    unsigned i;
+
+    for (i = state.depth; i > lowest; i--) {
+        if (state.frames[i - 1].return_address == vaddr) {
+            pop_frames(i - 1);
+            return;
+        }
+    }
+}
+
+/* Every N iterations of one loop (an inline conditional decided): hot, or start a new window? */
+static void on_loop_iterations(unsigned int vcpu_index, void *userdata)
+{
+    Loop *loop = userdata;
+    uint64_t icount = instructions_executed();
+    uint64_t elapsed = icount - loop->window_start;
+    g_autofree char *text = NULL;
+
+    qemu_plugin_u64_set(loop->iterations, vcpu_index, 0);
+    loop->window_start = icount;
+    if (loop->reported ||
+        elapsed > state.hot_loop_iterations * LOOP_ITERATION_INSTRUCTIONS_MAX ||
+        state.hot_loops_reported == HOT_LOOPS_REPORTED_MAX) {
+        return;
+    }
+    loop->reported = true;
+    state.hot_loops_reported++;
+    text = g_strdup_printf("hot_loop 0x%" PRIx64 "..0x%" PRIx64 " x%" PRIu64
+                           " at insn %" PRIu64, loop->branch.start_pc,
+                           loop->branch.branch_pc, state.hot_loop_iterations,
+                           icount);
+    report(text);
+    send_hot_loop(loop);
+}
+
+/*
+ * The kernel runs at its link address: make each NOP'd function return its value at once.
+ * The write goes through QEMU's debug path, which ignores page permissions and invalidates
+ * the blocks translated from the page, so later calls run the patched code.
+ */
+static void on_kernel_mapped(unsigned int vcpu_index, void *userdata)
+{
+    g_autoptr(GByteArray) bytes = g_byte_array_new();
+    guint n;
+
+    if (state.nops_applied) {
+        return;
+    }
+    state.nops_applied = true;
+    for (n = 0; n < state.nops->len; n++) {
+        const Nop *nop = &g_array_index(state.nops, Nop, n);
+        uint32_t words[NOP_WORDS_MAX];
+        size_t count = state.traits->return_patch(nop->value, words);
+        size_t i;
+
+        g_byte_array_set_size(bytes, 0);
+        for (i = 0; i < count; i++) {
+            uint8_t word[4];
+            int b;
+
+            for (b = 0; b < 4; b++) {
+                int shift = state.traits->big_endian ? 24 - 8 * b : 8 * b;
+
+                word[b] = words[i] >> shift;
+            }
+            g_byte_array_append(bytes, word, sizeof(word));
+        }
+        if (!qemu_plugin_write_memory_vaddr(nop->vaddr, bytes)) {
+            fprintf(stderr, "rehost: nop=0x%" PRIx64 ": the address is not "
+                    "mapped when the kernel runs at its link address\n",
+                    nop->vaddr);
+            exit(1);
+        }
+    }
+}
+
+/* printk_sprint's entry: where the record's text goes. */
+static void on_log_entry(unsigned int vcpu_index, void *userdata)
+{
+    state.log_text = read_register(state.argument_register);
+}
+
+/* Back from printk_sprint: its return value is the text's length (a u16). */
+static void on_log_return(unsigned int vcpu_index, void *userdata)
+{
+    g_autoptr(GByteArray) bytes = g_byte_array_new();
+    size_t length = MIN(read_register(state.return_register) & 0xffff,
+                        LOG_TEXT_MAX - 1);
+
+    if (!state.log_text ||
+        !qemu_plugin_read_memory_vaddr(state.log_text, bytes, length)) {
+        return;
+    }
+    g_byte_array_append(bytes, (const uint8_t *)"\n", 1);
+    send_log(bytes->data, bytes->len);
+    state.log_text = 0;
 }
 
 static bool hook_needs_registers(const Hook *hook)
@@ -323,45 +928,140 @@ static bool hook_needs_registers(const Hook *hook)
     return hook->kind == HOOK_INITCALL || hook->kind == HOOK_PANIC;
 }
 
-static void instrument_hooks(struct qemu_plugin_tb *tb)
+static void instrument_hooks(struct qemu_plugin_insn *insn, uint64_t vaddr)
+{
+    guint h;
+
+    for (h = 0; h < state.hooks->len; h++) {
+        Hook *hook = &g_array_index(state.hooks, Hook, h);
+
+        if (hook->vaddr != vaddr ||
+            (hook->kind == HOOK_MILESTONE && hook->reached)) {
+            continue;
+        }
+        qemu_plugin_register_vcpu_insn_exec_cb(
+            insn, on_hook,
+            hook_needs_registers(hook) ? QEMU_PLUGIN_CB_R_REGS :
+                                         QEMU_PLUGIN_CB_NO_REGS,
+            GUINT_TO_POINTER(h));
+    }
+}
+
+/* The call site of this address, decoded once and kept: callbacks point into it. */
+static const CallSite *call_site(struct qemu_plugin_insn *insn, bool thumb)
+{
+    uint64_t vaddr = qemu_plugin_insn_vaddr(insn);
+    CallSite *call = g_hash_table_lookup(state.call_sites,
+                                         GSIZE_TO_POINTER(vaddr));
+    CallSite decoded;
+
+    if (call) {
+        return call;
+    }
+    if (!state.traits->is_call(insn, thumb, &decoded)) {
+        return NULL;
+    }
+    call = g_memdup2(&decoded, sizeof(decoded));
+    g_hash_table_insert(state.call_sites, GSIZE_TO_POINTER(vaddr), call);
+    return call;
+}
+
+static void instrument_call(struct qemu_plugin_insn *insn, bool thumb)
+{
+    const CallSite *call = call_site(insn, thumb);
+
+    if (!call) {
+        return;
+    }
+    if (state.log_function && call->target == state.log_function &&
+        call->target_register < 0) {
+        g_hash_table_add(state.log_returns,
+                         GSIZE_TO_POINTER(call->return_address));
+    }
+    if (!state.callstack && !state.coverage) {
+        return;
+    }
+    if (call->target_register >= 0) {
+        qemu_plugin_register_vcpu_insn_exec_cb(insn, on_indirect_call,
+                                               QEMU_PLUGIN_CB_R_REGS,
+                                               (void *)call);
+    } else {
+        g_hash_table_add(state.call_targets, GSIZE_TO_POINTER(call->target));
+        if (state.callstack) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_direct_call,
+                                                   QEMU_PLUGIN_CB_NO_REGS,
+                                                   (void *)call);
+        }
+    }
+    if (state.callstack) {
+        g_hash_table_add(state.return_targets,
+                         GSIZE_TO_POINTER(call->return_address));
+    }
+}
+
+static void free_loop(gpointer data)
+{
+    Loop *loop = data;
+
+    qemu_plugin_scoreboard_free(loop->board);
+    g_free(loop);
+}
+
+static void instrument_loop(struct qemu_plugin_tb *tb, const LoopBranch *branch)
+{
+    Loop *loop = g_hash_table_lookup(state.loops,
+                                     GSIZE_TO_POINTER(branch->branch_pc));
+
+    if (!loop) {
+        loop = g_new0(Loop, 1);
+        loop->branch = *branch;
+        loop->board = qemu_plugin_scoreboard_new(sizeof(uint64_t));
+        loop->iterations = qemu_plugin_scoreboard_u64(loop->board);
+        loop->window_start = instructions_executed();
+        g_hash_table_insert(state.loops, GSIZE_TO_POINTER(branch->branch_pc),
+                            loop);
+    }
+    qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(
+        tb, QEMU_PLUGIN_INLINE_ADD_U64, loop->iterations, 1);
+    qemu_plugin_register_vcpu_tb_exec_cond_cb(
+        tb, on_loop_iterations, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_GE,
+        loop->iterations, state.hot_loop_iterations, loop);
+}
+
+static bool block_is_thumb(struct qemu_plugin_tb *tb)
 {
     size_t count = qemu_plugin_tb_n_insns(tb);
     size_t i;
-    guint h;
 
     for (i = 0; i < count; i++) {
-        struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
-        uint64_t vaddr = qemu_plugin_insn_vaddr(insn);
-
-        for (h = 0; h < state.hooks->len; h++) {
-            Hook *hook = &g_array_index(state.hooks, Hook, h);
-
-            if (hook->vaddr != vaddr ||
-                (hook->kind == HOOK_MILESTONE && hook->reached)) {
-                continue;
-            }
-            qemu_plugin_register_vcpu_insn_exec_cb(
-                insn, on_hook,
-                hook_needs_registers(hook) ? QEMU_PLUGIN_CB_R_REGS :
-                                             QEMU_PLUGIN_CB_NO_REGS,
-                GUINT_TO_POINTER(h));
+        if (qemu_plugin_insn_size(qemu_plugin_tb_get_insn(tb, i)) == 2) {
+            return true;
         }
     }
+    return false;
 }
 
 static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     uint64_t vaddr = qemu_plugin_tb_vaddr(tb);
+    size_t count = qemu_plugin_tb_n_insns(tb);
+    bool watch_calls = state.callstack || state.coverage || state.log_function;
+    bool thumb = watch_calls && block_is_thumb(tb);
+    LoopBranch branch;
+    size_t i;
 
     qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(
-        tb, QEMU_PLUGIN_INLINE_ADD_U64, state.executed,
-        qemu_plugin_tb_n_insns(tb));
-    if (state.budget && state.traits->ends_in_backward_branch(tb)) {
-        qemu_plugin_register_vcpu_tb_exec_cond_cb(tb, on_budget_check,
-                                                  QEMU_PLUGIN_CB_NO_REGS,
-                                                  QEMU_PLUGIN_COND_GE,
-                                                  state.executed, state.budget,
-                                                  NULL);
+        tb, QEMU_PLUGIN_INLINE_ADD_U64, state.executed, count);
+    if ((state.budget || state.hot_loop_iterations) &&
+        state.traits->ends_in_backward_branch(tb, &branch)) {
+        if (state.budget) {
+            qemu_plugin_register_vcpu_tb_exec_cond_cb(
+                tb, on_budget_check, QEMU_PLUGIN_CB_NO_REGS,
+                QEMU_PLUGIN_COND_GE, state.executed, state.budget, NULL);
+        }
+        if (state.hot_loop_iterations) {
+            instrument_loop(tb, &branch);
+        }
     }
     /*
      * Until the kernel runs at its link address, code below user_below is
@@ -370,6 +1070,10 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
      * never serve user mode (the mode is part of a block's key).
      */
     if (vaddr >= state.user_below) {
+        if (!state.kernel_mapped && state.nops->len) {
+            qemu_plugin_register_vcpu_tb_exec_cb(tb, on_kernel_mapped,
+                                                 QEMU_PLUGIN_CB_NO_REGS, NULL);
+        }
         state.kernel_mapped = true;
     } else if (state.kernel_mapped) {
         qemu_plugin_register_vcpu_tb_exec_cb(tb, on_block_below_user_limit,
@@ -378,7 +1082,46 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
                                              QEMU_PLUGIN_CB_NO_REGS,
                                              GSIZE_TO_POINTER(vaddr));
     }
-    instrument_hooks(tb);
+    if (state.coverage) {
+        for (i = 0; i < count; i++) {
+            struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+            g_hash_table_add(state.instructions,
+                             GSIZE_TO_POINTER(qemu_plugin_insn_vaddr(insn)));
+        }
+        /* Translated on first entry: a call target is counted when first entered. */
+        if (g_hash_table_contains(state.call_targets, GSIZE_TO_POINTER(vaddr))) {
+            g_hash_table_add(state.functions, GSIZE_TO_POINTER(vaddr));
+        }
+    }
+    if (state.callstack) {
+        /* The deep search first: after it, the compare sees the new top, so no double pop. */
+        if (g_hash_table_contains(state.return_targets,
+                                  GSIZE_TO_POINTER(vaddr))) {
+            qemu_plugin_register_vcpu_tb_exec_cb(tb, on_return_target,
+                                                 QEMU_PLUGIN_CB_NO_REGS,
+                                                 GSIZE_TO_POINTER(vaddr));
+        }
+        qemu_plugin_register_vcpu_tb_exec_cond_cb(
+            tb, on_return_to_innermost, QEMU_PLUGIN_CB_NO_REGS,
+            QEMU_PLUGIN_COND_EQ, state.innermost_return, vaddr, NULL);
+    }
+    if (g_hash_table_contains(state.log_returns, GSIZE_TO_POINTER(vaddr))) {
+        qemu_plugin_register_vcpu_tb_exec_cb(tb, on_log_return,
+                                             QEMU_PLUGIN_CB_R_REGS, NULL);
+    }
+    for (i = 0; i < count; i++) {
+        struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+
+        instrument_hooks(insn, qemu_plugin_insn_vaddr(insn));
+        if (state.log_function &&
+            qemu_plugin_insn_vaddr(insn) == state.log_function) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_log_entry,
+                                                   QEMU_PLUGIN_CB_R_REGS, NULL);
+        }
+        if (watch_calls) {
+            instrument_call(insn, thumb);
+        }
+    }
 }
 
 static struct qemu_plugin_register *find_register(GArray *registers,
@@ -412,10 +1155,28 @@ static bool any_hook_needs_registers(void)
 static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index)
 {
     g_autoptr(GArray) registers = qemu_plugin_get_registers();
+    int i;
 
     state.argument_register =
         find_register(registers, state.traits->argument_register);
+    state.return_register =
+        find_register(registers, state.traits->return_register);
     state.mode_register = find_register(registers, state.traits->mode_register);
+    for (i = 0; i < GENERAL_REGISTERS; i++) {
+        g_autofree char *name = g_strdup_printf("r%d", i);
+
+        state.general_registers[i] = find_register(registers, name);
+    }
+    /* gdb names ARM's r13-r15 sp, lr and pc; a BLX through lr is legal. */
+    state.general_registers[14] = state.general_registers[14] ?:
+                                  find_register(registers, "lr");
+    if ((!state.argument_register || !state.return_register) &&
+        state.log_function) {
+        fprintf(stderr, "rehost: this %s CPU exposes no registers %s and %s "
+                "to plugins; log= needs them\n", state.traits->target,
+                state.traits->argument_register, state.traits->return_register);
+        exit(1);
+    }
     if (!state.argument_register && any_hook_needs_registers()) {
         /* Initcall and panic reports would be wrong: refuse to run instead. */
         fprintf(stderr, "rehost: this %s CPU exposes no register %s to "
@@ -433,19 +1194,31 @@ static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index)
     }
 }
 
+/* QEMU exits without us (the guest powered off, a signal): what is known still goes out. */
 static void on_plugin_exit(qemu_plugin_id_t id, void *userdata)
 {
     g_autofree char *line = g_strdup_printf("exit after %" PRIu64 " insns",
                                             instructions_executed());
     guint h;
 
+    send_final_reports();
     report(line);
     for (h = 0; h < state.hooks->len; h++) {
         g_free(g_array_index(state.hooks, Hook, h).name);
     }
     g_array_free(state.hooks, true);
+    g_array_free(state.nops, true);
+    g_hash_table_destroy(state.log_returns);
     g_byte_array_free(state.register_buffer, true);
+    g_hash_table_destroy(state.call_sites);
+    g_hash_table_destroy(state.return_targets);
+    g_hash_table_destroy(state.call_targets);
+    g_hash_table_destroy(state.instructions);
+    g_hash_table_destroy(state.functions);
+    g_hash_table_destroy(state.loops);
+    g_free(state.frames);
     qemu_plugin_scoreboard_free(state.executed_board);
+    qemu_plugin_scoreboard_free(state.innermost_return_board);
 }
 
 static bool parse_address(const char *text, uint64_t *address)
@@ -479,15 +1252,75 @@ static bool parse_hook(const char *key, const char *value, HookKind kind)
     return true;
 }
 
+static bool parse_positive(const char *key, const char *value, uint64_t *number)
+{
+    if (!parse_address(value, number) || *number == 0) {
+        fprintf(stderr, "rehost: %s=%s is not a positive integer\n", key, value);
+        return false;
+    }
+    return true;
+}
+
+static bool parse_switch(const char *key, const char *value, bool *on)
+{
+    if (!qemu_plugin_bool_parse(key, value, on)) {
+        fprintf(stderr, "rehost: %s=%s is not on or off\n", key, value);
+        return false;
+    }
+    return true;
+}
+
+/* "ADDRESS:VALUE"; VALUE may be negative ("-19" is -ENODEV). */
+static bool parse_nop(const char *value)
+{
+    g_auto(GStrv) parts = g_strsplit(value, ":", 2);
+    Nop nop;
+    uint64_t returned;
+
+    if (!parts[0] || !parts[1] || !parse_address(parts[0], &nop.vaddr) ||
+        !parse_address(parts[1], &returned)) {
+        fprintf(stderr, "rehost: nop=%s is not ADDRESS:VALUE\n", value);
+        return false;
+    }
+    nop.value = returned;
+    g_array_append_val(state.nops, nop);
+    return true;
+}
+
 static bool parse_argument(const char *key, const char *value)
 {
+    uint64_t number;
+
     if (g_str_equal(key, "budget")) {
-        if (!parse_address(value, &state.budget) || state.budget == 0) {
-            fprintf(stderr, "rehost: budget=%s is not a positive integer\n",
+        return parse_positive(key, value, &state.budget);
+    }
+    if (g_str_equal(key, "hot_loops")) {
+        return parse_positive(key, value, &state.hot_loop_iterations);
+    }
+    if (g_str_equal(key, "events_fd")) {
+        if (!parse_address(value, &number) || number > INT_MAX) {
+            fprintf(stderr, "rehost: events_fd=%s is not a file descriptor\n",
                     value);
             return false;
         }
+        state.events_fd = number;
         return true;
+    }
+    if (g_str_equal(key, "nop")) {
+        return parse_nop(value);
+    }
+    if (g_str_equal(key, "log")) {
+        if (!parse_address(value, &state.log_function) || !state.log_function) {
+            fprintf(stderr, "rehost: log=%s is not an ADDRESS\n", value);
+            return false;
+        }
+        return true;
+    }
+    if (g_str_equal(key, "callstack")) {
+        return parse_switch(key, value, &state.callstack);
+    }
+    if (g_str_equal(key, "coverage")) {
+        return parse_switch(key, value, &state.coverage);
     }
     if (g_str_equal(key, "user_below")) {
         if (!parse_address(value, &state.user_below)) {
@@ -509,7 +1342,8 @@ static bool parse_argument(const char *key, const char *value)
         return parse_hook(key, value, HOOK_HALT);
     }
     fprintf(stderr, "rehost: unknown argument %s (budget, hook, initcalls, "
-            "panic, halt, user_below)\n", key);
+            "panic, halt, user_below, callstack, coverage, hot_loops, nop, "
+            "log, events_fd)\n", key);
     return false;
 }
 
@@ -537,12 +1371,30 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
 {
     state.traits = traits_of(info->target_name);
     state.hooks = g_array_new(false, true, sizeof(Hook));
+    state.nops = g_array_new(false, true, sizeof(Nop));
     if (!parse_arguments(argc, argv)) {
         return -1;
     }
+    if (state.nops->len && (!state.user_below || !state.traits->return_patch)) {
+        fprintf(stderr, "rehost: nop= needs user_below= (the kernel's "
+                "PAGE_OFFSET: NOPs are written once the kernel runs there) and "
+                "an ARM or MIPS guest\n");
+        return -1;
+    }
     state.register_buffer = g_byte_array_new();
+    state.call_sites = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+    state.log_returns = g_hash_table_new(NULL, NULL);
+    state.return_targets = g_hash_table_new(NULL, NULL);
+    state.call_targets = g_hash_table_new(NULL, NULL);
+    state.instructions = g_hash_table_new(NULL, NULL);
+    state.functions = g_hash_table_new(NULL, NULL);
+    state.loops = g_hash_table_new_full(NULL, NULL, NULL, free_loop);
+    state.frames = g_new(Frame, CALL_STACK_DEPTH_MAX);
     state.executed_board = qemu_plugin_scoreboard_new(sizeof(uint64_t));
     state.executed = qemu_plugin_scoreboard_u64(state.executed_board);
+    state.innermost_return_board = qemu_plugin_scoreboard_new(sizeof(uint64_t));
+    state.innermost_return =
+        qemu_plugin_scoreboard_u64(state.innermost_return_board);
     qemu_plugin_register_vcpu_init_cb(id, on_vcpu_init);
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
     if (state.budget) {

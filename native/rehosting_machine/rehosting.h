@@ -19,10 +19,17 @@ typedef struct RehostingConfig {
     QDict *root;
     int next_serial; /* "chardev" devices take -serial backends in order */
 
+    /* The catch-all region: its value model and its access recording (rehosting.c). */
     MemoryRegion unmapped;
-    GHashTable *pinned_reads; /* guest physical address -> value read there */
+    GHashTable *mmio_rules;  /* guest physical address -> RehostingMmioRule */
+    uint64_t seed;
+    bool random_unruled_reads; /* else addresses without a rule read 0 */
     uint64_t unmapped_log_limit;
-    uint64_t unmapped_accesses;
+    uint64_t unmapped_accesses; /* also the order of the next access */
+    int events_fd;              /* -1: no events */
+    uint64_t mmio_event_limit;
+    uint64_t mmio_events_sent;
+    GHashTable *event_sites;    /* (address, pc, is_write) -> accesses seen */
 
     hwaddr first_ram_base;
     uint64_t first_ram_size;
@@ -52,7 +59,8 @@ QDict *rehosting_config_get_dict(const RehostingConfig *config,
                                  const QDict *dict, const char *key,
                                  const char *where);
 
-/* The catch-all region ("unmapped_log_limit", "pinned_reads") at the lowest priority. */
+/* The catch-all region at the lowest priority: "seed", "mmio_rules", "random_unruled_reads",
+ * "events_fd", "mmio_event_limit", "unmapped_log_limit". */
 void rehosting_map_catch_all(RehostingConfig *config, Object *owner);
 
 /* Every "ram" region; the first one's base and size are kept in config. */

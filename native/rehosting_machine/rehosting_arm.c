@@ -29,7 +29,8 @@
  *     "kernel": PATH, "initrd": PATH, "dtb": PATH, "cmdline": STR,
  *     "board_id": N, "loader_start": A  default: the first RAM region's base
  *   },
- *   "pinned_reads": [ {"address": A, "value": V} ]  catch-all answers
+ *   "mmio_rules": [ {"address": A, "constant": V} ]  catch-all answers
+ *                                       (all rule kinds: rehosting.c)
  *   "unmapped_log_limit": 16            accesses to the catch-all region
  *                                       logged with -d unimp, then silence
  * }

@@ -23,7 +23,7 @@
  *     "irqs": [null, ..., 2]            CPU interrupt line of ISA IRQ n (index n), null = unwired
  *   },
  *   "isa_devices": [ {"type": "mc146818rtc", "props": {"iobase": 112, "irq": 8}} ],
- *   "pinned_reads": [ {"address": A, "value": V} ],   what the catch-all answers at A
+ *   "mmio_rules": [ {"address": A, "constant": V} ],  what the catch-all answers (rehosting.c)
  *   "boot": {
  *     "kernel": PATH (ELF), "initrd": PATH, "cmdline": STR,
  *     "env": {"memsize": "134217728", ...}   the firmware environment, strings

@@ -15,6 +15,12 @@ from pathlib import Path
 
 from explorer.corpus import Corpus
 from explorer.firmware.model import Firmware
+from explorer.runner.boards import vexpress_a9
+from explorer.runner.config import to_json
+from explorer.runner.kernel_hooks import MILESTONES as MILESTONES  # re-exported for the plugin tests
+from explorer.runner.kernel_hooks import watching_kernel
+from explorer.runner.launch import config_plugin_arguments
+from explorer.runner.machine_config_pb2 import MachineConfig
 
 REPO = Path(__file__).resolve().parents[2]
 BOOT_DEADLINE_SECONDS = 120  # a hang guard, not a performance claim: user space takes about 5 s
@@ -29,31 +35,11 @@ def build_native() -> Path:
 
 
 def vexpress_a9_config(corpus: Corpus) -> dict:
-    """The vexpress-a9 memory map (as in vexpress-v2p-ca9.dts), declared for the rehosting machine."""
-    return {
-        "cpu": "cortex-a9",
-        "ram": [{"base": "0x60000000", "size": "0x20000000"}],
-        "interrupt_controller": {"type": "a9mpcore_priv", "mmio": ["0x1e000000"], "props": {"num-irq": 96}},
-        "devices": [
-            {
-                "type": "realview_sysctl",
-                "mmio": ["0x10000000"],
-                "props": {"sys_id": 0x1190F500, "proc_id": 0x0C000191},
-            },
-            {"type": "pl011", "mmio": ["0x10009000"], "irqs": [37]},
-            {"type": "sp804", "mmio": ["0x10011000"], "irqs": [34]},
-            {"type": "sp804", "mmio": ["0x10012000"], "irqs": [35]},
-            {"type": "pl031", "mmio": ["0x10017000"], "irqs": [36]},
-            {"type": "l2x0", "mmio": ["0x1e00a000"]},
-        ],
-        "boot": {
-            "kernel": str(corpus.kernel("armmp")),
-            "dtb": str(corpus.dtb("armmp", "vexpress-v2p-ca9")),
-            "initrd": str(corpus.initramfs("armhf")),
-            "cmdline": "console=ttyAMA0 rdinit=/init",
-            "board_id": "0x8e0",
-        },
-    }
+    """The vexpress-a9 memory map booting armmp with the marker initramfs, as the machine's JSON."""
+    config = vexpress_a9(
+        corpus.kernel("armmp"), corpus.dtb("armmp", "vexpress-v2p-ca9"), corpus.initramfs("armhf")
+    )
+    return json.loads(to_json(config))
 
 
 def run_until(command: list[str], marker: str) -> tuple[bool, str]:
@@ -94,20 +80,6 @@ def rehosting_command(qemu_build: Path, config: Path) -> list[str]:
 
 
 DETERMINISM_OPTIONS = ["-icount", "shift=4,align=off,sleep=off", "-rtc", "base=2020-01-01T00:00:00,clock=vm"]
-# Boot milestones in the order start_kernel and kernel_init reach them. prepare_namespace only runs
-# when no initramfs provides rdinit, run_init_process when init is started.
-MILESTONES = (
-    "start_kernel",
-    "setup_arch",
-    "init_IRQ",
-    "time_init",
-    "calibrate_delay",
-    "rest_init",
-    "kernel_init",
-    "prepare_namespace",
-    "run_init_process",
-)
-HALTS = ("machine_power_off", "machine_halt", "machine_restart")
 # Far beyond a full boot (about 3.6e9 instructions): these runs must end for another reason.
 GENEROUS_BUDGET = 20_000_000_000
 
@@ -139,20 +111,8 @@ class PluginRun:
 
 
 def plugin_arguments(firmware: Firmware) -> str:
-    """The plugin's arguments for a kernel, every address from its recovered symbols."""
-    symbols = firmware.symbols
-    arguments = [
-        f"hook={name}@{address:#x}"
-        for name in MILESTONES
-        if (address := symbols.address_of(name)) is not None
-    ]
-    arguments += [
-        f"halt={name}@{address:#x}" for name in HALTS if (address := symbols.address_of(name)) is not None
-    ]
-    arguments.append(f"initcalls={symbols.address_of('do_one_initcall'):#x}")
-    arguments.append(f"panic={symbols.address_of('panic'):#x}")
-    arguments.append(f"user_below={firmware.page_offset:#x}")
-    return ",".join(arguments)
+    """The plugin's arguments for a kernel's standard hooks, every address from its recovered symbols."""
+    return ",".join(config_plugin_arguments(watching_kernel(MachineConfig(), firmware)))
 
 
 def write_config(directory: Path, config: dict) -> Path:

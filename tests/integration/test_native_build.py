@@ -68,6 +68,26 @@ def test_armmp_reaches_user_space_on_rehosting_with_the_vexpress_a9_map(
         ),
         (lambda config: config["devices"][1].update(irqs=[5]), "irqs[0] = 5 is not a GIC SPI"),
         (lambda config: config["devices"][0]["props"].update(sys_id="x"), "devices[0].props.sys_id"),
+        (
+            lambda config: config.update(mmio_rules=[{"address": "0x1000", "constant": 1, "echo": {}}]),
+            "mmio_rules[0] must give exactly one of constant, sequence",
+        ),
+        (
+            lambda config: config.update(mmio_rules=[{"address": "0x1000", "sequence": {"values": []}}]),
+            "mmio_rules[0].sequence.values must list at least one value",
+        ),
+        (
+            lambda config: config.update(mmio_rules=[{"address": "0x1000", "forced_bits": {"or_mask": "x"}}]),
+            "mmio_rules[0].forced_bits.or_mask must be an unsigned integer",
+        ),
+        (
+            lambda config: config.update(
+                mmio_rules=[{"address": 8, "echo": {}}, {"address": 8, "random": {}}]
+            ),
+            "mmio_rules[1]: address 0x8 already has a rule",
+        ),
+        (lambda config: config.update(events_fd=999), "events_fd 999 is not a descriptor open for writing"),
+        (lambda config: config.update(random_unruled_reads=1), "random_unruled_reads must be true or false"),
     ],
 )
 def test_bad_config_stops_qemu_with_one_line_naming_the_field(

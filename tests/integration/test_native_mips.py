@@ -3,7 +3,7 @@
 The malta kernel expects what YAMON and the Malta board leave behind; the config declares the
 smallest set that gets it to user space: RAM, an ISA bus with a real MC146818 RTC (the kernel
 times the CPU against its update flag) and a 16550 on the ISA IRQ line 4, wired straight to CPU
-interrupt 2 where the i8259 would be, and pinned reads for the board registers the kernel
+interrupt 2 where the i8259 would be, and constant mmio_rules for the board registers the kernel
 reads: the board revision and the GT64120's PCI I/O window and interrupt acknowledge.
 """
 
@@ -49,14 +49,14 @@ def malta_config(corpus: Corpus) -> dict:
     return {
         "cpu": "24Kf",  # the "4kc-malta" flavour is built for MIPS32r2 (seb, ext, ...): 4Kc traps
         "ram": [{"base": 0, "size": hex(RAM_SIZE)}],
-        "pinned_reads": [
-            {"address": "0x1fc00010", "value": "0x420"},  # revision: Core LV card, GT64120
+        "mmio_rules": [
+            {"address": "0x1fc00010", "constant": "0x420"},  # revision: Core LV card, GT64120
             # GT64120 PCI I/O window at 0x18000000 (low, high, remap), as YAMON programs it
-            {"address": hex(GT64120 + 0x048), "value": "0xc0"},
-            {"address": hex(GT64120 + 0x050), "value": "0x40"},
-            {"address": hex(GT64120 + 0x0F0), "value": "0xc0"},
+            {"address": hex(GT64120 + 0x048), "constant": "0xc0"},
+            {"address": hex(GT64120 + 0x050), "constant": "0x40"},
+            {"address": hex(GT64120 + 0x0F0), "constant": "0xc0"},
             # interrupt acknowledge: the only ISA interrupt wired is the UART's
-            {"address": hex(GT64120 + 0xC34), "value": UART_ISA_IRQ},
+            {"address": hex(GT64120 + 0xC34), "constant": UART_ISA_IRQ},
         ],
         "isa": {"io_base": "0x18000000", "irqs": isa_irqs},
         "isa_devices": [
@@ -141,7 +141,10 @@ def test_two_malta_runs_report_identical_instruction_counts(malta_boots: tuple[P
             "isa.irqs[4] = 9 is not a CPU interrupt line",
         ),
         (lambda config: config.pop("isa"), "isa_devices given but no isa bus declared"),
-        (lambda config: config["pinned_reads"].append({"address": 1}), "pinned_reads[5].value is missing"),
+        (
+            lambda config: config["mmio_rules"].append({"address": 1}),
+            "mmio_rules[5] must give exactly one of constant, sequence",
+        ),
         (
             lambda config: config["boot"].update(kernel=config["boot"]["initrd"]),
             "want a MIPS ELF vmlinux",

@@ -37,8 +37,12 @@ def armmp_firmware(corpus: Corpus) -> Firmware:
 def armmp_boots(
     qemu_build: Path, corpus: Corpus, armmp_firmware: Firmware, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[PluginRun, PluginRun]:
-    """Two identical boots of armmp with the marker initramfs on the vexpress-a9 map."""
-    arguments = f"{plugin_arguments(armmp_firmware)},budget={GENEROUS_BUDGET}"
+    """Two identical boots of armmp with the marker initramfs on the vexpress-a9 map, every watch on."""
+    printk_sprint = armmp_firmware.symbols.address_of("printk_sprint")
+    arguments = (
+        f"{plugin_arguments(armmp_firmware)},budget={GENEROUS_BUDGET},callstack=on,coverage=on,"
+        f"hot_loops=1000000,log={printk_sprint:#x}"
+    )
     command = rehosting_command(
         qemu_build, write_config(tmp_path_factory.mktemp("armmp"), vexpress_a9_config(corpus))
     )
@@ -121,6 +125,12 @@ def test_budget_ends_the_run_within_one_loop_iteration(
         ("initcalls=do_one_initcall", "initcalls=do_one_initcall is not an ADDRESS"),
         ("budget=0", "budget=0 is not a positive integer"),
         ("speed=fast", "unknown argument speed"),
+        ("events_fd=pipe", "events_fd=pipe is not a file descriptor"),
+        ("hot_loops=0", "hot_loops=0 is not a positive integer"),
+        ("callstack=maybe", "callstack=maybe is not on or off"),
+        ("nop=0xc0001000", "nop=0xc0001000 is not ADDRESS:VALUE"),
+        ("nop=0xc0001000:0", "nop= needs user_below="),
+        ("log=printk", "log=printk is not an ADDRESS"),
     ],
 )
 def test_plugin_rejects_a_malformed_argument(qemu_build: Path, argument: str, complaint: str) -> None:

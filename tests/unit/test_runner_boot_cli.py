@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import typer
@@ -15,7 +17,7 @@ from tests.unit.test_runner_launch import install_fake_build
 
 
 def app() -> typer.Typer:
-    # main.py does not register `boot` yet; an app of its own is what the command sees.
+    # An app of its own, so that the test sees exceptions as `boot` raises them (main.run maps them).
     application = typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False)
     boot.register(application)
     application.command("noop", hidden=True)(lambda: None)  # keeps `boot` a sub-command
@@ -34,6 +36,14 @@ def write_config(tmp_path: Path, behaviour: str) -> Path:
     return path
 
 
+def test_explorer_registers_boot() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "explorer", "boot", "--help"], capture_output=True, text=True, check=False
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "explorer boot vexpress-a9.json" in shown.stdout
+
+
 def test_help_has_an_example() -> None:
     shown = CliRunner().invoke(app(), ["boot", "--help"])
     assert shown.exit_code == 0
@@ -48,8 +58,21 @@ def test_boot_prints_the_summary_and_writes_the_result(tmp_path: Path) -> None:
     shown = CliRunner().invoke(app(), arguments)
     assert shown.exit_code == 0, shown.output
     assert shown.output.startswith("exit: user_space at insn 5678: /init\n")
-    assert "milestone start_kernel 0xc0b00a2c at insn 1234" in shown.output
+    assert "milestones: start_kernel\n" in shown.output
+    assert "log tail:\n  | \ufffdraw guest bytes\n" in shown.output
     assert deserialize(result_path.read_bytes()).exit.icount == 5678
+
+
+def test_json_is_the_named_result_and_a_kernel_without_symbols_leaves_addresses_bare(tmp_path: Path) -> None:
+    build = install_fake_build(tmp_path / "build")
+    shown = CliRunner().invoke(
+        app(), ["boot", str(write_config(tmp_path, "boots")), "--qemu", str(build), "--json"]
+    )
+    assert shown.exit_code == 0, shown.output
+    printed = json.loads(shown.stdout)
+    assert printed["exit"] == {"reason": "user_space", "icount": 5678, "detail": "/init"}
+    assert printed["milestones"] == [{"name": "start_kernel", "address": "0xc0b00a2c", "icount": 1234}]
+    assert "addresses stay unnamed: firmware /nonexistent/zImage does not exist" in shown.stderr
 
 
 def test_qemu_build_comes_from_the_environment_when_not_given(tmp_path: Path) -> None:

@@ -19,8 +19,15 @@ import pytest
 
 from explorer.errors import RunnerError
 from explorer.runner.config import config_from_dict
-from explorer.runner.launch import DETERMINISTIC_TIME, Plugin, RunnerLimits, command_line, run
-from explorer.runner.machine_config_pb2 import MachineConfig
+from explorer.runner.launch import (
+    DETERMINISTIC_TIME,
+    Plugin,
+    RunnerLimits,
+    command_line,
+    config_plugin_arguments,
+    run,
+)
+from explorer.runner.machine_config_pb2 import HookKind, MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +55,9 @@ if behaviour == "boots":
     sys.stdout.write("Booting Linux\\n"); sys.stdout.flush()
     send(milestone, Event(log=Log(text=b"\\xffraw guest bytes")),
          Event(exit=Exit(reason=ExitReason.EXIT_USER_SPACE, icount=5678, detail="/init")))
+elif behaviour == "machine-events":
+    events = config["events_fd"]
+    send(milestone, Event(exit=Exit(reason=ExitReason.EXIT_HALT, icount=9)))
 elif behaviour == "powers-off":
     sys.stdout.write("reboot: Power down\\n")
 elif behaviour == "garbage":
@@ -125,6 +135,7 @@ def wait_until(condition, what: str) -> None:
 def test_command_line_has_deterministic_time_the_config_and_the_event_descriptor(tmp_path: Path) -> None:
     command = command_line(
         Path("/q/bin/qemu-system-arm"),
+        MachineConfig(),
         tmp_path / "m.json",
         plugin=Plugin(Path("/q/lib/librehost.so"), ("budget=5",)),
         events_fd=9,
@@ -134,6 +145,63 @@ def test_command_line_has_deterministic_time_the_config_and_the_event_descriptor
     assert " ".join(DETERMINISTIC_TIME) in joined
     assert "-nodefaults" in command and "-no-reboot" in command
     assert command[-2:] == ["-plugin", "/q/lib/librehost.so,budget=5,events_fd=9"]
+
+
+def watched_config() -> MachineConfig:
+    config = MachineConfig(instruction_budget=5000, user_space_below=0xC0000000)
+    config.hooks.add(name="start_kernel", address=0xC0B00A2C, kind=HookKind.HOOK_MILESTONE)
+    config.hooks.add(name="do_one_initcall", address=0xC0101F20, kind=HookKind.HOOK_INITCALL)
+    config.hooks.add(name="panic", address=0xC0A4E1F8, kind=HookKind.HOOK_PANIC)
+    config.hooks.add(name="machine_halt", address=0xC0110010, kind=HookKind.HOOK_HALT)
+    config.hooks.add(name="machine_power_off", address=0xC0110020, kind=HookKind.HOOK_POWEROFF)
+    config.nops.add(address=0xC0200000, return_value=0xFFFFFFF4, name="omap_irq_soft_reset")
+    return config
+
+
+def test_the_config_alone_says_what_the_plugin_watches() -> None:
+    assert config_plugin_arguments(watched_config()) == (
+        "hook=start_kernel@0xc0b00a2c",
+        "initcalls=0xc0101f20",
+        "panic=0xc0a4e1f8",
+        "halt=machine_halt@0xc0110010",
+        "halt=machine_power_off@0xc0110020",
+        "nop=0xc0200000:0xfffffff4",
+        "budget=5000",
+        "user_below=0xc0000000",
+    )
+    assert config_plugin_arguments(MachineConfig()) == ()
+
+
+def test_config_arguments_come_before_extra_ones_and_the_event_descriptor_last(tmp_path: Path) -> None:
+    command = command_line(
+        Path("/q/bin/qemu-system-arm"),
+        watched_config(),
+        tmp_path / "m.json",
+        plugin=Plugin(Path("/q/lib/librehost.so"), ("hot_loop=1000",)),
+        events_fd=7,
+    )
+    arguments = command[command.index("-plugin") + 1].split(",")
+    assert arguments[0] == "/q/lib/librehost.so"
+    assert arguments[1:-2] == list(config_plugin_arguments(watched_config()))
+    assert arguments[-2:] == ["hot_loop=1000", "events_fd=7"]
+
+
+def test_a_config_needing_the_plugin_without_one_is_refused_before_qemu_starts(
+    fake_build: Path, tmp_path: Path
+) -> None:
+    config = fake_config(tmp_path, "boots")
+    config.instruction_budget = 1000
+    with pytest.raises(RunnerError, match="plugin"):
+        run(config, fake_build)
+    assert not (tmp_path / "pid").exists()
+
+
+def test_the_machine_finds_the_event_descriptor_in_its_config(fake_build: Path, tmp_path: Path) -> None:
+    # No plugin: only the machine (here, the fake) writes events, to the config's events_fd.
+    finished = run(fake_config(tmp_path, "machine-events"), fake_build)
+    assert not finished.result.partial
+    assert [m.name for m in finished.result.milestones] == ["start_kernel"]
+    assert finished.result.exit.reason == ExitReason.EXIT_HALT
 
 
 def test_events_and_console_of_a_finished_run_make_a_full_result(fake_build: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from explorer.errors import BadInput
 from explorer.runner.rehost_pb2 import Event, Exit, ExitReason, Log, Milestone, MmioAccess
-from explorer.runner.result import BoundedBytes, ResultBounds, ResultBuilder, deserialize, serialize, summary
+from explorer.runner.result import BoundedBytes, ResultBounds, ResultBuilder, deserialize, serialize
 
 # Speed is not the property: on a shared two-core machine a per-example deadline only flakes.
 PROPERTY = settings(deadline=None)
@@ -88,11 +88,3 @@ def test_same_content_serializes_to_the_same_bytes_and_reads_back() -> None:
 def test_corrupt_stored_result_is_bad_input() -> None:
     with pytest.raises(BadInput, match="corrupt"):
         deserialize(b"\x0a\xff")
-
-
-def test_summary_names_the_exit_and_each_milestone() -> None:
-    builder = build(boot_events())
-    assert builder.exit is not None
-    lines = summary(builder.finish(builder.exit, BoundedBytes(16)))
-    assert lines[0] == "exit: panic at insn 99000: not syncing"
-    assert "milestone start_kernel 0xc0b00a2c at insn 1000" in lines
