@@ -150,7 +150,13 @@ def describe(analysis: RunAnalysis) -> list[str]:
     if analysis.call_stack:
         lines.append("call stack at exit (innermost first):")
         lines += [f"  {frame.function} <- {frame.return_to}" for frame in analysis.call_stack]
-    lines += [f"hot loop: {loop.sentence()}" for loop in analysis.hot_loops]
+    named = [loop for loop in analysis.hot_loops if loop.start.function or loop.polled]
+    lines += [f"hot loop: {loop.sentence()}" for loop in named]
+    if unnamed := len(analysis.hot_loops) - len(named):
+        # Outside the kernel's symbols and touching no device: the boot loader or the decompressor.
+        lines.append(
+            f"hot loops: {unnamed} more outside the kernel's symbols, reading no MMIO (--json lists them)"
+        )
     if analysis.mmio_accesses:
         lines.append(f"mmio accesses: {analysis.mmio_accesses}")
     if analysis.coverage_instructions:

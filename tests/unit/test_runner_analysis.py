@@ -124,6 +124,17 @@ def test_the_description_reads_like_a_diagnosis() -> None:
     assert lines[-2:] == ["  | Booting Linux on physical CPU 0x0", "  | NR_IRQS: 16, nr_irqs: 16"]
 
 
+def test_loops_outside_the_symbols_that_read_no_device_are_summed_up_in_one_line() -> None:
+    result = spinning_run()
+    result.hot_loops.extend(HotLoop(start_pc=0x8000 + 0x40 * n, end_pc=0x8010 + 0x40 * n) for n in range(3))
+    lines = describe(analyse(result, SYMBOLS))
+    assert [line for line in lines if line.startswith("hot loop")] == [
+        next(line for line in lines if line.startswith("hot loop: spins in omap_irq_soft_reset")),
+        "hot loops: 3 more outside the kernel's symbols, reading no MMIO (--json lists them)",
+    ]
+    assert len(to_dict(analyse(result, SYMBOLS))["hot_loops"]) == 4
+
+
 def test_only_the_last_initcalls_and_log_lines_are_described() -> None:
     result = RunResult(
         initcalls=[Initcall(address=0xC0C00000, icount=n) for n in range(40)],
