@@ -17,6 +17,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.struct_pb2 import Value
 
 from explorer.errors import BadInput
 from explorer.runner.machine_config_pb2 import Device, MachineConfig
@@ -50,6 +51,13 @@ def validate(config: MachineConfig) -> None:
         _validate_device(config.interrupt_controller, "interrupt_controller")
     for index, device in enumerate(config.devices):
         _validate_device(device, f"devices[{index}]")
+    if config.isa_devices and not config.HasField("isa"):
+        raise BadInput("config: isa_devices given but no isa bus declared")
+    for index, line in enumerate(config.isa.irqs):
+        if not _is_null_or_exact_unsigned(line):
+            raise BadInput(f"config: isa.irqs[{index}] must be a CPU interrupt line or null")
+    for index, device in enumerate(config.isa_devices):
+        _validate_device(device, f"isa_devices[{index}]")
     _validate_mmio_rules(config)
     _validate_unique([hook.address for hook in config.hooks], "hooks", "hook the same address twice")
     for index, hook in enumerate(config.hooks):
@@ -61,11 +69,14 @@ def validate(config: MachineConfig) -> None:
 def to_json(config: MachineConfig) -> str:
     """The JSON the machine reads: protobuf's JSON mapping with the proto field names as keys.
 
-    One departure: protobuf's Struct and Value hold doubles, which the mapping prints as 37.0,
+    Two departures: protobuf's Struct and Value hold doubles, which the mapping prints as 37.0,
     and QEMU's JSON parser keeps such a number a double that no integer property accepts, so
-    integral doubles are written as integers (JSON itself does not tell the two apart).
+    integral doubles are written as integers (JSON itself does not tell the two apart). And the
+    mapping leaves out integers that are 0, but the machine requires some keys whatever their
+    value (RAM at address 0, a rule for address 0): those are written as 0.
     """
     as_dict = json_format.MessageToDict(config, preserving_proto_field_name=True)
+    _write_required_zeros(as_dict)
     return json.dumps(_integral_floats_as_ints(as_dict), indent=1) + "\n"
 
 
@@ -119,10 +130,7 @@ def _validate_device(device: Device, where: str) -> None:
     if not device.type:
         raise BadInput(f"config: {where}.type is missing (a QEMU device type such as pl011)")
     for index, irq in enumerate(device.irqs):
-        kind = irq.WhichOneof("kind")
-        if kind == "null_value":
-            continue
-        if kind != "number_value" or not _is_exact_unsigned(irq.number_value):
+        if not _is_null_or_exact_unsigned(irq):
             raise BadInput(f"config: {where}.irqs[{index}] must be a GIC interrupt ID or null")
     for name, value in device.props.items():
         if isinstance(value, float) and not (value.is_integer() and abs(value) < _LARGEST_EXACT_INTEGER):
@@ -147,8 +155,23 @@ def _validate_unique(addresses: list[int], where: str, complaint: str) -> None:
         seen.add(address)
 
 
+def _is_null_or_exact_unsigned(value: Value) -> bool:
+    kind = value.WhichOneof("kind")
+    return kind == "null_value" or (kind == "number_value" and _is_exact_unsigned(value.number_value))
+
+
 def _is_exact_unsigned(number: float) -> bool:
     return math.isfinite(number) and number.is_integer() and 0 <= number < _LARGEST_EXACT_INTEGER
+
+
+def _write_required_zeros(as_dict: dict[str, Any]) -> None:
+    """Put back the keys the machine requires (rehosting.c, rehosting_mips.c) that were 0."""
+    for region in as_dict.get("ram", []):
+        region.setdefault("base", 0)
+    for rule in as_dict.get("mmio_rules", []):
+        rule.setdefault("address", 0)
+    if "isa" in as_dict:
+        as_dict["isa"].setdefault("io_base", 0)
 
 
 def _integral_floats_as_ints(value: Any) -> Any:
