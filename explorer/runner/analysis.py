@@ -217,7 +217,28 @@ def to_dict(analysis: RunAnalysis) -> dict[str, Any]:
 def _named_loop(result: RunResult, loop: HotLoop, symbols: SymbolTable) -> NamedHotLoop:
     # The runner may already list reads; those seen by the master are added in first-read order.
     polled = dict.fromkeys([*loop.mmio_reads, *polled_addresses(result, loop.start_pc, loop.end_pc)])
+    polled.update(dict.fromkeys(_reads_by_callees_at_exit(result, loop, symbols)))
     return NamedHotLoop(place(loop.start_pc, symbols), loop.end_pc, loop.iterations, tuple(polled))
+
+
+def _reads_by_callees_at_exit(result: RunResult, loop: HotLoop, symbols: SymbolTable) -> tuple[int, ...]:
+    """MMIO addresses the run kept reading at its end, when it ended spinning in this loop.
+
+    A poll often reads through helpers (rockchip_pll_wait_lock -> regmap_read -> ...), so the
+    read's pc is not in the loop. When the loop's function is on the call stack at the exit, the
+    run ended in the loop, and the reads at the tail of the access stream (after the last write)
+    that repeat are what it polls. Nothing is attributed when the run did not end in the loop.
+    """
+    loop_function = symbols.containing(loop.start_pc)
+    on_stack = {symbols.containing(frame.function) for frame in result.call_stack.frames}
+    if loop_function is None or loop_function not in on_stack:
+        return ()
+    tail: list[int] = []
+    for access in reversed(result.mmio_accesses):
+        if access.is_write:
+            break
+        tail.append(access.address)
+    return tuple(address for address in dict.fromkeys(reversed(tail)) if tail.count(address) > 1)
 
 
 def _last_lines(text: bytes, count: int) -> tuple[str, ...]:

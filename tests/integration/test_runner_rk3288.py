@@ -69,6 +69,7 @@ def test_armmp_on_an_empty_rk3288_tinker_names_the_pll_lock_poll(
     spins = [loop for loop in printed["hot_loops"] if loop["function"] == "rockchip_pll_wait_lock"]
     assert spins, printed["hot_loops"]
     assert spins[0]["summary"].startswith("spins in rockchip_pll_wait_lock (")
+    assert spins[0]["polled"] == [f"0x{GRF_SOC_STATUS1:x}"]  # read by a callee, at the end of the run
 
     # Innermost first: whatever the poll called last (regmap_read, ktime_get, ...), then the poll.
     functions = [frame["function"] for frame in printed["call_stack"]]
@@ -81,8 +82,8 @@ def test_armmp_on_an_empty_rk3288_tinker_names_the_pll_lock_poll(
     ]
     assert functions[-1] == "time_init"
 
-    # The read happens in regmap's MMIO accessor, outside the loop's own code, so the named loop
-    # does not list it: the run's MMIO accesses show what the poll reads and that it reads 0.
+    # The read happens in regmap's MMIO accessor, outside the loop's own code: the run's MMIO
+    # accesses show which function reads it and that it reads 0.
     accesses = deserialize(result_path.read_bytes()).mmio_accesses
     symbols = ingest(corpus.kernel("armmp")).symbols
     lock_reads = [access for access in accesses if access.address == GRF_SOC_STATUS1]

@@ -135,6 +135,18 @@ def test_loops_outside_the_symbols_that_read_no_device_are_summed_up_in_one_line
     assert len(to_dict(analyse(result, SYMBOLS))["hot_loops"]) == 4
 
 
+def test_a_loop_the_run_ended_in_polls_what_its_callees_read_repeatedly_at_the_end() -> None:
+    # The poll reads through a helper (vexpress_init stands in for regmap_read): pcs outside the loop.
+    result = spinning_run()
+    helper_read = MmioAccess(address=0xFF770284, size=4, value=0, pc=0xC0C00104)
+    result.mmio_accesses.extend([helper_read] * 3)
+    (loop,) = analyse(result, SYMBOLS).hot_loops
+    assert loop.polled == (SYSSTATUS, 0xFF770284)
+    result.call_stack.Clear()  # the run did not end in the loop: nothing outside it is attributed
+    (loop,) = analyse(result, SYMBOLS).hot_loops
+    assert loop.polled == (SYSSTATUS,)
+
+
 def test_only_the_last_initcalls_and_log_lines_are_described() -> None:
     result = RunResult(
         initcalls=[Initcall(address=0xC0C00000, icount=n) for n in range(40)],
