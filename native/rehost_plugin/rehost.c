@@ -41,8 +41,10 @@
  * Decisions are made at translation time: a block gets a callback only when it holds a hooked
  * address or a call, starts at a return address or below user_below, or ends in a backward
  * branch; otherwise at most inline operations (the instruction count, and with callstack=on a
- * compare with the innermost return address). Single vCPU: the machine has one. It must never change guest state beyond what nop=
- * asks for.
+ * compare with the innermost return address, only in blocks right after a call). Execution-time
+ * callbacks stay small: pushes and pops write the innermost return address straight into its
+ * scoreboard slot, an indirect call touches coverage's hash table only when its target changes.
+ * Single vCPU: the machine has one. It must never change guest state beyond what nop= asks for.
  */
 
 #include <errno.h>
@@ -74,12 +76,22 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
  * return, a switch to another kernel thread), so a block that merely looks like a return target
  * costs a bounded scan. */
 #define RETURN_SEARCH_MAX 64
+/* The bytes before a block that may hold a call returning to it, and the smallest target page
+ * (ARMv5's 1 KiB): the look-behind stays inside the block's own page. */
+#define RETURN_LOOKBEHIND 8
+#define RETURN_LOOKBEHIND_PAGE 1024
 /* A loop is hot when N iterations took at most N times this many instructions (of anything,
  * inner loops and calls included): more, and the run made progress elsewhere meanwhile. */
 #define LOOP_ITERATION_INSTRUCTIONS_MAX 1000
 #define HOT_LOOPS_REPORTED_MAX 64
 /* A printk record's text is at most 1024 bytes (PRINTKRB_RECORD_MAX); with the newline it fits. */
 #define LOG_TEXT_MAX 2048
+/* Coverage keeps one bit per byte address in bitmaps of this many addresses. */
+#define COVERAGE_REGION_BITS 12
+#define COVERAGE_REGION_SIZE (1u << COVERAGE_REGION_BITS)
+/* Most translated instructions are no call: a bitmap answers "never a call site" without a
+ * hash lookup (a set bit may be another address's: then the hash table decides). */
+#define CALL_SITE_FILTER_BITS (1u << 20)
 
 typedef Explorer__Rehost__Event Event;
 typedef Explorer__Rehost__ExitReason ExitReason;
@@ -103,6 +115,7 @@ typedef struct {
     uint64_t return_address;
     uint64_t target;     /* direct calls */
     int target_register; /* indirect calls: the register holding the target; -1 when direct */
+    uint64_t last_target; /* indirect calls: the latest target, already counted by coverage */
 } CallSite;
 
 /* A block ending in a backward branch. */
@@ -133,7 +146,9 @@ typedef struct {
 #define NOP_WORDS_MAX 3
 
 typedef bool (*BackwardBranchTest)(struct qemu_plugin_tb *tb, LoopBranch *loop);
-typedef bool (*CallTest)(struct qemu_plugin_insn *insn, bool thumb, CallSite *call);
+/* Decodes the instruction of `size` bytes at `vaddr`; `bytes` holds at least 4. */
+typedef bool (*CallTest)(const uint8_t *bytes, size_t size, uint64_t vaddr,
+                         bool thumb, CallSite *call);
 typedef size_t (*ReturnPatch)(uint32_t value, uint32_t words[NOP_WORDS_MAX]);
 
 /* What differs between guest architectures, chosen once from the target name. */
@@ -171,6 +186,7 @@ typedef struct {
     qemu_plugin_u64 executed; /* instructions of the blocks entered so far */
     struct qemu_plugin_scoreboard *innermost_return_board;
     qemu_plugin_u64 innermost_return; /* the top frame's return address, for inline compares */
+    uint64_t *innermost_return_slot;  /* vCPU 0's entry of it: pushes and pops write here */
     struct qemu_plugin_register *argument_register;
     struct qemu_plugin_register *return_register;
     struct qemu_plugin_register *mode_register;
@@ -179,7 +195,9 @@ typedef struct {
     GHashTable *call_sites;      /* call instruction address -> CallSite */
     GHashTable *return_targets;  /* set of return addresses of translated calls */
     GHashTable *call_targets;    /* set of direct call targets translated so far */
-    GHashTable *instructions;    /* set of translated instruction addresses */
+    GHashTable *instructions;    /* translated instruction addresses: region -> bitmap */
+    uint64_t instructions_covered; /* bits set in them */
+    uint8_t *call_site_filter;   /* bit (address / 2) mod CALL_SITE_FILTER_BITS: in call_sites */
     GHashTable *functions;       /* set of call targets entered */
     GHashTable *loops;           /* branch address -> Loop */
     Frame *frames;               /* the shadow call stack, outermost first */
@@ -307,7 +325,7 @@ static void send_coverage(void)
     Event event = EXPLORER__REHOST__EVENT__INIT;
     g_autofree char *line = NULL;
 
-    coverage.instructions = g_hash_table_size(state.instructions);
+    coverage.instructions = state.instructions_covered;
     coverage.functions = g_hash_table_size(state.functions);
     line = g_strdup_printf("coverage %" PRIu64 " instructions %" PRIu64 " functions",
                            coverage.instructions, coverage.functions);
@@ -506,12 +524,9 @@ static bool mips_ends_in_backward_branch(struct qemu_plugin_tb *tb,
  * 2-byte instruction); a 4-byte instruction in an all-4-byte block is read as A32, which is
  * what the kernels of the corpus are (a Thumb-2 kernel's calls would be missed in such blocks).
  */
-static bool arm_is_call(struct qemu_plugin_insn *insn, bool thumb,
-                        CallSite *call)
+static bool arm_is_call(const uint8_t *bytes, size_t size, uint64_t vaddr,
+                        bool thumb, CallSite *call)
 {
-    uint64_t vaddr = qemu_plugin_insn_vaddr(insn);
-    uint8_t bytes[4];
-    size_t size = qemu_plugin_insn_data(insn, bytes, sizeof(bytes));
     uint16_t first = bytes[0] | bytes[1] << 8;
     uint16_t second = bytes[2] | bytes[3] << 8;
     uint32_t word = guest_word(bytes, false);
@@ -558,14 +573,12 @@ static bool arm_is_call(struct qemu_plugin_insn *insn, bool thumb,
 }
 
 /* MIPS32 calls: jal, jalr, and the linking branches (bal is bgezal $zero). */
-static bool mips_is_call(struct qemu_plugin_insn *insn, bool thumb,
-                         CallSite *call)
+static bool mips_is_call(const uint8_t *bytes, size_t size, uint64_t vaddr,
+                         bool thumb, CallSite *call)
 {
-    uint64_t vaddr = qemu_plugin_insn_vaddr(insn);
-    uint8_t bytes[4];
     uint32_t word, opcode, rt;
 
-    if (qemu_plugin_insn_data(insn, bytes, sizeof(bytes)) != 4) {
+    if (size != 4) {
         return false;
     }
     word = guest_word(bytes, state.traits->big_endian);
@@ -646,7 +659,8 @@ static bool any_branch(struct qemu_plugin_tb *tb, LoopBranch *loop)
     return true;
 }
 
-static bool no_call(struct qemu_plugin_insn *insn, bool thumb, CallSite *call)
+static bool no_call(const uint8_t *bytes, size_t size, uint64_t vaddr,
+                    bool thumb, CallSite *call)
 {
     return false;
 }
@@ -777,14 +791,20 @@ static void push_frame(uint64_t function, uint64_t return_address)
     state.frames[state.depth].function = function;
     state.frames[state.depth].return_address = return_address;
     state.depth++;
-    qemu_plugin_u64_set(state.innermost_return, 0, return_address);
+    *state.innermost_return_slot = return_address;
 }
+
+/*
+ * The innermost return address of an empty stack: no block starts there. (0 would match a
+ * boot stub or RAM at physical address 0, and pop an empty stack.)
+ */
+#define NO_RETURN_ADDRESS UINT64_MAX
 
 static void pop_frames(unsigned depth)
 {
     state.depth = depth;
-    qemu_plugin_u64_set(state.innermost_return, 0,
-                        depth ? state.frames[depth - 1].return_address : 0);
+    *state.innermost_return_slot =
+        depth ? state.frames[depth - 1].return_address : NO_RETURN_ADDRESS;
 }
 
 static void on_direct_call(unsigned int vcpu_index, void *userdata)
@@ -796,13 +816,15 @@ static void on_direct_call(unsigned int vcpu_index, void *userdata)
 
 static void on_indirect_call(unsigned int vcpu_index, void *userdata)
 {
-    const CallSite *call = userdata;
+    CallSite *call = userdata;
     struct qemu_plugin_register *handle =
         state.general_registers[call->target_register];
     uint64_t target = handle ? read_register(handle) & ~1ULL : 0;
 
-    if (state.coverage && target) {
+    /* Most indirect call sites call one target again and again: a hash insert only on change. */
+    if (state.coverage && target && target != call->last_target) {
         g_hash_table_add(state.functions, GSIZE_TO_POINTER(target));
+        call->last_target = target;
     }
     if (state.callstack) {
         push_frame(target, call->return_address);
@@ -812,13 +834,17 @@ static void on_indirect_call(unsigned int vcpu_index, void *userdata)
 /* A block at the top frame's return address (an inline compare decided): the common return. */
 static void on_return_to_innermost(unsigned int vcpu_index, void *userdata)
 {
-    pop_frames(state.depth - 1);
+    if (state.depth) {
+        pop_frames(state.depth - 1);
+    }
 }
 
 /*
  * A block at the return address of a call translated before it: pop to the innermost frame
- * returning here, if any. Blocks translated before their call site (the condition block of a
- * rotated loop, entered by a jump, then returned to) only get the inline compare above.
+ * returning here, if any, then do what the inline compare does elsewhere (the new top may
+ * return here too: recursion through one call site). Blocks translated before their call site
+ * (the condition block of a rotated loop, entered by a jump, then returned to) only get the
+ * inline compare.
  */
 static void on_return_target(unsigned int vcpu_index, void *userdata)
 {
@@ -830,8 +856,11 @@ static void on_return_target(unsigned int vcpu_index, void *userdata)
     for (i = state.depth; i > lowest; i--) {
         if (state.frames[i - 1].return_address == vaddr) {
             pop_frames(i - 1);
-            return;
+            break;
         }
+    }
+    if (*state.innermost_return_slot == vaddr) {
+        on_return_to_innermost(vcpu_index, NULL);
     }
 }
 
@@ -948,27 +977,35 @@ static void instrument_hooks(struct qemu_plugin_insn *insn, uint64_t vaddr)
 }
 
 /* The call site of this address, decoded once and kept: callbacks point into it. */
-static const CallSite *call_site(struct qemu_plugin_insn *insn, bool thumb)
+static CallSite *call_site(struct qemu_plugin_insn *insn, bool thumb)
 {
     uint64_t vaddr = qemu_plugin_insn_vaddr(insn);
-    CallSite *call = g_hash_table_lookup(state.call_sites,
-                                         GSIZE_TO_POINTER(vaddr));
-    CallSite decoded;
+    size_t filter_bit = (vaddr >> 1) % CALL_SITE_FILTER_BITS;
+    uint8_t filter_mask = 1 << (filter_bit % 8);
+    CallSite *call = NULL;
+    CallSite decoded = { 0 };
+    uint8_t bytes[4] = { 0 };
+    size_t size;
 
+    if (state.call_site_filter[filter_bit / 8] & filter_mask) {
+        call = g_hash_table_lookup(state.call_sites, GSIZE_TO_POINTER(vaddr));
+    }
     if (call) {
         return call;
     }
-    if (!state.traits->is_call(insn, thumb, &decoded)) {
+    size = qemu_plugin_insn_data(insn, bytes, sizeof(bytes));
+    if (!state.traits->is_call(bytes, size, vaddr, thumb, &decoded)) {
         return NULL;
     }
     call = g_memdup2(&decoded, sizeof(decoded));
     g_hash_table_insert(state.call_sites, GSIZE_TO_POINTER(vaddr), call);
+    state.call_site_filter[filter_bit / 8] |= filter_mask;
     return call;
 }
 
 static void instrument_call(struct qemu_plugin_insn *insn, bool thumb)
 {
-    const CallSite *call = call_site(insn, thumb);
+    CallSite *call = call_site(insn, thumb);
 
     if (!call) {
         return;
@@ -983,14 +1020,12 @@ static void instrument_call(struct qemu_plugin_insn *insn, bool thumb)
     }
     if (call->target_register >= 0) {
         qemu_plugin_register_vcpu_insn_exec_cb(insn, on_indirect_call,
-                                               QEMU_PLUGIN_CB_R_REGS,
-                                               (void *)call);
+                                               QEMU_PLUGIN_CB_R_REGS, call);
     } else {
         g_hash_table_add(state.call_targets, GSIZE_TO_POINTER(call->target));
         if (state.callstack) {
             qemu_plugin_register_vcpu_insn_exec_cb(insn, on_direct_call,
-                                                   QEMU_PLUGIN_CB_NO_REGS,
-                                                   (void *)call);
+                                                   QEMU_PLUGIN_CB_NO_REGS, call);
         }
     }
     if (state.callstack) {
@@ -1026,6 +1061,73 @@ static void instrument_loop(struct qemu_plugin_tb *tb, const LoopBranch *branch)
     qemu_plugin_register_vcpu_tb_exec_cond_cb(
         tb, on_loop_iterations, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_GE,
         loop->iterations, state.hot_loop_iterations, loop);
+}
+
+/*
+ * Can a return land at the start of this block: does a call end right before it (the test
+ * reads both A32 and Thumb)? Only such blocks need the return compare. The bytes are read from
+ * the host RAM the block was translated from, never through the MMU (a neighbouring page may
+ * be MMIO: the catch-all device would record the read). Too close to a possible page start
+ * (RETURN_LOOKBEHIND_PAGE), or not translated from RAM: assume it can. A block stays valid as
+ * long as its own page is unwritten: only a rewrite of the page before, making a call out of
+ * its last bytes, would go unseen.
+ */
+static bool may_follow_call(struct qemu_plugin_tb *tb)
+{
+    /* A 2-byte Thumb BLX, a 4-byte call, a MIPS call and its delay slot. */
+    static const size_t call_lengths[] = { 2, 4, 8 };
+    struct qemu_plugin_insn *first = qemu_plugin_tb_get_insn(tb, 0);
+    uint64_t vaddr = qemu_plugin_insn_vaddr(first);
+    const uint8_t *host = qemu_plugin_insn_haddr(first);
+    size_t i;
+    int thumb;
+
+    if (!host || vaddr % RETURN_LOOKBEHIND_PAGE < RETURN_LOOKBEHIND) {
+        return true;
+    }
+    for (i = 0; i < G_N_ELEMENTS(call_lengths); i++) {
+        size_t back = call_lengths[i];
+
+        for (thumb = 0; thumb <= 1; thumb++) {
+            CallSite call;
+
+            if (state.traits->is_call(host - back, MIN(back, 4), vaddr - back,
+                                      thumb, &call) &&
+                call.return_address == vaddr) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Adds the block's instruction addresses to coverage's set; a block spans one or two regions. */
+static void cover_instructions(struct qemu_plugin_tb *tb, size_t count)
+{
+    uint64_t region = 0;
+    uint8_t *bits = NULL;
+    size_t i;
+
+    for (i = 0; i < count; i++) {
+        uint64_t vaddr = qemu_plugin_insn_vaddr(qemu_plugin_tb_get_insn(tb, i));
+        uint64_t offset = vaddr % COVERAGE_REGION_SIZE;
+        uint8_t mask = 1 << (offset % 8);
+
+        if (!bits || vaddr >> COVERAGE_REGION_BITS != region) {
+            region = vaddr >> COVERAGE_REGION_BITS;
+            bits = g_hash_table_lookup(state.instructions,
+                                       GSIZE_TO_POINTER(region));
+            if (!bits) {
+                bits = g_malloc0(COVERAGE_REGION_SIZE / 8);
+                g_hash_table_insert(state.instructions,
+                                    GSIZE_TO_POINTER(region), bits);
+            }
+        }
+        if (!(bits[offset / 8] & mask)) {
+            bits[offset / 8] |= mask;
+            state.instructions_covered++;
+        }
+    }
 }
 
 static bool block_is_thumb(struct qemu_plugin_tb *tb)
@@ -1083,27 +1185,23 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
                                              GSIZE_TO_POINTER(vaddr));
     }
     if (state.coverage) {
-        for (i = 0; i < count; i++) {
-            struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
-            g_hash_table_add(state.instructions,
-                             GSIZE_TO_POINTER(qemu_plugin_insn_vaddr(insn)));
-        }
+        cover_instructions(tb, count);
         /* Translated on first entry: a call target is counted when first entered. */
         if (g_hash_table_contains(state.call_targets, GSIZE_TO_POINTER(vaddr))) {
             g_hash_table_add(state.functions, GSIZE_TO_POINTER(vaddr));
         }
     }
     if (state.callstack) {
-        /* The deep search first: after it, the compare sees the new top, so no double pop. */
         if (g_hash_table_contains(state.return_targets,
                                   GSIZE_TO_POINTER(vaddr))) {
             qemu_plugin_register_vcpu_tb_exec_cb(tb, on_return_target,
                                                  QEMU_PLUGIN_CB_NO_REGS,
                                                  GSIZE_TO_POINTER(vaddr));
+        } else if (may_follow_call(tb)) {
+            qemu_plugin_register_vcpu_tb_exec_cond_cb(
+                tb, on_return_to_innermost, QEMU_PLUGIN_CB_NO_REGS,
+                QEMU_PLUGIN_COND_EQ, state.innermost_return, vaddr, NULL);
         }
-        qemu_plugin_register_vcpu_tb_exec_cond_cb(
-            tb, on_return_to_innermost, QEMU_PLUGIN_CB_NO_REGS,
-            QEMU_PLUGIN_COND_EQ, state.innermost_return, vaddr, NULL);
     }
     if (g_hash_table_contains(state.log_returns, GSIZE_TO_POINTER(vaddr))) {
         qemu_plugin_register_vcpu_tb_exec_cb(tb, on_log_return,
@@ -1157,6 +1255,10 @@ static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index)
     g_autoptr(GArray) registers = qemu_plugin_get_registers();
     int i;
 
+    /* QEMU allocates scoreboards for 16 vCPUs and moves them only beyond that: one vCPU here. */
+    state.innermost_return_slot =
+        qemu_plugin_scoreboard_find(state.innermost_return_board, vcpu_index);
+    *state.innermost_return_slot = NO_RETURN_ADDRESS;
     state.argument_register =
         find_register(registers, state.traits->argument_register);
     state.return_register =
@@ -1214,6 +1316,7 @@ static void on_plugin_exit(qemu_plugin_id_t id, void *userdata)
     g_hash_table_destroy(state.return_targets);
     g_hash_table_destroy(state.call_targets);
     g_hash_table_destroy(state.instructions);
+    g_free(state.call_site_filter);
     g_hash_table_destroy(state.functions);
     g_hash_table_destroy(state.loops);
     g_free(state.frames);
@@ -1386,7 +1489,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
     state.log_returns = g_hash_table_new(NULL, NULL);
     state.return_targets = g_hash_table_new(NULL, NULL);
     state.call_targets = g_hash_table_new(NULL, NULL);
-    state.instructions = g_hash_table_new(NULL, NULL);
+    state.instructions = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+    state.call_site_filter = g_malloc0(CALL_SITE_FILTER_BITS / 8);
     state.functions = g_hash_table_new(NULL, NULL);
     state.loops = g_hash_table_new_full(NULL, NULL, NULL, free_loop);
     state.frames = g_new(Frame, CALL_STACK_DEPTH_MAX);

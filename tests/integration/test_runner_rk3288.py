@@ -28,21 +28,13 @@ pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
 
 # rk3288 general register file: SOC_STATUS1 holds the lock bit of each PLL (the CRU has none).
 GRF_SOC_STATUS1 = 0xFF770284
-# The decompressor runs the kernel at PHYS_OFFSET = its own address rounded down to 128 MiB.
-PHYS_OFFSET_ALIGNMENT = 128 << 20
 
 
 def rk3288_tinker_ram(dtb: Path) -> list[dict[str, str]]:
-    """The device tree's memory node, minus its first 128 MiB.
-
-    The node is 2 GiB at physical 0, which the runner cannot run today: the config's JSON drops
-    a RAM base of 0 (a proto3 default) and the machine then refuses the region, and the plugin
-    crashes at a block at address 0 (the boot stub) while its shadow call stack is empty. Starting
-    the region 128 MiB in moves PHYS_OFFSET there; the kernel drops the memory the device tree
-    declares below PHYS_OFFSET and runs with 128 MiB less RAM, which the path tested here ignores.
-    """
-    ((base, size),) = parse_dtb(dtb.read_bytes(), "given").memory
-    return [{"base": hex(base + PHYS_OFFSET_ALIGNMENT), "size": hex(size - PHYS_OFFSET_ALIGNMENT)}]
+    """The device tree's memory node as it is: 2 GiB at physical address 0."""
+    return [
+        {"base": hex(base), "size": hex(size)} for base, size in parse_dtb(dtb.read_bytes(), "given").memory
+    ]
 
 
 def test_armmp_on_an_empty_rk3288_tinker_names_the_pll_lock_poll(
