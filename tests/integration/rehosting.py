@@ -66,9 +66,10 @@ def run_until(command: list[str], marker: str) -> tuple[bool, str]:
     return marker in text, text
 
 
-def rehosting_command(qemu_build: Path, config: Path) -> list[str]:
+def rehosting_command(qemu_build: Path, config: Path, target: str = "arm") -> list[str]:
+    """QEMU's command line for the rehosting machine of `target` ("arm", "mipsel", "mips")."""
     return [
-        str(qemu_build / "bin" / "qemu-system-arm"),
+        str(qemu_build / "bin" / f"qemu-system-{target}"),
         "-M",
         f"rehosting,config={config}",
         "-nodefaults",

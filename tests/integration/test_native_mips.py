@@ -22,6 +22,7 @@ from tests.integration.rehosting import (
     MILESTONES,
     PluginRun,
     plugin_arguments,
+    rehosting_command,
     run_plugin,
     run_until,
     write_config,
@@ -67,19 +68,6 @@ def malta_config(corpus: Corpus) -> dict:
     }
 
 
-def mips_command(qemu_build: Path, config: Path) -> list[str]:
-    return [
-        str(qemu_build / "bin" / "qemu-system-mipsel"),
-        "-M",
-        f"rehosting,config={config}",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-    ]
-
-
 def test_build_offers_the_mips_rehosting_machine(qemu_build: Path) -> None:
     for binary in ("qemu-system-mipsel", "qemu-system-mips"):
         machines = subprocess.run(
@@ -93,7 +81,7 @@ def test_malta_kernel_reaches_user_space_on_the_mips_rehosting_machine(
     qemu_build: Path, corpus: Corpus, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path, malta_config(corpus))
-    reached, console = run_until(mips_command(qemu_build, config), USERSPACE_MARKER)
+    reached, console = run_until(rehosting_command(qemu_build, config, "mipsel"), USERSPACE_MARKER)
     assert reached, console[-3000:]
 
 
@@ -107,7 +95,9 @@ def malta_boots(
     qemu_build: Path, corpus: Corpus, malta_firmware: Firmware, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[PluginRun, PluginRun]:
     """Two identical boots of the malta kernel with the plugin, under icount."""
-    command = mips_command(qemu_build, write_config(tmp_path_factory.mktemp("malta"), malta_config(corpus)))
+    command = rehosting_command(
+        qemu_build, write_config(tmp_path_factory.mktemp("malta"), malta_config(corpus)), "mipsel"
+    )
     arguments = f"{plugin_arguments(malta_firmware)},budget={GENEROUS_BUDGET}"
     return run_plugin(qemu_build, command, arguments), run_plugin(qemu_build, command, arguments)
 
@@ -158,7 +148,7 @@ def test_bad_mips_config_stops_qemu_with_one_line_naming_the_field(
     config = malta_config(corpus)
     mutate(config)
     completed = subprocess.run(
-        mips_command(qemu_build, write_config(tmp_path, config)),
+        rehosting_command(qemu_build, write_config(tmp_path, config), "mipsel"),
         capture_output=True,
         text=True,
         timeout=60,
