@@ -35,3 +35,8 @@ class RunnerError(ExplorerError):
 
 class RunnerProtocolError(RunnerError):
     """The runner's event stream is not a sequence of well-formed frames."""
+
+
+class StoreError(BadInput):
+    """A work directory the store cannot use: not a store, written by another store version,
+    corrupt, or in use by a running search (exit code 2). Nothing in it is changed."""

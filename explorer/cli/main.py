@@ -21,10 +21,11 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from explorer.cli import boot, corpus, inspect
+    from explorer.cli import boot, corpus, inspect, search
 
     inspect.register(app)
     boot.register(app)
+    search.register(app)
     app.add_typer(corpus.app, name="corpus")
 
 

@@ -137,7 +137,8 @@ def polled_addresses(result: RunResult, start_pc: int, end_pc: int) -> tuple[int
 def describe(analysis: RunAnalysis) -> list[str]:
     """The run for people: how it ended, how far it got, where it stopped."""
     lines = [
-        f"exit: {analysis.exit_reason} at insn {analysis.exit_icount}"
+        f"exit: {analysis.exit_reason}"
+        + (f" at insn {analysis.exit_icount}" if analysis.exit_icount else "")
         + (f": {analysis.exit_detail}" if analysis.exit_detail else "")
     ]
     if analysis.partial_reason:

@@ -45,6 +45,8 @@ DETERMINISTIC_TIME = (
 QEMU_ADDRESS_SPACE_OVERHEAD = 2 << 30
 _READ_CHUNK = 1 << 16
 _PR_SET_PDEATHSIG = 1
+# Resolved once, at import: looking a symbol up between fork and exec could deadlock.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 @dataclass(frozen=True)
@@ -383,10 +385,9 @@ def _child_limits(limits: RunnerLimits, config: MachineConfig) -> Callable[[], N
     address_space = limits.address_space_bytes or ram + QEMU_ADDRESS_SPACE_OVERHEAD
     cpu_seconds = limits.cpu_seconds or int(limits.deadline_seconds) + 60
     driver = os.getpid()
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def limit_child() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        die_with_parent()
         if os.getppid() != driver:  # the driver died before the line above took effect
             os._exit(1)
         resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
@@ -396,6 +397,11 @@ def _child_limits(limits: RunnerLimits, config: MachineConfig) -> Callable[[], N
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
     return limit_child
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when the thread that started it ends (Linux only)."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _exit(reason: ExitReason.ValueType, detail: str) -> Exit:

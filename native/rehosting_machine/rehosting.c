@@ -17,6 +17,8 @@
  *   "random_unruled_reads": false           addresses without a rule read 0, or seeded random
  *   "events_fd": N, "mmio_event_limit": M   the first M accesses (EVENTS_PER_SITE per address,
  *                                           pc and direction) go to fd N as MmioAccess events
+ *   "stuck_reads": R                        end the run (EXIT_BUDGET, "stuck: ...") once one
+ *                                           address has been read R times (0: never)
  *   "boot": {"kernel", "initrd", "dtb", "cmdline"}   paths and the command line
  */
 
@@ -163,8 +165,10 @@ QDict *rehosting_config_get_dict(const RehostingConfig *config,
 
 /* How many accesses of one (address, pc, read/write) are sent before they are only counted. */
 #define EVENTS_PER_SITE 8
-/* Generous for the largest Event the machine writes (one MmioAccess) and its varint length. */
+/* Generous for the largest Event the machine writes (an Exit naming a poll) and its length. */
 #define MMIO_FRAME_MAX 128
+/* Addresses whose reads are counted for stuck_reads: beyond, new addresses are not watched. */
+#define STUCK_ADDRESSES_MAX 65536
 
 typedef enum RehostingRuleKind {
     RULE_CONSTANT,
@@ -348,6 +352,46 @@ static uint64_t rule_value(RehostingConfig *config, RehostingMmioRule *rule,
     g_assert_not_reached();
 }
 
+/*
+ * One address read stuck_reads times: the guest polls a register no value has satisfied and
+ * never will. End the run there, as a spent budget naming the poll, instead of burning the
+ * budget; QEMU's exit runs the plugin's exit handler, which still sends the call stack. The
+ * count is of reads, so the point is the same in every run of the same state and seed.
+ */
+static void end_run_if_stuck(RehostingConfig *config, hwaddr addr)
+{
+    Explorer__Rehost__Exit exit_message = EXPLORER__REHOST__EXIT__INIT;
+    Explorer__Rehost__Event event = EXPLORER__REHOST__EVENT__INIT;
+    g_autofree char *detail = NULL;
+    uint64_t *reads;
+
+    if (!config->stuck_reads || config->events_fd < 0) {
+        return;
+    }
+    reads = g_hash_table_lookup(config->read_counts, &addr);
+    if (!reads) {
+        if (g_hash_table_size(config->read_counts) >= STUCK_ADDRESSES_MAX) {
+            return;
+        }
+        reads = g_new0(uint64_t, 2);
+        reads[0] = addr;
+        g_hash_table_insert(config->read_counts, reads, reads);
+    }
+    if (++reads[1] < config->stuck_reads) {
+        return;
+    }
+    detail = g_strdup_printf("stuck: %" PRIu64 " reads of 0x%" HWADDR_PRIx
+                             " (last at pc 0x%" PRIx64 ")", reads[1], addr,
+                             access_pc());
+    exit_message.reason = EXPLORER__REHOST__EXIT_REASON__EXIT_BUDGET;
+    /* The instruction count is the plugin's to know (0: not given). */
+    exit_message.detail = detail;
+    event.kind_case = EXPLORER__REHOST__EVENT__KIND_EXIT;
+    event.exit = &exit_message;
+    write_event_frame(config, &event);
+    exit(0);
+}
+
 static uint64_t unmapped_read(void *opaque, hwaddr addr, unsigned size)
 {
     RehostingConfig *config = opaque;
@@ -362,6 +406,7 @@ static uint64_t unmapped_read(void *opaque, hwaddr addr, unsigned size)
                       " size %u -> 0x%" PRIx64 "\n", addr, size, value);
     }
     record_access(config, addr, size, value, false, order);
+    end_run_if_stuck(config, addr);
     return value;
 }
 
@@ -529,6 +574,10 @@ void rehosting_map_catch_all(RehostingConfig *config, Object *owner)
                                               DEFAULT_UNMAPPED_LOG_LIMIT);
     config->seed = optional_u64(config, "seed", 0);
     config->mmio_event_limit = optional_u64(config, "mmio_event_limit", 0);
+    config->stuck_reads = optional_u64(config, "stuck_reads", 0);
+    /* Keyed by the address in the first word of each counter (g_int64_hash reads one). */
+    config->read_counts = g_hash_table_new_full(g_int64_hash, g_int64_equal,
+                                                g_free, NULL);
     if (random_unruled && !qobject_to(QBool, random_unruled)) {
         rehosting_config_fail(config, "random_unruled_reads must be true or "
                               "false");

@@ -30,6 +30,8 @@ typedef struct RehostingConfig {
     uint64_t mmio_event_limit;
     uint64_t mmio_events_sent;
     GHashTable *event_sites;    /* (address, pc, is_write) -> accesses seen */
+    uint64_t stuck_reads;       /* 0: a run never ends for polling */
+    GHashTable *read_counts;    /* address -> reads, while stuck_reads is set */
 
     hwaddr first_ram_base;
     uint64_t first_ram_size;
@@ -60,7 +62,7 @@ QDict *rehosting_config_get_dict(const RehostingConfig *config,
                                  const char *where);
 
 /* The catch-all region at the lowest priority: "seed", "mmio_rules", "random_unruled_reads",
- * "events_fd", "mmio_event_limit", "unmapped_log_limit". */
+ * "events_fd", "mmio_event_limit", "unmapped_log_limit", "stuck_reads". */
 void rehosting_map_catch_all(RehostingConfig *config, Object *owner);
 
 /* Every "ram" region; the first one's base and size are kept in config. */

@@ -1,0 +1,327 @@
+"""`explorer search | resume | status | show | replay | export`: the search from the command line.
+
+Parsing, progress and printing only: the search is explorer.search.engine, the store
+explorer.store, the report explorer.search.report. A search holds its work directory's writer
+lock for its whole life; status and show are readers and work while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from explorer.errors import BadInput
+from explorer.firmware.ingest import ingest
+from explorer.firmware.model import Firmware
+from explorer.runner.config import write_config
+from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
+from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.search.engine import GenerationReport, Search, SearchOptions
+from explorer.search.executor import LocalPool, Outcome, RunnerSetup
+from explorer.search.report import search_summary, state_report
+from explorer.search.score import Score
+from explorer.search.state import SHORT_ID, Target, bootable, parse_state
+from explorer.search.strategy import STRATEGIES, strategy_named
+from explorer.store import Store
+
+QemuOption = Annotated[
+    Path, typer.Option(envvar="EXPLORER_QEMU", help="QEMU build directory (printed by native/build.py).")
+]
+BudgetOption = Annotated[str, typer.Option(help="Wall-clock budget: 90s, 15m, 2h, 1h30m.")]
+
+EXAMPLE = """
+Example:
+
+\b
+  explorer search "$(explorer corpus path armmp)" \\
+      --dtb "$(explorer corpus path armmp --dtb vexpress-v2p-ca9)" \\
+      --initrd "$(explorer corpus path armmp --initramfs)" --budget 15m --work work/armmp
+
+Ctrl-C stops it cleanly (the generation in flight is dropped); `explorer resume work/armmp` continues.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help="Search for a machine in which FIRMWARE boots as far as possible." + EXAMPLE)(search)
+    app.command(help="Continue an interrupted or finished search in its work directory.")(resume)
+    app.command(help="How a search is doing: generations, runs, best milestone (works while it runs).")(
+        status
+    )
+    app.command(help="What a search found: the best state (or STATE), its machine, NOPs, log and why.")(show)
+    app.command(help="Boot one state of a search again, with the guest console on this terminal.")(replay)
+    app.command(help="Write one state as a MachineConfig that `explorer boot FILE` boots anywhere.")(export)
+
+
+def search(
+    firmware: Annotated[
+        Path, typer.Argument(help="Kernel image (zImage, uImage, Image, vmlinux) or flash dump.")
+    ],
+    qemu: QemuOption,
+    dtb: Annotated[Path | None, typer.Option(help="Device tree blob to boot with.")] = None,
+    board_id: Annotated[int | None, typer.Option(help="ARM machine type number for an ATAG boot.")] = None,
+    initrd: Annotated[Path | None, typer.Option(help="Initial RAM disk (e.g. the marker initramfs).")] = None,
+    cmdline: Annotated[str, typer.Option(help="Kernel command line.")] = "rdinit=/init",
+    budget: BudgetOption = "15m",
+    workers: Annotated[int, typer.Option(help="Runners at once [default: the number of cores].")] = 0,
+    work: Annotated[Path, typer.Option(help="Work directory (created; must not hold a search yet).")] = Path(
+        "explorer-work"
+    ),
+    strategy: Annotated[str, typer.Option(help=f"One of: {', '.join(STRATEGIES)}.")] = "best-first",
+    seed: Annotated[int, typer.Option(help="Seed of every random choice and value.")] = 0,
+    instruction_budget: Annotated[
+        int, typer.Option(help="Guest instructions per run [default: enough for a Linux boot].")
+    ] = 0,
+) -> None:
+    if dtb is not None and board_id is not None:
+        raise BadInput("give --dtb or --board-id, not both: a kernel boots with a device tree or with ATAGs")
+    target = Target(
+        kernel=firmware.resolve(),
+        dtb=dtb.resolve() if dtb else None,
+        initrd=initrd.resolve() if initrd else None,
+        cmdline=cmdline,
+        board_id=board_id,
+    )
+    for path in (target.dtb, target.initrd):
+        if path is not None and not path.is_file():
+            raise BadInput(f"{path} is not a file")
+    facts = ingest(target.kernel, dtb=target.dtb)
+    options = SearchOptions(
+        budget_seconds=parse_duration(budget),
+        workers=workers or os.cpu_count() or 1,
+        strategy=strategy,
+        seed=seed,
+        instruction_budget=instruction_budget,
+    )
+    strategy_named(strategy)
+    metadata = {"target": target.to_dict(), "options": options.to_dict(), "kernel_sha256": facts.sha256}
+    with Store.create(work, metadata) as store:
+        _search(store, facts, target, options, qemu, work)
+
+
+def resume(
+    work: Annotated[Path, typer.Argument(help="Work directory of a search.")],
+    qemu: QemuOption,
+    budget: Annotated[
+        str | None, typer.Option(help="Budget for this session [default: what is left of the search's].")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Runners at once [default: as the search was started].")] = 0,
+) -> None:
+    with Store.open(work, writer=True) as store:
+        metadata = store.metadata()
+        target = Target.from_dict(metadata["target"])
+        options = SearchOptions.from_dict(metadata["options"])
+        facts = ingest(target.kernel, dtb=target.dtb)
+        if facts.sha256 != metadata["kernel_sha256"]:
+            raise BadInput(
+                f"{target.kernel} changed since the search started: restore it or start a new search"
+            )
+        spent = float(store.counters().get("wall_seconds", 0.0))
+        remaining = parse_duration(budget) if budget else max(options.budget_seconds - spent, 0.0)
+        session = SearchOptions.from_dict(
+            {**options.to_dict(), "budget_seconds": remaining, "workers": workers or options.workers}
+        )
+        _search(store, facts, target, session, qemu, work)
+
+
+def status(work: Annotated[Path, typer.Argument(help="Work directory of a search.")]) -> None:
+    with Store.open(work, writer=False) as store:
+        summary = search_summary(store)
+    milestone = "user space" if summary["reached_userspace"] else summary["furthest_milestone"] or "none yet"
+    print(
+        f"{work}: {summary['generations']} generations, {summary['runs']} runs, "
+        f"frontier {summary['frontier']}, {summary['wall_seconds']:.0f} s; furthest: {milestone}"
+    )
+
+
+def show(
+    work: Annotated[Path, typer.Argument(help="Work directory of a search.")],
+    state: Annotated[str | None, typer.Argument(help="State id or prefix [default: the best].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    with Store.open(work, writer=False) as store:
+        metadata = store.metadata()
+        target = Target.from_dict(metadata["target"])
+        summary = search_summary(store)
+        chosen = store.resolve(state) if state else summary["best_state"]
+        if chosen is None:
+            raise BadInput(f"{work} has no run yet: let the search run a generation first")
+        report = state_report(store, chosen, ingest(target.kernel, dtb=target.dtb))
+    if as_json:
+        print(json.dumps({**summary, "best" if state is None else "state": report}, indent=1))
+        return
+    _print_report(work, summary, report)
+
+
+def replay(
+    work: Annotated[Path, typer.Argument(help="Work directory of a search.")],
+    state: Annotated[str, typer.Argument(help="State id or prefix.")],
+    qemu: QemuOption,
+    deadline: Annotated[float, typer.Option(help="Wall-clock seconds before the run is killed.")] = 600.0,
+) -> None:
+    config, _ = _bootable(work, state)
+    plugin = Plugin(qemu / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    finished = run(config, qemu, plugin=plugin, limits=RunnerLimits(deadline_seconds=deadline), console=True)
+    reason = finished.result.exit.detail or "the run ended"
+    print(f"\nexplorer: replay ended: {reason} ({finished.wall_seconds:.1f} s)")
+
+
+def export(
+    work: Annotated[Path, typer.Argument(help="Work directory of a search.")],
+    state: Annotated[str, typer.Argument(help="State id or prefix (`explorer show DIR` names the best).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="MachineConfig JSON file to write.")],
+) -> None:
+    config, identity = _bootable(work, state)
+    write_config(config, output)
+    print(f"wrote state {identity[:SHORT_ID]} to {output}: boot it with `explorer boot {output}`")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "90", "90s", "15m", "2h", "1h30m"; BadInput otherwise."""
+    match = re.fullmatch(
+        r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text
+    )
+    if not text.strip() or match is None or not any(match.groups()):
+        raise BadInput(f"budget {text!r} is not a duration: write it like 90s, 15m, 2h or 1h30m")
+    hours, minutes, seconds = (float(group) if group else 0.0 for group in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _bootable(work: Path, prefix: str) -> tuple[Any, str]:
+    with Store.open(work, writer=False) as store:
+        target = Target.from_dict(store.metadata()["target"])
+        identity = store.resolve(prefix)
+        data = store.state(identity)
+    assert data is not None  # resolve returns only stored states
+    return bootable(parse_state(data), target, ingest(target.kernel, dtb=target.dtb)), identity
+
+
+def _search(
+    store: Store, facts: Firmware, target: Target, options: SearchOptions, qemu: Path, work: Path
+) -> None:
+    plugin_path = qemu / "lib" / "librehost.so"
+    if not plugin_path.is_file():
+        raise BadInput(
+            f"no rehost plugin at {plugin_path}: pass the directory `python native/build.py` prints"
+        )
+    setup = RunnerSetup(qemu, Plugin(plugin_path, STANDARD_OBSERVATION))
+    console = Console(stderr=True)
+    progress = _Progress(options, console)
+    pool = LocalPool(options.workers, setup)
+    ended = "interrupted"
+    try:
+        if console.is_terminal:
+            with Live(progress.render(), console=console, refresh_per_second=4) as live:
+                progress.live = live
+                ended = Search(store, facts, target, options, pool, progress).run()
+        else:
+            ended = Search(store, facts, target, options, pool, progress).run()
+    finally:
+        pool.close()
+        summary = search_summary(store)
+        milestone = "user space" if summary["reached_userspace"] else summary["furthest_milestone"] or "none"
+        console.print(
+            f"search {ended}: {summary['generations']} generations, {summary['runs']} runs, "
+            f"{summary['wall_seconds']:.0f} s; furthest: {milestone}; "
+            f"master overhead {summary['master_overhead']:.1%}"
+        )
+        if ended == "interrupted":
+            console.print(f"continue with: explorer resume {work}")
+        else:
+            console.print(f"report: explorer show {work}")
+
+
+class _Progress:
+    """The live view: generation, best milestone, frontier size, runs per second.
+
+    Not on a terminal (a log, CI), one line per generation instead.
+    """
+
+    def __init__(self, options: SearchOptions, console: Console) -> None:
+        self.live: Live | None = None
+        self._options = options
+        self._console = console
+        self._started = time.monotonic()
+        self._generation = 0
+        self._children = 0
+        self._finished = 0
+        self._runs = 0
+        self._frontier = 0
+        self._best: Score | None = None
+        self._expanded: str | None = None
+
+    def generation_started(self, number: int, expanded: str | None, children: int) -> None:
+        self._generation, self._expanded, self._children, self._finished = number, expanded, children, 0
+        self._refresh()
+
+    def run_finished(self, outcome: Outcome, run_score: Score) -> None:
+        self._finished += 1
+        self._runs += 1
+        if self._best is None or run_score > self._best:
+            self._best = run_score
+        self._refresh()
+
+    def generation_committed(self, report: GenerationReport) -> None:
+        self._best, self._frontier = report.best, report.frontier
+        self._refresh()
+        if self.live is None:
+            stalled = ", stalled" if report.stalled else ""
+            self._console.print(
+                f"generation {report.number}: {report.children} runs{stalled}; "
+                f"best {report.best.describe()}; frontier {report.frontier}; {report.wall_seconds:.0f} s",
+                highlight=False,
+            )
+
+    def render(self) -> Table:
+        elapsed = time.monotonic() - self._started
+        table = Table.grid(padding=(0, 2))
+        table.add_row("generation", f"{self._generation}  ({self._finished}/{self._children} runs)")
+        table.add_row("best", self._best.describe() if self._best else "-")
+        table.add_row("frontier", str(self._frontier))
+        table.add_row("runs/s", f"{self._runs / elapsed:.2f}" if elapsed > 0 else "-")
+        table.add_row("elapsed", f"{elapsed:.0f} s of {self._options.budget_seconds:.0f} s")
+        if self._expanded:
+            table.add_row("expanding", self._expanded[:SHORT_ID])
+        return table
+
+    def _refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self.render())
+
+
+def _print_report(work: Path, summary: dict[str, Any], report: dict[str, Any]) -> None:
+    console = Console()
+    milestone = "user space" if summary["reached_userspace"] else summary["furthest_milestone"] or "none"
+    console.print(
+        f"[bold]{work}[/]: {summary['generations']} generations, {summary['runs']} runs, "
+        f"{summary['wall_seconds']:.0f} s; furthest: {milestone}"
+    )
+    console.print(f"state {report['state'][:SHORT_ID]}: {report['score']}")
+    machine = report["machine"]
+    console.print(
+        f"[bold]machine[/]: cpu {machine['cpu']}, ram "
+        + ", ".join(f"{region['base']}+{region['size']}" for region in machine["ram"])
+    )
+    for device in [machine["interrupt_controller"], *machine["devices"]]:
+        if device:
+            console.print(f"  {device['type']} at {', '.join(device['mmio'])} irqs {device['irqs']}")
+    for rule in machine["mmio_rules"]:
+        console.print(f"  value {rule}")
+    for nop in machine["nops"]:
+        console.print(f"  NOP {nop['function']} returns {nop['returns']}")
+    console.print("[bold]how it was found[/]:")
+    for step in report["path"]:
+        console.print(f"  gen {step['generation']} {step['operator']}: {step['reason']}  -> {step['score']}")
+    console.print("[bold]its run[/]:")
+    for line in report["run_summary"]:
+        console.print("  " + line, markup=False, highlight=False)
+    console.print(f"replay: explorer replay {work} {report['state'][:SHORT_ID]}")
+    console.print(f"export: explorer export {work} {report['state'][:SHORT_ID]} -o state.json")

@@ -1,0 +1,330 @@
+"""The search: generation after generation, expand the state the strategy chooses, boot its children.
+
+Phases of one generation (Hypothesis-style: each a method, each with its invariant):
+  choose   the strategy picks a frontier entry (seeded by the search seed and generation number);
+  propose  the operators turn it and its lineage into children, tier by tier: first the
+           structural ones (device discovery, value collapse); only when they have nothing new
+           is the state *stalled*, and the cheap fixes (kernel arguments) are asked, and only
+           when those have nothing either, the searches that cost a generation of 30+ runs
+           (bitwise values, NOP escalation): as the original design does, a spin loop or a
+           panic is examined once nothing simpler is left;
+  run      the executor boots every new child (children already stored are never booted again:
+           a state's run is a function of the state);
+  commit   one store transaction: the children, their edges (parent, operator, reason), their
+           runs, their frontier entries, the expanded state leaving the frontier, the counters.
+A kill at any moment loses at most the generation in flight: resuming re-chooses the same
+state (it is still on the frontier) and re-proposes the same children.
+
+The search ends when a run completes the boot (explorer.search.score.boot_completed: user
+space), the frontier is empty, the wall-clock budget is spent, or the user interrupts it (then
+nothing of the generation in flight is committed).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from explorer.firmware.model import Firmware
+from explorer.runner.result import deserialize
+from explorer.search.executor import Executor, Job, Outcome
+from explorer.search.initial import initial_state
+from explorer.search.operators import (
+    Child,
+    Context,
+    Evaluated,
+    Operator,
+    bitwise,
+    collapse,
+    devices,
+    kernel_arguments,
+    nops,
+)
+from explorer.search.score import Score, boot_completed, score
+from explorer.search.state import State, Target, bootable, canonical_bytes, derive, parse_state, state_id
+from explorer.search.strategy import strategy_named
+from explorer.store import EdgeRecord, FrontierEntry, Generation, RunRecord, Store
+
+
+@dataclass(frozen=True)
+class OperatorPhases:
+    # Asked first, for every state.
+    structural: tuple[Operator, ...] = (devices.propose, collapse.propose)
+    # Asked in turn while the tiers before have nothing new for a state (which is then stalled).
+    stall_tiers: tuple[tuple[Operator, ...], ...] = (
+        (kernel_arguments.propose,),
+        (bitwise.propose, nops.propose),
+    )
+
+
+# Ancestors an operator sees (NOP escalation looks a few generations back; more is only cost).
+LINEAGE_DEPTH = 16
+INITIAL_OPERATOR = "initial"
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    budget_seconds: float
+    workers: int
+    strategy: str = "best-first"
+    seed: int = 0
+    # Wall-clock deadline of one run (the state's instruction budget normally ends it first).
+    run_deadline_seconds: float = 300.0
+    # Children booted per generation at most (the first ones proposed).
+    max_children: int = 40
+    # Guest instructions a run may execute (0: the initial state's choice, made for Linux boots).
+    instruction_budget: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchOptions:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class GenerationReport:
+    """What one committed generation did, for progress displays."""
+
+    number: int
+    expanded: str | None
+    stalled: bool
+    children: int
+    best: Score
+    frontier: int
+    runs_total: int
+    wall_seconds: float
+
+
+class Observer(Protocol):
+    def generation_started(self, number: int, expanded: str | None, children: int) -> None: ...
+
+    def run_finished(self, outcome: Outcome, run_score: Score) -> None: ...
+
+    def generation_committed(self, report: GenerationReport) -> None: ...
+
+
+class Search:
+    """One search session over a store (a fresh one, or one being resumed)."""
+
+    def __init__(
+        self,
+        store: Store,
+        firmware: Firmware,
+        target: Target,
+        options: SearchOptions,
+        executor: Executor,
+        observer: Observer | None = None,
+        operators: OperatorPhases | None = None,
+        initial: State | None = None,
+    ) -> None:
+        """`initial`: the first state [default: explorer.search.initial.initial_state]."""
+        self._store = store
+        self._firmware = firmware
+        self._target = target
+        self._options = options
+        self._strategy = strategy_named(options.strategy)
+        self._executor = executor
+        self._observer = observer
+        self._operators = operators or OperatorPhases()
+        self._initial = initial
+        self._started = time.monotonic()
+        self._wall_before = float(store.counters().get("wall_seconds", 0.0))
+        self._waiting = 0.0
+        self._best = best_score(store)
+        self._completed = any(boot_completed(deserialize(run.result)) for run in store.runs())
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Search until an end; return why it ended ("boot completed", "budget", "exhausted")."""
+        if self._store.generations() == 0:
+            self._first_generation()
+        while True:
+            if self._completed:
+                return "boot completed"
+            if time.monotonic() - self._started >= self._options.budget_seconds:
+                return "budget"
+            frontier = self._store.frontier()
+            if not frontier:
+                return "exhausted"
+            self._generation(self._choose(frontier))
+
+    def _first_generation(self) -> None:
+        initial = self._initial or initial_state(self._firmware, self._target, self._options.seed)
+        if self._options.instruction_budget:
+            initial = derive(initial, _budget_setter(self._options.instruction_budget))
+        child = Child(initial, INITIAL_OPERATOR, "the kernel on a CPU and RAM, nothing else")
+        self._commit(0, None, None, [child], stalled=False)
+
+    def _generation(self, entry: FrontierEntry) -> None:
+        number = self._store.generations()
+        lineage = self._lineage(entry.state_id)
+        children, stalled = self._propose(lineage)
+        self._commit(number, entry, lineage[0], children, stalled)
+
+    # -- phases ------------------------------------------------------------------------------
+
+    def _choose(self, frontier: Sequence[FrontierEntry]) -> FrontierEntry:
+        rng = random.Random(f"{self._options.seed}:{self._store.generations()}")
+        return self._strategy(frontier, rng)
+
+    def _propose(self, lineage: tuple[Evaluated, ...]) -> tuple[list[Child], bool]:
+        context = Context(self._firmware, self._target, lineage)
+        children = self._new_children(context, self._operators.structural)
+        if children:
+            return children, False
+        for tier in self._operators.stall_tiers:
+            children = self._new_children(context, tier)
+            if children:
+                break
+        return children, True
+
+    def _new_children(self, context: Context, operators: Sequence[Operator]) -> list[Child]:
+        """Children not stored yet, each once, in the order proposed, at most max_children."""
+        seen: set[str] = set()
+        fresh: list[Child] = []
+        for propose in operators:
+            for child in propose(context):
+                identity = state_id(child.state)
+                if identity in seen or self._store.run(identity) is not None:
+                    continue
+                seen.add(identity)
+                fresh.append(child)
+        return fresh[: self._options.max_children]
+
+    def _run(self, children: Sequence[Child]) -> dict[str, Outcome]:
+        jobs = [
+            Job(
+                state_id(child.state),
+                bootable(child.state, self._target, self._firmware).SerializeToString(),
+                self._options.run_deadline_seconds,
+            )
+            for child in children
+        ]
+        outcomes: dict[str, Outcome] = {}
+        waiting_since = time.monotonic()
+        for outcome in self._executor.run(jobs):
+            now = time.monotonic()
+            self._waiting += now - waiting_since
+            outcomes[outcome.state_id] = outcome
+            if self._observer is not None:
+                self._observer.run_finished(outcome, score(deserialize(outcome.result)))
+            waiting_since = time.monotonic()
+        self._waiting += time.monotonic() - waiting_since
+        return outcomes
+
+    def _commit(
+        self,
+        number: int,
+        expanded: FrontierEntry | None,
+        parent: Evaluated | None,
+        children: list[Child],
+        stalled: bool,
+    ) -> None:
+        if self._observer is not None:
+            self._observer.generation_started(number, expanded.state_id if expanded else None, len(children))
+        waiting_before = self._waiting
+        outcomes = self._run(children)
+        depth = expanded.depth + 1 if expanded is not None else 0
+        states, edges, runs, frontier = [], [], [], []
+        for child in children:
+            identity = state_id(child.state)
+            outcome = outcomes[identity]
+            run_score = score(deserialize(outcome.result)).to_bytes()
+            states.append((identity, canonical_bytes(child.state)))
+            edges.append(
+                EdgeRecord(
+                    child=identity,
+                    parent=parent.state_id if parent is not None else None,
+                    operator=child.operator,
+                    reason=child.reason,
+                    detail=child.detail,
+                    generation=number,
+                )
+            )
+            runs.append(RunRecord(identity, outcome.result, run_score, outcome.wall_seconds, number))
+            self._best = max(self._best, Score.from_bytes(run_score))
+            self._completed = self._completed or boot_completed(deserialize(outcome.result))
+            frontier.append((run_score, identity, depth))
+        wall = self._wall_seconds()
+        self._store.commit(
+            Generation(
+                number=number,
+                expanded=expanded.state_id if expanded is not None else None,
+                states=states,
+                edges=edges,
+                runs=runs,
+                frontier=frontier,
+                counters={
+                    "stalled_generations": float(stalled),
+                    "wall_seconds": wall - self._store_wall(),
+                    "runner_wait_seconds": self._waiting - waiting_before,
+                },
+            )
+        )
+        if self._observer is not None:
+            counters = self._store.counters()
+            self._observer.generation_committed(
+                GenerationReport(
+                    number=number,
+                    expanded=expanded.state_id if expanded is not None else None,
+                    stalled=stalled,
+                    children=len(children),
+                    best=self._best,
+                    frontier=len(self._store.frontier()),
+                    runs_total=int(counters.get("runs", 0)),
+                    wall_seconds=wall,
+                )
+            )
+
+    # -- reading the store --------------------------------------------------------------------
+
+    def _lineage(self, identity: str) -> tuple[Evaluated, ...]:
+        """The state and its ancestors, nearest first, each with its run and how it was made."""
+        lineage: list[Evaluated] = []
+        current: str | None = identity
+        while current is not None and len(lineage) < LINEAGE_DEPTH:
+            evaluated, current = evaluated_state(self._store, current)
+            lineage.append(evaluated)
+        return tuple(lineage)
+
+    def _store_wall(self) -> float:
+        return float(self._store.counters().get("wall_seconds", 0.0))
+
+    def _wall_seconds(self) -> float:
+        """Search wall time over all sessions: before this one, plus this one so far."""
+        return self._wall_before + time.monotonic() - self._started
+
+
+def evaluated_state(store: Store, identity: str) -> tuple[Evaluated, str | None]:
+    """A stored state with its run and the edge that made it; and its parent's id."""
+    data = store.state(identity)
+    run = store.run(identity)
+    if data is None or run is None:
+        raise KeyError(identity)
+    edge = store.edge(identity)
+    made_by = None
+    parent = None
+    if edge is not None:
+        parent = edge.parent
+        if edge.operator != INITIAL_OPERATOR:
+            made_by = Child(parse_state(data), edge.operator, edge.reason, edge.detail)
+    return Evaluated(identity, parse_state(data), deserialize(run.result), made_by), parent
+
+
+def _budget_setter(budget: int) -> Callable[[State], None]:
+    def set_budget(state: State) -> None:
+        state.instruction_budget = budget
+
+    return set_budget
+
+
+def best_score(store: Store) -> Score:
+    """The best score of any stored run (all zero before the first run)."""
+    return max((Score.from_bytes(run.score) for run in store.runs()), default=Score(False, 0, 0, 0, 0))

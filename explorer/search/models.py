@@ -1,0 +1,201 @@
+"""QEMU device models our build has, and how a device-tree node becomes one placed in a state.
+
+Our ARM QEMU (native/devices/arm-softmmu.mak, native/patches/0001: the `rehosting` machine
+selects A9MPCORE, A15MPCORE, ARM_GIC, ARM_TIMER, PL011, PL031, PL310, SERIAL_MM, REALVIEW, plus
+what VEXPRESS pulls in) provides the types named here. A model is chosen by a node's
+`compatible` only: the binding of a compatible fixes the register layout, so placing the
+model at the node's `reg` is right by construction. Interrupts are translated from the GIC
+binding's three cells (SPI n -> GIC interrupt ID 32 + n) into Device.irqs, the machine's
+convention (native/rehosting_machine/rehosting_arm.c).
+
+Invariants: a placement is a pure function of the DT node (and, for the GIC, the whole tree);
+a compatible not listed here has no model (the search models it as plain registers instead);
+models are for the ARM machine only (the MIPS build has Malta's devices, not these).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from google.protobuf.struct_pb2 import Value
+
+from explorer.firmware.model import DeviceTreeFacts, DtDevice
+from explorer.runner.machine_config_pb2 import Device
+
+# GIC interrupt IDs: SPI n is 32 + n (rehosting_arm.c wires device outputs to SPIs only).
+GIC_FIRST_SPI = 32
+# GIC interrupt specifier cells (arm,gic binding): type (0 SPI, 1 PPI), number, flags.
+GIC_INTERRUPT_CELLS = 3
+GIC_SPI_TYPE = 0
+# QEMU's GIC takes num-irq in multiples of 32 up to the architecture's 1020 interrupt IDs, so
+# at most 992 (SPIs above 959 cannot be wired); and at least 64 (32 + one bank of SPIs).
+GIC_MAX_IRQ = 992
+GIC_MIN_IRQ = 64
+# The MPCore private blocks put the GIC distributor 0x1000 above their base; the A15's CPU
+# interface sits 0x1000 above the distributor (a15mpcore.c, a9mpcore.c).
+MPCORE_DISTRIBUTOR_OFFSET = 0x1000
+A15_CPU_INTERFACE_OFFSET = 0x1000
+# Versatile Express motherboard and Cortex-A9 tile ids, as QEMU's vexpress.c gives them: the
+# vexpress-sysreg driver checks the board id before it registers the config bus.
+VEXPRESS_SYS_ID = 0x1190F500
+VEXPRESS_PROC_ID = {"cortex-a9": 0x0C000191, "cortex-a15": 0x14000237, "cortex-a7": 0x14000237}
+# A 16550 has 8 registers; a node whose reg spans 32 bytes or more spaces them 4 bytes apart
+# (the DT `reg-shift` is 2 on every such board: dw-apb, Kirkwood, Tegra, ...).
+UART_8250_REGISTERS = 8
+UART_8250_WIDE_SHIFT = 2
+# Bytes each model's (first) MMIO region spans in our QEMU, to keep placements from overlapping.
+MODEL_SPANS = {
+    "a9mpcore_priv": 0x2000,
+    "a15mpcore_priv": 0x8000,
+    "pl011": 0x1000,
+    "sp804": 0x1000,
+    "pl031": 0x1000,
+    "pl061": 0x1000,
+    "pl181": 0x1000,
+    "l2x0": 0x1000,
+    "realview_sysctl": 0x1000,
+}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A QEMU model for one DT node, ready to go into a state."""
+
+    type: str
+    mmio: tuple[int, ...]
+    # The span of each mmio region, to keep placements from overlapping.
+    sizes: tuple[int, ...]
+    props: dict[str, int | str | bool] = field(default_factory=dict)
+    # Which of the node's interrupts drive the model's IRQ outputs, in output order.
+    irq_outputs: int = 0
+    interrupt_controller: bool = False
+
+    def overlaps(self, address: int, size: int) -> bool:
+        return any(
+            base < address + size and address < base + span
+            for base, span in zip(self.mmio, self.sizes, strict=True)
+        )
+
+    def device(self, irqs: tuple[int | None, ...]) -> Device:
+        """The Device config: `irqs` are GIC interrupt IDs (None: unwired), one per wired output."""
+        device = Device(type=self.type, mmio=list(self.mmio), irqs=irq_values(irqs))
+        device.props.update(self.props)
+        return device
+
+
+def irq_values(irqs: tuple[int | None, ...]) -> list[Value]:
+    """Device.irqs entries: a GIC interrupt ID, or null for an output left unwired."""
+    return [Value(null_value=0) if irq is None else Value(number_value=irq) for irq in irqs]
+
+
+def placement(node: DtDevice, tree: DeviceTreeFacts, cpu: str) -> Placement | None:
+    """The model of `node` at its address, or None when our QEMU has none (or its layout does not fit)."""
+    for compatible in node.compatible:
+        place = _PLACERS.get(compatible)
+        if place is not None:
+            return place(node, tree, cpu)
+    return None
+
+
+def gic_interrupt_ids(node: DtDevice, controller_path: str) -> tuple[int | None, ...]:
+    """The GIC interrupt IDs of `node`'s interrupts when `controller_path` is its parent; PPIs are None."""
+    if node.interrupt_parent != controller_path:
+        return ()
+    cells = node.interrupts
+    ids: list[int | None] = []
+    for start in range(0, len(cells) - GIC_INTERRUPT_CELLS + 1, GIC_INTERRUPT_CELLS):
+        kind, number = cells[start], cells[start + 1]
+        ids.append(GIC_FIRST_SPI + number if kind == GIC_SPI_TYPE else None)
+    return tuple(ids)
+
+
+def gic_irq_count(tree: DeviceTreeFacts, controller_path: str) -> int:
+    """num-irq for the GIC at `controller_path`: room for every SPI the tree uses, in 32s."""
+    highest = max(
+        (irq for node in tree.devices for irq in gic_interrupt_ids(node, controller_path) if irq is not None),
+        default=GIC_FIRST_SPI,
+    )
+    rounded = (highest + 1 + 31) // 32 * 32
+    return min(max(rounded, GIC_MIN_IRQ), GIC_MAX_IRQ)
+
+
+def _a9_gic(node: DtDevice, tree: DeviceTreeFacts, cpu: str) -> Placement | None:
+    # a9mpcore_priv holds the SCU, GIC CPU interface, global and private timers and the
+    # distributor; the CPU finds it through CBAR (the machine sets it from mmio[0]).
+    if cpu != "cortex-a9" or not node.reg:
+        return None
+    distributor = node.reg[0][0]
+    return Placement(
+        "a9mpcore_priv",
+        (distributor - MPCORE_DISTRIBUTOR_OFFSET,),
+        (MODEL_SPANS["a9mpcore_priv"],),
+        {"num-irq": gic_irq_count(tree, node.path)},
+        interrupt_controller=True,
+    )
+
+
+def _a15_gic(node: DtDevice, tree: DeviceTreeFacts, cpu: str) -> Placement | None:
+    # a15mpcore_priv also wires the CPU's generic (arch) timers to their PPIs, which a plain
+    # arm_gic would leave unconnected: that is why it is preferred where its layout fits.
+    if cpu not in ("cortex-a15", "cortex-a7") or len(node.reg) < 2:
+        return None
+    distributor, cpu_interface = node.reg[0][0], node.reg[1][0]
+    if cpu_interface != distributor + A15_CPU_INTERFACE_OFFSET:
+        return None
+    return Placement(
+        "a15mpcore_priv",
+        (distributor - MPCORE_DISTRIBUTOR_OFFSET,),
+        (MODEL_SPANS["a15mpcore_priv"],),
+        {"num-irq": gic_irq_count(tree, node.path)},
+        interrupt_controller=True,
+    )
+
+
+def _vexpress_sysreg(node: DtDevice, tree: DeviceTreeFacts, cpu: str) -> Placement | None:
+    proc_id = VEXPRESS_PROC_ID.get(cpu)
+    if proc_id is None:
+        return None
+    return Placement(
+        "realview_sysctl",
+        (node.reg[0][0],),
+        (MODEL_SPANS["realview_sysctl"],),
+        {"sys_id": VEXPRESS_SYS_ID, "proc_id": proc_id},
+    )
+
+
+def _uart_8250(node: DtDevice, tree: DeviceTreeFacts, cpu: str) -> Placement:
+    address, size = node.reg[0]
+    shift = UART_8250_WIDE_SHIFT if size >= UART_8250_REGISTERS << UART_8250_WIDE_SHIFT else 0
+    return Placement(
+        "serial-mm", (address,), (UART_8250_REGISTERS << shift,), {"regshift": shift}, irq_outputs=1
+    )
+
+
+def _simple(qom_type: str, irq_outputs: int) -> Callable[[DtDevice, DeviceTreeFacts, str], Placement]:
+    """A model with one MMIO region at the node's first reg and `irq_outputs` interrupts."""
+
+    def place(node: DtDevice, tree: DeviceTreeFacts, cpu: str) -> Placement:
+        return Placement(qom_type, (node.reg[0][0],), (MODEL_SPANS[qom_type],), irq_outputs=irq_outputs)
+
+    return place
+
+
+# Compatible -> how to place its model.
+_PLACERS: dict[str, Callable[[DtDevice, DeviceTreeFacts, str], Placement | None]] = {
+    "arm,cortex-a9-gic": _a9_gic,
+    "arm,cortex-a15-gic": _a15_gic,
+    "arm,cortex-a7-gic": _a15_gic,
+    "arm,gic-400": _a15_gic,
+    "arm,pl011": _simple("pl011", 1),
+    "arm,sp804": _simple("sp804", 1),
+    "arm,pl031": _simple("pl031", 1),
+    "arm,pl061": _simple("pl061", 1),
+    "arm,pl180": _simple("pl181", 2),
+    "arm,pl181": _simple("pl181", 2),
+    "arm,pl310-cache": _simple("l2x0", 0),
+    "arm,vexpress-sysreg": _vexpress_sysreg,
+    "ns16550a": _uart_8250,
+    "ns16550": _uart_8250,
+    "snps,dw-apb-uart": _uart_8250,
+}

@@ -1,0 +1,145 @@
+"""What a search found, for people and programs: `explorer show` and `explorer status` read this.
+
+Reading only: it opens nothing for writing and may run while a search writes the same store.
+The best state is the one with the highest score, the earliest found among equals. Everything
+shown of a state comes from the store: its machine, its run, and the edges that led to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+
+from explorer.errors import BadInput
+from explorer.firmware.model import Firmware
+from explorer.runner.analysis import analyse, describe
+from explorer.runner.rehost_pb2 import ExitReason
+from explorer.runner.result import deserialize
+from explorer.search.score import Score
+from explorer.search.state import SHORT_ID, State, parse_state
+from explorer.store import RunRecord, Store
+
+LOG_TAIL_LINES = 20
+
+
+def best_run(store: Store) -> RunRecord | None:
+    best: RunRecord | None = None
+    for run in store.runs():
+        if best is None or (Score.from_bytes(run.score), -run.generation) > (
+            Score.from_bytes(best.score),
+            -best.generation,
+        ):
+            best = run
+    return best
+
+
+def path_to(store: Store, identity: str) -> list[dict[str, Any]]:
+    """The edges from the initial state to `identity`, oldest first."""
+    steps: list[dict[str, Any]] = []
+    current: str | None = identity
+    while current is not None:
+        edge = store.edge(current)
+        run = store.run(current)
+        if edge is None or run is None:
+            break
+        steps.append(
+            {
+                "state": current[:SHORT_ID],
+                "generation": edge.generation,
+                "operator": edge.operator,
+                "reason": edge.reason,
+                "score": Score.from_bytes(run.score).describe(),
+            }
+        )
+        current = edge.parent
+    steps.reverse()
+    return steps
+
+
+def machine_summary(state: State) -> dict[str, Any]:
+    """The memory map, value model and NOPs of a state, as JSON-able data."""
+    as_dict = json_format.MessageToDict(state, preserving_proto_field_name=True)
+    return {
+        "cpu": state.cpu,
+        "ram": [{"base": hex(region.base), "size": hex(region.size)} for region in state.ram],
+        "interrupt_controller": _device(as_dict.get("interrupt_controller")),
+        "devices": [_device(device) for device in as_dict.get("devices", [])],
+        "mmio_rules": [_rule(rule) for rule in state.mmio_rules],
+        "nops": [
+            {
+                "function": nop.name or hex(nop.address),
+                "address": hex(nop.address),
+                "returns": nop.return_value,
+            }
+            for nop in state.nops
+        ],
+        "seed": state.seed,
+        "instruction_budget": state.instruction_budget,
+    }
+
+
+def search_summary(store: Store) -> dict[str, Any]:
+    counters = store.counters()
+    wall = float(counters.get("wall_seconds", 0.0))
+    waiting = float(counters.get("runner_wait_seconds", 0.0))
+    best = best_run(store)
+    best_score = Score.from_bytes(best.score) if best is not None else None
+    return {
+        "furthest_milestone": best_score.furthest_milestone if best_score else None,
+        "reached_userspace": bool(best_score and best_score.user_space),
+        "runs": int(counters.get("runs", 0)),
+        "generations": store.generations(),
+        "wall_seconds": round(wall, 3),
+        "master_overhead": round((wall - waiting) / wall, 4) if wall > 0 else 0.0,
+        "frontier": len(store.frontier()),
+        "best_state": best.state_id if best is not None else None,
+    }
+
+
+def state_report(store: Store, identity: str, firmware: Firmware) -> dict[str, Any]:
+    """Everything `explorer show` says about one state."""
+    data = store.state(identity)
+    run = store.run(identity)
+    if data is None or run is None:
+        raise BadInput(f"state {identity[:SHORT_ID]} is not stored with a run")
+    result = deserialize(run.result)
+    analysis = analyse(result, firmware.symbols)
+    log_lines = result.log.decode(errors="replace").splitlines()
+    return {
+        "state": identity,
+        "score": Score.from_bytes(run.score).describe(),
+        "exit": ExitReason.Name(result.exit.reason).removeprefix("EXIT_").lower().replace("_", " "),
+        "exit_detail": result.exit.detail,
+        "milestones": [milestone.name for milestone in result.milestones],
+        "initcalls": len(result.initcalls),
+        "run_summary": describe(analysis),
+        "log_tail": log_lines[-LOG_TAIL_LINES:],
+        "machine": machine_summary(parse_state(data)),
+        "path": path_to(store, identity),
+    }
+
+
+def _device(device: dict[str, Any] | None) -> dict[str, Any] | None:
+    if device is None:
+        return None
+    return {
+        "type": device.get("type"),
+        "mmio": [hex(int(address)) for address in device.get("mmio", [])],
+        # Struct numbers are doubles in protobuf's JSON form: IRQ numbers are integers.
+        "irqs": [int(irq) if isinstance(irq, float) else irq for irq in device.get("irqs", [])],
+        **({"props": device["props"]} if device.get("props") else {}),
+    }
+
+
+def _rule(rule: Any) -> dict[str, Any]:
+    kind = rule.WhichOneof("value")
+    described: dict[str, Any] = {"address": hex(rule.address), "kind": kind}
+    if kind == "constant":
+        described["value"] = hex(rule.constant)
+    elif kind == "sequence":
+        described["values"] = [hex(value) for value in rule.sequence.values]
+    elif kind == "forced_bits":
+        described["and_mask"] = hex(rule.forced_bits.and_mask)
+        described["or_mask"] = hex(rule.forced_bits.or_mask)
+    return described

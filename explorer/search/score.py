@@ -1,0 +1,82 @@
+"""Boot progress: how far one run got, as a score that orders runs.
+
+Order, most significant first: reached user space; the furthest boot milestone (in the order a
+boot reaches them, explorer.runner.kernel_hooks.MILESTONES); initcalls completed; unique
+instructions executed; guest log lines. A run that panics is scored like any other: how far it
+got before panicking is still progress. Invariant: the score is a function of the RunResult
+alone, so that it is the same on every host and for every replay of a run.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from explorer.runner.kernel_hooks import MILESTONES
+from explorer.runner.rehost_pb2 import ExitReason, RunResult
+
+_KEY_FORMAT = ">BBIQI"
+
+
+@dataclass(frozen=True, order=True)
+class Score:
+    user_space: bool
+    # 1 + index in MILESTONES of the furthest milestone reached; 0: none.
+    milestone_rank: int
+    initcalls: int
+    instructions: int
+    log_lines: int
+
+    @property
+    def furthest_milestone(self) -> str | None:
+        if self.user_space:
+            return "user space"
+        return MILESTONES[self.milestone_rank - 1] if self.milestone_rank else None
+
+    def to_bytes(self) -> bytes:
+        """Big-endian, so that byte order is score order (the frontier's LMDB keys sort by it)."""
+        return struct.pack(
+            _KEY_FORMAT,
+            int(self.user_space),
+            self.milestone_rank,
+            min(self.initcalls, 2**32 - 1),
+            self.instructions,
+            min(self.log_lines, 2**32 - 1),
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Score:
+        user_space, rank, initcalls, instructions, log_lines = struct.unpack(_KEY_FORMAT, data)
+        return cls(bool(user_space), rank, initcalls, instructions, log_lines)
+
+    def describe(self) -> str:
+        where = self.furthest_milestone or "no milestone"
+        return f"{where}, {self.initcalls} initcalls, {self.instructions} instructions"
+
+
+SCORE_BYTES = struct.calcsize(_KEY_FORMAT)
+
+
+def score(result: RunResult) -> Score:
+    reached = {milestone.name for milestone in result.milestones}
+    rank = max((index + 1 for index, name in enumerate(MILESTONES) if name in reached), default=0)
+    return Score(
+        user_space=result.exit.reason == ExitReason.EXIT_USER_SPACE,
+        milestone_rank=rank,
+        initcalls=len(result.initcalls),
+        instructions=result.coverage.instructions,
+        log_lines=result.log.count(b"\n"),
+    )
+
+
+def boot_completed(result: RunResult) -> bool:
+    """The search's goal: user space, or a clean power-off or halt after init was started.
+
+    A Linux kernel with an initramfs reaches user space before anything else can end its run; the
+    second form is the end of a program that has no user space (the tests' bare-metal firmware).
+    """
+    if result.exit.reason == ExitReason.EXIT_USER_SPACE:
+        return True
+    clean_end = result.exit.reason in (ExitReason.EXIT_POWEROFF, ExitReason.EXIT_HALT)
+    init_started = any(milestone.name == MILESTONES[-1] for milestone in result.milestones)
+    return clean_end and not result.partial and init_started

@@ -1,0 +1,51 @@
+"""The kernel-arguments operator: lpj= for a run stuck calibrating the delay loop, and nothing else."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from explorer.firmware.model import Symbol, SymbolTable
+from explorer.runner.machine_config_pb2 import MachineConfig
+from explorer.runner.rehost_pb2 import CallStack, Exit, ExitReason, Frame, RunResult
+from explorer.search.operators import Context, Evaluated, kernel_arguments
+from explorer.search.state import Target, bootable, state_id
+from tests.unit.test_search_engine import FIRMWARE
+
+CALIBRATE = 0xC0302E00
+SYMBOLS = SymbolTable(
+    (Symbol(0xC0300000, "T", "start_kernel"), Symbol(CALIBRATE, "T", "calibrate_delay")),
+    "kallsyms",
+    0xC0300000,
+    "a test",
+)
+WITH_SYMBOLS = dataclasses.replace(FIRMWARE, symbols=SYMBOLS)
+TARGET = Target(Path("/k"), cmdline="console=ttyS0 rdinit=/init")
+
+
+def context(
+    state: MachineConfig, reason: ExitReason.ValueType, innermost: int, target: Target = TARGET
+) -> Context:
+    result = RunResult(
+        exit=Exit(reason=reason),
+        call_stack=CallStack(frames=[Frame(function=innermost, return_address=0xC0300010)]),
+    )
+    return Context(WITH_SYMBOLS, target, (Evaluated(state_id(state), state, result),))
+
+
+def test_stuck_in_calibrate_delay_gets_lpj() -> None:
+    state = MachineConfig(target="arm", cpu="cortex-a8")
+    (child,) = kernel_arguments.propose(context(state, ExitReason.EXIT_BUDGET, CALIBRATE))
+    assert child.state.boot.cmdline == f"lpj={kernel_arguments.LOOPS_PER_JIFFY}"
+    assert not state.boot.cmdline
+    booted = bootable(child.state, TARGET, WITH_SYMBOLS)
+    assert booted.boot.cmdline == f"console=ttyS0 rdinit=/init lpj={kernel_arguments.LOOPS_PER_JIFFY}"
+    assert kernel_arguments.propose(context(child.state, ExitReason.EXIT_BUDGET, CALIBRATE)) == []
+
+
+def test_nothing_for_other_endings_or_places() -> None:
+    state = MachineConfig(target="arm", cpu="cortex-a8")
+    assert kernel_arguments.propose(context(state, ExitReason.EXIT_PANIC, CALIBRATE)) == []
+    assert kernel_arguments.propose(context(state, ExitReason.EXIT_BUDGET, 0xC0300000)) == []
+    given = Target(Path("/k"), cmdline="lpj=5000")
+    assert kernel_arguments.propose(context(state, ExitReason.EXIT_BUDGET, CALIBRATE, given)) == []
