@@ -51,14 +51,36 @@ Ctrl-C stops it cleanly (the generation in flight is dropped); `explorer resume 
 
 
 def register(app: typer.Typer) -> None:
-    app.command(help="Search for a machine in which FIRMWARE boots as far as possible." + EXAMPLE)(search)
-    app.command(help="Continue an interrupted or finished search in its work directory.")(resume)
-    app.command(help="How a search is doing: generations, runs, best milestone (works while it runs).")(
-        status
+    commands = (
+        (search, "Search for a machine in which FIRMWARE boots as far as possible." + EXAMPLE),
+        (resume, "Continue an interrupted or finished search in its work directory." + _example("resume")),
+        (
+            status,
+            "How a search is doing: generations, runs, best milestone; works while it runs."
+            + _example("status"),
+        ),
+        (
+            show,
+            "What a search found: the best state (or STATE), its machine, values, NOPs, log and why."
+            + _example("show", "--json"),
+        ),
+        (
+            replay,
+            "Boot one state of a search again, with the guest console on this terminal."
+            + _example("replay", "51c1c8f37265"),
+        ),
+        (
+            export,
+            "Write one state as a MachineConfig that `explorer boot FILE` boots anywhere."
+            + _example("export", "51c1c8f37265 -o state.json"),
+        ),
     )
-    app.command(help="What a search found: the best state (or STATE), its machine, NOPs, log and why.")(show)
-    app.command(help="Boot one state of a search again, with the guest console on this terminal.")(replay)
-    app.command(help="Write one state as a MachineConfig that `explorer boot FILE` boots anywhere.")(export)
+    for command, help_text in commands:
+        app.command(help=help_text)(command)
+
+
+def _example(command: str, arguments: str = "") -> str:
+    return f"\n\nExample:\n\n  explorer {command} work/armmp {arguments}".rstrip() + "\n"
 
 
 def search(

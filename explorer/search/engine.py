@@ -11,7 +11,9 @@ Phases of one generation (Hypothesis-style: each a method, each with its invaria
   run      the executor boots every new child (children already stored are never booted again:
            a state's run is a function of the state);
   commit   one store transaction: the children, their edges (parent, operator, reason), their
-           runs, their frontier entries, the expanded state leaving the frontier, the counters.
+           runs, their frontier entries, the counters; the expanded state leaves the frontier
+           only when it proposed nothing new (otherwise it goes back, just older than its
+           children, so that its next expansion asks the next tier).
 A kill at any moment loses at most the generation in flight: resuming re-chooses the same
 state (it is still on the frontier) and re-proposes the same children.
 
@@ -252,6 +254,11 @@ class Search:
             self._best = max(self._best, Score.from_bytes(run_score))
             self._completed = self._completed or boot_completed(deserialize(outcome.result))
             frontier.append((run_score, identity, depth))
+        if expanded is not None and children:
+            # It stays on the frontier until expanding it proposes nothing new: the next time,
+            # the children it has are stored, and the next tier of operators is asked. Put back
+            # before its children, so that a child scoring as well is tried first.
+            frontier.insert(0, (expanded.score, expanded.state_id, expanded.depth))
         wall = self._wall_seconds()
         self._store.commit(
             Generation(
@@ -327,4 +334,4 @@ def _budget_setter(budget: int) -> Callable[[State], None]:
 
 def best_score(store: Store) -> Score:
     """The best score of any stored run (all zero before the first run)."""
-    return max((Score.from_bytes(run.score) for run in store.runs()), default=Score(False, 0, 0, 0, 0))
+    return max((Score.from_bytes(run.score) for run in store.runs()), default=Score(False, 0, 0, False, 0, 0))

@@ -78,6 +78,9 @@ MIPS_CPU = "24Kf"
 def initial_state(firmware: Firmware, target: Target, seed: int) -> State:
     """The machine a search starts from: CPU, RAM, budget, seed and the read model; no devices.
 
+    boot.loader_start is left to the machine's default, the base of the one RAM region: the
+    zImage and its ATAGs or DTB are placed from there, which suits every RAM chosen here.
+
     Unmapped reads are random (`random_unruled_reads`), as in the original design: a driver
     polling a status bit sees it flip within a few reads, so spin loops on devices nobody has
     modelled yet pass by luck instead of burning the whole budget, and the run reaches the next

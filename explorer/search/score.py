@@ -1,10 +1,12 @@
 """Boot progress: how far one run got, as a score that orders runs.
 
 Order, most significant first: reached user space; the furthest boot milestone (in the order a
-boot reaches them, explorer.runner.kernel_hooks.MILESTONES); initcalls completed; unique
-instructions executed; guest log lines. A run that panics is scored like any other: how far it
-got before panicking is still progress. Invariant: the score is a function of the RunResult
-alone, so that it is the same on every host and for every replay of a run.
+boot reaches them, explorer.runner.kernel_hooks.MILESTONES); initcalls completed; did not panic;
+unique instructions executed; guest log lines. A run that panics keeps what it reached, but
+ranks below one that got as far without panicking: an oops prints, and printing adds coverage,
+so without this a child that got past a panic would rank below its panicking parent.
+Invariant: the score is a function of the RunResult alone, so that it is the same on every host
+and for every replay of a run.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from explorer.runner.kernel_hooks import MILESTONES
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 
-_KEY_FORMAT = ">BBIQI"
+_KEY_FORMAT = ">BBIBQI"
 
 
 @dataclass(frozen=True, order=True)
@@ -24,6 +26,7 @@ class Score:
     # 1 + index in MILESTONES of the furthest milestone reached; 0: none.
     milestone_rank: int
     initcalls: int
+    survived: bool
     instructions: int
     log_lines: int
 
@@ -40,18 +43,20 @@ class Score:
             int(self.user_space),
             self.milestone_rank,
             min(self.initcalls, 2**32 - 1),
+            int(self.survived),
             self.instructions,
             min(self.log_lines, 2**32 - 1),
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Score:
-        user_space, rank, initcalls, instructions, log_lines = struct.unpack(_KEY_FORMAT, data)
-        return cls(bool(user_space), rank, initcalls, instructions, log_lines)
+        user_space, rank, initcalls, survived, instructions, log_lines = struct.unpack(_KEY_FORMAT, data)
+        return cls(bool(user_space), rank, initcalls, bool(survived), instructions, log_lines)
 
     def describe(self) -> str:
         where = self.furthest_milestone or "no milestone"
-        return f"{where}, {self.initcalls} initcalls, {self.instructions} instructions"
+        panicked = "" if self.survived else ", panicked"
+        return f"{where}, {self.initcalls} initcalls{panicked}, {self.instructions} instructions"
 
 
 SCORE_BYTES = struct.calcsize(_KEY_FORMAT)
@@ -64,6 +69,7 @@ def score(result: RunResult) -> Score:
         user_space=result.exit.reason == ExitReason.EXIT_USER_SPACE,
         milestone_rank=rank,
         initcalls=len(result.initcalls),
+        survived=result.exit.reason != ExitReason.EXIT_PANIC,
         instructions=result.coverage.instructions,
         log_lines=result.log.count(b"\n"),
     )

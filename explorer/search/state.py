@@ -27,10 +27,12 @@ SHORT_ID = 12
 # bounded (the runner counts the rest).
 SEARCH_MMIO_EVENT_LIMIT = 20_000
 # Reads of one unmapped address that end a run as stuck (MachineConfig.stuck_reads). A poll
-# that random values or a pinned value cannot satisfy ends in about a second instead of
+# that random values or a pinned value cannot satisfy ends in a second or two instead of
 # spending the instruction budget; the busiest honest address of a boot (a UART's status
 # register answered at random, two reads per character of a verbose log) stays far below.
-SEARCH_STUCK_READS = 1_000_000
+# Above the plugin's hot-loop threshold (STANDARD_OBSERVATION: a million iterations), so that a
+# poll reading the address up to twice per iteration is reported as a hot loop first.
+SEARCH_STUCK_READS = 3_000_000
 
 State = MachineConfig
 

@@ -31,6 +31,7 @@ MAX_ROUNDS = 3
 # The bare state's boot ends on its budget; the test's budget is the search's cut down to what
 # armmp needs to reach user space here (3.53e9 instructions), so the stuck first boot is shorter.
 TEST_BUDGET = 4_500_000_000
+SETUP_ARCH_BUDGET = 2_500_000_000
 
 
 def boot(state: State, target: Target, firmware: Firmware, qemu_build: Path) -> RunResult:
@@ -41,6 +42,34 @@ def boot(state: State, target: Target, firmware: Firmware, qemu_build: Path) -> 
         plugin=plugin,
         limits=RunnerLimits(deadline_seconds=180),
     ).result
+
+
+@pytest.mark.parametrize(
+    ("flavour", "board", "cpu"),
+    [
+        ("armmp", "am335x-boneblack", "cortex-a8"),
+        ("armmp", "sun7i-a20-cubieboard2", "cortex-a7"),
+        ("armmp", "rk3288-tinker", "cortex-a15"),
+        ("4kc-malta", None, "24Kf"),
+    ],
+)
+def test_the_initial_state_runs_each_corpus_kernel_into_setup_arch(
+    qemu_build: Path, corpus: Corpus, flavour: str, board: str | None, cpu: str
+) -> None:
+    # Proves the CPU and RAM chosen from the kernel (and DT) alone are right: the kernel's own
+    # code runs. The budget is cut to what reaching setup_arch takes (armmp: 1.99e9).
+    target = Target(
+        kernel=corpus.kernel(flavour),
+        dtb=corpus.dtb(flavour, board) if board else None,
+        initrd=corpus.initramfs(corpus.arch_of(flavour)),
+        cmdline="nokaslr" if flavour == "4kc-malta" else "",
+    )
+    firmware = ingest(target.kernel, dtb=target.dtb)
+    state = initial_state(firmware, target, seed=1)
+    assert state.cpu == cpu and not state.devices and not state.HasField("interrupt_controller")
+    state.instruction_budget = SETUP_ARCH_BUDGET
+    reached = {milestone.name for milestone in boot(state, target, firmware, qemu_build).milestones}
+    assert {"start_kernel", "setup_arch"} <= reached
 
 
 def test_armmp_on_vexpress_reaches_user_space_from_nothing_with_device_discovery_alone(

@@ -16,7 +16,20 @@ def explorer(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "command", [["inspect"], ["boot"], ["corpus", "fetch"], ["corpus", "path"], ["corpus", "list"]]
+    "command",
+    [
+        ["inspect"],
+        ["boot"],
+        ["corpus", "fetch"],
+        ["corpus", "path"],
+        ["corpus", "list"],
+        ["search"],
+        ["resume"],
+        ["status"],
+        ["show"],
+        ["replay"],
+        ["export"],
+    ],
 )
 def test_every_command_has_help_with_an_example(command: list[str], tmp_path: Path) -> None:
     result = explorer(*command, "--help", cache=tmp_path)

@@ -108,7 +108,7 @@ def test_the_reason_says_how_many_were_pinned_and_why() -> None:
     (child,) = propose(random_state(), run_reading(reads))
     assert child.operator == "collapse"
     assert child.reason == (
-        "got further than its parent (start_kernel, 0 initcalls, 0 instructions, was no milestone, "
+        "got further than its parent (start_kernel, 0 initcalls, panicked, 0 instructions, was no milestone, "
         "0 initcalls, 0 instructions): pin the reads of 2 addresses (1 constants, 1 sequences) "
         "so that it is reproducible"
     )

@@ -18,6 +18,7 @@ scores = st.builds(
     user_space=st.booleans(),
     milestone_rank=st.integers(0, len(MILESTONES)),
     initcalls=st.integers(0, 2**32 - 1),
+    survived=st.booleans(),
     instructions=st.integers(0, 2**64 - 1),
     log_lines=st.integers(0, 2**32 - 1),
 )
@@ -41,6 +42,18 @@ def test_milestones_outrank_initcalls_and_coverage() -> None:
     assert score(early) < score(later) < score(done)
     assert score(later).furthest_milestone == "rest_init"
     assert score(done).furthest_milestone == "user space"
+
+
+def test_getting_as_far_without_a_panic_ranks_higher() -> None:
+    milestones = [Milestone(name="start_kernel"), Milestone(name="time_init")]
+    panicked = RunResult(
+        milestones=milestones, exit=Exit(reason=ExitReason.EXIT_PANIC), coverage=Coverage(instructions=900)
+    )
+    stuck = RunResult(
+        milestones=milestones, exit=Exit(reason=ExitReason.EXIT_BUDGET), coverage=Coverage(instructions=800)
+    )
+    assert score(panicked) < score(stuck)
+    assert "panicked" in score(panicked).describe()
 
 
 def test_log_lines_break_ties_last() -> None:

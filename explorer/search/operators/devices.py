@@ -27,6 +27,7 @@ It never runs anything, never reads the store, never modifies the given states.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -68,8 +69,7 @@ def propose(context: Context) -> list[Child]:
     accesses = [access for access in result.mmio_accesses if not _in_ram(state, access.address)]
     if not accesses:
         return []
-    tree = context.firmware.device_tree
-    nodes = _NodeIndex(tree, state.cpu if state.target == "arm" else None)
+    nodes = _NodeIndex(context.firmware.device_tree, state.cpu if state.target == "arm" else None)
     by_node, by_page = _attribute(accesses, nodes)
     controller = _interrupt_controller(state, nodes)
     devices = _new_devices(state, nodes, by_node, context.firmware)
@@ -78,9 +78,9 @@ def propose(context: Context) -> list[Child]:
     regions = _regions(state, nodes, by_node, by_page, devices, context.firmware)
     children: list[Child] = []
     if devices or regions:
-        children.append(_child(state, devices, regions, controller, tree))
+        children.append(_child(state, devices, regions, controller, nodes))
     if devices and regions:
-        children.append(_child(state, devices, (), controller, tree))
+        children.append(_child(state, devices, (), controller, nodes))
     return children
 
 
@@ -181,7 +181,8 @@ def _regions(
     firmware: Firmware,
 ) -> list[Region]:
     """Register regions for what no proposed model covers: Echo on the addresses written, not polled."""
-    ruled = {rule.address for rule in state.mmio_rules} | _polled(by_node, by_page)
+    touched = [access for group in (*by_node.values(), *by_page.values()) for access in group]
+    ruled = {rule.address for rule in state.mmio_rules} | _polled(touched)
     modelled = [device.placement for device in devices]
     groups: list[tuple[str, list[MmioAccess]]] = []
     for path, accesses in by_node.items():
@@ -202,7 +203,7 @@ def _regions(
     return regions
 
 
-def _polled(*groups: dict[str, list[MmioAccess]] | dict[int, list[MmioAccess]]) -> set[int]:
+def _polled(accesses: Iterable[MmioAccess]) -> set[int]:
     """Addresses one instruction read more than once: a driver waiting for the hardware to change them.
 
     Such a register (a reset bit the hardware clears, a busy flag) must not read back what was
@@ -210,12 +211,7 @@ def _polled(*groups: dict[str, list[MmioAccess]] | dict[int, list[MmioAccess]]) 
     (seen on am335x: the dmtimer's soft reset in SYSC). A poll that random reads passed on the
     first read goes unseen here; the second, models-only child is the fallback for that.
     """
-    reads: dict[tuple[int, int], int] = {}
-    for group in groups:
-        for accesses in group.values():
-            for access in accesses:
-                if not access.is_write:
-                    reads[access.address, access.pc] = reads.get((access.address, access.pc), 0) + 1
+    reads = Counter((access.address, access.pc) for access in accesses if not access.is_write)
     return {address for (address, _), count in reads.items() if count > 1}
 
 
@@ -224,7 +220,7 @@ def _child(
     devices: list[NewDevice],
     regions: Iterable[Region],
     controller: DtDevice | None,
-    tree: DeviceTreeFacts | None,
+    nodes: _NodeIndex,
 ) -> Child:
     regions = tuple(regions)
     new_controller = next((device for device in devices if device.placement.interrupt_controller), None)
@@ -243,8 +239,8 @@ def _child(
                 child.interrupt_controller.CopyFrom(config)
             else:
                 child.devices.append(config)
-        if new_controller is not None and tree is not None:
-            _wire_earlier_devices(child, tree, wire)
+        if new_controller is not None:
+            _wire_earlier_devices(child, nodes, wire)
         for region in regions:
             child.mmio_rules.extend(MmioRule(address=address, echo=Echo()) for address in region.written)
 
@@ -278,9 +274,8 @@ def _device_reason(device: NewDevice, irqs: tuple[int | None, ...]) -> str:
 Wiring = Callable[[DtDevice, Placement], tuple[int | None, ...]]
 
 
-def _wire_earlier_devices(child: State, tree: DeviceTreeFacts, wire: Wiring) -> None:
+def _wire_earlier_devices(child: State, nodes: _NodeIndex, wire: Wiring) -> None:
     """Give the devices mapped before the interrupt controller existed their IRQs."""
-    nodes = _NodeIndex(tree, child.cpu)
     for device in child.devices:
         if device.irqs:
             continue
