@@ -44,6 +44,8 @@ DETERMINISTIC_TIME = (
 # TCG's code buffer and QEMU's own mappings on top of guest RAM (measured: about 1.3 GiB).
 QEMU_ADDRESS_SPACE_OVERHEAD = 2 << 30
 _READ_CHUNK = 1 << 16
+# How long a runner past its deadline may take to quit after SIGTERM before it is killed.
+TERMINATE_GRACE_SECONDS = 3.0
 _PR_SET_PDEATHSIG = 1
 # Resolved once, at import: looking a symbol up between fork and exec could deadlock.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -278,9 +280,16 @@ class _Runner:
                 selector.register(exited, selectors.EVENT_READ)
                 while selector.get_map() and self._protocol_error is None:
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        self._timed_out = True
+                    if remaining <= 0 and self._timed_out:
                         return
+                    if remaining <= 0:
+                        # Ask QEMU to quit: its exit runs the plugin's exit handler, which sends
+                        # the call stack and coverage of a guest that idled or crawled; a QEMU
+                        # that does not quit within the grace period is killed.
+                        self._timed_out = True
+                        self._terminate_group(process)
+                        deadline = time.monotonic() + TERMINATE_GRACE_SECONDS
+                        continue
                     for key, _ in selector.select(remaining):
                         if key.fd == exited:
                             selector.unregister(exited)
@@ -321,6 +330,13 @@ class _Runner:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+    def _terminate_group(self, process: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if self._console:
+                process.terminate()
+            else:
+                os.killpg(process.pid, signal.SIGTERM)
 
     def _kill_group(self, process: subprocess.Popen[bytes]) -> None:
         # Only before QEMU is reaped. On the terminal it shares our group, so only it is killed.

@@ -73,8 +73,10 @@ class SearchOptions:
     workers: int
     strategy: str = "best-first"
     seed: int = 0
-    # Wall-clock deadline of one run (the state's instruction budget normally ends it first).
-    run_deadline_seconds: float = 300.0
+    # Wall-clock deadline of one run. The instruction budget or the stuck-poll limit normally
+    # ends it first (a whole armmp boot takes under a minute on a loaded 2-core machine); a run
+    # still going at the deadline is usually idle with no timer, and never reaches its budget.
+    run_deadline_seconds: float = 150.0
     # Children booted per generation at most (the first ones proposed).
     max_children: int = 40
     # Guest instructions a run may execute (0: the initial state's choice, made for Linux boots).

@@ -144,9 +144,11 @@ def device_tree_cpu_compatibles(dtb: Path | None) -> tuple[str, ...]:
     """
     if dtb is None:
         return ()
-    cpus = fdt.parse_dtb(dtb.read_bytes()).get_node("/cpus")
+    tree = fdt.parse_dtb(dtb.read_bytes())
+    if not tree.exist_node("/cpus"):
+        return ()
     compatibles: list[str] = []
-    for node in cpus.nodes if cpus is not None else ():
+    for node in tree.get_node("/cpus").nodes:
         prop = node.get_property("compatible")
         if prop is not None:
             compatibles.extend(str(value) for value in prop.data)

@@ -15,6 +15,7 @@ from explorer.search.initial import (
     DEFAULT_RAM_BYTES,
     INSTRUCTION_BUDGET,
     MAX_RAM_BYTES,
+    device_tree_cpu_compatibles,
     initial_state,
 )
 from explorer.search.state import Target, state_id
@@ -169,3 +170,11 @@ def test_mips_kernels_get_a_24kf_ram_at_zero_and_the_memory_size_in_the_environm
 def test_a_kernel_we_cannot_run_is_refused_in_one_line(image: Firmware, complaint: str) -> None:
     with pytest.raises(BadInput, match=complaint):
         initial_state(image, TARGET, 0)
+
+
+def test_a_device_tree_without_cpus_gives_no_cpu_compatibles(tmp_path: Path) -> None:
+    tree = fdt.FDT()
+    tree.add_item(fdt.PropWords("#address-cells", 1))
+    blob = tmp_path / "no-cpus.dtb"
+    blob.write_bytes(tree.to_dtb(version=17))
+    assert device_tree_cpu_compatibles(blob) == ()
