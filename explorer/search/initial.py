@@ -70,6 +70,9 @@ ARCHITECTURE_OF_MODEL = {
     "cortex-a9": "ARMv7",
     "cortex-a15": "ARMv7",
 }
+# The function of a relocatable kernel (CONFIG_RELOCATABLE, MIPS) that moves it to a random
+# address unless told "nokaslr".
+SELF_RELOCATION = "relocate_kernel"
 # The MIPS32r2 model with an FPU: Debian's malta kernels are built for MIPS32r2 (seb, ext),
 # which a 4Kc traps on.
 MIPS_CPU = "24Kf"
@@ -103,6 +106,10 @@ def initial_state(firmware: Firmware, target: Target, seed: int) -> State:
         memory = str(state.ram[0].size)
         state.boot.env["memsize"] = memory
         state.boot.env["ememsize"] = memory
+    if firmware.symbols.address_of(SELF_RELOCATION) is not None:
+        # A kernel that moves itself to a random address would run where no hook is: the search
+        # watches the kernel by its symbols' link addresses.
+        state.boot.cmdline = "nokaslr"
     state.seed = seed
     state.random_unruled_reads = True
     state.instruction_budget = INSTRUCTION_BUDGET
