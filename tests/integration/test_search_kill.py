@@ -83,3 +83,25 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path, qemu_build: Path)
     with Store.open(work, writer=False) as store:
         assert store.check() == []
         assert seen_runs <= {run.state_id for run in store.runs()}
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path, qemu_build: Path) -> None:
+    programs = test_firmware.build()
+    work = tmp_path / "work"
+    search = [*EXPLORER, "search", str(programs.elf("spin")), "--work", str(work), "--budget", "10m"]
+    search += ["--workers", "2", "--seed", "1", "--instruction-budget", str(INSTRUCTION_BUDGET)]
+    process = start(search, qemu_build)
+    deadline = time.monotonic() + 120
+    while not committed(work)[0]:  # interrupt once the first generation is in
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert b"explorer resume" in stderr and b"Traceback" not in stderr
+    with Store.open(work, writer=False) as store:
+        assert store.check() == []
+    resumed = start([*EXPLORER, "resume", str(work)], qemu_build)
+    _, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr
+    assert b"search boot completed" in stderr
