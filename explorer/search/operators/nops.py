@@ -180,11 +180,21 @@ DYING = frozenset(
         "__do_kernel_fault",
         "arm_notify_die",
         "bad_mode",
+        # report and BUG(): they never return (the marvell kernel as a TS-209 hangs in
+        # fortify_panic from parse_tag_cmdline, the BUG's oops never reaching panic)
+        "fortify_panic",
+        "__fortify_panic",
+        "__stack_chk_fail",
+        "usercopy_abort",
     }
 )
 # ARM exception entries (__und_fault, __dabt_svc, __pabt_svc, __und_invalid, ...) and the
 # sanitizers' reports.
 PANIC_PATH_PREFIXES = ("__und_", "__dabt_", "__pabt_", "__ubsan_handle_")
+# The ARM CPU-specific abort decoders the exception entries call (v5t_early_abort,
+# v4t_late_abort, v7_pabort, ...: the ARMv5 marvell kernel's data abort goes through
+# v5t_early_abort): NOP'd, every later fault would be ignored and the boot spins.
+PANIC_PATH_SUFFIXES = ("_early_abort", "_late_abort", "_pabort")
 
 BOUNDARY = frozenset(
     {
@@ -245,7 +255,9 @@ def stack_similarity(first: Sequence[int], second: Sequence[int]) -> float:
 
 
 def is_panic_path(name: str | None) -> bool:
-    return name is not None and (name in PANIC_PATH or name.startswith(PANIC_PATH_PREFIXES))
+    return name is not None and (
+        name in PANIC_PATH or name.startswith(PANIC_PATH_PREFIXES) or name.endswith(PANIC_PATH_SUFFIXES)
+    )
 
 
 @dataclass(frozen=True)
