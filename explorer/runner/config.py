@@ -59,6 +59,8 @@ def validate(config: MachineConfig) -> None:
     for index, device in enumerate(config.isa_devices):
         _validate_device(device, f"isa_devices[{index}]")
     _validate_mmio_rules(config)
+    if config.HasField("tick"):
+        _validate_tick(config)
     _validate_unique([hook.address for hook in config.hooks], "hooks", "hook the same address twice")
     for index, hook in enumerate(config.hooks):
         if not hook.name or not hook.kind:
@@ -145,6 +147,18 @@ def _validate_mmio_rules(config: MachineConfig) -> None:
             raise BadInput(f"config: mmio_rules[{index}] gives no value (constant, sequence, ...)")
         if kind == "sequence" and not rule.sequence.values:
             raise BadInput(f"config: mmio_rules[{index}].sequence must list at least one value")
+
+
+def _validate_tick(config: MachineConfig) -> None:
+    # The ARM machine drives the CPU's IRQ line; the MIPS machine has no tick.
+    if config.target != "arm":
+        raise BadInput(f"config: tick is for the arm target only, not {config.target!r}")
+    if config.HasField("interrupt_controller"):
+        raise BadInput("config: tick and interrupt_controller both drive the CPU's IRQ line: give one")
+    if not 0 < config.tick.period_ns < 2**62:
+        raise BadInput("config: tick.period_ns must be above 0 and below 2**62 (nanoseconds of guest time)")
+    if config.tick.ack_base + config.tick.ack_size > 2**64:
+        raise BadInput("config: tick's ack region runs past the end of the address space")
 
 
 def _validate_unique(addresses: list[int], where: str, complaint: str) -> None:

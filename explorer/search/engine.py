@@ -42,6 +42,7 @@ from explorer.search.operators import (
     bitwise,
     collapse,
     devices,
+    interrupts,
     kernel_arguments,
     nops,
 )
@@ -57,7 +58,7 @@ class OperatorPhases:
     structural: tuple[Operator, ...] = (devices.propose, collapse.propose)
     # Asked in turn while the tiers before have nothing new for a state (which is then stalled).
     stall_tiers: tuple[tuple[Operator, ...], ...] = (
-        (kernel_arguments.propose,),
+        (kernel_arguments.propose, interrupts.propose),
         (bitwise.propose, nops.propose),
     )
 

@@ -20,6 +20,10 @@
  *   "stuck_reads": R                        end the run (EXIT_BUDGET, "stuck: ...") once one
  *                                           address has been read R times (0: never)
  *   "boot": {"kernel", "initrd", "dtb", "cmdline"}   paths and the command line
+ * and, for a board whose interrupt controller has no model (the machine picks the line):
+ *   "tick": {"period_ns": P, "ack_base": A, "ack_size": N}   raise the line every P ns of
+ *                                           virtual time; a guest write into [A, A+N) lowers
+ *                                           it (N = 0: the first catch-all read does)
  */
 
 #include "qemu/osdep.h"
@@ -392,6 +396,64 @@ static void end_run_if_stuck(RehostingConfig *config, hwaddr addr)
     exit(0);
 }
 
+/*
+ * The tick's line is level: raised on time, lowered when the kernel's interrupt handler
+ * acknowledges. With an ack region (the unmodelled controller's registers) that is its first
+ * write there: every controller's handler acks, masks or ends the interrupt by writing its
+ * registers (the first write to the controller after the raise, not the exact register, so no
+ * SoC's layout is needed). Without one, the first catch-all read: a handler first reads which
+ * interrupt is pending. A read by code that runs with interrupts masked drops that one tick
+ * (the next period raises again), which only slows jiffies down; keeping the line up instead
+ * could trap the guest in an interrupt storm it has no way to end.
+ */
+static void acknowledge_tick(RehostingTick *tick)
+{
+    if (tick->raised) {
+        tick->raised = false;
+        qemu_irq_lower(tick->irq);
+    }
+}
+
+static void tick_fire(void *opaque)
+{
+    RehostingTick *tick = opaque;
+
+    tick->raised = true;
+    qemu_irq_raise(tick->irq);
+    /* From the deadline, not from now: late callbacks never shift the period. */
+    tick->deadline += tick->period_ns;
+    timer_mod_ns(tick->timer, tick->deadline);
+}
+
+bool rehosting_config_has_tick(const RehostingConfig *config)
+{
+    return qdict_haskey(config->root, "tick");
+}
+
+void rehosting_start_tick(RehostingConfig *config, qemu_irq irq)
+{
+    QDict *desc = rehosting_config_get_dict(config, config->root, "tick",
+                                            "config");
+    RehostingTick *tick = &config->tick;
+
+    tick->irq = irq;
+    tick->period_ns = rehosting_config_get_u64(config, desc, "period_ns",
+                                               "tick");
+    if (tick->period_ns == 0 || tick->period_ns > INT64_MAX / 2) {
+        rehosting_config_fail(config, "tick.period_ns must be above 0 and "
+                              "below 2**62");
+    }
+    /* proto3 JSON leaves out fields that are 0: no ack region. */
+    tick->ack_base = qdict_haskey(desc, "ack_base") ?
+        rehosting_config_get_u64(config, desc, "ack_base", "tick") : 0;
+    tick->ack_size = qdict_haskey(desc, "ack_size") ?
+        rehosting_config_get_u64(config, desc, "ack_size", "tick") : 0;
+    /* QEMU_CLOCK_VIRTUAL follows the instruction count under icount. */
+    tick->timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, tick_fire, tick);
+    tick->deadline = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) + tick->period_ns;
+    timer_mod_ns(tick->timer, tick->deadline);
+}
+
 static uint64_t unmapped_read(void *opaque, hwaddr addr, unsigned size)
 {
     RehostingConfig *config = opaque;
@@ -406,6 +468,9 @@ static uint64_t unmapped_read(void *opaque, hwaddr addr, unsigned size)
                       " size %u -> 0x%" PRIx64 "\n", addr, size, value);
     }
     record_access(config, addr, size, value, false, order);
+    if (config->tick.timer && !config->tick.ack_size) {
+        acknowledge_tick(&config->tick);
+    }
     end_run_if_stuck(config, addr);
     return value;
 }
@@ -426,6 +491,10 @@ static void unmapped_write(void *opaque, hwaddr addr, uint64_t value,
                       " size %u <- 0x%" PRIx64 "\n", addr, size, value);
     }
     record_access(config, addr, size, value, true, order);
+    if (config->tick.timer && addr - config->tick.ack_base <
+        config->tick.ack_size) {
+        acknowledge_tick(&config->tick);
+    }
 }
 
 static const MemoryRegionOps unmapped_ops = {

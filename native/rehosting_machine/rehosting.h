@@ -10,9 +10,25 @@
 
 #include "exec/hwaddr.h"
 #include "hw/boards.h"
+#include "hw/irq.h"
+#include "qemu/timer.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "system/memory.h"
+
+/*
+ * A periodic interrupt for boards whose interrupt controller has no model (rehosting.c): it
+ * raises `irq` every period_ns of virtual time and lowers it when the guest acknowledges.
+ */
+typedef struct RehostingTick {
+    QEMUTimer *timer;     /* NULL: no tick */
+    qemu_irq irq;
+    uint64_t period_ns;
+    int64_t deadline;     /* QEMU_CLOCK_VIRTUAL time of the next raise */
+    hwaddr ack_base;
+    uint64_t ack_size;    /* 0: the first catch-all read after raising acknowledges */
+    bool raised;
+} RehostingTick;
 
 typedef struct RehostingConfig {
     char *path;
@@ -32,6 +48,7 @@ typedef struct RehostingConfig {
     GHashTable *event_sites;    /* (address, pc, is_write) -> accesses seen */
     uint64_t stuck_reads;       /* 0: a run never ends for polling */
     GHashTable *read_counts;    /* address -> reads, while stuck_reads is set */
+    RehostingTick tick;
 
     hwaddr first_ram_base;
     uint64_t first_ram_size;
@@ -64,6 +81,12 @@ QDict *rehosting_config_get_dict(const RehostingConfig *config,
 /* The catch-all region at the lowest priority: "seed", "mmio_rules", "random_unruled_reads",
  * "events_fd", "mmio_event_limit", "unmapped_log_limit", "stuck_reads". */
 void rehosting_map_catch_all(RehostingConfig *config, Object *owner);
+
+/* Whether the config asks for a "tick" (the machine decides which line it drives). */
+bool rehosting_config_has_tick(const RehostingConfig *config);
+
+/* Start the "tick": {"period_ns", "ack_base", "ack_size"} driving `irq`. */
+void rehosting_start_tick(RehostingConfig *config, qemu_irq irq);
 
 /* Every "ram" region; the first one's base and size are kept in config. */
 void rehosting_create_ram(RehostingConfig *config);

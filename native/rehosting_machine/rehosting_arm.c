@@ -29,13 +29,21 @@
  *     "kernel": PATH, "initrd": PATH, "dtb": PATH, "cmdline": STR,
  *     "board_id": N, "loader_start": A  default: the first RAM region's base
  *   },
+ *   "tick": {"period_ns": P,            optional, never with an interrupt_controller:
+ *            "ack_base": A,             raises the CPU's IRQ line every P ns (see
+ *            "ack_size": N}             rehosting.c); the kernel's own handler reads
+ *                                       the unmodelled controller's registers
  *   "mmio_rules": [ {"address": A, "constant": V} ]  catch-all answers
  *                                       (all rule kinds: rehosting.c)
  *   "unmapped_log_limit": 16            accesses to the catch-all region
  *                                       logged with -d unimp, then silence
  * }
  * Config reading, RAM, the catch-all and sysbus devices are shared with the
- * MIPS machine (rehosting.c); this file adds the CPU, GIC wiring and boot.
+ * MIPS machine (rehosting.c); this file adds the CPU, GIC or tick wiring and
+ * boot.
+ *
+ * One change to the CPU, invisible to the guest: a DACR write that keeps the
+ * register's value flushes nothing (see dacr_write_flushing_on_change).
  */
 
 #include "qemu/osdep.h"
@@ -47,6 +55,9 @@
 #include "hw/arm/machines-qom.h"
 #include "hw/misc/rehosting.h"
 #include "target/arm/cpu-qom.h"
+#include "cpu.h"
+#include "target/arm/cpregs.h"
+#include "exec/cputlb.h"
 
 #define TYPE_REHOSTING_MACHINE MACHINE_TYPE_NAME("rehosting")
 OBJECT_DECLARE_SIMPLE_TYPE(RehostingMachineState, REHOSTING_MACHINE)
@@ -61,6 +72,58 @@ struct RehostingMachineState {
     DeviceState *interrupt_controller;
     struct arm_boot_info boot;
 };
+
+/*
+ * QEMU's TLB does not record MMU domains, so its DACR write flushes the whole
+ * TLB and jump cache. Linux with CONFIG_CPU_SW_DOMAIN_PAN (Debian's armmp)
+ * writes DACR on every exception entry and exit, nearly always with the value
+ * it already holds: a full flush per interrupt, refilled by page walks and
+ * block lookups, a cost that grows with guest time (the icount shift). A write
+ * of the value the register holds changes no permission, so no cached entry
+ * can be stale: only a change flushes.
+ */
+static void dacr_write_flushing_on_change(CPUARMState *env,
+                                          const ARMCPRegInfo *ri,
+                                          uint64_t value)
+{
+    if (raw_read(env, ri) == value) {
+        return;
+    }
+    raw_write(env, ri, value);
+    tlb_flush(env_cpu(env));
+}
+
+/*
+ * Every register entry of DACR (each bank, each CP_ANY copy, AArch64's view
+ * DACR32_EL2) has QEMU's dacr_write as its write function, and no other
+ * register has: replace it
+ * wherever it is, right after the CPU is realized, before the guest runs.
+ */
+static void skip_unchanged_dacr_flushes(ARMCPU *cpu)
+{
+    const ARMCPRegInfo *dacr = get_arm_cp_reginfo(
+        cpu->cp_regs, ENCODE_CP_REG(15, 0, 1, 3, 0, 0, 0));
+    CPWriteFn *flushing_write;
+    GHashTableIter iter;
+    gpointer value;
+
+    if (!dacr) {
+        dacr = get_arm_cp_reginfo(cpu->cp_regs,
+                                  ENCODE_CP_REG(15, 0, 0, 3, 0, 0, 0));
+    }
+    if (!dacr || !dacr->writefn) {
+        return; /* an MPU core: no DACR */
+    }
+    flushing_write = dacr->writefn;
+    g_hash_table_iter_init(&iter, cpu->cp_regs);
+    while (g_hash_table_iter_next(&iter, NULL, &value)) {
+        ARMCPRegInfo *ri = value;
+
+        if (ri->writefn == flushing_write) {
+            ri->writefn = dacr_write_flushing_on_change;
+        }
+    }
+}
 
 static void create_cpus(RehostingMachineState *s, hwaddr periphbase)
 {
@@ -95,6 +158,7 @@ static void create_cpus(RehostingMachineState *s, hwaddr periphbase)
                                     &error_abort);
         }
         qdev_realize(DEVICE(cpu), NULL, &error_fatal);
+        skip_unchanged_dacr_flushes(ARM_CPU(cpu));
         object_unref(cpu);
     }
 }
@@ -233,6 +297,15 @@ static void rehosting_init(MachineState *machine)
         s->interrupt_controller = rehosting_create_sysbus_device(
             config, controller, "interrupt_controller");
         wire_interrupt_controller_to_cpus(s);
+    }
+    if (rehosting_config_has_tick(config)) {
+        /* The controller would own the CPU's IRQ line: two drivers of one level fight. */
+        if (controller) {
+            rehosting_config_fail(config, "tick and interrupt_controller "
+                                  "both drive the CPU's IRQ line: give one");
+        }
+        rehosting_start_tick(config, qdev_get_gpio_in(DEVICE(first_cpu),
+                                                      ARM_CPU_IRQ));
     }
     create_devices(s);
 

@@ -46,6 +46,10 @@ HAND_WRITTEN = {
 }
 
 
+# A tick acknowledged by writes to an unmodelled controller's registers (am335x's intc).
+TICK = {"period_ns": 4_000_000, "ack_base": "0x48200000", "ack_size": "0x1000"}
+
+
 def hand_written() -> MachineConfig:
     return config_from_dict(json.loads(json.dumps(HAND_WRITTEN)))
 
@@ -103,6 +107,13 @@ def with_change(change: Change) -> dict:
         (lambda c: c["mmio_rules"][1]["sequence"].update(values=[]), "sequence must list at least one"),
         (lambda c: c["hooks"][0].update(kind="HOOK_KIND_UNSPECIFIED"), "hooks[0] needs a name and a kind"),
         (lambda c: c["nops"].append({"address": "0xc0512340"}), "nops skip the same function twice"),
+        (lambda c: c.update(tick=TICK), "tick and interrupt_controller both drive the CPU's IRQ line"),
+        (lambda c: c.update(target="mipsel", tick=TICK), "tick is for the arm target only"),
+        (lambda c: (c.pop("interrupt_controller"), c.update(tick={})), "tick.period_ns must be above 0"),
+        (
+            lambda c: (c.pop("interrupt_controller"), c.update(tick={**TICK, "ack_size": 2**64 - 1})),
+            "ack region runs past the end of the address space",
+        ),
     ],
 )
 def test_unusable_config_is_refused_naming_the_field(change: Change, complaint: str) -> None:
@@ -110,6 +121,16 @@ def test_unusable_config_is_refused_naming_the_field(change: Change, complaint: 
         validate(config_from_dict(with_change(change)))
     assert complaint in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_a_tick_without_interrupt_controller_is_accepted_and_written_for_the_machine() -> None:
+    raw = with_change(
+        lambda c: (c.pop("interrupt_controller"), c["devices"][1].pop("irqs"), c.update(tick=TICK))
+    )
+    config = config_from_dict(raw)
+    validate(config)
+    written = json.loads(to_json(config))
+    assert written["tick"] == {"period_ns": "4000000", "ack_base": str(0x48200000), "ack_size": "4096"}
 
 
 @pytest.mark.parametrize(

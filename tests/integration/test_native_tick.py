@@ -1,0 +1,144 @@
+"""The machine's tick (MachineConfig.tick) on real QEMU: a periodic IRQ for an unmodelled controller.
+
+armmp on the AM335x device tree, with only RAM and a Cortex-A8 (no model of the ti,am33xx-intc
+nor of its timers): without a tick the boot idles forever after its initcalls, waiting for
+jiffies. With one, and the controller's pending-interrupt register (INTC_SIR, which
+omap_intc_handle_irq reads) answering the clock-event timer's interrupt number, every tick runs
+the kernel's own timer handler and the same kernel reaches user space. The machine refuses a
+tick it cannot drive with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from explorer.corpus import Corpus
+from explorer.firmware.ingest import ingest
+from explorer.firmware.model import Firmware
+from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
+from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.machine_config_pb2 import MmioRule
+from explorer.runner.rehost_pb2 import ExitReason, RunResult
+from explorer.search.initial import initial_state
+from explorer.search.state import State, Target, bootable
+from tests.integration.rehosting import rehosting_command, vexpress_a9_config
+
+pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
+
+INTC_BASE = 0x48200000
+INTC_SIZE = 0x1000
+INTC_SIR = INTC_BASE + 0x40
+# timer2 (/ocp/.../target-module@40000/timer@0): the kernel's clock event on this board.
+TIMER2_IRQ = 68
+TICK_PERIOD_NS = 4_000_000  # HZ 250
+
+
+def am335x_target(corpus: Corpus) -> Target:
+    # lpj: no calibration (that needs the tick too); jiffies as the clock: the dmtimer counter
+    # has no model either, and random counter reads make time leap.
+    return Target(
+        kernel=corpus.kernel("armmp"),
+        dtb=corpus.dtb("armmp", "am335x-boneblack"),
+        initrd=corpus.initramfs("armhf"),
+        cmdline="rdinit=/init lpj=100000 clocksource=jiffies",
+    )
+
+
+def ticking_state(firmware: Firmware, target: Target, ack_base: int, ack_size: int) -> State:
+    state = initial_state(firmware, target, seed=1)
+    state.tick.period_ns = TICK_PERIOD_NS
+    state.tick.ack_base = ack_base
+    state.tick.ack_size = ack_size
+    state.mmio_rules.append(MmioRule(address=INTC_SIR, constant=TIMER2_IRQ))
+    return state
+
+
+def boot(state: State, target: Target, firmware: Firmware, qemu_build: Path) -> RunResult:
+    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    return run(
+        bootable(state, target, firmware),
+        qemu_build,
+        plugin=plugin,
+        limits=RunnerLimits(deadline_seconds=240),
+    ).result
+
+
+def functions_at(result: RunResult, firmware: Firmware, address: int, is_write: bool) -> set[str]:
+    """The functions that accessed `address` (reads or writes)."""
+    return {
+        symbol.name
+        for access in result.mmio_accesses
+        if access.address == address
+        and access.is_write == is_write
+        and (symbol := firmware.symbols.containing(access.pc)) is not None
+    }
+
+
+@pytest.mark.parametrize(
+    ("ack_base", "ack_size"),
+    [(INTC_BASE, INTC_SIZE), (0, 0)],
+    ids=["acked-by-a-write-to-the-controller", "acked-by-the-first-unmapped-read"],
+)
+def test_ticks_reach_the_timer_handler_and_am335x_boots_to_user_space(
+    qemu_build: Path, corpus: Corpus, ack_base: int, ack_size: int
+) -> None:
+    target = am335x_target(corpus)
+    firmware = ingest(target.kernel, dtb=target.dtb)
+    result = boot(ticking_state(firmware, target, ack_base, ack_size), target, firmware, qemu_build)
+    assert result.exit.reason == ExitReason.EXIT_USER_SPACE, result.exit
+    assert "omap_intc_handle_irq" in functions_at(result, firmware, INTC_SIR, is_write=False)
+    # The clock event's handler acknowledged the timer (IRQSTATUS, 0x28): the tick was its interrupt.
+    assert "dmtimer_clockevent_interrupt" in functions_at(result, firmware, 0x48040028, is_write=True)
+
+
+def test_a_ticking_boot_replays_instruction_for_instruction(qemu_build: Path, corpus: Corpus) -> None:
+    # The tick runs on virtual time, which icount derives from instructions.
+    target = am335x_target(corpus)
+    firmware = ingest(target.kernel, dtb=target.dtb)
+    state = ticking_state(firmware, target, INTC_BASE, INTC_SIZE)
+    first, second = (boot(state, target, firmware, qemu_build) for _ in range(2))
+    assert first.exit == second.exit
+    assert list(first.initcalls) == list(second.initcalls)
+    assert list(first.mmio_accesses) == list(second.mmio_accesses)
+
+
+Mutation = Callable[[dict], object]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "complaint"),
+    [
+        (
+            lambda config: config.update(tick={"period_ns": 4_000_000}),
+            "tick and interrupt_controller both drive",
+        ),
+        (
+            lambda config: (config.pop("interrupt_controller"), config.update(tick={"period_ns": 0})),
+            "tick.period_ns must be above 0",
+        ),
+        (
+            lambda config: (config.pop("interrupt_controller"), config.update(tick={"ack_base": 0})),
+            "tick.period_ns is missing",
+        ),
+    ],
+)
+def test_a_tick_the_machine_cannot_drive_stops_qemu_with_one_line(
+    qemu_build: Path, corpus: Corpus, tmp_path: Path, mutate: Mutation, complaint: str
+) -> None:
+    config = vexpress_a9_config(corpus)
+    for device in config.get("devices", []):
+        device.pop("irqs", None)  # without a controller, devices cannot have IRQs
+    mutate(config)
+    path = tmp_path / "tick.json"
+    path.write_text(json.dumps(config))
+    completed = subprocess.run(
+        rehosting_command(qemu_build, path), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 1
+    assert complaint in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1

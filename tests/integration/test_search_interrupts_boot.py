@@ -1,0 +1,81 @@
+"""The interrupts operator on a real kernel: armmp on the AM335x device tree, whose controller has no model.
+
+The loop here is the test's, not the engine's (as in test_search_devices_boot.py): boot a state,
+let the operator propose from its run, boot the first child. From RAM, a Cortex-A8 and random
+unruled reads, with lpj= on the command line (explorer.search.operators.kernel_arguments gets a
+search there), the kernel runs its initcalls and then idles forever: nothing advances jiffies.
+The operator's tick lets the handler run, the next run shows the register it reads, and pinning
+that to the clock-event timer's interrupt reaches user space.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from explorer.corpus import Corpus
+from explorer.firmware.ingest import ingest
+from explorer.firmware.model import Firmware
+from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
+from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.rehost_pb2 import ExitReason, RunResult
+from explorer.search.initial import initial_state
+from explorer.search.operators import Child, Context, Evaluated
+from explorer.search.operators.interrupts import propose
+from explorer.search.score import score
+from explorer.search.state import State, Target, bootable, state_id
+
+pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
+
+# The tickless boot idles with no timer armed: under icount QEMU then waits for the host, so
+# only the wall-clock deadline ends it. It idles after about 3.7e9 instructions, which the
+# ticking boots below run in 10 to 14 s: the deadline leaves room for a loaded machine.
+STALL_DEADLINE_SECONDS = 120
+# The ticking boot before the pin idles too, reading the controller's pending-interrupt register
+# once per tick until the stuck-read limit ends it: the search's limit (3e6 reads) took 113 s,
+# this one 14 s (no other register of this boot is read nearly as often).
+TEST_STUCK_READS = 300_000
+
+
+def boot(
+    state: State, target: Target, firmware: Firmware, qemu_build: Path, deadline: float = 240
+) -> RunResult:
+    config = bootable(state, target, firmware)
+    config.stuck_reads = TEST_STUCK_READS
+    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    return run(config, qemu_build, plugin=plugin, limits=RunnerLimits(deadline_seconds=deadline)).result
+
+
+def test_a_tick_and_the_pinned_handler_register_take_am335x_from_a_stall_to_user_space(
+    qemu_build: Path, corpus: Corpus
+) -> None:
+    target = Target(
+        kernel=corpus.kernel("armmp"),
+        dtb=corpus.dtb("armmp", "am335x-boneblack"),
+        initrd=corpus.initramfs("armhf"),
+        cmdline="rdinit=/init lpj=100000",
+    )
+    firmware = ingest(target.kernel, dtb=target.dtb)
+    state = initial_state(firmware, target, seed=1)
+    stalled = boot(state, target, firmware, qemu_build, deadline=STALL_DEADLINE_SECONDS)
+    assert stalled.exit.reason == ExitReason.EXIT_TIMEOUT
+    assert "calibrate_delay" in {milestone.name for milestone in stalled.milestones}
+
+    lineage = (Evaluated(state_id(state), state, stalled),)
+    (tick,) = propose(Context(firmware, target, lineage))
+    assert tick.detail["step"] == "tick" and tick.detail["controller"] == "/ocp/interrupt-controller@48200000"
+    ticking = boot(tick.state, target, firmware, qemu_build)
+    # The handler ran on every tick, reading a pending interrupt that named no timer.
+    assert "0x48200040" in ticking.exit.detail
+
+    lineage = (Evaluated(state_id(tick.state), tick.state, ticking, tick), *lineage)
+    pins: list[Child] = propose(Context(firmware, target, lineage))
+    assert pins and all(pin.detail["step"] == "pin" for pin in pins)
+    # timer2, the clock event (the most registers programmed), comes first: interrupt 68.
+    assert (pins[0].detail["register"], pins[0].detail["value"]) == (0x48200040, 68)
+    pinned = boot(pins[0].state, target, firmware, qemu_build)
+
+    before, after = score(stalled), score(pinned)
+    assert after.user_space and not before.user_space
+    assert after.initcalls > before.initcalls
