@@ -407,7 +407,9 @@ def test_escalating_until_the_top_never_nops_the_panic_path_nor_a_function_twice
         raise AssertionError(f"escalation did not end: {seen}")
 
 
-@pytest.mark.parametrize("handler", ["v5t_early_abort", "v4t_late_abort", "v7_early_abort", "v7_pabort"])
-def test_arm_abort_decoders_are_on_the_panic_path(handler: str) -> None:
+@pytest.mark.parametrize(
+    "handler", ["v5t_early_abort", "v4t_late_abort", "v7_early_abort", "v7_pabort", "strcmp", "memcpy"]
+)
+def test_abort_decoders_and_library_leaves_are_walked_past(handler: str) -> None:
     assert is_panic_path(handler)
     assert not is_panic_path("mvebu_mbus_init")

@@ -195,6 +195,16 @@ PANIC_PATH_PREFIXES = ("__und_", "__dabt_", "__pabt_", "__ubsan_handle_")
 # v4t_late_abort, v7_pabort, ...: the ARMv5 marvell kernel's data abort goes through
 # v5t_early_abort): NOP'd, every later fault would be ignored and the boot spins.
 PANIC_PATH_SUFFIXES = ("_early_abort", "_late_abort", "_pabort")
+# The C library's leaves: a fault inside one is its caller's bad argument (the TS-209's
+# mvebu_mbus_init hands strcmp a NULL name), and NOP'd, every caller in the kernel would get a
+# wrong answer. Walked past like the panic path, so the caller is the failing frame.
+LIBRARY_LEAVES = frozenset(
+    {
+        "strcmp", "strncmp", "strcasecmp", "strncasecmp", "strlen", "strnlen", "strcpy", "strncpy",
+        "strscpy", "strlcpy", "strcat", "strlcat", "strchr", "strrchr", "strstr", "strsep",
+        "memcpy", "memmove", "memset", "memcmp", "memchr", "memscan", "__memzero",
+    }
+)  # fmt: skip
 
 BOUNDARY = frozenset(
     {
@@ -256,7 +266,10 @@ def stack_similarity(first: Sequence[int], second: Sequence[int]) -> float:
 
 def is_panic_path(name: str | None) -> bool:
     return name is not None and (
-        name in PANIC_PATH or name.startswith(PANIC_PATH_PREFIXES) or name.endswith(PANIC_PATH_SUFFIXES)
+        name in PANIC_PATH
+        or name in LIBRARY_LEAVES
+        or name.startswith(PANIC_PATH_PREFIXES)
+        or name.endswith(PANIC_PATH_SUFFIXES)
     )
 
 
