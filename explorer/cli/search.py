@@ -36,6 +36,8 @@ from explorer.store import Store
 QemuOption = Annotated[
     Path, typer.Option(envvar="EXPLORER_QEMU", help="QEMU build directory (printed by native/build.py).")
 ]
+# Value rules `show` prints before it only counts the rest (--json has them all).
+RULES_SHOWN = 12
 BudgetOption = Annotated[str, typer.Option(help="Wall-clock budget: 90s, 15m, 2h, 1h30m.")]
 
 EXAMPLE = """
@@ -335,8 +337,17 @@ def _print_report(work: Path, summary: dict[str, Any], report: dict[str, Any]) -
     for device in [machine["interrupt_controller"], *machine["devices"]]:
         if device:
             console.print(f"  {device['type']} at {', '.join(device['mmio'])} irqs {device['irqs']}")
-    for rule in machine["mmio_rules"]:
-        console.print(f"  value {rule}")
+    if machine["tick"]:
+        tick = machine["tick"]
+        console.print(f"  tick every {tick['period_ns']} ns, acknowledged in {tick['ack']}")
+    if machine["kernel_arguments"]:
+        console.print(f"  kernel arguments added: {machine['kernel_arguments']}")
+    rules = machine["mmio_rules"]
+    for rule in rules[:RULES_SHOWN]:
+        value = {key: item for key, item in rule.items() if key not in ("address", "kind")}
+        console.print(f"  reads of {rule['address']}: {rule['kind']} {value or ''}".rstrip(), highlight=False)
+    if len(rules) > RULES_SHOWN:
+        console.print(f"  ... {len(rules) - RULES_SHOWN} more pinned addresses (--json lists them)")
     for nop in machine["nops"]:
         console.print(f"  NOP {nop['function']} returns {nop['returns']}")
     console.print("[bold]how it was found[/]:")

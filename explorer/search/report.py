@@ -74,6 +74,15 @@ def machine_summary(state: State) -> dict[str, Any]:
             }
             for nop in state.nops
         ],
+        "kernel_arguments": state.boot.cmdline,
+        "tick": (
+            {
+                "period_ns": state.tick.period_ns,
+                "ack": f"{state.tick.ack_base:#x}+{state.tick.ack_size:#x}",
+            }
+            if state.HasField("tick")
+            else None
+        ),
         "seed": state.seed,
         "instruction_budget": state.instruction_budget,
     }
