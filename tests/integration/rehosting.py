@@ -18,9 +18,11 @@ from explorer.firmware.model import Firmware
 from explorer.runner.boards import vexpress_a9
 from explorer.runner.config import to_json
 from explorer.runner.kernel_hooks import MILESTONES as MILESTONES  # re-exported for the plugin tests
-from explorer.runner.kernel_hooks import watching_kernel
-from explorer.runner.launch import config_plugin_arguments
+from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
+from explorer.runner.launch import Plugin, RunnerLimits, config_plugin_arguments, run
 from explorer.runner.machine_config_pb2 import MachineConfig
+from explorer.runner.rehost_pb2 import RunResult
+from explorer.search.state import State, Target, bootable
 
 REPO = Path(__file__).resolve().parents[2]
 BOOT_DEADLINE_SECONDS = 120  # a hang guard, not a performance claim: user space takes about 5 s
@@ -142,3 +144,19 @@ def run_plugin(qemu_build: Path, command: list[str], arguments: str) -> PluginRu
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     return PluginRun(tuple(line for line in completed.stderr.splitlines() if line.startswith("rehost: ")))
+
+
+def boot_state(
+    state: State,
+    target: Target,
+    firmware: Firmware,
+    qemu_build: Path,
+    deadline: float = 240,
+    stuck_reads: int | None = None,
+) -> RunResult:
+    """One run of a search state, as the search boots it (`stuck_reads`: the test's own limit)."""
+    config = bootable(state, target, firmware)
+    if stuck_reads is not None:
+        config.stuck_reads = stuck_reads
+    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    return run(config, qemu_build, plugin=plugin, limits=RunnerLimits(deadline_seconds=deadline)).result

@@ -20,13 +20,11 @@ import pytest
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
-from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import Plugin, RunnerLimits, run
 from explorer.runner.machine_config_pb2 import MmioRule
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.search.initial import initial_state
-from explorer.search.state import State, Target, bootable
-from tests.integration.rehosting import rehosting_command, vexpress_a9_config
+from explorer.search.state import State, Target
+from tests.integration.rehosting import boot_state, rehosting_command, vexpress_a9_config
 
 pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
 
@@ -58,16 +56,6 @@ def ticking_state(firmware: Firmware, target: Target, ack_base: int, ack_size: i
     return state
 
 
-def boot(state: State, target: Target, firmware: Firmware, qemu_build: Path) -> RunResult:
-    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
-    return run(
-        bootable(state, target, firmware),
-        qemu_build,
-        plugin=plugin,
-        limits=RunnerLimits(deadline_seconds=240),
-    ).result
-
-
 def functions_at(result: RunResult, firmware: Firmware, address: int, is_write: bool) -> set[str]:
     """The functions that accessed `address` (reads or writes)."""
     return {
@@ -89,7 +77,7 @@ def test_ticks_reach_the_timer_handler_and_am335x_boots_to_user_space(
 ) -> None:
     target = am335x_target(corpus)
     firmware = ingest(target.kernel, dtb=target.dtb)
-    result = boot(ticking_state(firmware, target, ack_base, ack_size), target, firmware, qemu_build)
+    result = boot_state(ticking_state(firmware, target, ack_base, ack_size), target, firmware, qemu_build)
     assert result.exit.reason == ExitReason.EXIT_USER_SPACE, result.exit
     assert "omap_intc_handle_irq" in functions_at(result, firmware, INTC_SIR, is_write=False)
     # The clock event's handler acknowledged the timer (IRQSTATUS, 0x28): the tick was its interrupt.
@@ -101,7 +89,7 @@ def test_a_ticking_boot_replays_instruction_for_instruction(qemu_build: Path, co
     target = am335x_target(corpus)
     firmware = ingest(target.kernel, dtb=target.dtb)
     state = ticking_state(firmware, target, INTC_BASE, INTC_SIZE)
-    first, second = (boot(state, target, firmware, qemu_build) for _ in range(2))
+    first, second = (boot_state(state, target, firmware, qemu_build) for _ in range(2))
     assert first.exit == second.exit
     assert list(first.initcalls) == list(second.initcalls)
     assert list(first.mmio_accesses) == list(second.mmio_accesses)

@@ -13,15 +13,12 @@ import pytest
 
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
-from explorer.firmware.model import Firmware
-from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import Plugin, RunnerLimits, run
-from explorer.runner.rehost_pb2 import RunResult
 from explorer.search.initial import initial_state
 from explorer.search.operators import Context, Evaluated
 from explorer.search.operators.devices import propose
 from explorer.search.score import Score, score
-from explorer.search.state import State, Target, bootable, state_id
+from explorer.search.state import Target, state_id
+from tests.integration.rehosting import boot_state
 
 pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
 
@@ -32,16 +29,6 @@ MAX_ROUNDS = 3
 # armmp needs to reach user space here (3.53e9 instructions), so the stuck first boot is shorter.
 TEST_BUDGET = 4_500_000_000
 SETUP_ARCH_BUDGET = 2_500_000_000
-
-
-def boot(state: State, target: Target, firmware: Firmware, qemu_build: Path) -> RunResult:
-    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
-    return run(
-        bootable(state, target, firmware),
-        qemu_build,
-        plugin=plugin,
-        limits=RunnerLimits(deadline_seconds=180),
-    ).result
 
 
 @pytest.mark.parametrize(
@@ -68,7 +55,7 @@ def test_the_initial_state_runs_each_corpus_kernel_into_setup_arch(
     state = initial_state(firmware, target, seed=1)
     assert state.cpu == cpu and not state.devices and not state.HasField("interrupt_controller")
     state.instruction_budget = SETUP_ARCH_BUDGET
-    reached = {milestone.name for milestone in boot(state, target, firmware, qemu_build).milestones}
+    reached = {milestone.name for milestone in boot_state(state, target, firmware, qemu_build).milestones}
     assert {"start_kernel", "setup_arch"} <= reached
 
 
@@ -89,7 +76,7 @@ def test_armmp_on_vexpress_reaches_user_space_from_nothing_with_device_discovery
     mapped: list[str] = []
     made_by = None
     for _ in range(MAX_ROUNDS):
-        result = boot(state, target, firmware, qemu_build)
+        result = boot_state(state, target, firmware, qemu_build)
         scores.append(score(result))
         if scores[-1].user_space:
             break
@@ -116,7 +103,7 @@ def test_a_gic_400_board_gets_an_a15mpcore_block_and_boots_further(qemu_build: P
     )
     firmware = ingest(target.kernel, dtb=target.dtb)
     state = initial_state(firmware, target, seed=1)
-    result = boot(state, target, firmware, qemu_build)
+    result = boot_state(state, target, firmware, qemu_build)
     children = propose(Context(firmware, target, (Evaluated(state_id(state), state, result),)))
     assert children and children[0].state.interrupt_controller.type == "a15mpcore_priv"
-    assert score(boot(children[0].state, target, firmware, qemu_build)) > score(result)
+    assert score(boot_state(children[0].state, target, firmware, qemu_build)) > score(result)

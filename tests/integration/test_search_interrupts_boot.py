@@ -16,15 +16,13 @@ import pytest
 
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
-from explorer.firmware.model import Firmware
-from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import Plugin, RunnerLimits, run
-from explorer.runner.rehost_pb2 import ExitReason, RunResult
+from explorer.runner.rehost_pb2 import ExitReason
 from explorer.search.initial import initial_state
 from explorer.search.operators import Child, Context, Evaluated
 from explorer.search.operators.interrupts import propose
 from explorer.search.score import score
-from explorer.search.state import State, Target, bootable, state_id
+from explorer.search.state import Target, state_id
+from tests.integration.rehosting import boot_state
 
 pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
 
@@ -38,15 +36,6 @@ STALL_DEADLINE_SECONDS = 120
 TEST_STUCK_READS = 300_000
 
 
-def boot(
-    state: State, target: Target, firmware: Firmware, qemu_build: Path, deadline: float = 240
-) -> RunResult:
-    config = bootable(state, target, firmware)
-    config.stuck_reads = TEST_STUCK_READS
-    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
-    return run(config, qemu_build, plugin=plugin, limits=RunnerLimits(deadline_seconds=deadline)).result
-
-
 def test_a_tick_and_the_pinned_handler_register_take_am335x_from_a_stall_to_user_space(
     qemu_build: Path, corpus: Corpus
 ) -> None:
@@ -58,14 +47,16 @@ def test_a_tick_and_the_pinned_handler_register_take_am335x_from_a_stall_to_user
     )
     firmware = ingest(target.kernel, dtb=target.dtb)
     state = initial_state(firmware, target, seed=1)
-    stalled = boot(state, target, firmware, qemu_build, deadline=STALL_DEADLINE_SECONDS)
+    stalled = boot_state(
+        state, target, firmware, qemu_build, deadline=STALL_DEADLINE_SECONDS, stuck_reads=TEST_STUCK_READS
+    )
     assert stalled.exit.reason == ExitReason.EXIT_TIMEOUT
     assert "calibrate_delay" in {milestone.name for milestone in stalled.milestones}
 
     lineage = (Evaluated(state_id(state), state, stalled),)
     (tick,) = propose(Context(firmware, target, lineage))
     assert tick.detail["step"] == "tick" and tick.detail["controller"] == "/ocp/interrupt-controller@48200000"
-    ticking = boot(tick.state, target, firmware, qemu_build)
+    ticking = boot_state(tick.state, target, firmware, qemu_build, stuck_reads=TEST_STUCK_READS)
     # The handler ran on every tick, reading a pending interrupt that named no timer.
     assert "0x48200040" in ticking.exit.detail
 
@@ -74,7 +65,7 @@ def test_a_tick_and_the_pinned_handler_register_take_am335x_from_a_stall_to_user
     assert pins and all(pin.detail["step"] == "pin" for pin in pins)
     # timer2, the clock event (the most registers programmed), comes first: interrupt 68.
     assert (pins[0].detail["register"], pins[0].detail["value"]) == (0x48200040, 68)
-    pinned = boot(pins[0].state, target, firmware, qemu_build)
+    pinned = boot_state(pins[0].state, target, firmware, qemu_build, stuck_reads=TEST_STUCK_READS)
 
     before, after = score(stalled), score(pinned)
     assert after.user_space and not before.user_space

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from explorer.firmware.model import Arch, Endian, Firmware, Symbol, SymbolTable
+from explorer.firmware.model import Firmware, Symbol, SymbolTable
 from explorer.runner.config import validate
 from explorer.runner.kernel_hooks import MILESTONES, kernel_hooks, watching_kernel
 from explorer.runner.machine_config_pb2 import Hook, HookKind, MachineConfig
+from tests.helpers import arm_firmware
 
 PAGE_OFFSET = 0xC0000000
 NAMES = (
@@ -23,22 +24,7 @@ NAMES = (
 
 def firmware(names: tuple[str, ...], page_offset: int | None = PAGE_OFFSET) -> Firmware:
     symbols = tuple(Symbol(0xC0100000 + 0x100 * index, "T", name) for index, name in enumerate(names))
-    return Firmware(
-        sha256="0" * 64,
-        size=0,
-        arch=Arch.ARM,
-        endian=Endian.LITTLE,
-        cpu_class="ARMv7",
-        version=None,
-        layers=(),
-        page_offset=page_offset,
-        load_address=None,
-        entry=None,
-        symbols=SymbolTable(symbols, "kallsyms", 0xC0100000, "hand-made"),
-        machines=(),
-        device_tree=None,
-        image_size=0,
-    )
+    return arm_firmware(symbols, page_offset=page_offset)
 
 
 def arm_config() -> MachineConfig:

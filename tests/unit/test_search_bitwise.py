@@ -7,11 +7,12 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from explorer.firmware.model import Arch, Endian, Firmware, Symbol, SymbolTable
+from explorer.firmware.model import Firmware, Symbol, SymbolTable
 from explorer.runner.machine_config_pb2 import MmioRule
 from explorer.runner.rehost_pb2 import CallStack, Exit, ExitReason, Frame, HotLoop, RunResult
 from explorer.search.operators import Child, Context, Evaluated, bitwise
 from explorer.search.state import State, Target, canonical_bytes
+from tests.helpers import arm_firmware
 
 # Shared cores: how long an example takes says nothing about the operator.
 UNTIMED = settings(deadline=None)
@@ -36,22 +37,7 @@ OTHER_LOOP_START, OTHER_POLL_PC = 0xC0300010, 0xC0300014
 
 
 def firmware() -> Firmware:
-    return Firmware(
-        sha256="0" * 64,
-        size=0,
-        arch=Arch.ARM,
-        endian=Endian.LITTLE,
-        cpu_class="ARMv7",
-        version=None,
-        layers=(),
-        page_offset=0xC0000000,
-        load_address=None,
-        entry=None,
-        symbols=SYMBOLS,
-        machines=(),
-        device_tree=None,
-        image_size=0,
-    )
+    return arm_firmware(symbols=SYMBOLS.symbols)
 
 
 def base_state() -> State:

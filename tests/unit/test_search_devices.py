@@ -6,13 +6,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from explorer.firmware.model import (
-    Arch,
     DeviceTreeFacts,
     DtDevice,
-    Endian,
     Firmware,
     Symbol,
-    SymbolTable,
 )
 from explorer.runner.machine_config_pb2 import Device, MmioRule
 from explorer.runner.rehost_pb2 import MmioAccess, RunResult
@@ -20,6 +17,7 @@ from explorer.search.models import gic_irq_count, placement
 from explorer.search.operators import Child, Context, Evaluated
 from explorer.search.operators.devices import propose
 from explorer.search.state import State, canonical_bytes, state_id
+from tests.helpers import arm_firmware
 
 GIC_PATH = "/interrupt-controller@1e001000"
 GIC = DtDevice(
@@ -41,22 +39,7 @@ def firmware(devices: tuple[DtDevice, ...] | None) -> Firmware:
         if devices is not None
         else None
     )
-    return Firmware(
-        sha256="0" * 64,
-        size=0,
-        arch=Arch.ARM,
-        endian=Endian.LITTLE,
-        cpu_class="ARMv7",
-        version=None,
-        layers=(),
-        page_offset=0xC0000000,
-        load_address=None,
-        entry=None,
-        symbols=SymbolTable(SYMBOLS, "kallsyms", 0xC0008000, "hand-made"),
-        machines=(),
-        device_tree=tree,
-        image_size=0,
-    )
+    return arm_firmware(SYMBOLS, device_tree=tree)
 
 
 def machine() -> State:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from explorer.firmware.model import Arch, Endian, Firmware, SymbolTable
 from explorer.runner.kernel_hooks import MILESTONES
 from explorer.runner.machine_config_pb2 import MachineConfig, Nop
 from explorer.runner.rehost_pb2 import Exit, ExitReason, Milestone, RunResult
@@ -23,23 +22,9 @@ from explorer.search.executor import Job, Outcome
 from explorer.search.operators import Child, Context
 from explorer.search.state import Target, derive, parse_state
 from explorer.store import Store
+from tests.helpers import arm_firmware
 
-FIRMWARE = Firmware(
-    sha256="0" * 64,
-    size=0,
-    arch=Arch.ARM,
-    endian=Endian.LITTLE,
-    cpu_class="ARMv7",
-    version=None,
-    layers=(),
-    page_offset=None,
-    load_address=None,
-    entry=None,
-    symbols=SymbolTable((), "none", 0, "a test"),
-    machines=(),
-    device_tree=None,
-    image_size=0,
-)
+FIRMWARE = arm_firmware(page_offset=None)
 TARGET = Target(kernel=Path("/nonexistent/zImage"))
 INITIAL = MachineConfig(target="arm", cpu="cortex-a9", seed=7)
 

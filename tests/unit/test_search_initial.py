@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from explorer.errors import BadInput
-from explorer.firmware.model import Arch, DeviceTreeFacts, DtDevice, Endian, Firmware, SymbolTable
+from explorer.firmware.model import Arch, DeviceTreeFacts, DtDevice, Endian, Firmware
 from explorer.search.initial import (
     DEFAULT_RAM_BYTES,
     INSTRUCTION_BUDGET,
@@ -19,6 +19,7 @@ from explorer.search.initial import (
     initial_state,
 )
 from explorer.search.state import Target, state_id
+from tests.helpers import arm_firmware
 
 
 def firmware(
@@ -42,21 +43,12 @@ def firmware(
         bootargs=None,
         stdout_path=None,
     )
-    return Firmware(
-        sha256="0" * 64,
-        size=0,
+    return arm_firmware(
         arch=arch,
         endian=endian,
         cpu_class=cpu_class,
-        version=None,
-        layers=(),
-        page_offset=0xC0000000,
         load_address=load_address,
-        entry=None,
-        symbols=SymbolTable((), "kallsyms", 0xC0008000, "hand-made"),
-        machines=(),
         device_tree=tree if with_tree else None,
-        image_size=0,
     )
 
 

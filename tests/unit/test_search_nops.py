@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from explorer.firmware.model import Arch, Endian, Firmware, Symbol, SymbolTable
+from explorer.firmware.model import Symbol
 from explorer.runner.rehost_pb2 import CallStack, Exit, ExitReason, Frame, RunResult
 from explorer.search.operators import Child, Context, Evaluated
 from explorer.search.operators.nops import (
@@ -21,6 +21,7 @@ from explorer.search.operators.nops import (
     stack_similarity,
 )
 from explorer.search.state import State, Target, state_id
+from tests.helpers import arm_firmware
 
 # Functions of the stacks measured on armmp (nops.py's docstring), plus made-up drivers (foo, bar).
 NAMES = (
@@ -56,27 +57,7 @@ NAMES = (
 )
 FAILING_CODE = [name for name in NAMES if not is_panic_path(name) and name not in BOUNDARY | TRAMPOLINES]
 ADDRESS = {name: 0xC0300000 + 0x1000 * index for index, name in enumerate(NAMES)}
-FIRMWARE = Firmware(
-    sha256="0" * 64,
-    size=0,
-    arch=Arch.ARM,
-    endian=Endian.LITTLE,
-    cpu_class="ARMv7",
-    version=None,
-    layers=(),
-    page_offset=0xC0000000,
-    load_address=None,
-    entry=None,
-    symbols=SymbolTable(
-        tuple(Symbol(address, "T", name) for name, address in ADDRESS.items()),
-        "kallsyms",
-        0xC0300000,
-        "hand-made",
-    ),
-    machines=(),
-    device_tree=None,
-    image_size=0,
-)
+FIRMWARE = arm_firmware(tuple(Symbol(address, "T", name) for name, address in ADDRESS.items()))
 ARCH_TIMER_PANIC = (
     "panic",
     "make_task_dead",
