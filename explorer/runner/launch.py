@@ -35,9 +35,12 @@ from explorer.runner.result import BoundedBytes, ResultBounds, ResultBuilder
 
 # Deterministic time: the guest clock advances with instructions (2**4 ns each), never with
 # the host's; the RTC starts at a fixed date and runs on that same clock.
+# Guest time per instruction under DETERMINISTIC_TIME: 2**shift ns.
+ICOUNT_SHIFT = 4
+GUEST_NS_PER_INSTRUCTION = 1 << ICOUNT_SHIFT
 DETERMINISTIC_TIME = (
     "-icount",
-    "shift=4,align=off,sleep=off",
+    f"shift={ICOUNT_SHIFT},align=off,sleep=off",
     "-rtc",
     "base=2020-01-01T00:00:00,clock=vm",
 )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from explorer.firmware.model import Firmware
 from explorer.runner.kernel_hooks import watching_kernel
+from explorer.runner.launch import GUEST_NS_PER_INSTRUCTION
 from explorer.runner.machine_config_pb2 import MachineConfig
 
 # Hex digits of a state id shown to people (the full id is 64).
@@ -106,4 +107,7 @@ def bootable(state: State, target: Target, firmware: Firmware) -> MachineConfig:
         config.boot.board_id.value = target.board_id
     config.mmio_event_limit = SEARCH_MMIO_EVENT_LIMIT
     config.stuck_reads = SEARCH_STUCK_READS
+    # A guest idle with no timer armed ends when its clock reaches the time its instruction
+    # budget stands for, instead of at the wall-clock deadline.
+    config.idle_deadline_ns = state.instruction_budget * GUEST_NS_PER_INSTRUCTION
     return watching_kernel(config, firmware)

@@ -17,6 +17,8 @@
  *   "random_unruled_reads": false           addresses without a rule read 0, or seeded random
  *   "events_fd": N, "mmio_event_limit": M   the first M accesses (EVENTS_PER_SITE per address,
  *                                           pc and direction) go to fd N as MmioAccess events
+ *   "idle_deadline_ns": T                   end the run (EXIT_BUDGET, "idle: ...") when the
+ *                                           CPU waits for an interrupt at guest time T (0: never)
  *   "stuck_reads": R                        end the run (EXIT_BUDGET, "stuck: ...") once one
  *                                           address has been read R times (0: never)
  *   "boot": {"kernel", "initrd", "dtb", "cmdline"}   paths and the command line
@@ -31,6 +33,7 @@
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/log.h"
+#include "qemu/timer.h"
 #include "qobject/qbool.h"
 #include "qobject/qjson.h"
 #include "qobject/qnum.h"
@@ -171,6 +174,8 @@ QDict *rehosting_config_get_dict(const RehostingConfig *config,
 #define EVENTS_PER_SITE 8
 /* Generous for the largest Event the machine writes (an Exit naming a poll) and its length. */
 #define MMIO_FRAME_MAX 128
+/* Guest time between two looks at a CPU that was busy at idle_deadline_ns. */
+#define IDLE_RECHECK_NS 100000000
 /* Addresses whose reads are counted for stuck_reads: beyond, new addresses are not watched. */
 #define STUCK_ADDRESSES_MAX 65536
 
@@ -454,6 +459,36 @@ void rehosting_start_tick(RehostingConfig *config, qemu_irq irq)
     timer_mod_ns(tick->timer, tick->deadline);
 }
 
+/*
+ * Under icount with sleep=off an idle CPU makes the guest clock jump to the next timer, so a
+ * guest waiting for an interrupt nobody will raise waits for the host, until the driver's
+ * wall-clock deadline. This timer is then the next one: at idle_deadline_ns of guest time, a
+ * CPU that waits for an interrupt ends the run (as a spent budget). A busy CPU is left to the
+ * instruction budget and looked at again later. Timers fire at fixed instruction counts under
+ * icount, so the run ends at the same point every time.
+ */
+static void end_run_if_idle(void *opaque)
+{
+    RehostingConfig *config = opaque;
+    Explorer__Rehost__Exit exit_message = EXPLORER__REHOST__EXIT__INIT;
+    Explorer__Rehost__Event event = EXPLORER__REHOST__EVENT__INIT;
+    int64_t now = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
+    g_autofree char *detail = NULL;
+
+    if (!first_cpu->halted) {
+        timer_mod_ns(config->idle_timer, now + IDLE_RECHECK_NS);
+        return;
+    }
+    detail = g_strdup_printf("idle: the guest waited for an interrupt until "
+                             "its clock reached %" PRId64 " ms", now / 1000000);
+    exit_message.reason = EXPLORER__REHOST__EXIT_REASON__EXIT_BUDGET;
+    exit_message.detail = detail;
+    event.kind_case = EXPLORER__REHOST__EVENT__KIND_EXIT;
+    event.exit = &exit_message;
+    write_event_frame(config, &event);
+    qemu_system_shutdown_request(SHUTDOWN_CAUSE_GUEST_SHUTDOWN);
+}
+
 static uint64_t unmapped_read(void *opaque, hwaddr addr, unsigned size)
 {
     RehostingConfig *config = opaque;
@@ -654,6 +689,12 @@ void rehosting_map_catch_all(RehostingConfig *config, Object *owner)
     config->random_unruled_reads = random_unruled &&
         qbool_get_bool(qobject_to(QBool, random_unruled));
     load_events_fd(config);
+    config->idle_deadline_ns = optional_u64(config, "idle_deadline_ns", 0);
+    if (config->idle_deadline_ns && config->events_fd >= 0) {
+        config->idle_timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, end_run_if_idle,
+                                          config);
+        timer_mod_ns(config->idle_timer, config->idle_deadline_ns);
+    }
     load_mmio_rules(config);
     config->event_sites = g_hash_table_new_full(event_site_hash,
                                                 event_site_equal, g_free,

@@ -49,6 +49,8 @@ typedef struct RehostingConfig {
     uint64_t stuck_reads;       /* 0: a run never ends for polling */
     GHashTable *read_counts;    /* address -> reads, while stuck_reads is set */
     RehostingTick tick;
+    uint64_t idle_deadline_ns;  /* 0: an idle guest waits for the driver's deadline */
+    QEMUTimer *idle_timer;
 
     hwaddr first_ram_base;
     uint64_t first_ram_size;
