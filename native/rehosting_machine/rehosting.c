@@ -17,8 +17,9 @@
  *   "random_unruled_reads": false           addresses without a rule read 0, or seeded random
  *   "events_fd": N, "mmio_event_limit": M   the first M accesses (EVENTS_PER_SITE per address,
  *                                           pc and direction) go to fd N as MmioAccess events
- *   "idle_deadline_ns": T                   end the run (EXIT_BUDGET, "idle: ...") when the
- *                                           CPU waits for an interrupt at guest time T (0: never)
+ *   "idle_deadline_ns": T                   from guest time T on, end the run (EXIT_BUDGET,
+ *                                           "idle: ...") when the CPU waits for an interrupt
+ *                                           with no timer armed (or at 4 T) (0: never)
  *   "stuck_reads": R                        end the run (EXIT_BUDGET, "stuck: ...") once one
  *                                           address has been read R times (0: never)
  *   "boot": {"kernel", "initrd", "dtb", "cmdline"}   paths and the command line
@@ -174,8 +175,10 @@ QDict *rehosting_config_get_dict(const RehostingConfig *config,
 #define EVENTS_PER_SITE 8
 /* Generous for the largest Event the machine writes (an Exit naming a poll) and its length. */
 #define MMIO_FRAME_MAX 128
-/* Guest time between two looks at a CPU that was busy at idle_deadline_ns. */
+/* Guest time between two looks at a CPU that was busy, or had timers, at idle_deadline_ns. */
 #define IDLE_RECHECK_NS 100000000
+/* A guest idling between ticks ends at this many times idle_deadline_ns of its time. */
+#define IDLE_GUEST_TIME_FACTOR 4
 /* Addresses whose reads are counted for stuck_reads: beyond, new addresses are not watched. */
 #define STUCK_ADDRESSES_MAX 65536
 
@@ -462,10 +465,11 @@ void rehosting_start_tick(RehostingConfig *config, qemu_irq irq)
 /*
  * Under icount with sleep=off an idle CPU makes the guest clock jump to the next timer, so a
  * guest waiting for an interrupt nobody will raise waits for the host, until the driver's
- * wall-clock deadline. This timer is then the next one: at idle_deadline_ns of guest time, a
- * CPU that waits for an interrupt ends the run (as a spent budget). A busy CPU is left to the
- * instruction budget and looked at again later. Timers fire at fixed instruction counts under
- * icount, so the run ends at the same point every time.
+ * wall-clock deadline. This timer is then the next one. From idle_deadline_ns of guest time on,
+ * a halted CPU with no other timer armed ends the run: nothing can ever wake it. A guest that
+ * still has timers (a tick, a modelled timer) runs on, until its instruction budget or, should
+ * it idle between ticks for ever, until IDLE_GUEST_TIME_FACTOR times that guest time. Timers
+ * fire at fixed instruction counts under icount, so the run ends at the same point every time.
  */
 static void end_run_if_idle(void *opaque)
 {
@@ -473,14 +477,20 @@ static void end_run_if_idle(void *opaque)
     Explorer__Rehost__Exit exit_message = EXPLORER__REHOST__EXIT__INIT;
     Explorer__Rehost__Event event = EXPLORER__REHOST__EVENT__INIT;
     int64_t now = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
+    bool nothing_armed = qemu_clock_deadline_ns_all(QEMU_CLOCK_VIRTUAL,
+                                                    QEMU_TIMER_ATTR_ALL) < 0;
+    bool out_of_time = now >= config->idle_deadline_ns * IDLE_GUEST_TIME_FACTOR;
     g_autofree char *detail = NULL;
 
-    if (!first_cpu->halted) {
+    if (!first_cpu->halted || !(nothing_armed || out_of_time)) {
         timer_mod_ns(config->idle_timer, now + IDLE_RECHECK_NS);
         return;
     }
-    detail = g_strdup_printf("idle: the guest waited for an interrupt until "
-                             "its clock reached %" PRId64 " ms", now / 1000000);
+    detail = g_strdup_printf(nothing_armed ?
+                             "idle: the guest waited for an interrupt with no "
+                             "timer armed at %" PRId64 " ms of its time" :
+                             "idle: the guest's clock reached %" PRId64 " ms",
+                             now / 1000000);
     exit_message.reason = EXPLORER__REHOST__EXIT_REASON__EXIT_BUDGET;
     exit_message.detail = detail;
     event.kind_case = EXPLORER__REHOST__EVENT__KIND_EXIT;
