@@ -265,3 +265,18 @@ def test_a_search_looks_through_other_operators_steps_in_between() -> None:
     )
     # Still the same loop, nothing changed: bit 0 was a dead end, not a fresh spin to search again.
     assert bitwise.propose(context(*lineage)) == []
+
+
+def test_several_polled_addresses_also_get_a_child_pinning_each_to_its_last_value() -> None:
+    run = spinning_run(polled=(SYSSTATUS, SYSCONFIG))
+    run.mmio_accesses.add(address=SYSCONFIG, size=4, value=0x1234, pc=POLL_PC, order=99)
+    (steady,) = [
+        child
+        for child in bitwise.propose(context(evaluated(base_state(), run)))
+        if child.detail["kind"] == "steady"
+    ]
+    assert rule_at(steady.state, SYSSTATUS).constant == 0
+    assert rule_at(steady.state, SYSCONFIG).constant == 0x1234
+    assert "so reads agree" in steady.reason
+    single = bitwise.propose(context(evaluated(base_state(), spinning_run())))
+    assert all(child.detail["kind"] != "steady" for child in single)

@@ -74,7 +74,7 @@ def propose(context: Context) -> list[Child]:
     searched = {int(made_by.detail["address"]) for made_by in history}
     unsearched = [address for address in spin.polled if address not in searched]
     if not history:
-        return _register_search(current, spin, unsearched[0], "")
+        return [*_steady(current, spin), *_register_search(current, spin, unsearched[0], "")]
     latest = history[0].detail
     polled_before = [int(address) for address in latest["polled"]]
     new_polls = [address for address in unsearched if address not in polled_before]
@@ -145,6 +145,39 @@ def _register_search(current: Evaluated, spin: NamedHotLoop, address: int, why: 
     candidates = [("zero", ()), ("ones", tuple(range(register.width_bits)))]
     candidates += [("bit", (bit,)) for bit in range(register.width_bits)]
     return [_child(current, spin, register, kind, bits, why) for kind, bits in candidates]
+
+
+def _steady(current: Evaluated, spin: NamedHotLoop) -> list[Child]:
+    """With several polled addresses, one more child: each pinned to the last value it read.
+
+    Some loops wait for no bit at all but for agreement: read a clock's date and time until two
+    reads in a row agree (sunxi_rtc_gettime), which random answers never give and a search of one
+    register at a time gives only a generation per register later.
+    """
+    if len(spin.polled) < 2:
+        return []
+    last_read = {
+        access.address: access.value
+        for access in sorted(current.result.mmio_accesses, key=lambda access: access.order)
+        if not access.is_write and access.address in spin.polled
+    }
+    rules = [MmioRule(address=address, constant=last_read.get(address, 0)) for address in spin.polled]
+    state = current.state
+    for rule in rules:
+        state = _with_rule(state, rule)
+    polled = ", ".join(f"0x{address:x}" for address in spin.polled)
+    detail = {
+        "loop": spin.start.address,
+        "function": spin.start.function,
+        "address": spin.polled[0],
+        "kind": "steady",
+        "bits": [],
+        "value": last_read.get(spin.polled[0], 0),
+        "rule": "constant",
+        "polled": list(spin.polled),
+    }
+    reason = f"spins in {spin.start.function} polling {polled}: pin each to its last value, so reads agree"
+    return [Child(state=state, operator=OPERATOR, reason=reason, detail=detail)]
 
 
 def _pairs(
