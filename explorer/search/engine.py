@@ -3,11 +3,12 @@
 Phases of one generation (Hypothesis-style: each a method, each with its invariant):
   choose   the strategy picks a frontier entry (seeded by the search seed and generation number);
   propose  the operators turn it and its lineage into children, tier by tier: first the
-           structural ones (device discovery, value collapse); only when they have nothing new
-           is the state *stalled*, and the cheap fixes (kernel arguments) are asked, and only
-           when those have nothing either, the searches that cost a generation of 30+ runs
-           (bitwise values, NOP escalation): as the original design does, a spin loop or a
-           panic is examined once nothing simpler is left;
+           structural ones (device discovery from the device tree and from ISA ports, value
+           collapse); only when they have nothing new is the state *stalled*, and the cheap
+           fixes (kernel arguments, a timer tick) are asked, and only when those have nothing
+           either, the searches that cost a generation of 30+ runs (bitwise values, NOP
+           escalation): as the original design does, a spin loop or a panic is examined once
+           nothing simpler is left;
   run      the executor boots every new child (children already stored are never booted again:
            a state's run is a function of the state);
   commit   one store transaction: the children, their edges (parent, operator, reason), their
@@ -43,6 +44,7 @@ from explorer.search.operators import (
     collapse,
     devices,
     interrupts,
+    isa,
     kernel_arguments,
     nops,
 )
@@ -55,7 +57,7 @@ from explorer.store import EdgeRecord, FrontierEntry, Generation, RunRecord, Sto
 @dataclass(frozen=True)
 class OperatorPhases:
     # Asked first, for every state.
-    structural: tuple[Operator, ...] = (devices.propose, collapse.propose)
+    structural: tuple[Operator, ...] = (devices.propose, isa.propose, collapse.propose)
     # Asked in turn while the tiers before have nothing new for a state (which is then stalled).
     stall_tiers: tuple[tuple[Operator, ...], ...] = (
         (kernel_arguments.propose, interrupts.propose),
