@@ -24,6 +24,11 @@ LAYOUTS = (
     "tables-first-absolute",
 )
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyz_0123456789"
+EVERY_KERNEL_HAS = (
+    "start_kernel", "setup_arch", "do_one_initcall", "kernel_init", "rest_init", "panic",
+    "printk_sprint", "memcpy", "memset", "strcmp", "schedule", "mutex_lock", "kmalloc_trace",
+    "platform_driver_register", "of_find_property", "irq_domain_add", "clk_prepare_enable",
+)  # fmt: skip
 
 
 def _tokens(names: list[str]) -> list[str]:
@@ -115,7 +120,12 @@ def build_kallsyms(
 @st.composite
 def symbol_tables(draw: st.DrawFn, percpu: bool = False) -> list[Symbol]:
     count = draw(st.integers(16, 700))
-    names = draw(st.lists(st.text(NAME_CHARS, min_size=1, max_size=40), min_size=count, max_size=count))
+    # C identifiers (a letter or underscore first), and among them names every kernel has: a
+    # table of a few names over three characters ("a0", "a0", "b") is no kernel's table, and
+    # the locator rightly finds none in it.
+    identifiers = st.builds(str.__add__, st.sampled_from(NAME_CHARS[:27]), st.text(NAME_CHARS, max_size=39))
+    names = [*EVERY_KERNEL_HAS, *draw(st.lists(identifiers, min_size=count, max_size=count))]
+    count = len(names)
     gaps = draw(st.lists(st.integers(1, 0x400), min_size=count, max_size=count))
     start = draw(st.integers(0x80000000, 0xC0000000)) & ~3
     addresses = [start + sum(gaps[: i + 1]) * 4 for i in range(count)]
