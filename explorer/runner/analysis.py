@@ -19,9 +19,6 @@ from explorer.runner.rehost_pb2 import ExitReason, HotLoop, RunResult
 # How much of the end of a run a summary shows.
 LAST_INITCALLS = 5
 LOG_TAIL_LINES = 10
-# A call's return address is the instruction after it: up to two instructions past a loop's
-# last one (the backward branch) still mean a call from inside the loop (MIPS: its delay slot).
-LOOP_RETURN_SLACK = 8
 
 
 @dataclass(frozen=True)
@@ -229,17 +226,13 @@ def _reads_by_callees_at_exit(result: RunResult, loop: HotLoop, symbols: SymbolT
     """MMIO addresses the run kept reading at its end, when it ended spinning in this loop.
 
     A poll often reads through helpers (rockchip_pll_wait_lock -> regmap_read -> ...), so the
-    read's pc is not in the loop. When the run ended inside a call made from the loop (a frame
-    on the call stack returns into the loop's range), the reads at the tail of the access stream
-    (after the last write) that repeat are what it polls. Nothing is attributed to a loop that
-    was not calling anything at the exit (calibrate_delay's three instructions read no device).
+    read's pc is not in the loop. When the loop's function is on the call stack at the exit, the
+    run ended in the loop, and the reads at the tail of the access stream (after the last write)
+    that repeat are what it polls. Nothing is attributed when the run did not end in the loop.
     """
     loop_function = symbols.containing(loop.start_pc)
-    calls_from_the_loop = any(
-        loop.start_pc <= frame.return_address <= loop.end_pc + LOOP_RETURN_SLACK
-        for frame in result.call_stack.frames
-    )
-    if loop_function is None or not calls_from_the_loop:
+    on_stack = {symbols.containing(frame.function) for frame in result.call_stack.frames}
+    if loop_function is None or loop_function not in on_stack:
         return ()
     tail: list[int] = []
     for access in reversed(result.mmio_accesses):
