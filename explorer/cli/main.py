@@ -21,11 +21,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from explorer.cli import boot, corpus, inspect, search
+    from explorer.cli import bench, boot, corpus, inspect, search
 
     inspect.register(app)
     boot.register(app)
     search.register(app)
+    bench.register(app)
     app.add_typer(corpus.app, name="corpus")
 
 

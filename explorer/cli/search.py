@@ -25,12 +25,13 @@ from explorer.firmware.model import Firmware
 from explorer.runner.config import write_config
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin, RunnerLimits, run
-from explorer.search.engine import GenerationReport, Search, SearchOptions
-from explorer.search.executor import LocalPool, Outcome, RunnerSetup
+from explorer.search.engine import GenerationReport, SearchOptions
+from explorer.search.executor import Outcome
 from explorer.search.report import search_summary, state_report
 from explorer.search.score import Score
+from explorer.search.session import create_search, resumed_session, run_search, runner_setup
 from explorer.search.state import SHORT_ID, Target, bootable, parse_state
-from explorer.search.strategy import STRATEGIES, strategy_named
+from explorer.search.strategy import STRATEGIES
 from explorer.store import Store
 
 QemuOption = Annotated[
@@ -117,7 +118,6 @@ def search(
     for path in (target.dtb, target.initrd):
         if path is not None and not path.is_file():
             raise BadInput(f"{path} is not a file")
-    facts = ingest(target.kernel, dtb=target.dtb)
     options = SearchOptions(
         budget_seconds=parse_duration(budget),
         workers=workers or os.cpu_count() or 1,
@@ -125,9 +125,8 @@ def search(
         seed=seed,
         instruction_budget=instruction_budget,
     )
-    strategy_named(strategy)
-    metadata = {"target": target.to_dict(), "options": options.to_dict(), "kernel_sha256": facts.sha256}
-    with Store.create(work, metadata) as store:
+    store, facts = create_search(work, target, options)
+    with store:
         _search(store, facts, target, options, qemu, work)
 
 
@@ -140,19 +139,7 @@ def resume(
     workers: Annotated[int, typer.Option(help="Runners at once [default: as the search was started].")] = 0,
 ) -> None:
     with Store.open(work, writer=True) as store:
-        metadata = store.metadata()
-        target = Target.from_dict(metadata["target"])
-        options = SearchOptions.from_dict(metadata["options"])
-        facts = ingest(target.kernel, dtb=target.dtb)
-        if facts.sha256 != metadata["kernel_sha256"]:
-            raise BadInput(
-                f"{target.kernel} changed since the search started: restore it or start a new search"
-            )
-        spent = float(store.counters().get("wall_seconds", 0.0))
-        remaining = parse_duration(budget) if budget else max(options.budget_seconds - spent, 0.0)
-        session = SearchOptions.from_dict(
-            {**options.to_dict(), "budget_seconds": remaining, "workers": workers or options.workers}
-        )
+        facts, target, session = resumed_session(store, parse_duration(budget) if budget else None, workers)
         _search(store, facts, target, session, qemu, work)
 
 
@@ -231,25 +218,18 @@ def _bootable(work: Path, prefix: str) -> tuple[Any, str]:
 def _search(
     store: Store, facts: Firmware, target: Target, options: SearchOptions, qemu: Path, work: Path
 ) -> None:
-    plugin_path = qemu / "lib" / "librehost.so"
-    if not plugin_path.is_file():
-        raise BadInput(
-            f"no rehost plugin at {plugin_path}: pass the directory `python native/build.py` prints"
-        )
-    setup = RunnerSetup(qemu, Plugin(plugin_path, STANDARD_OBSERVATION))
+    setup = runner_setup(qemu)
     console = Console(stderr=True)
     progress = _Progress(options, console)
-    pool = LocalPool(options.workers, setup)
     ended = "interrupted"
     try:
         if console.is_terminal:
             with Live(progress.render(), console=console, refresh_per_second=4) as live:
                 progress.live = live
-                ended = Search(store, facts, target, options, pool, progress).run()
+                ended = run_search(store, facts, target, options, setup, progress)
         else:
-            ended = Search(store, facts, target, options, pool, progress).run()
+            ended = run_search(store, facts, target, options, setup, progress)
     finally:
-        pool.close()
         summary = search_summary(store)
         milestone = "user space" if summary["reached_userspace"] else summary["furthest_milestone"] or "none"
         console.print(

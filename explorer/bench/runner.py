@@ -1,0 +1,217 @@
+"""The bench: every (firmware, strategy, repeat) of a set searched from scratch, results kept as they come.
+
+Layout under the output directory:
+
+    <out>/<set>/results.jsonl                             one JSON object per finished entry
+    <out>/<set>/<firmware>/<strategy>/<repeat>/           that entry's search (its store)
+
+An entry is a whole search (explorer.search.session, the same code `explorer search` runs) with
+seed = repeat, one at a time, each with the bench's workers. Invariants:
+- an entry is finished exactly when its line is in results.jsonl; a rerun skips it and never
+  touches its work directory again;
+- an entry with a store but no line was interrupted: a rerun resumes its search with what is left
+  of its budget (a search whose budget was spent ends at once, and only its line is written);
+- results.jsonl only grows, one complete line per entry, written and synced before the next entry
+  starts; a line torn by a kill is dropped before the next append.
+The bench never scores or interprets runs itself: its numbers come from the search's store
+(explorer.search.report).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from explorer.bench.sets import BenchFirmware, BenchSet
+from explorer.errors import StoreError
+from explorer.search.engine import Observer, SearchOptions
+from explorer.search.executor import RunnerSetup
+from explorer.search.report import machine_summary, search_summary
+from explorer.search.session import create_search, resumed_session, run_search
+from explorer.search.state import parse_state
+from explorer.search.strategy import strategy_named
+from explorer.store import Store
+
+RESULTS_FILE = "results.jsonl"
+STORE_FILE = "data.mdb"
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What to run on every firmware of a set."""
+
+    strategies: tuple[str, ...]
+    repeats: int
+    budget_seconds: float
+    workers: int
+
+    def __post_init__(self) -> None:
+        for strategy in self.strategies:
+            strategy_named(strategy)
+
+
+@dataclass(frozen=True)
+class Entry:
+    firmware: BenchFirmware
+    strategy: str
+    repeat: int
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.firmware.name, self.strategy, self.repeat)
+
+
+class BenchProgress(Observer, Protocol):
+    """A search observer that also hears where the bench is."""
+
+    def entry_started(self, entry: Entry, position: int, total: int, resumed: bool) -> None: ...
+
+    def entry_finished(self, row: dict[str, Any]) -> None: ...
+
+
+def entries(bench_set: BenchSet, plan: BenchPlan) -> list[Entry]:
+    """Every entry of the bench, in the order it runs: firmware, then strategy, then repeat."""
+    return [
+        Entry(firmware, strategy, repeat)
+        for firmware in bench_set.firmware
+        for strategy in plan.strategies
+        for repeat in range(plan.repeats)
+    ]
+
+
+def set_directory(out: Path, bench_set: BenchSet) -> Path:
+    return out / bench_set.name
+
+
+def entry_directory(out: Path, bench_set: BenchSet, entry: Entry) -> Path:
+    return set_directory(out, bench_set) / entry.firmware.name / entry.strategy / str(entry.repeat)
+
+
+def read_results(results: Path) -> list[dict[str, Any]]:
+    """The finished entries' rows, in the order they finished (a torn last line is not one)."""
+    if not results.is_file():
+        return []
+    return [json.loads(line) for line in _complete_lines(results.read_bytes())]
+
+
+def run_bench(
+    bench_set: BenchSet,
+    plan: BenchPlan,
+    out: Path,
+    setup: RunnerSetup,
+    progress: BenchProgress | None = None,
+) -> list[dict[str, Any]]:
+    """Run what is missing of the bench; every finished entry's row (earlier ones included)."""
+    results = set_directory(out, bench_set) / RESULTS_FILE
+    rows = read_results(results)
+    finished = {(row["firmware"], row["strategy"], row["repeat"]) for row in rows}
+    planned = entries(bench_set, plan)
+    for position, entry in enumerate(planned):
+        if entry.key in finished:
+            continue
+        row = _run_entry(
+            entry, entry_directory(out, bench_set, entry), plan, setup, progress, position, len(planned)
+        )
+        append_result(results, row)
+        rows.append(row)
+        if progress is not None:
+            progress.entry_finished(row)
+    return rows
+
+
+def _run_entry(
+    entry: Entry,
+    work: Path,
+    plan: BenchPlan,
+    setup: RunnerSetup,
+    progress: BenchProgress | None,
+    position: int,
+    total: int,
+) -> dict[str, Any]:
+    store = _existing_store(work)
+    resumed = store is not None
+    if store is None:
+        options = SearchOptions(
+            budget_seconds=plan.budget_seconds,
+            workers=plan.workers,
+            strategy=entry.strategy,
+            seed=entry.repeat,
+            instruction_budget=entry.firmware.instruction_budget,
+        )
+        store, _ = create_search(work, entry.firmware.target, options)
+    with store:
+        # A fresh store's remaining budget is the whole budget: one path for both cases.
+        facts, target, options = resumed_session(store, None, plan.workers)
+        if progress is not None:
+            progress.entry_started(entry, position, total, resumed)
+        ended = run_search(store, facts, target, options, setup, progress)
+        return result_row(entry, store, ended)
+
+
+def _existing_store(work: Path) -> Store | None:
+    """The interrupted search's store in `work`, open for writing; None if there is none yet."""
+    if not (work / STORE_FILE).exists():
+        return None
+    try:
+        return Store.open(work, writer=True)
+    except StoreError:
+        # A create killed half-way leaves an LMDB environment with no store in it, which the
+        # create that follows takes over; anything else, create refuses with its own message.
+        return None
+
+
+def result_row(entry: Entry, store: Store, ended: str) -> dict[str, Any]:
+    """The numbers of one finished entry, from its store.
+
+    wall_seconds_to_userspace: the search's wall time when its boot completed (user space; for
+    firmware without one, such as the tests' bare-metal programs, the clean power-off after init:
+    explorer.search.score.boot_completed), None if it did not. A search stops right after the
+    generation that completes the boot is committed, so this is the store's wall-time counter then.
+    """
+    summary = search_summary(store)
+    completed = ended == "boot completed"
+    machine: dict[str, Any] = {"devices": [], "interrupt_controller": None, "mmio_rules": [], "nops": []}
+    if summary["best_state"] is not None:
+        data = store.state(summary["best_state"])
+        assert data is not None  # the best state is a stored run's state
+        machine = machine_summary(parse_state(data))
+    return {
+        "firmware": entry.firmware.name,
+        "strategy": entry.strategy,
+        "repeat": entry.repeat,
+        "ended": ended,
+        "budget_seconds": store.metadata()["options"]["budget_seconds"],
+        "boot_completed": completed,
+        "furthest_milestone": summary["furthest_milestone"],
+        "reached_userspace": summary["reached_userspace"],
+        "wall_seconds": summary["wall_seconds"],
+        "wall_seconds_to_userspace": summary["wall_seconds"] if completed else None,
+        "runs": summary["runs"],
+        "generations": summary["generations"],
+        "devices": len(machine["devices"]) + (machine["interrupt_controller"] is not None),
+        "values_pinned": len(machine["mmio_rules"]),
+        "nops": len(machine["nops"]),
+        "master_overhead": summary["master_overhead"],
+    }
+
+
+def append_result(results: Path, row: dict[str, Any]) -> None:
+    """Add one finished entry's line, synced; first drop a line a kill tore."""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with open(results, "ab+") as file:
+        file.seek(0)
+        kept = sum(len(line) + 1 for line in _complete_lines(file.read()))
+        file.truncate(kept)
+        file.seek(kept)
+        file.write(json.dumps(row, sort_keys=True).encode() + b"\n")
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _complete_lines(data: bytes) -> Iterator[bytes]:
+    """The newline-terminated lines of `data` (what follows the last newline was torn by a kill)."""
+    yield from data.split(b"\n")[:-1]

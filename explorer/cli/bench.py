@@ -1,0 +1,150 @@
+"""`explorer bench SET`: every strategy on every firmware of a set, with a report.
+
+Parsing, progress and printing only: the set is explorer.bench.sets, the runs
+explorer.bench.runner, the tables explorer.bench.report. Killed or interrupted, the same command
+continues where it stopped (finished entries are kept, an interrupted search is resumed).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from explorer.bench.report import write_report
+from explorer.bench.runner import RESULTS_FILE, BenchPlan, Entry, run_bench, set_directory
+from explorer.bench.sets import SETS_DIRECTORY, load_set
+from explorer.cli.search import QemuOption, parse_duration
+from explorer.errors import BadInput
+from explorer.search.engine import GenerationReport
+from explorer.search.executor import Outcome
+from explorer.search.score import Score
+from explorer.search.session import runner_setup
+from explorer.search.strategy import STRATEGIES
+
+HELP = f"""Search every firmware of SET with each --strategy, --repeat times, and report.
+
+SET is a set's name in {SETS_DIRECTORY} (dev, large) or a set file. Results go to
+OUT/SET/results.jsonl as each search ends, with results.csv, results.json and report.md beside it;
+each search's work directory is OUT/SET/FIRMWARE/STRATEGY/REPEAT (`explorer show` reads it).
+Run the same command again after a kill or Ctrl-C: only what is missing runs.
+
+Example:
+
+\b
+  explorer bench dev --strategy best-first --strategy breadth-first --strategy random \\
+      --budget 10m --repeat 3 --out bench
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help=HELP)(bench)
+
+
+def bench(
+    set_name: Annotated[str, typer.Argument(metavar="SET", help="Set name or set file.")],
+    qemu: QemuOption,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Repeatable; one of: {', '.join(STRATEGIES)} [default: best-first]."),
+    ] = None,
+    budget: Annotated[str, typer.Option(help="Wall-clock budget of each search: 90s, 15m, 2h.")] = "10m",
+    repeat: Annotated[int, typer.Option(help="Searches per firmware and strategy (seeds 0..N-1).")] = 1,
+    workers: Annotated[int, typer.Option(help="Runners at once [default: the number of cores].")] = 0,
+    out: Annotated[Path, typer.Option(help="Output directory (created; reused to continue).")] = Path(
+        "bench"
+    ),
+) -> None:
+    if repeat < 1:
+        raise BadInput(f"--repeat {repeat}: give at least 1")
+    strategies = tuple(dict.fromkeys(strategy or ["best-first"]))
+    plan = BenchPlan(strategies, repeat, parse_duration(budget), workers or os.cpu_count() or 1)
+    bench_set = load_set(set_name)
+    setup = runner_setup(qemu)
+    console = Console(stderr=True)
+    progress = _Progress(console)
+    try:
+        if console.is_terminal:
+            with Live(progress.render(), console=console, refresh_per_second=4) as live:
+                progress.live = live
+                rows = run_bench(bench_set, plan, out, setup, progress)
+        else:
+            rows = run_bench(bench_set, plan, out, setup, progress)
+    except KeyboardInterrupt:
+        console.print(f"bench interrupted: run the same command again to continue ({out / bench_set.name})")
+        raise
+    directory = set_directory(out, bench_set)
+    write_report(rows, directory)
+    completed = sum(row["boot_completed"] for row in rows)
+    console.print(
+        f"bench {bench_set.name}: {len(rows)} searches, {completed} completed the boot; "
+        f"report: {directory / 'report.md'} (results: {directory / RESULTS_FILE})",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+class _Progress:
+    """The live view: which search of how many, its generation and best so far, runs per second.
+
+    Not on a terminal, one line per finished search instead.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.live: Live | None = None
+        self._console = console
+        self._entry = "-"
+        self._started = time.monotonic()
+        self._runs = 0
+        self._generation = 0
+        self._best: Score | None = None
+
+    def entry_started(self, entry: Entry, position: int, total: int, resumed: bool) -> None:
+        how = "resumed" if resumed else "started"
+        self._entry = f"{position + 1}/{total} {entry.firmware.name} {entry.strategy} #{entry.repeat} ({how})"
+        self._best, self._generation = None, 0
+        self._refresh()
+
+    def entry_finished(self, row: dict[str, Any]) -> None:
+        if self.live is None:
+            milestone = "completed" if row["boot_completed"] else row["furthest_milestone"] or "none"
+            self._console.print(
+                f"{row['firmware']} {row['strategy']} #{row['repeat']}: {milestone}, {row['runs']} runs, "
+                f"{row['wall_seconds']:.0f} s ({row['ended']})",
+                soft_wrap=True,
+                highlight=False,
+            )
+
+    def generation_started(self, number: int, expanded: str | None, children: int) -> None:
+        self._generation = number
+        self._refresh()
+
+    def run_finished(self, outcome: Outcome, run_score: Score) -> None:
+        self._runs += 1
+        if self._best is None or run_score > self._best:
+            self._best = run_score
+        self._refresh()
+
+    def generation_committed(self, report: GenerationReport) -> None:
+        self._best = report.best
+        self._refresh()
+
+    def render(self) -> Table:
+        elapsed = time.monotonic() - self._started
+        table = Table.grid(padding=(0, 2))
+        table.add_row("search", self._entry)
+        table.add_row("generation", str(self._generation))
+        table.add_row("best", self._best.describe() if self._best else "-")
+        table.add_row("runs/s", f"{self._runs / elapsed:.2f}" if elapsed > 0 else "-")
+        table.add_row("elapsed", f"{elapsed:.0f} s")
+        return table
+
+    def _refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self.render())

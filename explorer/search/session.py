@@ -1,0 +1,84 @@
+"""Search sessions: start a search in a new work directory, or resume one, and run it locally.
+
+What `explorer search`, `explorer resume` and `explorer bench` share, so that a bench entry is
+exactly the search the CLI would run. A session runs on a store the caller opened for writing
+(and closes); it never prints: progress goes to the caller's observer.
+
+Invariant: a store's metadata holds the target, the options and the kernel's digest as the
+search started; a resumed session uses them unchanged except for its own budget and workers,
+and refuses a kernel that changed since.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from explorer.errors import BadInput
+from explorer.firmware.ingest import ingest
+from explorer.firmware.model import Firmware
+from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
+from explorer.runner.launch import Plugin
+from explorer.search.engine import Observer, Search, SearchOptions
+from explorer.search.executor import LocalPool, RunnerSetup
+from explorer.search.state import Target
+from explorer.search.strategy import strategy_named
+from explorer.store import Store
+
+
+def create_search(work: Path, target: Target, options: SearchOptions) -> tuple[Store, Firmware]:
+    """A new store in `work` (which must not hold one) for this search, and the firmware's facts."""
+    strategy_named(options.strategy)
+    facts = ingest(target.kernel, dtb=target.dtb)
+    metadata = {"target": target.to_dict(), "options": options.to_dict(), "kernel_sha256": facts.sha256}
+    return Store.create(work, metadata), facts
+
+
+def resumed_session(
+    store: Store, budget_seconds: float | None, workers: int
+) -> tuple[Firmware, Target, SearchOptions]:
+    """The firmware, target and options to continue the search in `store`.
+
+    The budget is `budget_seconds`, or what is left of the search's own [default]; `workers`
+    0 keeps the search's.
+    """
+    metadata = store.metadata()
+    target = Target.from_dict(metadata["target"])
+    options = SearchOptions.from_dict(metadata["options"])
+    facts = ingest(target.kernel, dtb=target.dtb)
+    if facts.sha256 != metadata["kernel_sha256"]:
+        raise BadInput(f"{target.kernel} changed since the search started: restore it or start a new search")
+    spent = float(store.counters().get("wall_seconds", 0.0))
+    remaining = budget_seconds if budget_seconds is not None else max(options.budget_seconds - spent, 0.0)
+    session = SearchOptions.from_dict(
+        {**options.to_dict(), "budget_seconds": remaining, "workers": workers or options.workers}
+    )
+    return facts, target, session
+
+
+def runner_setup(qemu: Path) -> RunnerSetup:
+    """What the runners need from the QEMU build; BadInput if it has no rehost plugin."""
+    plugin_path = qemu / "lib" / "librehost.so"
+    if not plugin_path.is_file():
+        raise BadInput(
+            f"no rehost plugin at {plugin_path}: pass the directory `python native/build.py` prints"
+        )
+    return RunnerSetup(qemu, Plugin(plugin_path, STANDARD_OBSERVATION))
+
+
+def run_search(
+    store: Store,
+    facts: Firmware,
+    target: Target,
+    options: SearchOptions,
+    setup: RunnerSetup,
+    observer: Observer | None = None,
+) -> str:
+    """Run the search on a local pool until it ends; why it ended (explorer.search.engine.Search.run).
+
+    The pool is closed however the search ends (a KeyboardInterrupt goes through).
+    """
+    pool = LocalPool(options.workers, setup)
+    try:
+        return Search(store, facts, target, options, pool, observer).run()
+    finally:
+        pool.close()
