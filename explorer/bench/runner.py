@@ -74,12 +74,16 @@ class BenchProgress(Observer, Protocol):
 
 
 def entries(bench_set: BenchSet, plan: BenchPlan) -> list[Entry]:
-    """Every entry of the bench, in the order it runs: firmware, then strategy, then repeat."""
+    """Every entry of the bench, in the order it runs: repeat, then firmware, then strategy.
+
+    Repeats outermost: a bench stopped early has whole rounds, every firmware and strategy once,
+    rather than every repeat of the first firmware only.
+    """
     return [
         Entry(firmware, strategy, repeat)
+        for repeat in range(plan.repeats)
         for firmware in bench_set.firmware
         for strategy in plan.strategies
-        for repeat in range(plan.repeats)
     ]
 
 

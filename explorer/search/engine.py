@@ -19,8 +19,9 @@ A kill at any moment loses at most the generation in flight: resuming re-chooses
 state (it is still on the frontier) and re-proposes the same children.
 
 The search ends when a run completes the boot (explorer.search.score.boot_completed: user
-space), the frontier is empty, the wall-clock budget is spent, or the user interrupts it (then
-nothing of the generation in flight is committed).
+space), the frontier is empty, the wall-clock budget is spent (runs still going then are
+abandoned, and only the finished ones are committed), or the user interrupts it (then nothing of
+the generation in flight is committed).
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ class Search:
         ]
         outcomes: dict[str, Outcome] = {}
         waiting_since = time.monotonic()
-        for outcome in self._executor.run(jobs):
+        for outcome in self._executor.run(jobs, stop_at=self._started + self._options.budget_seconds):
             now = time.monotonic()
             self._waiting += now - waiting_since
             outcomes[outcome.state_id] = outcome
@@ -238,6 +239,13 @@ class Search:
             self._observer.generation_started(number, expanded.state_id if expanded else None, len(children))
         waiting_before = self._waiting
         outcomes = self._run(children)
+        # Children whose runs the budget cut short are left out: not stored, so a resumed search
+        # proposes and boots them again; their parent stays on the frontier (below). A generation
+        # whose every run was cut commits nothing at all.
+        finished = [child for child in children if state_id(child.state) in outcomes]
+        if children and not finished:
+            return
+        children = finished
         depth = expanded.depth + 1 if expanded is not None else 0
         states, edges, runs, frontier = [], [], [], []
         for child in children:

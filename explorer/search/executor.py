@@ -1,17 +1,22 @@
 """Executors: run a generation's jobs (one bootable config each) and hand back their results.
 
-The search sees only the `Executor` interface: `run(jobs)` yields each job's outcome as it
-finishes, in any order. `LocalPool` runs them in a pool of worker processes on this machine;
-another executor (a cluster) implements the same two methods. Invariants: a job's outcome is a
-function of the job alone (the runner is deterministic), so which worker ran it never shows in
-a result; a job that cannot start (QEMU refuses its config) is an outcome too, a crashed
-partial run with QEMU's one line, never an exception that would lose the generation.
+The search sees only the `Executor` interface: `run(jobs, stop_at)` yields each job's outcome
+as it finishes, in any order, until the master's monotonic clock reaches `stop_at` (the search's
+wall budget); runs still going then are abandoned (killed), and their jobs yield nothing: a run
+cut short by the search's budget is not a result of its state. `LocalPool` runs them in a pool of
+worker processes on this machine; another executor (a cluster) implements the same two methods.
+Invariants: a job's outcome is a function of the job alone (the runner is deterministic), so
+which worker ran it never shows in a result; a job that cannot start (QEMU refuses its config)
+is an outcome too, a crashed partial run with QEMU's one line, never an exception that would
+lose the generation.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.pool
 import signal
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +56,7 @@ class RunnerSetup:
 class Executor(Protocol):
     workers: int
 
-    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]: ...
+    def run(self, jobs: Sequence[Job], stop_at: float | None = None) -> Iterator[Outcome]: ...
 
     def close(self) -> None: ...
 
@@ -88,17 +93,28 @@ class LocalPool:
     def __init__(self, workers: int, setup: RunnerSetup) -> None:
         self.workers = workers
         self._setup = setup
-        context = multiprocessing.get_context("spawn")
-        self._pool = context.Pool(workers, initializer=_worker_started)
+        self._pool = self._start()
 
-    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
+    def run(self, jobs: Sequence[Job], stop_at: float | None = None) -> Iterator[Outcome]:
         work = [(job, self._setup) for job in jobs]
-        yield from self._pool.imap_unordered(_run_job_star, work)
+        finished = self._pool.imap_unordered(_run_job_star, work)
+        for _ in work:
+            timeout = None if stop_at is None else max(0.0, stop_at - time.monotonic())
+            try:
+                yield finished.next(timeout)
+            except multiprocessing.TimeoutError:
+                # The runs in flight die with their workers; a fresh pool serves the next call.
+                self.close()
+                self._pool = self._start()
+                return
 
     def close(self) -> None:
         """Stop at once: runs in flight are killed (their QEMUs die with their workers)."""
         self._pool.terminate()
         self._pool.join()
+
+    def _start(self) -> multiprocessing.pool.Pool:
+        return multiprocessing.get_context("spawn").Pool(self.workers, initializer=_worker_started)
 
 
 def _worker_started() -> None:

@@ -80,6 +80,9 @@ class GenerationRecord:
     new_runs: int
     new_edges: int
     frontier_next: int
+    # The search's wall time (over all its sessions) when this generation was committed; None
+    # in generations written before it was recorded.
+    wall_seconds: float | None = None
 
 
 def state_key(state_id: str) -> bytes:
@@ -178,6 +181,7 @@ def encode_generation(record: GenerationRecord) -> bytes:
             "new_runs": record.new_runs,
             "new_edges": record.new_edges,
             "frontier_next": record.frontier_next,
+            "wall_seconds": record.wall_seconds,
         }
     )
 

@@ -287,16 +287,18 @@ def _write_generation(txn: lmdb.Transaction, dbs: Databases, generation: Generat
         txn.put(key, sequence_key(next_sequence), db=dbs.frontier_index)
         next_sequence += 1
 
+    totals: dict[str, float] = {}
     for name, amount in {**generation.counters, "runs": new_runs}.items():
         stored = txn.get(name.encode(), db=dbs.counters)
-        total = (decode_counter(stored) if stored is not None else 0.0) + amount
-        txn.put(name.encode(), encode_counter(total), db=dbs.counters)
+        totals[name] = (decode_counter(stored) if stored is not None else 0.0) + amount
+        txn.put(name.encode(), encode_counter(totals[name]), db=dbs.counters)
     record = GenerationRecord(
         expanded=generation.expanded,
         new_states=new_states,
         new_runs=new_runs,
         new_edges=new_edges,
         frontier_next=next_sequence,
+        wall_seconds=totals.get("wall_seconds"),
     )
     txn.put(sequence_key(number), encode_generation(record), db=dbs.generations)
 

@@ -61,14 +61,14 @@ def tiny_set(names: tuple[str, ...]) -> BenchSet:
     return BenchSet("tiny", tuple(BenchFirmware(name, Target(kernel=Path(name))) for name in names))
 
 
-def test_entries_run_firmware_by_firmware_then_strategy_then_repeat() -> None:
+def test_entries_run_in_whole_rounds_repeat_by_repeat() -> None:
     plan = BenchPlan(("best-first", "random"), 2, 60.0, 2)
     keys = [entry.key for entry in entries(tiny_set(("a", "b")), plan)]
     assert keys == [
         (firmware, strategy, repeat)
+        for repeat in (0, 1)
         for firmware in ("a", "b")
         for strategy in ("best-first", "random")
-        for repeat in (0, 1)
     ]
 
 

@@ -10,6 +10,7 @@ what is stored.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -37,7 +38,8 @@ class FakeExecutor:
     def __init__(self) -> None:
         self.booted: list[str] = []
 
-    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
+    def run(self, jobs: Sequence[Job], stop_at: float | None = None) -> Iterator[Outcome]:
+        # Every run finishes at once, before any budget runs out: stop_at never cuts one.
         for job in reversed(jobs):  # any order
             self.booted.append(job.state_id)
             config = parse_state(job.config)
@@ -108,3 +110,76 @@ def test_a_dead_end_empties_the_frontier(tmp_path: Path) -> None:
         ).run()
         assert ended == "exhausted"
         assert store.frontier() == []
+
+
+class CuttingExecutor(FakeExecutor):
+    """Finishes only the first `finishing` jobs of each call: the budget cut the others short."""
+
+    def __init__(self, finishing: int) -> None:
+        super().__init__()
+        self.finishing = finishing
+
+    def run(self, jobs: Sequence[Job], stop_at: float | None = None) -> Iterator[Outcome]:
+        yield from super().run(list(reversed(jobs))[: self.finishing], stop_at)
+
+
+class Stalled(FakeExecutor):
+    """Every run is still going when the budget runs out."""
+
+    def run(self, jobs: Sequence[Job], stop_at: float | None = None) -> Iterator[Outcome]:
+        assert stop_at is not None
+        time.sleep(max(0.0, stop_at - time.monotonic()))
+        yield from ()
+
+
+def two_devices(context: Context) -> list[Child]:
+    if context.current.state.devices:
+        return []
+    return [
+        Child(
+            derive(
+                context.current.state, lambda state, base=base: state.devices.add(type="pl011", mmio=[base])
+            ),
+            "devices",
+            f"pl011 at {base:#x}",
+        )
+        for base in (0x1000, 0x2000)
+    ]
+
+
+def test_runs_cut_by_the_budget_are_not_stored_and_run_again_later(tmp_path: Path) -> None:
+    phases = OperatorPhases(structural=(two_devices,), stall_tiers=())
+    executor = CuttingExecutor(finishing=1)
+    with Store.create(tmp_path / "work", {}) as store:
+        options = SearchOptions(budget_seconds=60, workers=2, seed=7)
+        ended = Search(store, FIRMWARE, TARGET, options, executor, operators=phases, initial=INITIAL).run()
+        assert ended == "exhausted"
+        # initial; the parent with one child (the other's run cut); each child, a dead end; the
+        # parent again, proposing the other child; the parent a last time, proposing nothing.
+        assert store.generations() == 6
+        assert len(executor.booted) == 3 == len(set(executor.booted))
+        assert sorted(edge.reason for edge in store.edges() if edge.operator == "devices") == [
+            "pl011 at 0x1000",
+            "pl011 at 0x2000",
+        ]
+        assert store.check() == []
+
+
+def test_a_generation_whose_every_run_was_cut_commits_nothing(tmp_path: Path) -> None:
+    phases = OperatorPhases(structural=(two_devices,), stall_tiers=())
+    with Store.create(tmp_path / "work", {}) as store:
+        options = SearchOptions(budget_seconds=0.3, workers=2, seed=7)
+        ended = Search(store, FIRMWARE, TARGET, options, Stalled(), operators=phases, initial=INITIAL).run()
+        assert ended == "budget"
+        assert store.generations() == 0
+        assert list(store.runs()) == []
+        assert store.check() == []
+
+
+def test_generations_record_the_search_wall_time(tmp_path: Path) -> None:
+    with Store.create(tmp_path / "work", {}) as store:
+        search(store, FakeExecutor())
+        walls = [store.generation(number).wall_seconds for number in range(store.generations())]
+        assert all(wall is not None for wall in walls)
+        assert walls == sorted(walls)
+        assert walls[-1] == store.counters()["wall_seconds"]
