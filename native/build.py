@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -423,15 +424,39 @@ def build_qemu(local_tarball: Path | None, jobs: int) -> Path:
 def build_qemu_locked(qemu_cache: Path, local_tarball: Path | None, jobs: int) -> Path:
     tarball = locate_tarball(qemu_cache, local_tarball)
     destination = qemu_cache / result_key(tarball)
-    if (destination / "manifest.json").is_file():
-        return destination
-    ensure_build_dependencies()
-    python = ensure_build_python(qemu_cache)
-    tree, build = prepare_tree(qemu_cache, tarball)
-    configure(tree, build, python)
-    run(["ninja", "-C", str(build), f"-j{jobs}", *BINARIES])
-    install(tree, build, tarball, destination)
+    if not (destination / "manifest.json").is_file():
+        ensure_build_dependencies()
+        python = ensure_build_python(qemu_cache)
+        tree, build = prepare_tree(qemu_cache, tarball)
+        configure(tree, build, python)
+        run(["ninja", "-C", str(build), f"-j{jobs}", *BINARIES])
+        install(tree, build, tarball, destination)
+    # A result's modification time is its last use: what pruning goes by.
+    os.utime(destination)
+    prune_results(qemu_cache, keep=destination)
     return destination
+
+
+# Results (about 120 MB each) kept besides the one in use: the most recently used ones, for other
+# checkouts of the project; anything used within a day stays, since a search may still run on it.
+KEPT_RESULTS = 6
+RECENT_USE_SECONDS = 24 * 3600
+
+
+def prune_results(qemu_cache: Path, keep: Path) -> None:
+    """Remove build results beyond the KEPT_RESULTS most recently used, if unused for a day."""
+    results = sorted(
+        (path for path in qemu_cache.iterdir() if (path / "manifest.json").is_file() and path != keep),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
+    )
+    for path in results[KEPT_RESULTS:]:
+        if time.time() - path.stat().st_mtime > RECENT_USE_SECONDS:
+            log(f"pruning the build result {path.name} (unused since {time.ctime(path.stat().st_mtime)})")
+            shutil.rmtree(path, ignore_errors=True)
+    for partial in qemu_cache.glob("*.partial"):
+        # Staging directories of builds killed half-way (builds run under the lock: none is live).
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""The bench report: results.jsonl rows turned into CSV, JSON and Markdown tables.
+"""The bench report: results.jsonl rows turned into CSV, JSON, Markdown tables and PNG plots.
 
 Per firmware and strategy (over its repeats): how many completed the boot, the furthest
 milestone any reached, user space, and the medians of time to completion, runs, generations,
@@ -6,10 +6,16 @@ devices mapped, values pinned and NOPs. Per strategy (over all firmware): succes
 time to completion, and the spread over repeats (the lowest and highest success rate of one
 repeat, the fastest and slowest completion).
 
-Functions of the rows alone: it reads no store and runs nothing, so a report can be rebuilt
-from a results.jsonl (write_report writes the three files beside it). "Completed" is the
-search's own goal (explorer.search.score.boot_completed: user space, or a clean power-off after
-init for firmware without one).
+Beside each firmware, the stock-QEMU ground truth (stock.jsonl, written by the bench's stock
+phase): the machine and how far it booted, and its time to user space; a firmware without a
+stock row shows "no model" and "not run".
+
+The tables are functions of the rows (and stock rows) alone. write_report writes everything
+beside results.jsonl: the tables, report.md with the plots (explorer.bench.plots) embedded, and
+the plots, whose timelines it reads from the finished entries' stores (explorer.bench.timeline,
+read-only). It runs nothing, so a report can be rebuilt from a bench directory at any time.
+"Completed" is the search's own goal (explorer.search.score.boot_completed: user space, or a
+clean power-off after init for firmware without one).
 """
 
 from __future__ import annotations
@@ -22,7 +28,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from explorer.runner.kernel_hooks import MILESTONES
+from explorer.bench.plots import (
+    MILESTONE_PLOT,
+    RUNS_PER_SECOND_PLOT,
+    SUCCESS_RATE_PLOT,
+    plot_best_milestone_over_time,
+    plot_runs_per_second,
+    plot_success_rate,
+)
+from explorer.bench.runner import STOCK_FILE, read_results
+from explorer.bench.stock import NOT_IN_BUILD
+from explorer.bench.timeline import Timeline, level_of, read_timelines
 
 # results.jsonl keys, in the CSV's column order.
 COLUMNS = (
@@ -43,8 +59,7 @@ COLUMNS = (
     "nops",
     "master_overhead",
 )
-# How far a milestone is, user space last; None (no milestone reached) is -1.
-_MILESTONE_ORDER = {name: index for index, name in enumerate([*MILESTONES, "user space"])}
+REPORT_FILE = "report.md"
 
 
 def to_csv(rows: Iterable[dict[str, Any]]) -> str:
@@ -66,23 +81,30 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def to_json(rows: Sequence[dict[str, Any]]) -> str:
-    return json.dumps({**summarize(rows), "entries": _sorted(rows)}, indent=1, sort_keys=True) + "\n"
+def to_json(rows: Sequence[dict[str, Any]], stock: Sequence[dict[str, Any]] = ()) -> str:
+    ground_truth = sorted(stock, key=lambda row: row["firmware"])
+    report = {**summarize(rows), "entries": _sorted(rows), "stock": ground_truth}
+    return json.dumps(report, indent=1, sort_keys=True) + "\n"
 
 
-def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """Two Markdown tables: per firmware (and strategy), then per strategy."""
+def to_markdown(rows: Sequence[dict[str, Any]], stock: Sequence[dict[str, Any]] = ()) -> str:
+    """Two Markdown tables: per firmware (and strategy), with stock QEMU beside it, then per strategy."""
     summary = summarize(rows)
+    stock_of = {row["firmware"]: row for row in stock}
     lines = [
-        "| firmware | strategy | completed | furthest | user space | time to completion (s) | runs "
-        "| generations | devices | values | NOPs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| firmware | strategy | completed | furthest | stock QEMU | user space | time to completion (s) "
+        "| stock time to user space (s) | runs | generations | devices | values | NOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for item in summary["firmware"]:
+        ground = stock_of.get(item["firmware"])
         lines.append(
             f"| {item['firmware']} | {item['strategy']} | {item['completed']}/{item['repeats']} "
-            f"| {item['furthest_milestone'] or 'none'} | {'yes' if item['reached_userspace'] else 'no'} "
-            f"| {_number(item['median_seconds_to_completion'])} | {_number(item['median_runs'])} "
+            f"| {item['furthest_milestone'] or 'none'} | {_stock_reached(ground)} "
+            f"| {'yes' if item['reached_userspace'] else 'no'} "
+            f"| {_number(item['median_seconds_to_completion'])} "
+            f"| {_number(ground['wall_seconds_to_userspace']) if ground else 'not run'} "
+            f"| {_number(item['median_runs'])} "
             f"| {_number(item['median_generations'])} | {_number(item['median_devices'])} "
             f"| {_number(item['median_values_pinned'])} | {_number(item['median_nops'])} |"
         )
@@ -102,24 +124,117 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_markdown(
+    set_name: str,
+    rows: Sequence[dict[str, Any]],
+    stock: Sequence[dict[str, Any]] | None,
+    without_timeline: int,
+) -> str:
+    """report.md: what was run, the tables, and the three plots under captions saying what to read.
+
+    `stock` is None when the bench has no stock.jsonl (its stock phase has not run yet).
+    """
+    strategies = sorted({row["strategy"] for row in rows})
+    budgets = sorted({row["budget_seconds"] for row in rows})
+    repeats = len({row["repeat"] for row in rows})
+    firmware = len({row["firmware"] for row in rows})
+    stock_note = (
+        "Stock QEMU has not been run for this bench yet (no stock.jsonl)."
+        if stock is None
+        else "Stock QEMU: the same kernel, device tree, initrd and command line on QEMU's own model of "
+        "the board, measured by the same plugin (one boot, so its time is one boot's, where the "
+        "rehosted time is the whole search's)."
+    )
+    missing_note = (
+        f" Not drawn: {without_timeline} of {len(rows)} searches, whose stores record no "
+        "generation times (older stores) or are gone."
+        if without_timeline
+        else ""
+    )
+    return "\n".join(
+        [
+            f"# Bench `{set_name}`",
+            "",
+            f"{len(rows)} searches (firmware: {firmware}; strategies: {', '.join(strategies)}; "
+            f"repeats: {repeats}; budget per search: {' / '.join(_number(budget) for budget in budgets)} s).",
+            "",
+            stock_note,
+            "",
+            to_markdown(rows, stock or ()),
+            "How far each search had booted over its wall time (one line per search, colour = "
+            "strategy, dashed = how far stock QEMU boots the same kernel): the earlier a line climbs "
+            f"and the higher it ends, the better the strategy did on that firmware.{missing_note}",
+            "",
+            f"![best milestone over time]({MILESTONE_PLOT})",
+            "",
+            "Runs each search evaluated per second of its wall time (dots) and each strategy's median "
+            "(bar): how much wall time a strategy spends per state it tries.",
+            "",
+            f"![runs per second]({RUNS_PER_SECOND_PLOT})",
+            "",
+            "Share of each strategy's searches that completed the boot over all repeats (bar) and "
+            "the lowest to highest share of one repeat (error bar): which strategy boots most "
+            "firmware, and how much that varies between repeats.",
+            "",
+            f"![success rate]({SUCCESS_RATE_PLOT})",
+            "",
+        ]
+    )
+
+
 def write_report(rows: Sequence[dict[str, Any]], directory: Path) -> list[Path]:
-    """results.csv, results.json and report.md in `directory`; their paths."""
+    """results.csv, results.json, report.md and its plots in `directory` (the bench's set
+    directory, beside results.jsonl and stock.jsonl); their paths.
+
+    Reads the finished entries' stores for the timelines, and nothing else but stock.jsonl.
+    """
+    stock_file = directory / STOCK_FILE
+    stock = read_results(stock_file) if stock_file.is_file() else None
+    timelines = read_timelines(directory, rows)
+    drawn = [timeline for timeline in timelines if timeline is not None]
+    without_timeline = len(timelines) - len(drawn)
     written = []
     for name, text in (
         ("results.csv", to_csv(rows)),
-        ("results.json", to_json(rows)),
-        ("report.md", to_markdown(rows)),
+        ("results.json", to_json(rows, stock or ())),
+        (REPORT_FILE, report_markdown(directory.name, rows, stock, without_timeline)),
     ):
         (directory / name).write_text(text)
         written.append(directory / name)
+    written += _write_plots(rows, drawn, stock or (), without_timeline, directory)
     return written
+
+
+def _write_plots(
+    rows: Sequence[dict[str, Any]],
+    timelines: Sequence[Timeline],
+    stock: Sequence[dict[str, Any]],
+    without_timeline: int,
+    directory: Path,
+) -> list[Path]:
+    firmware = list(dict.fromkeys(row["firmware"] for row in rows))
+    stock_of = {row["firmware"]: row for row in stock}
+    plot_best_milestone_over_time(timelines, firmware, stock_of, without_timeline, directory / MILESTONE_PLOT)
+    plot_runs_per_second(_by_strategy(rows), directory / RUNS_PER_SECOND_PLOT)
+    plot_success_rate(summarize(rows)["strategies"], directory / SUCCESS_RATE_PLOT)
+    return [directory / name for name in (MILESTONE_PLOT, RUNS_PER_SECOND_PLOT, SUCCESS_RATE_PLOT)]
+
+
+def _stock_reached(ground: dict[str, Any] | None) -> str:
+    """The stock column: the machine and how far it booted (and why it stopped short), or "no model"."""
+    if ground is None:
+        return "no model"
+    if ground["ended"] == NOT_IN_BUILD:
+        return f"{ground['machine']}: {NOT_IN_BUILD}"
+    reached = f"{ground['machine']}: {ground['furthest_milestone'] or 'none'}"
+    return reached if ground["reached_userspace"] else f"{reached} ({ground['ended']})"
 
 
 def _firmware_summary(firmware: str, strategy: str, group: list[dict[str, Any]]) -> dict[str, Any]:
     times = [row["wall_seconds_to_userspace"] for row in group if row["boot_completed"]]
     furthest = max(
         (row["furthest_milestone"] for row in group),
-        key=lambda milestone: _MILESTONE_ORDER.get(milestone, -1),
+        key=level_of,
     )
     return {
         "firmware": firmware,

@@ -4,6 +4,8 @@ Layout under the output directory:
 
     <out>/<set>/results.jsonl                             one JSON object per finished entry
     <out>/<set>/<firmware>/<strategy>/<repeat>/           that entry's search (its store)
+    <out>/<set>/stock.jsonl                               one JSON object per firmware booted on
+                                                          its stock QEMU board (explorer.bench.stock)
 
 An entry is a whole search (explorer.search.session, the same code `explorer search` runs) with
 seed = repeat, one at a time, each with the bench's workers. Invariants:
@@ -13,6 +15,9 @@ seed = repeat, one at a time, each with the bench's workers. Invariants:
   of its budget (a search whose budget was spent ends at once, and only its line is written);
 - results.jsonl only grows, one complete line per entry, written and synced before the next entry
   starts; a line torn by a kill is dropped before the next append.
+The ground truth comes after every entry (so an interrupted bench resumes its entries first, as
+it always did): each firmware with a stock QEMU model is booted there once, and its row goes to
+stock.jsonl under the same rules (a firmware with a row is never booted again).
 The bench never scores or interprets runs itself: its numbers come from the search's store
 (explorer.search.report).
 """
@@ -21,12 +26,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from explorer import corpus
 from explorer.bench.sets import BenchFirmware, BenchSet
+from explorer.bench.stock import StockBooter, corpus_for, model_of
 from explorer.errors import StoreError
 from explorer.search.engine import Observer, SearchOptions
 from explorer.search.executor import RunnerSetup
@@ -37,6 +44,7 @@ from explorer.search.strategy import strategy_named
 from explorer.store import Store
 
 RESULTS_FILE = "results.jsonl"
+STOCK_FILE = "stock.jsonl"
 STORE_FILE = "data.mdb"
 
 
@@ -72,6 +80,10 @@ class BenchProgress(Observer, Protocol):
 
     def entry_finished(self, row: dict[str, Any]) -> None: ...
 
+    def stock_started(self, firmware: BenchFirmware, machine: str) -> None: ...
+
+    def stock_finished(self, row: dict[str, Any]) -> None: ...
+
 
 def entries(bench_set: BenchSet, plan: BenchPlan) -> list[Entry]:
     """Every entry of the bench, in the order it runs: repeat, then firmware, then strategy.
@@ -96,7 +108,10 @@ def entry_directory(out: Path, bench_set: BenchSet, entry: Entry) -> Path:
 
 
 def read_results(results: Path) -> list[dict[str, Any]]:
-    """The finished entries' rows, in the order they finished (a torn last line is not one)."""
+    """The rows of a results file (results.jsonl, stock.jsonl), in the order they were appended.
+
+    A torn last line is not one.
+    """
     if not results.is_file():
         return []
     return [json.loads(line) for line in _complete_lines(results.read_bytes())]
@@ -109,7 +124,19 @@ def run_bench(
     setup: RunnerSetup,
     progress: BenchProgress | None = None,
 ) -> list[dict[str, Any]]:
-    """Run what is missing of the bench; every finished entry's row (earlier ones included)."""
+    """Run what is missing of the bench, then of its ground truth; every finished entry's row."""
+    rows = _run_entries(bench_set, plan, out, setup, progress)
+    run_ground_truth(bench_set, set_directory(out, bench_set) / STOCK_FILE, setup, progress)
+    return rows
+
+
+def _run_entries(
+    bench_set: BenchSet,
+    plan: BenchPlan,
+    out: Path,
+    setup: RunnerSetup,
+    progress: BenchProgress | None,
+) -> list[dict[str, Any]]:
     results = set_directory(out, bench_set) / RESULTS_FILE
     rows = read_results(results)
     finished = {(row["firmware"], row["strategy"], row["repeat"]) for row in rows}
@@ -124,6 +151,37 @@ def run_bench(
         rows.append(row)
         if progress is not None:
             progress.entry_finished(row)
+    return rows
+
+
+def run_ground_truth(
+    bench_set: BenchSet,
+    stock: Path,
+    setup: RunnerSetup,
+    progress: BenchProgress | None = None,
+    corpus_loader: Callable[[], corpus.Corpus] = corpus.load,
+) -> list[dict[str, Any]]:
+    """Boot each firmware with a stock QEMU model and no row in `stock` yet; every row of `stock`.
+
+    `corpus_loader` is called only when a firmware's kernel lies in the corpus (only corpus
+    kernels have stock models).
+    """
+    rows = read_results(stock)
+    booted = {row["firmware"] for row in rows}
+    waiting = [firmware for firmware in bench_set.firmware if firmware.name not in booted]
+    kernels = corpus_for(tuple(waiting), corpus_loader)
+    booter = StockBooter(setup)
+    for firmware in waiting:
+        model = model_of(firmware, kernels)
+        if model is None:
+            continue
+        if progress is not None:
+            progress.stock_started(firmware, model.machine)
+        row = booter.boot(firmware, model)
+        append_result(stock, row)
+        rows.append(row)
+        if progress is not None:
+            progress.stock_finished(row)
     return rows
 
 
@@ -204,7 +262,7 @@ def result_row(entry: Entry, store: Store, ended: str) -> dict[str, Any]:
 
 
 def append_result(results: Path, row: dict[str, Any]) -> None:
-    """Add one finished entry's line, synced; first drop a line a kill tore."""
+    """Add one row (an entry's, a stock boot's) to a results file, synced; first drop a line a kill tore."""
     results.parent.mkdir(parents=True, exist_ok=True)
     with open(results, "ab+") as file:
         file.seek(0)

@@ -1,8 +1,9 @@
 """`explorer bench SET`: every strategy on every firmware of a set, with a report.
 
 Parsing, progress and printing only: the set is explorer.bench.sets, the runs
-explorer.bench.runner, the tables explorer.bench.report. Killed or interrupted, the same command
-continues where it stopped (finished entries are kept, an interrupted search is resumed).
+explorer.bench.runner, the tables and plots explorer.bench.report. Killed or interrupted, the same
+command continues where it stopped (finished entries are kept, an interrupted search is resumed);
+--report-only rebuilds the report of the finished entries and runs nothing.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from explorer.bench.report import write_report
-from explorer.bench.runner import RESULTS_FILE, BenchPlan, Entry, run_bench, set_directory
-from explorer.bench.sets import SETS_DIRECTORY, load_set
-from explorer.cli.search import QemuOption, parse_duration
+from explorer.bench.report import REPORT_FILE, write_report
+from explorer.bench.runner import RESULTS_FILE, BenchPlan, Entry, read_results, run_bench, set_directory
+from explorer.bench.sets import SETS_DIRECTORY, BenchFirmware, load_set
+from explorer.cli.search import parse_duration
 from explorer.errors import BadInput
 from explorer.search.engine import GenerationReport
 from explorer.search.executor import Outcome
@@ -31,15 +32,17 @@ from explorer.search.strategy import STRATEGIES
 HELP = f"""Search every firmware of SET with each --strategy, --repeat times, and report.
 
 SET is a set's name in {SETS_DIRECTORY} (dev, large) or a set file. Results go to
-OUT/SET/results.jsonl as each search ends, with results.csv, results.json and report.md beside it;
-each search's work directory is OUT/SET/FIRMWARE/STRATEGY/REPEAT (`explorer show` reads it).
-Run the same command again after a kill or Ctrl-C: only what is missing runs.
+OUT/SET/results.jsonl as each search ends; at the end, results.csv, results.json, report.md and
+its PNG plots are written beside it. Each search's work directory is OUT/SET/FIRMWARE/STRATEGY/REPEAT
+(`explorer show` reads it). Run the same command again after a kill or Ctrl-C: only what is missing
+runs. --report-only rebuilds the report from the searches finished so far, without QEMU.
 
 Example:
 
 \b
   explorer bench dev --strategy best-first --strategy breadth-first --strategy random \\
       --budget 10m --repeat 3 --out bench
+  explorer bench dev --out bench --report-only
 """
 
 
@@ -49,7 +52,10 @@ def register(app: typer.Typer) -> None:
 
 def bench(
     set_name: Annotated[str, typer.Argument(metavar="SET", help="Set name or set file.")],
-    qemu: QemuOption,
+    qemu: Annotated[
+        Path | None,
+        typer.Option(envvar="EXPLORER_QEMU", help="QEMU build directory (printed by native/build.py)."),
+    ] = None,
     strategy: Annotated[
         list[str] | None,
         typer.Option(help=f"Repeatable; one of: {', '.join(STRATEGIES)} [default: best-first]."),
@@ -60,12 +66,24 @@ def bench(
     out: Annotated[Path, typer.Option(help="Output directory (created; reused to continue).")] = Path(
         "bench"
     ),
+    report_only: Annotated[
+        bool,
+        typer.Option(
+            "--report-only", help="Only rebuild OUT/SET's report from its finished searches; run nothing."
+        ),
+    ] = False,
 ) -> None:
+    bench_set = load_set(set_name)
+    directory = set_directory(out, bench_set)
+    if report_only:
+        _rebuild_report(directory)
+        return
+    if qemu is None:
+        raise BadInput("no QEMU build: pass --qemu DIR (the directory `python native/build.py` prints)")
     if repeat < 1:
         raise BadInput(f"--repeat {repeat}: give at least 1")
     strategies = tuple(dict.fromkeys(strategy or ["best-first"]))
     plan = BenchPlan(strategies, repeat, parse_duration(budget), workers or os.cpu_count() or 1)
-    bench_set = load_set(set_name)
     setup = runner_setup(qemu)
     console = Console(stderr=True)
     progress = _Progress(console)
@@ -79,12 +97,24 @@ def bench(
     except KeyboardInterrupt:
         console.print(f"bench interrupted: run the same command again to continue ({out / bench_set.name})")
         raise
-    directory = set_directory(out, bench_set)
     write_report(rows, directory)
     completed = sum(row["boot_completed"] for row in rows)
     console.print(
         f"bench {bench_set.name}: {len(rows)} searches, {completed} completed the boot; "
-        f"report: {directory / 'report.md'} (results: {directory / RESULTS_FILE})",
+        f"report: {directory / REPORT_FILE} (results: {directory / RESULTS_FILE})",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+def _rebuild_report(directory: Path) -> None:
+    rows = read_results(directory / RESULTS_FILE)
+    if not rows:
+        raise BadInput(f"no finished search in {directory}: run the bench first (without --report-only)")
+    written = write_report(rows, directory)
+    Console(stderr=True).print(
+        f"report of {len(rows)} finished searches: {directory / REPORT_FILE} "
+        f"({', '.join(path.name for path in written)})",
         soft_wrap=True,
         highlight=False,
     )
@@ -116,6 +146,20 @@ class _Progress:
             milestone = "completed" if row["boot_completed"] else row["furthest_milestone"] or "none"
             self._console.print(
                 f"{row['firmware']} {row['strategy']} #{row['repeat']}: {milestone}, {row['runs']} runs, "
+                f"{row['wall_seconds']:.0f} s ({row['ended']})",
+                soft_wrap=True,
+                highlight=False,
+            )
+
+    def stock_started(self, firmware: BenchFirmware, machine: str) -> None:
+        self._entry = f"{firmware.name} on stock QEMU -M {machine} (ground truth)"
+        self._best, self._generation = None, 0
+        self._refresh()
+
+    def stock_finished(self, row: dict[str, Any]) -> None:
+        if self.live is None:
+            self._console.print(
+                f"{row['firmware']} on stock -M {row['machine']}: {row['furthest_milestone'] or 'none'}, "
                 f"{row['wall_seconds']:.0f} s ({row['ended']})",
                 soft_wrap=True,
                 highlight=False,

@@ -1,5 +1,8 @@
 """One runner: one QEMU process that boots one MachineConfig, watched until it ends or its deadline.
 
+The machine is our `rehosting` machine built from the whole config, or one of QEMU's own boards
+(`StockBoard`: the ground truth a rehosted boot is compared with), which takes only the config's
+CPU, RAM size and boot files; both are watched by the same plugin in the same way.
 The driver builds the command line (deterministic time: icount and a VM-clock RTC), starts
 QEMU in its own session under resource limits, hands it the write end of a pipe for events
 (never a network port), and reads the console, stderr and events as they come, each bounded,
@@ -93,6 +96,22 @@ class Run:
     stderr: str
 
 
+@dataclass(frozen=True)
+class StockBoard:
+    """One of QEMU's own machines (`-M NAME`), booting the config's kernel, DTB, initrd and command line.
+
+    Of the config it takes the target, the CPU, the RAM's total size (the board places its RAM
+    itself) and boot.{kernel,dtb,initrd,cmdline}; everything else a stock machine has is its own,
+    so the rest of the machine part of the config is not used. Hooks, NOPs, the budget and the
+    user-space bound still go to the plugin.
+    """
+
+    machine: str
+    # Which QEMU serial port (0: the first) is wired to the UART the kernel's console is on: a
+    # board's UARTs take QEMU's serial ports in order, and the console is not always on the first.
+    console_port: int = 0
+
+
 def qemu_binary(qemu_dir: Path, target: str) -> Path:
     """The qemu-system-TARGET of a QEMU build result directory (native/build.py prints it)."""
     binary = qemu_dir / "bin" / f"qemu-system-{target}"
@@ -102,6 +121,16 @@ def qemu_binary(qemu_dir: Path, target: str) -> Path:
             "and pass the directory it prints"
         )
     return binary
+
+
+def stock_machines(qemu_dir: Path, target: str) -> frozenset[str]:
+    """The names of the machines qemu-system-TARGET of this build offers (`-machine help`)."""
+    qemu = qemu_binary(qemu_dir, target)
+    listing = subprocess.run([str(qemu), "-machine", "help"], capture_output=True, text=True, check=False)
+    if listing.returncode != 0:
+        raise RunnerError(f"{qemu} -machine help failed: {_last_lines(listing.stderr, 1)}")
+    # A heading ("Supported machines are:"), then one "NAME  DESCRIPTION" line per machine.
+    return frozenset(line.split()[0] for line in listing.stdout.splitlines()[1:] if line.strip())
 
 
 # The plugin argument key of each hook kind. The plugin ends a power-off like a halt: it has one
@@ -136,15 +165,21 @@ def command_line(
     *,
     plugin: Plugin | None,
     events_fd: int | None,
+    stock: StockBoard | None = None,
 ) -> list[str]:
-    """QEMU's arguments for one run; the serial port is stdio (a pipe to the driver, or the terminal)."""
+    """QEMU's arguments for one run; the console's port is stdio (a pipe to the driver, or the terminal).
+
+    With `stock`, that board instead of the rehosting machine (`config_path` is then not used).
+    """
+    machine = ["-M", f"rehosting,config={config_path}"] if stock is None else _stock_arguments(config, stock)
+    console_port = 0 if stock is None else stock.console_port
     command = [
         str(qemu),
-        "-M",
-        f"rehosting,config={config_path}",
+        *machine,
         "-nodefaults",
         "-display",
         "none",
+        *(["-serial", "null"] * console_port),
         "-serial",
         "stdio",
         # A guest reset ends the run instead of booting again.
@@ -159,6 +194,19 @@ def command_line(
     return command
 
 
+def _stock_arguments(config: MachineConfig, stock: StockBoard) -> list[str]:
+    ram_mib = sum(region.size for region in config.ram) >> 20
+    arguments = ["-M", stock.machine, "-cpu", config.cpu, "-m", f"{ram_mib}M"]
+    # A board's sound device (vexpress's PL041) needs an audio backend: the silent one.
+    arguments += ["-audio", "none", "-kernel", config.boot.kernel]
+    for option, path in (("-dtb", config.boot.dtb), ("-initrd", config.boot.initrd)):
+        if path:
+            arguments += [option, path]
+    if config.boot.cmdline:
+        arguments += ["-append", config.boot.cmdline]
+    return arguments
+
+
 def run(
     config: MachineConfig,
     qemu_dir: Path,
@@ -166,12 +214,14 @@ def run(
     plugin: Plugin | None = None,
     limits: RunnerLimits | None = None,
     console: bool = False,
+    stock: StockBoard | None = None,
 ) -> Run:
     """Boot `config` in one QEMU until it ends or the deadline passes; always returns with QEMU reaped.
 
-    Raises RunnerError when QEMU cannot start (no binary, a config the machine refuses); a run
-    that starts and then fails is a partial RunResult instead. With `console`, the guest's
-    serial port is the terminal (and the result's console is empty).
+    Raises RunnerError when QEMU cannot start (no binary, a config the machine refuses, a board
+    this build lacks); a run that starts and then fails is a partial RunResult instead. With
+    `console`, the guest's serial port is the terminal (and the result's console is empty). With
+    `stock`, the config boots on that QEMU board instead of the rehosting machine.
     """
     validate(config)
     if plugin is None and config_plugin_arguments(config):
@@ -181,7 +231,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="explorer-run-") as scratch:
         qemu = qemu_binary(qemu_dir, config.target)
         config_path = Path(scratch) / "machine.json"
-        return _Runner(config, qemu, config_path, plugin, limits or RunnerLimits(), console).run()
+        return _Runner(config, qemu, config_path, plugin, limits or RunnerLimits(), console, stock).run()
 
 
 class _Runner:
@@ -195,6 +245,7 @@ class _Runner:
         plugin: Plugin | None,
         limits: RunnerLimits,
         console: bool,
+        stock: StockBoard | None,
     ) -> None:
         self._config = config
         self._qemu = qemu
@@ -202,6 +253,7 @@ class _Runner:
         self._plugin = plugin
         self._limits = limits
         self._console = console
+        self._stock = stock
         self._builder = ResultBuilder(limits.result_bounds)
         self._decoder = EventDecoder(self._builder.add)
         self._console_capture = BoundedBytes(limits.console_bytes)
@@ -213,11 +265,12 @@ class _Runner:
     def run(self) -> Run:
         events_read, events_write = os.pipe()
         try:
-            # The machine writes its MmioAccess events to the same pipe as the plugin.
-            with_events = MachineConfig()
-            with_events.CopyFrom(self._config)
-            with_events.events_fd = events_write
-            write_config(with_events, self._config_path)
+            if self._stock is None:
+                # The machine writes its MmioAccess events to the same pipe as the plugin.
+                with_events = MachineConfig()
+                with_events.CopyFrom(self._config)
+                with_events.events_fd = events_write
+                write_config(with_events, self._config_path)
             with _terminal_restored(self._console):
                 started = time.monotonic()
                 process = self._start(events_write)
@@ -244,6 +297,7 @@ class _Runner:
             self._config_path,
             plugin=self._plugin,
             events_fd=events_write,
+            stock=self._stock,
         )
         limit_child = _child_limits(self._limits, self._config)
         try:
