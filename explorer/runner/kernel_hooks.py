@@ -31,6 +31,10 @@ PANIC = "panic"
 # Fills each printk record's text (5.10 to 6.x); hooking its return gives the guest log
 # without a console and without the log buffer's (data) symbol.
 LOG_WRITER = "printk_sprint"
+# start_kernel calls it right after ftrace_init, which turns every function's mcount call into a
+# NOP: where that call is the function's second instruction it lands inside a NOP'd function's
+# two-instruction patch, so the plugin writes its NOPs again here (5.10 to 6.x).
+AFTER_CODE_PATCHING = "early_trace_init"
 # What the rehost plugin observes besides the hooks (not part of a state, so not in the config):
 # the call stack at the exit, coverage, and loops run a million times in a row (a boot to user
 # space has a few, in memset and the decompressor; a stuck poll is one).
@@ -44,6 +48,7 @@ def kernel_hooks(firmware: Firmware) -> list[Hook]:
     wanted += [(name, HookKind.HOOK_HALT) for name in HALTS]
     wanted.append((POWER_OFF, HookKind.HOOK_POWEROFF))
     wanted.append((LOG_WRITER, HookKind.HOOK_LOG))
+    wanted.append((AFTER_CODE_PATCHING, HookKind.HOOK_NOPS_AGAIN))
     hooks: list[Hook] = []
     for name, kind in wanted:
         address = firmware.symbols.address_of(name)

@@ -142,6 +142,7 @@ _HOOK_ARGUMENTS = {
     HookKind.HOOK_HALT: "halt={name}@{address:#x}",
     HookKind.HOOK_POWEROFF: "halt={name}@{address:#x}",
     HookKind.HOOK_LOG: "log={address:#x}",
+    HookKind.HOOK_NOPS_AGAIN: "nops_again={address:#x}",
 }
 
 

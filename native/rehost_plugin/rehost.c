@@ -4,7 +4,7 @@
  *
  *   -plugin librehost.so,budget=N,hook=NAME@0xADDR,initcalls=0xADDR,panic=0xADDR,
  *           halt=NAME@0xADDR,user_below=0xADDR,callstack=on,coverage=on,hot_loops=N,
- *           nop=0xADDR:VALUE,log=0xADDR,events_fd=FD
+ *           nop=0xADDR:VALUE,nops_again=0xADDR,log=0xADDR,events_fd=FD
  *
  * budget:     end the run once N guest instructions have executed. Checked in blocks that end
  *             in a backward branch (every loop has one) and on interrupts and exceptions, so it
@@ -29,6 +29,10 @@
  *             or three instructions are overwritten when the first block at or above
  *             user_below runs (the kernel runs at its link address; needs user_below).
  *             A32 functions only on ARM.
+ * nops_again: the NOPs are written again the first time ADDR executes: the kernel patches its
+ *             own code once (ftrace_init turns every mcount call into a NOP, including one
+ *             the patch overwrote, when a function's call sits right after its first
+ *             instruction), so the master names the function the kernel runs next.
  * log:        the address of printk_sprint: each record's text becomes a Log event (read at
  *             the return to its caller, the length being the return value), no console needed.
  * events_fd:  the pipe to write proto/rehost.proto Event frames to (varint length, then the
@@ -101,6 +105,7 @@ typedef enum {
     HOOK_INITCALL,
     HOOK_PANIC,
     HOOK_HALT,
+    HOOK_NOPS_AGAIN,
 } HookKind;
 
 typedef struct {
@@ -707,6 +712,51 @@ static char *read_panic_message(void)
     return g_strescape(raw, NULL);
 }
 
+/*
+ * The kernel runs at its link address: make each NOP'd function return its value at once.
+ * The write goes through QEMU's debug path, which ignores page permissions and invalidates
+ * the blocks translated from the page, so later calls run the patched code.
+ */
+static void write_nops(void)
+{
+    g_autoptr(GByteArray) bytes = g_byte_array_new();
+    guint n;
+
+    for (n = 0; n < state.nops->len; n++) {
+        const Nop *nop = &g_array_index(state.nops, Nop, n);
+        uint32_t words[NOP_WORDS_MAX];
+        size_t count = state.traits->return_patch(nop->value, words);
+        size_t i;
+
+        g_byte_array_set_size(bytes, 0);
+        for (i = 0; i < count; i++) {
+            uint8_t word[4];
+            int b;
+
+            for (b = 0; b < 4; b++) {
+                int shift = state.traits->big_endian ? 24 - 8 * b : 8 * b;
+
+                word[b] = words[i] >> shift;
+            }
+            g_byte_array_append(bytes, word, sizeof(word));
+        }
+        if (!qemu_plugin_write_memory_vaddr(nop->vaddr, bytes)) {
+            fprintf(stderr, "rehost: nop=0x%" PRIx64 ": the address is not "
+                    "mapped when the kernel runs at its link address\n",
+                    nop->vaddr);
+            exit(1);
+        }
+    }
+}
+
+static void on_kernel_mapped(unsigned int vcpu_index, void *userdata)
+{
+    if (!state.nops_applied) {
+        state.nops_applied = true;
+        write_nops();
+    }
+}
+
 static void on_hook(unsigned int vcpu_index, void *userdata)
 {
     Hook *hook = &g_array_index(state.hooks, Hook, GPOINTER_TO_UINT(userdata));
@@ -741,6 +791,12 @@ static void on_hook(unsigned int vcpu_index, void *userdata)
     case HOOK_HALT:
         text = g_strdup_printf("halt %s", hook->name);
         end_run(EXPLORER__REHOST__EXIT_REASON__EXIT_HALT, text, hook->name);
+    case HOOK_NOPS_AGAIN:
+        if (!hook->reached) {
+            hook->reached = true;
+            write_nops();
+        }
+        return;
     }
 }
 
@@ -889,47 +945,6 @@ static void on_loop_iterations(unsigned int vcpu_index, void *userdata)
     send_hot_loop(loop);
 }
 
-/*
- * The kernel runs at its link address: make each NOP'd function return its value at once.
- * The write goes through QEMU's debug path, which ignores page permissions and invalidates
- * the blocks translated from the page, so later calls run the patched code.
- */
-static void on_kernel_mapped(unsigned int vcpu_index, void *userdata)
-{
-    g_autoptr(GByteArray) bytes = g_byte_array_new();
-    guint n;
-
-    if (state.nops_applied) {
-        return;
-    }
-    state.nops_applied = true;
-    for (n = 0; n < state.nops->len; n++) {
-        const Nop *nop = &g_array_index(state.nops, Nop, n);
-        uint32_t words[NOP_WORDS_MAX];
-        size_t count = state.traits->return_patch(nop->value, words);
-        size_t i;
-
-        g_byte_array_set_size(bytes, 0);
-        for (i = 0; i < count; i++) {
-            uint8_t word[4];
-            int b;
-
-            for (b = 0; b < 4; b++) {
-                int shift = state.traits->big_endian ? 24 - 8 * b : 8 * b;
-
-                word[b] = words[i] >> shift;
-            }
-            g_byte_array_append(bytes, word, sizeof(word));
-        }
-        if (!qemu_plugin_write_memory_vaddr(nop->vaddr, bytes)) {
-            fprintf(stderr, "rehost: nop=0x%" PRIx64 ": the address is not "
-                    "mapped when the kernel runs at its link address\n",
-                    nop->vaddr);
-            exit(1);
-        }
-    }
-}
-
 /* printk_sprint's entry: where the record's text goes. */
 static void on_log_entry(unsigned int vcpu_index, void *userdata)
 {
@@ -964,8 +979,7 @@ static void instrument_hooks(struct qemu_plugin_insn *insn, uint64_t vaddr)
     for (h = 0; h < state.hooks->len; h++) {
         Hook *hook = &g_array_index(state.hooks, Hook, h);
 
-        if (hook->vaddr != vaddr ||
-            (hook->kind == HOOK_MILESTONE && hook->reached)) {
+        if (hook->vaddr != vaddr || hook->reached) {
             continue;
         }
         qemu_plugin_register_vcpu_insn_exec_cb(
@@ -1444,9 +1458,12 @@ static bool parse_argument(const char *key, const char *value)
     if (g_str_equal(key, "halt")) {
         return parse_hook(key, value, HOOK_HALT);
     }
+    if (g_str_equal(key, "nops_again")) {
+        return parse_hook(key, value, HOOK_NOPS_AGAIN);
+    }
     fprintf(stderr, "rehost: unknown argument %s (budget, hook, initcalls, "
             "panic, halt, user_below, callstack, coverage, hot_loops, nop, "
-            "log, events_fd)\n", key);
+            "nops_again, log, events_fd)\n", key);
     return false;
 }
 

@@ -147,6 +147,24 @@ def test_a_nop_on_mount_root_gets_the_vfs_panic_run_past_mounting(
 
 
 @pytest.mark.corpus
+def test_a_nop_survives_ftrace_patching_the_functions_mcount_call(
+    qemu_build: Path, corpus: Corpus, armmp_firmware: Firmware
+) -> None:
+    # blk_timeout_init starts `str lr, [sp, #-4]!; bl __gnu_mcount_nc`: the mcount call is the
+    # second instruction, where the NOP's `bx lr` goes. ftrace_init later turns that call into
+    # `add sp, sp, #4`, which breaks the patch unless the plugin writes it again afterwards.
+    blk_timeout_init = armmp_firmware.symbols.address_of("blk_timeout_init")
+    standard = plugin_arguments(armmp_firmware).split(",")
+    nop = (f"budget={GENEROUS_BUDGET}", f"nop={blk_timeout_init:#x}:0")
+    written_again = run_watched(qemu_build, vexpress_a9_config(corpus), (*standard, *nop))
+    assert written_again.exit.reason == ExitReason.EXIT_USER_SPACE, written_again.exit.detail
+    written_once = [argument for argument in standard if not argument.startswith("nops_again=")]
+    broken = run_watched(qemu_build, vexpress_a9_config(corpus), (*written_once, *nop))
+    assert broken.exit.reason == ExitReason.EXIT_PANIC
+    assert broken.exit.detail.startswith("stack-protector")
+
+
+@pytest.mark.corpus
 def test_guest_log_arrives_without_any_console(
     qemu_build: Path, corpus: Corpus, armmp_firmware: Firmware
 ) -> None:

@@ -19,6 +19,7 @@ NAMES = (
     "machine_restart",
     "machine_power_off",
     "printk_sprint",
+    "early_trace_init",
 )
 
 
@@ -43,6 +44,7 @@ def test_every_standard_function_is_hooked_with_its_kind() -> None:
     assert kinds["machine_halt"] == kinds["machine_restart"] == HookKind.HOOK_HALT
     assert kinds["machine_power_off"] == HookKind.HOOK_POWEROFF
     assert kinds["printk_sprint"] == HookKind.HOOK_LOG
+    assert kinds["early_trace_init"] == HookKind.HOOK_NOPS_AGAIN
     assert all(hook.address == 0xC0100000 + 0x100 * NAMES.index(hook.name) for hook in hooks)
 
 
