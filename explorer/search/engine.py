@@ -144,6 +144,7 @@ class Search:
         self._started = time.monotonic()
         self._wall_before = float(store.counters().get("wall_seconds", 0.0))
         self._waiting = 0.0
+        self._waiting_committed = 0.0
         self._best = best_score(store)
         self._completed = any(boot_completed(deserialize(run.result)) for run in store.runs())
 
@@ -151,6 +152,16 @@ class Search:
 
     def run(self) -> str:
         """Search until an end; return why it ended ("boot completed", "budget", "exhausted")."""
+        ended = self._search()
+        # The time of runs the budget cut short is the search's too (never of a generation).
+        uncommitted = self._wall_seconds() - self._store_wall()
+        if uncommitted > 0:
+            self._store.add_to_counters(
+                {"wall_seconds": uncommitted, "runner_wait_seconds": self._waiting - self._waiting_committed}
+            )
+        return ended
+
+    def _search(self) -> str:
         if self._store.generations() == 0:
             self._first_generation()
         while True:
@@ -237,7 +248,6 @@ class Search:
     ) -> None:
         if self._observer is not None:
             self._observer.generation_started(number, expanded.state_id if expanded else None, len(children))
-        waiting_before = self._waiting
         outcomes = self._run(children)
         # Children whose runs the budget cut short are left out: not stored, so a resumed search
         # proposes and boots them again; their parent stays on the frontier (below). A generation
@@ -284,10 +294,11 @@ class Search:
                 counters={
                     "stalled_generations": float(stalled),
                     "wall_seconds": wall - self._store_wall(),
-                    "runner_wait_seconds": self._waiting - waiting_before,
+                    "runner_wait_seconds": self._waiting - self._waiting_committed,
                 },
             )
         )
+        self._waiting_committed = self._waiting
         if self._observer is not None:
             counters = self._store.counters()
             self._observer.generation_committed(

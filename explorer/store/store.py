@@ -140,6 +140,12 @@ class Store:
             raise ValueError(f"counters {sorted(reserved)} are kept by the store, not passed to it")
         self._environment.write(lambda txn, dbs: _write_generation(txn, dbs, generation))
 
+    def add_to_counters(self, counters: dict[str, float]) -> None:
+        """Add to stored counters outside any generation: time spent on runs the budget cut short."""
+        if reserved := STORE_COUNTERS & counters.keys():
+            raise ValueError(f"counters {sorted(reserved)} are kept by the store, not passed to it")
+        self._environment.write(lambda txn, dbs: _add_counters(txn, dbs, counters))
+
     def state(self, state_id: str) -> bytes | None:
         key = state_key(state_id)
         return self._environment.read(lambda txn, dbs: txn.get(key, db=dbs.states))
@@ -287,11 +293,7 @@ def _write_generation(txn: lmdb.Transaction, dbs: Databases, generation: Generat
         txn.put(key, sequence_key(next_sequence), db=dbs.frontier_index)
         next_sequence += 1
 
-    totals: dict[str, float] = {}
-    for name, amount in {**generation.counters, "runs": new_runs}.items():
-        stored = txn.get(name.encode(), db=dbs.counters)
-        totals[name] = (decode_counter(stored) if stored is not None else 0.0) + amount
-        txn.put(name.encode(), encode_counter(totals[name]), db=dbs.counters)
+    totals = _add_counters(txn, dbs, {**generation.counters, "runs": new_runs})
     record = GenerationRecord(
         expanded=generation.expanded,
         new_states=new_states,
@@ -301,6 +303,16 @@ def _write_generation(txn: lmdb.Transaction, dbs: Databases, generation: Generat
         wall_seconds=totals.get("wall_seconds"),
     )
     txn.put(sequence_key(number), encode_generation(record), db=dbs.generations)
+
+
+def _add_counters(txn: lmdb.Transaction, dbs: Databases, counters: dict[str, float]) -> dict[str, float]:
+    """Add each amount to its stored counter (absent: 0); the new totals."""
+    totals: dict[str, float] = {}
+    for name, amount in counters.items():
+        stored = txn.get(name.encode(), db=dbs.counters)
+        totals[name] = (decode_counter(stored) if stored is not None else 0.0) + amount
+        txn.put(name.encode(), encode_counter(totals[name]), db=dbs.counters)
+    return totals
 
 
 def _require_generation(recorded: int, number: int, what: str) -> None:

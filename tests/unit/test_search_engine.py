@@ -174,6 +174,8 @@ def test_a_generation_whose_every_run_was_cut_commits_nothing(tmp_path: Path) ->
         assert store.generations() == 0
         assert list(store.runs()) == []
         assert store.check() == []
+        # The search spent its budget waiting on the cut runs: that time is counted all the same.
+        assert store.counters()["wall_seconds"] >= options.budget_seconds
 
 
 def test_generations_record_the_search_wall_time(tmp_path: Path) -> None:
@@ -182,4 +184,4 @@ def test_generations_record_the_search_wall_time(tmp_path: Path) -> None:
         walls = [store.generation(number).wall_seconds for number in range(store.generations())]
         assert all(wall is not None for wall in walls)
         assert walls == sorted(walls)
-        assert walls[-1] == store.counters()["wall_seconds"]
+        assert walls[-1] <= store.counters()["wall_seconds"]
