@@ -26,10 +26,18 @@ from explorer.runner.config import write_config
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin, RunnerLimits, run
 from explorer.search.engine import GenerationReport, SearchOptions
-from explorer.search.executor import Outcome
+from explorer.search.executor import Executor, Outcome, RunnerSetup
 from explorer.search.report import search_summary, state_report
 from explorer.search.score import Score
-from explorer.search.session import create_search, resumed_session, run_search, runner_setup
+from explorer.search.session import (
+    EXECUTORS,
+    ExecutorChoice,
+    create_search,
+    opened_executor,
+    resumed_session,
+    run_search,
+    runner_setup,
+)
 from explorer.search.state import SHORT_ID, Target, bootable, parse_state
 from explorer.search.strategy import STRATEGIES
 from explorer.store import Store
@@ -40,6 +48,18 @@ QemuOption = Annotated[
 # Value rules `show` prints before it only counts the rest (--json has them all).
 RULES_SHOWN = 12
 BudgetOption = Annotated[str, typer.Option(help="Wall-clock budget: 90s, 15m, 2h, 1h30m.")]
+# Not stored with the search: `resume` runs on whatever its own command line names.
+ExecutorOption = Annotated[
+    str,
+    typer.Option(
+        help=f"Where runs run, one of: {', '.join(EXECUTORS)} (a pool of --workers processes here; "
+        "tasks on the Ray cluster at --address)."
+    ),
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(envvar="RAY_ADDRESS", help="The Ray cluster's HOST:PORT, for --executor ray."),
+]
 
 EXAMPLE = """
 Example:
@@ -96,7 +116,9 @@ def search(
     initrd: Annotated[Path | None, typer.Option(help="Initial RAM disk (e.g. the marker initramfs).")] = None,
     cmdline: Annotated[str, typer.Option(help="Kernel command line.")] = "rdinit=/init",
     budget: BudgetOption = "15m",
-    workers: Annotated[int, typer.Option(help="Runners at once [default: the number of cores].")] = 0,
+    workers: Annotated[
+        int, typer.Option(help="Runners at once, for --executor local [default: the number of cores].")
+    ] = 0,
     work: Annotated[Path, typer.Option(help="Work directory (created; must not hold a search yet).")] = Path(
         "explorer-work"
     ),
@@ -105,7 +127,10 @@ def search(
     instruction_budget: Annotated[
         int, typer.Option(help="Guest instructions per run [default: enough for a Linux boot].")
     ] = 0,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
 ) -> None:
+    choice = ExecutorChoice(executor, address)
     if dtb is not None and board_id is not None:
         raise BadInput("give --dtb or --board-id, not both: a kernel boots with a device tree or with ATAGs")
     target = Target(
@@ -125,9 +150,12 @@ def search(
         seed=seed,
         instruction_budget=instruction_budget,
     )
-    store, facts = create_search(work, target, options)
-    with store:
-        _search(store, facts, target, options, qemu, work)
+    # The executor first: a cluster that cannot be reached leaves no work directory behind.
+    setup = runner_setup(qemu)
+    with opened_executor(choice, options.workers, setup) as runs:
+        store, facts = create_search(work, target, options)
+        with store:
+            _search(store, facts, target, options, setup, runs, work)
 
 
 def resume(
@@ -136,11 +164,18 @@ def resume(
     budget: Annotated[
         str | None, typer.Option(help="Budget for this session [default: what is left of the search's].")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Runners at once [default: as the search was started].")] = 0,
+    workers: Annotated[
+        int, typer.Option(help="Runners at once, for --executor local [default: as the search was started].")
+    ] = 0,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
 ) -> None:
+    choice = ExecutorChoice(executor, address)
     with Store.open(work, writer=True) as store:
         facts, target, session = resumed_session(store, parse_duration(budget) if budget else None, workers)
-        _search(store, facts, target, session, qemu, work)
+        setup = runner_setup(qemu)
+        with opened_executor(choice, session.workers, setup) as runs:
+            _search(store, facts, target, session, setup, runs, work)
 
 
 def status(work: Annotated[Path, typer.Argument(help="Work directory of a search.")]) -> None:
@@ -216,9 +251,14 @@ def _bootable(work: Path, prefix: str) -> tuple[Any, str]:
 
 
 def _search(
-    store: Store, facts: Firmware, target: Target, options: SearchOptions, qemu: Path, work: Path
+    store: Store,
+    facts: Firmware,
+    target: Target,
+    options: SearchOptions,
+    setup: RunnerSetup,
+    runs: Executor,
+    work: Path,
 ) -> None:
-    setup = runner_setup(qemu)
     console = Console(stderr=True)
     progress = _Progress(options, console)
     ended = "interrupted"
@@ -226,9 +266,9 @@ def _search(
         if console.is_terminal:
             with Live(progress.render(), console=console, refresh_per_second=4) as live:
                 progress.live = live
-                ended = run_search(store, facts, target, options, setup, progress)
+                ended = run_search(store, facts, target, options, setup, progress, runs)
         else:
-            ended = run_search(store, facts, target, options, setup, progress)
+            ended = run_search(store, facts, target, options, setup, progress, runs)
     finally:
         summary = search_summary(store)
         milestone = "user space" if summary["reached_userspace"] else summary["furthest_milestone"] or "none"

@@ -1,16 +1,21 @@
-"""Search sessions: start a search in a new work directory, or resume one, and run it locally.
+"""Search sessions: start a search in a new work directory, or resume one, and run it on an executor.
 
 What `explorer search`, `explorer resume` and `explorer bench` share, so that a bench entry is
 exactly the search the CLI would run. A session runs on a store the caller opened for writing
 (and closes); it never prints: progress goes to the caller's observer.
 
-Invariant: a store's metadata holds the target, the options and the kernel's digest as the
+Invariants: a store's metadata holds the target, the options and the kernel's digest as the
 search started; a resumed session uses them unchanged except for its own budget and workers,
-and refuses a kernel that changed since.
+and refuses a kernel that changed since. Which executor runs a session (a local pool, or Ray)
+is never stored: each session runs on the one its own command line names, and the search cannot
+tell them apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.errors import BadInput
@@ -19,10 +24,51 @@ from explorer.firmware.model import Firmware
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin
 from explorer.search.engine import Observer, Search, SearchOptions
-from explorer.search.executor import LocalPool, RunnerSetup
+from explorer.search.executor import Executor, LocalPool, RunnerSetup
 from explorer.search.state import Target
 from explorer.search.strategy import strategy_named
 from explorer.store import Store
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """Which executor runs a session's jobs: `local`, a pool of worker processes on this machine,
+    or `ray`, tasks on the Ray cluster at `address` (HOST:PORT)."""
+
+    name: str = "local"
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in EXECUTORS:
+            raise BadInput(f"executor {self.name!r} is not one of: {', '.join(EXECUTORS)}")
+        if self.name == "ray" and not self.address:
+            raise BadInput("--executor ray needs the cluster's address: --address HOST:PORT or RAY_ADDRESS")
+
+
+@contextmanager
+def opened_executor(choice: ExecutorChoice, workers: int, setup: RunnerSetup) -> Iterator[Executor]:
+    """The executor `choice` names, closed however the block ends (runs in flight are killed).
+
+    `workers` sizes a local pool; a Ray cluster runs as many at once as it has CPUs.
+    """
+    executor: Executor
+    if choice.name == "ray":
+        assert choice.address is not None  # ExecutorChoice refuses ray without one
+        try:
+            from explorer.search.ray_executor import RayExecutor
+        except ImportError as error:
+            if not (error.name or "").startswith("ray"):
+                raise
+            raise BadInput("--executor ray needs Ray: pip install 'explorer[ray]'") from None
+        executor = RayExecutor(choice.address, setup)
+    else:
+        executor = LocalPool(workers, setup)
+    try:
+        yield executor
+    finally:
+        executor.close()
 
 
 def create_search(work: Path, target: Target, options: SearchOptions) -> tuple[Store, Firmware]:
@@ -72,13 +118,14 @@ def run_search(
     options: SearchOptions,
     setup: RunnerSetup,
     observer: Observer | None = None,
+    executor: Executor | None = None,
 ) -> str:
-    """Run the search on a local pool until it ends; why it ended (explorer.search.engine.Search.run).
+    """Run the search until it ends; why it ended (explorer.search.engine.Search.run).
 
-    The pool is closed however the search ends (a KeyboardInterrupt goes through).
+    On `executor`, which the caller opened and closes; None: a local pool of `options.workers`
+    runners with `setup`, closed however the search ends (a KeyboardInterrupt goes through).
     """
-    pool = LocalPool(options.workers, setup)
-    try:
+    if executor is not None:
+        return Search(store, facts, target, options, executor, observer).run()
+    with opened_executor(ExecutorChoice(), options.workers, setup) as pool:
         return Search(store, facts, target, options, pool, observer).run()
-    finally:
-        pool.close()
