@@ -10,12 +10,18 @@ so neither a chatty kernel nor a broken runner can grow the master's memory. Wha
 (the run ends, the deadline passes, the stream turns to garbage, the master is interrupted or
 killed), the QEMU process and its group are killed and reaped: no orphans. It must never
 interpret what the run saw beyond how it ended: that is the RunResult's reader's job.
+
+A run may also stop at an instruction count and save itself as a snapshot, or continue from
+one (explorer/runner/snapshot.py holds what a snapshot is); the continued run's RunResult is
+the one an uninterrupted run of its config would give, byte for byte, as long as its config
+differs from the snapshotting one only in what the guest first touches after the point.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import resource
 import selectors
@@ -32,9 +38,24 @@ from pathlib import Path
 from explorer.errors import RunnerError, RunnerProtocolError
 from explorer.runner.config import validate, write_config
 from explorer.runner.machine_config_pb2 import HookKind, MachineConfig
-from explorer.runner.protocol import EventDecoder
-from explorer.runner.rehost_pb2 import Exit, ExitReason, RunResult
+from explorer.runner.protocol import EventDecoder, encode_frame
+from explorer.runner.rehost_pb2 import Event, Exit, ExitReason, RunResult
 from explorer.runner.result import BoundedBytes, ResultBounds, ResultBuilder
+from explorer.runner.snapshot import (
+    CONSOLE_FILE,
+    EVENTS_FILE,
+    MANIFEST_FILE,
+    PLUGIN_STATE_FILE,
+    VM_FILE,
+    Manifest,
+    Qmp,
+    build_identity,
+    plugin_state_icount,
+    read_manifest,
+    resumed_capture,
+    wait_until_stop_is_pending,
+    write_manifest,
+)
 
 # Deterministic time: the guest clock advances with instructions (2**4 ns each), never with
 # the host's; the RTC starts at a fixed date and runs on that same clock.
@@ -53,6 +74,8 @@ _READ_CHUNK = 1 << 16
 # How long a runner past its deadline may take to quit after SIGTERM before it is killed.
 TERMINATE_GRACE_SECONDS = 3.0
 _PR_SET_PDEATHSIG = 1
+# A snapshotting run writes the whole VM to one file: room for its RAM plus the devices' state.
+SNAPSHOT_FILE_OVERHEAD_BYTES = 64 << 20
 # Resolved once, at import: looking a symbol up between fork and exec could deadlock.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
@@ -208,6 +231,23 @@ def _stock_arguments(config: MachineConfig, stock: StockBoard) -> list[str]:
     return arguments
 
 
+@dataclass(frozen=True)
+class _Snapshotting:
+    """Where and at which instruction count a run stops to save itself."""
+
+    icount: int
+    directory: Path
+    build: str
+
+
+@dataclass(frozen=True)
+class _Resuming:
+    """The snapshot a run continues from."""
+
+    directory: Path
+    manifest: Manifest
+
+
 def run(
     config: MachineConfig,
     qemu_dir: Path,
@@ -216,6 +256,10 @@ def run(
     limits: RunnerLimits | None = None,
     console: bool = False,
     stock: StockBoard | None = None,
+    snapshot_at: int | None = None,
+    snapshot_dir: Path | None = None,
+    resume_from: Path | None = None,
+    resume_at: int | None = None,
 ) -> Run:
     """Boot `config` in one QEMU until it ends or the deadline passes; always returns with QEMU reaped.
 
@@ -223,16 +267,51 @@ def run(
     this build lacks); a run that starts and then fails is a partial RunResult instead. With
     `console`, the guest's serial port is the terminal (and the result's console is empty). With
     `stock`, the config boots on that QEMU board instead of the rehosting machine.
+
+    With `snapshot_at` (and `snapshot_dir`), the run stops at the end of the first block entered
+    once that many instructions have executed, saves itself into `snapshot_dir` and returns a
+    partial result of what it saw so far, its exit's icount being the point; a run that ends
+    before the point returns as usual and saves nothing (`snapshot_dir` then holds no
+    manifest). With `resume_from`, the run continues from that snapshot (made by this build;
+    at `resume_at`, when given) and its result starts with the snapshotting run's events.
     """
     validate(config)
     if plugin is None and config_plugin_arguments(config):
         raise RunnerError(
             "the config has hooks, NOPs, a budget or a user-space bound, but no plugin to apply them"
         )
+    snapshotting = _snapshotting(qemu_dir, plugin, console, stock, snapshot_at, snapshot_dir)
+    resuming = None
+    if resume_from is not None:
+        if plugin is None or stock is not None:
+            raise RunnerError("resuming from a snapshot needs the rehost plugin and the rehosting machine")
+        resuming = _Resuming(resume_from, read_manifest(resume_from, qemu_dir, resume_at))
+    limits = limits or RunnerLimits()
+    if snapshotting is not None:
+        ram = sum(region.size for region in config.ram)
+        room = ram + SNAPSHOT_FILE_OVERHEAD_BYTES
+        limits = dataclasses.replace(limits, file_size_bytes=max(limits.file_size_bytes, room))
     with tempfile.TemporaryDirectory(prefix="explorer-run-") as scratch:
         qemu = qemu_binary(qemu_dir, config.target)
-        config_path = Path(scratch) / "machine.json"
-        return _Runner(config, qemu, config_path, plugin, limits or RunnerLimits(), console, stock).run()
+        runner = _Runner(config, qemu, Path(scratch), plugin, limits, console, stock, snapshotting, resuming)
+        return runner.run()
+
+
+def _snapshotting(
+    qemu_dir: Path,
+    plugin: Plugin | None,
+    console: bool,
+    stock: StockBoard | None,
+    snapshot_at: int | None,
+    snapshot_dir: Path | None,
+) -> _Snapshotting | None:
+    if snapshot_at is None and snapshot_dir is None:
+        return None
+    if snapshot_at is None or snapshot_dir is None or snapshot_at <= 0:
+        raise RunnerError("a snapshot needs both a positive snapshot_at and a snapshot_dir")
+    if plugin is None or stock is not None or console:
+        raise RunnerError("a snapshot needs the rehost plugin, the rehosting machine and no terminal console")
+    return _Snapshotting(snapshot_at, snapshot_dir, build_identity(qemu_dir))
 
 
 class _Runner:
@@ -242,29 +321,74 @@ class _Runner:
         self,
         config: MachineConfig,
         qemu: Path,
-        config_path: Path,
+        scratch: Path,
         plugin: Plugin | None,
         limits: RunnerLimits,
         console: bool,
         stock: StockBoard | None,
+        snapshotting: _Snapshotting | None,
+        resuming: _Resuming | None,
     ) -> None:
         self._config = config
         self._qemu = qemu
-        self._config_path = config_path
+        self._config_path = scratch / "machine.json"
+        self._qmp_path = scratch / "qmp.sock"
         self._plugin = plugin
         self._limits = limits
         self._console = console
         self._stock = stock
+        self._snapshotting = snapshotting
+        self._resuming = resuming
         self._builder = ResultBuilder(limits.result_bounds)
-        self._decoder = EventDecoder(self._builder.add)
+        self._decoder = EventDecoder(self._receive)
         self._console_capture = BoundedBytes(limits.console_bytes)
         self._stderr_capture = BoundedBytes(limits.stderr_bytes)
         self._protocol_error: RunnerProtocolError | None = None
         self._timed_out = False
         self._first_console: float | None = None
+        # Snapshots: every frame up to the point (the snapshot's events), the point once paused.
+        self._frames = bytearray()
+        self._paused_at: int | None = None
+        self._saved = False
+        self._process: subprocess.Popen[bytes] | None = None
+        self._deadline = 0.0
+        self._release_write = -1
+        if resuming is not None:
+            self._replay_prefix(resuming)
+
+    def _replay_prefix(self, resuming: _Resuming) -> None:
+        """The snapshotting run's events and console first, as if this run had seen them itself."""
+        prefix = (resuming.directory / EVENTS_FILE).read_bytes()
+        replay = EventDecoder(self._receive)
+        try:
+            replay.feed(prefix)
+            replay.finish()
+        except RunnerProtocolError as error:
+            raise RunnerError(f"snapshot {resuming.directory}: its events are corrupt ({error})") from None
+        self._console_capture = resumed_capture(
+            self._limits.console_bytes,
+            (resuming.directory / CONSOLE_FILE).read_bytes(),
+            resuming.manifest.console_dropped,
+        )
+
+    def _receive(self, event: Event) -> None:
+        if event.WhichOneof("kind") == "paused":
+            self._paused_at = event.paused.icount
+            return
+        if self._snapshotting is not None:
+            self._frames += encode_frame(event)
+        self._builder.add(event)
 
     def run(self) -> Run:
         events_read, events_write = os.pipe()
+        release_read = -1
+        if self._snapshotting is not None:
+            release_read, self._release_write = os.pipe()
+            self._snapshotting.directory.mkdir(parents=True, exist_ok=True)
+            # The manifest is written last: a directory without one holds no snapshot. A plugin
+            # state left by an earlier snapshot must not pass for this run's.
+            for stale in (MANIFEST_FILE, PLUGIN_STATE_FILE):
+                (self._snapshotting.directory / stale).unlink(missing_ok=True)
         try:
             if self._stock is None:
                 # The machine writes its MmioAccess events to the same pipe as the plugin.
@@ -274,40 +398,49 @@ class _Runner:
                 write_config(with_events, self._config_path)
             with _terminal_restored(self._console):
                 started = time.monotonic()
-                process = self._start(events_write)
+                self._deadline = started + self._limits.deadline_seconds
+                process = self._start(events_write, release_read)
+                self._process = process
                 os.close(events_write)
                 events_write = -1
                 try:
-                    self._watch(process, events_read, started + self._limits.deadline_seconds)
+                    if self._resuming is not None:
+                        self._continue_restored(process)
+                    self._watch(process, events_read, self._deadline)
                 finally:
                     self._kill(process)
                 wall = time.monotonic() - started
         finally:
-            os.close(events_read)
-            if events_write >= 0:
-                os.close(events_write)
+            for descriptor in (events_read, events_write, release_read, self._release_write):
+                if descriptor >= 0:
+                    os.close(descriptor)
         stderr = self._stderr_capture.value().decode(errors="replace")
-        result = self._result(process.returncode, stderr)
+        result = self._finish_snapshot() if self._saved else self._result(process.returncode, stderr)
         first = None if self._first_console is None else self._first_console - started
         return Run(result, wall, first, stderr)
 
-    def _start(self, events_write: int) -> subprocess.Popen[bytes]:
+    def _start(self, events_write: int, release_read: int) -> subprocess.Popen[bytes]:
         command = command_line(
             self._qemu,
             self._config,
             self._config_path,
-            plugin=self._plugin,
+            plugin=self._plugin_with_snapshot_arguments(release_read),
             events_fd=events_write,
             stock=self._stock,
         )
+        if self._snapshotting is not None or self._resuming is not None:
+            command += ["-qmp", f"unix:{self._qmp_path},server=on,wait=off"]
+        if self._resuming is not None:
+            command += ["-incoming", f"file:{self._resuming.directory / VM_FILE}"]
         limit_child = _child_limits(self._limits, self._config)
+        inherited = (events_write,) if release_read < 0 else (events_write, release_read)
         try:
             return subprocess.Popen(
                 command,
                 stdin=None if self._console else subprocess.DEVNULL,
                 stdout=None if self._console else subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(events_write,),
+                pass_fds=inherited,
                 # Its own session, so that one kill reaches everything it started; on the
                 # terminal it must stay in ours, or reading the tty would stop it (SIGTTIN).
                 start_new_session=not self._console,
@@ -315,6 +448,21 @@ class _Runner:
             )
         except OSError as error:
             raise RunnerError(f"cannot start {self._qemu}: {error.strerror}") from None
+
+    def _plugin_with_snapshot_arguments(self, release_read: int) -> Plugin | None:
+        if self._plugin is None:
+            return None
+        extra: tuple[str, ...] = ()
+        if self._snapshotting is not None:
+            directory = self._snapshotting.directory
+            extra += (
+                f"pause_at={self._snapshotting.icount}",
+                f"control_fd={release_read}",
+                f"state_out={directory / PLUGIN_STATE_FILE}",
+            )
+        if self._resuming is not None:
+            extra += (f"state_in={self._resuming.directory / PLUGIN_STATE_FILE}",)
+        return Plugin(self._plugin.path, self._plugin.arguments + extra)
 
     def _watch(self, process: subprocess.Popen[bytes], events_read: int, deadline: float) -> None:
         """Read every stream until QEMU has exited and all are drained, the deadline, or garbage.
@@ -374,6 +522,73 @@ class _Runner:
             self._decoder.feed(chunk)
         except RunnerProtocolError as error:
             self._protocol_error = error
+        if self._paused_at is not None and not self._saved:
+            self._save_vm()
+
+    def _save_vm(self) -> None:
+        """The plugin holds the vCPU at the point: stop the VM there, save it, and have QEMU quit.
+
+        `stop` is answered only once the vCPU has stopped, which it does when released, so the
+        driver releases it in between (see explorer/runner/snapshot.py).
+        """
+        assert self._snapshotting is not None and self._process is not None
+        qmp = Qmp(self._qmp_path, self._process.pid, self._deadline)
+        try:
+            qmp.send("stop")
+            wait_until_stop_is_pending(self._process.pid, self._deadline)
+            os.write(self._release_write, b"\0")
+            qmp.reply("stop")
+            qmp.execute("migrate", uri=f"file:{self._snapshotting.directory / VM_FILE}")
+            qmp.wait_for_migration()
+            # QEMU quits at once; the plugin's exit handler writes its state (state_out).
+            qmp.send("quit")
+        finally:
+            qmp.close()
+        self._saved = True
+
+    def _continue_restored(self, process: subprocess.Popen[bytes]) -> None:
+        """QEMU loads the snapshot as it starts, and leaves the VM stopped as it was saved: continue it."""
+        try:
+            qmp = Qmp(self._qmp_path, process.pid, self._deadline)
+            try:
+                qmp.wait_for_migration()
+                qmp.execute("cont")
+            finally:
+                qmp.close()
+        except RunnerError as error:
+            assert process.stderr is not None
+            self._kill_group(process)
+            process.wait()
+            complaint = _last_lines(process.stderr.read().decode(errors="replace"), 1)
+            raise RunnerError(f"QEMU could not restore the snapshot: {complaint or error}") from None
+
+    def _finish_snapshot(self) -> RunResult:
+        """Check that the VM stopped at the point, write the rest of the snapshot, and return its result."""
+        assert self._snapshotting is not None and self._paused_at is not None
+        directory = self._snapshotting.directory
+        if not (directory / PLUGIN_STATE_FILE).is_file():
+            raise RunnerError(f"QEMU quit without the plugin saving its state into {directory}")
+        stopped_at = plugin_state_icount(directory)
+        if stopped_at != self._paused_at:
+            raise RunnerError(
+                f"the VM stopped at instruction {stopped_at}, not at the pause ({self._paused_at}): "
+                "the host was too slow to stop it in time, take the snapshot again"
+            )
+        (directory / EVENTS_FILE).write_bytes(bytes(self._frames))
+        (directory / CONSOLE_FILE).write_bytes(self._console_capture.value())
+        write_manifest(
+            directory,
+            Manifest(
+                build=self._snapshotting.build,
+                requested_icount=self._snapshotting.icount,
+                icount=self._paused_at,
+                config=self._config.SerializeToString(deterministic=True),
+                console_dropped=self._console_capture.dropped,
+            ),
+        )
+        detail = f"stopped at instruction {self._paused_at} for a snapshot"
+        ending = Exit(reason=ExitReason.EXIT_REASON_UNSPECIFIED, icount=self._paused_at, detail=detail)
+        return self._builder.finish(ending, self._console_capture, detail)
 
     def _finish_events(self) -> None:
         try:

@@ -4,7 +4,8 @@
  *
  *   -plugin librehost.so,budget=N,hook=NAME@0xADDR,initcalls=0xADDR,panic=0xADDR,
  *           halt=NAME@0xADDR,user_below=0xADDR,callstack=on,coverage=on,hot_loops=N,
- *           nop=0xADDR:VALUE,nops_again=0xADDR,log=0xADDR,events_fd=FD
+ *           nop=0xADDR:VALUE,nops_again=0xADDR,log=0xADDR,events_fd=FD,
+ *           pause_at=N,control_fd=FD,state_out=PATH,state_in=PATH
  *
  * budget:     end the run once N guest instructions have executed. Checked in blocks that end
  *             in a backward branch (every loop has one) and on interrupts and exceptions, so it
@@ -37,6 +38,17 @@
  *             the return to its caller, the length being the return value), no console needed.
  * events_fd:  the pipe to write proto/rehost.proto Event frames to (varint length, then the
  *             Event, one write() per frame of at most FRAME_MAX bytes). Without it, no events.
+ * pause_at:   snapshots (explorer/runner/snapshot.py): at the first block entered once N
+ *             instructions have executed, send a Paused frame and hold the vCPU until a byte
+ *             arrives on control_fd; the driver asks QEMU to stop meanwhile, so the VM stops at
+ *             the end of that block, a point that depends only on the guest. Needs events_fd
+ *             and control_fd.
+ * state_out:  at exit, write the plugin's state (below) to PATH instead of the final reports:
+ *             the snapshotting run quits right after QEMU saved the VM, at the point.
+ * state_in:   start from a state_out file, in a QEMU restoring the VM saved with it, so that
+ *             every count, the shadow stack, coverage and loops continue as in one long run.
+ *             The run's config may differ from the saving run's after the point: hooks are
+ *             matched by address and kind; NOPs are written again at the first kernel block.
  *
  * Every report also goes to qemu_plugin_outs as a "rehost: ..." line for people (stderr, or -D
  * FILE with -d plugin); the run ends with exit status 0 after an "end" report. Instruction
@@ -49,6 +61,8 @@
  * callbacks stay small: pushes and pops write the innermost return address straight into its
  * scoreboard slot, an indirect call touches coverage's hash table only when its target changes.
  * Single vCPU: the machine has one. It must never change guest state beyond what nop= asks for.
+ * Nothing it reports may depend on when blocks were translated (a restored VM starts with an
+ * empty translation cache): translation-time facts only decide where callbacks go.
  */
 
 #include <errno.h>
@@ -207,9 +221,15 @@ typedef struct {
     GHashTable *loops;           /* branch address -> Loop */
     Frame *frames;               /* the shadow call stack, outermost first */
     unsigned depth;
+    /* Snapshots: QEMU migrates no plugin, so the plugin's state goes through a file. */
+    uint64_t pause_at;           /* 0: never pause */
+    int control_fd;              /* the driver's byte here releases a paused vCPU */
+    bool paused;
+    char *state_out;             /* NULL: send the final reports at exit instead */
+    GByteArray *restored;        /* state_in's words, applied at vCPU init */
 } RehostState;
 
-static RehostState state = { .events_fd = -1 };
+static RehostState state = { .events_fd = -1, .control_fd = -1 };
 
 static uint64_t instructions_executed(void)
 {
@@ -324,12 +344,39 @@ static void send_call_stack(void)
     send_event(&event);
 }
 
+static bool is_covered(uint64_t vaddr)
+{
+    const uint8_t *bits = g_hash_table_lookup(state.instructions,
+                                              GSIZE_TO_POINTER(vaddr >> COVERAGE_REGION_BITS));
+    uint64_t offset = vaddr % COVERAGE_REGION_SIZE;
+
+    return bits && (bits[offset / 8] & (1 << (offset % 8)));
+}
+
+/*
+ * A direct call's target counts as entered when its first instruction is covered. (Counting it
+ * when its block is translated after the call's would depend on the translation cache.)
+ */
+static void add_entered_direct_targets(void)
+{
+    GHashTableIter iter;
+    gpointer target;
+
+    g_hash_table_iter_init(&iter, state.call_targets);
+    while (g_hash_table_iter_next(&iter, &target, NULL)) {
+        if (is_covered(GPOINTER_TO_SIZE(target))) {
+            g_hash_table_add(state.functions, target);
+        }
+    }
+}
+
 static void send_coverage(void)
 {
     Explorer__Rehost__Coverage coverage = EXPLORER__REHOST__COVERAGE__INIT;
     Event event = EXPLORER__REHOST__EVENT__INIT;
     g_autofree char *line = NULL;
 
+    add_entered_direct_targets();
     coverage.instructions = state.instructions_covered;
     coverage.functions = g_hash_table_size(state.functions);
     line = g_strdup_printf("coverage %" PRIu64 " instructions %" PRIu64 " functions",
@@ -800,6 +847,46 @@ static void on_hook(unsigned int vcpu_index, void *userdata)
     }
 }
 
+static void send_paused(uint64_t icount)
+{
+    Explorer__Rehost__Paused paused = EXPLORER__REHOST__PAUSED__INIT;
+    Event event = EXPLORER__REHOST__EVENT__INIT;
+
+    paused.icount = icount;
+    event.kind_case = EXPLORER__REHOST__EVENT__KIND_PAUSED;
+    event.paused = &paused;
+    send_event(&event);
+}
+
+/*
+ * The first block entered at or past pause_at (an inline conditional decided). The vCPU
+ * waits here, outside QEMU's big lock, while the driver's `stop` asks it to stop: it then
+ * stops when this block ends, before the next one starts. Blocks translated later carry no
+ * check; the ones already translated call in again and return at once.
+ */
+static void on_pause(unsigned int vcpu_index, void *userdata)
+{
+    uint64_t icount = instructions_executed();
+    g_autofree char *line = NULL;
+    char released;
+    ssize_t got;
+
+    if (state.paused) {
+        return;
+    }
+    state.paused = true;
+    line = g_strdup_printf("paused at insn %" PRIu64, icount);
+    report(line);
+    send_paused(icount);
+    do {
+        got = read(state.control_fd, &released, 1);
+    } while (got < 0 && errno == EINTR);
+    if (got != 1) {
+        /* The driver is gone: nobody will save this VM. */
+        exit(0);
+    }
+}
+
 static void on_budget_check(unsigned int vcpu_index, void *userdata)
 {
     end_run(EXPLORER__REHOST__EXIT_REASON__EXIT_BUDGET, "budget", "");
@@ -1168,6 +1255,11 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 
     qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(
         tb, QEMU_PLUGIN_INLINE_ADD_U64, state.executed, count);
+    if (state.pause_at && !state.paused) {
+        qemu_plugin_register_vcpu_tb_exec_cond_cb(
+            tb, on_pause, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_GE,
+            state.executed, state.pause_at, NULL);
+    }
     if ((state.budget || state.hot_loop_iterations) &&
         state.traits->ends_in_backward_branch(tb, &branch)) {
         if (state.budget) {
@@ -1200,10 +1292,6 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     }
     if (state.coverage) {
         cover_instructions(tb, count);
-        /* Translated on first entry: a call target is counted when first entered. */
-        if (g_hash_table_contains(state.call_targets, GSIZE_TO_POINTER(vaddr))) {
-            g_hash_table_add(state.functions, GSIZE_TO_POINTER(vaddr));
-        }
     }
     if (state.callstack) {
         if (g_hash_table_contains(state.return_targets,
@@ -1264,6 +1352,283 @@ static bool any_hook_needs_registers(void)
     return false;
 }
 
+/*
+ * The plugin's state at a snapshot point, as u64 words: everything a full boot would still
+ * know after the point, in this order:
+ *   STATE_FILE_MAGIC, instructions executed,
+ *   hooks: count, then (address, kind, reached) each,
+ *   hot loops reported, the log text buffer, the innermost return address,
+ *   the shadow stack: depth, then (function, return address) each, outermost first,
+ *   call sites: count, then (address, return address, target, target register, last target),
+ *   return targets, direct call targets, log return addresses, functions entered: sets,
+ *   instructions covered, coverage bitmaps: count, then (region, COVERAGE_REGION_SIZE bits),
+ *   loops: count, then (start, branch, iterations, window start, reported) each.
+ * The translation-time facts (call sites, targets) are kept because a return into a frame
+ * pushed before the point must still be recognised in a restored VM whose calls were
+ * translated before it. Not kept: kernel_mapped and nops_applied, so that the restored run's
+ * first kernel block writes its own NOPs (the same bytes, or the child's).
+ */
+#define STATE_FILE_MAGIC 0x31657473686572ULL /* "rehste1" */
+
+static void put_word(GByteArray *out, uint64_t word)
+{
+    g_byte_array_append(out, (const guint8 *)&word, sizeof(word));
+}
+
+static void put_set(GByteArray *out, GHashTable *set)
+{
+    GHashTableIter iter;
+    gpointer key;
+
+    put_word(out, g_hash_table_size(set));
+    g_hash_table_iter_init(&iter, set);
+    while (g_hash_table_iter_next(&iter, &key, NULL)) {
+        put_word(out, GPOINTER_TO_SIZE(key));
+    }
+}
+
+static void put_call_sites(GByteArray *out)
+{
+    GHashTableIter iter;
+    gpointer key, value;
+
+    put_word(out, g_hash_table_size(state.call_sites));
+    g_hash_table_iter_init(&iter, state.call_sites);
+    while (g_hash_table_iter_next(&iter, &key, &value)) {
+        const CallSite *call = value;
+
+        put_word(out, GPOINTER_TO_SIZE(key));
+        put_word(out, call->return_address);
+        put_word(out, call->target);
+        put_word(out, (uint64_t)(int64_t)call->target_register);
+        put_word(out, call->last_target);
+    }
+}
+
+static void put_coverage(GByteArray *out)
+{
+    GHashTableIter iter;
+    gpointer key, value;
+
+    put_word(out, state.instructions_covered);
+    put_word(out, g_hash_table_size(state.instructions));
+    g_hash_table_iter_init(&iter, state.instructions);
+    while (g_hash_table_iter_next(&iter, &key, &value)) {
+        put_word(out, GPOINTER_TO_SIZE(key));
+        g_byte_array_append(out, value, COVERAGE_REGION_SIZE / 8);
+    }
+}
+
+static void put_loops(GByteArray *out)
+{
+    GHashTableIter iter;
+    gpointer value;
+
+    put_word(out, g_hash_table_size(state.loops));
+    g_hash_table_iter_init(&iter, state.loops);
+    while (g_hash_table_iter_next(&iter, NULL, &value)) {
+        const Loop *loop = value;
+
+        put_word(out, loop->branch.start_pc);
+        put_word(out, loop->branch.branch_pc);
+        put_word(out, qemu_plugin_u64_sum(loop->iterations));
+        put_word(out, loop->window_start);
+        put_word(out, loop->reported);
+    }
+}
+
+static void save_state(const char *path)
+{
+    g_autoptr(GByteArray) out = g_byte_array_new();
+    g_autoptr(GError) error = NULL;
+    guint i;
+
+    put_word(out, STATE_FILE_MAGIC);
+    put_word(out, instructions_executed());
+    put_word(out, state.hooks->len);
+    for (i = 0; i < state.hooks->len; i++) {
+        const Hook *hook = &g_array_index(state.hooks, Hook, i);
+
+        put_word(out, hook->vaddr);
+        put_word(out, hook->kind);
+        put_word(out, hook->reached);
+    }
+    put_word(out, state.hot_loops_reported);
+    put_word(out, state.log_text);
+    put_word(out, *state.innermost_return_slot);
+    put_word(out, state.depth);
+    for (i = 0; i < state.depth; i++) {
+        put_word(out, state.frames[i].function);
+        put_word(out, state.frames[i].return_address);
+    }
+    put_call_sites(out);
+    put_set(out, state.return_targets);
+    put_set(out, state.call_targets);
+    put_set(out, state.log_returns);
+    put_set(out, state.functions);
+    put_coverage(out);
+    put_loops(out);
+    if (!g_file_set_contents(path, (const gchar *)out->data, out->len, &error)) {
+        fprintf(stderr, "rehost: state_out: %s\n", error->message);
+        exit(1);
+    }
+}
+
+/* Reading a state_in file: a word past its end means the file is not one of ours. */
+typedef struct {
+    const uint8_t *next;
+    const uint8_t *end;
+} StateReader;
+
+static G_NORETURN void reject_state_file(const char *why)
+{
+    fprintf(stderr, "rehost: state_in %s: not a state_out file of this plugin\n",
+            why);
+    exit(1);
+}
+
+static uint64_t take_word(StateReader *reader)
+{
+    uint64_t word;
+
+    if (reader->end - reader->next < (ptrdiff_t)sizeof(word)) {
+        reject_state_file("is truncated");
+    }
+    memcpy(&word, reader->next, sizeof(word));
+    reader->next += sizeof(word);
+    return word;
+}
+
+static const uint8_t *take_bytes(StateReader *reader, size_t size)
+{
+    const uint8_t *bytes = reader->next;
+
+    if ((size_t)(reader->end - reader->next) < size) {
+        reject_state_file("is truncated");
+    }
+    reader->next += size;
+    return bytes;
+}
+
+static void take_set(StateReader *reader, GHashTable *set)
+{
+    uint64_t count;
+
+    for (count = take_word(reader); count; count--) {
+        g_hash_table_add(set, GSIZE_TO_POINTER(take_word(reader)));
+    }
+}
+
+static void take_hooks(StateReader *reader)
+{
+    uint64_t count;
+    guint h;
+
+    for (count = take_word(reader); count; count--) {
+        uint64_t vaddr = take_word(reader);
+        uint64_t kind = take_word(reader);
+        bool reached = take_word(reader);
+
+        for (h = 0; h < state.hooks->len; h++) {
+            Hook *hook = &g_array_index(state.hooks, Hook, h);
+
+            if (hook->vaddr == vaddr && hook->kind == kind) {
+                hook->reached = reached;
+            }
+        }
+    }
+}
+
+static void take_call_sites(StateReader *reader)
+{
+    uint64_t count;
+
+    for (count = take_word(reader); count; count--) {
+        uint64_t vaddr = take_word(reader);
+        CallSite *call = g_new0(CallSite, 1);
+        size_t filter_bit = (vaddr >> 1) % CALL_SITE_FILTER_BITS;
+
+        call->return_address = take_word(reader);
+        call->target = take_word(reader);
+        call->target_register = (int)(int64_t)take_word(reader);
+        call->last_target = take_word(reader);
+        g_hash_table_insert(state.call_sites, GSIZE_TO_POINTER(vaddr), call);
+        state.call_site_filter[filter_bit / 8] |= 1 << (filter_bit % 8);
+    }
+}
+
+static void take_coverage(StateReader *reader)
+{
+    uint64_t count;
+
+    state.instructions_covered = take_word(reader);
+    for (count = take_word(reader); count; count--) {
+        uint64_t region = take_word(reader);
+        const uint8_t *bits = take_bytes(reader, COVERAGE_REGION_SIZE / 8);
+
+        g_hash_table_insert(state.instructions, GSIZE_TO_POINTER(region),
+                            g_memdup2(bits, COVERAGE_REGION_SIZE / 8));
+    }
+}
+
+static void take_loops(StateReader *reader, unsigned int vcpu_index)
+{
+    uint64_t count;
+
+    for (count = take_word(reader); count; count--) {
+        Loop *loop = g_new0(Loop, 1);
+
+        loop->branch.start_pc = take_word(reader);
+        loop->branch.branch_pc = take_word(reader);
+        loop->board = qemu_plugin_scoreboard_new(sizeof(uint64_t));
+        loop->iterations = qemu_plugin_scoreboard_u64(loop->board);
+        qemu_plugin_u64_set(loop->iterations, vcpu_index, take_word(reader));
+        loop->window_start = take_word(reader);
+        loop->reported = take_word(reader);
+        g_hash_table_insert(state.loops,
+                            GSIZE_TO_POINTER(loop->branch.branch_pc), loop);
+    }
+}
+
+/* At vCPU init, when the scoreboards have their slots: the inverse of save_state. */
+static void restore_state(unsigned int vcpu_index)
+{
+    StateReader reader = { state.restored->data,
+                           state.restored->data + state.restored->len };
+    uint64_t depth;
+    unsigned i;
+
+    if (take_word(&reader) != STATE_FILE_MAGIC) {
+        reject_state_file("does not start with its magic word");
+    }
+    qemu_plugin_u64_set(state.executed, vcpu_index, take_word(&reader));
+    take_hooks(&reader);
+    state.hot_loops_reported = take_word(&reader);
+    state.log_text = take_word(&reader);
+    *state.innermost_return_slot = take_word(&reader);
+    depth = take_word(&reader);
+    if (depth > CALL_STACK_DEPTH_MAX) {
+        reject_state_file("holds too deep a call stack");
+    }
+    state.depth = depth;
+    for (i = 0; i < state.depth; i++) {
+        state.frames[i].function = take_word(&reader);
+        state.frames[i].return_address = take_word(&reader);
+    }
+    take_call_sites(&reader);
+    take_set(&reader, state.return_targets);
+    take_set(&reader, state.call_targets);
+    take_set(&reader, state.log_returns);
+    take_set(&reader, state.functions);
+    take_coverage(&reader);
+    take_loops(&reader, vcpu_index);
+    if (reader.next != reader.end) {
+        reject_state_file("has bytes after its state");
+    }
+    g_byte_array_free(state.restored, true);
+    state.restored = NULL;
+}
+
 static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index)
 {
     g_autoptr(GArray) registers = qemu_plugin_get_registers();
@@ -1282,6 +1647,9 @@ static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index)
         g_autofree char *name = g_strdup_printf("r%d", i);
 
         state.general_registers[i] = find_register(registers, name);
+    }
+    if (state.restored) {
+        restore_state(vcpu_index);
     }
     /* gdb names ARM's r13-r15 sp, lr and pc; a BLX through lr is legal. */
     state.general_registers[14] = state.general_registers[14] ?:
@@ -1317,7 +1685,12 @@ static void on_plugin_exit(qemu_plugin_id_t id, void *userdata)
                                             instructions_executed());
     guint h;
 
-    send_final_reports();
+    if (state.paused && state.state_out) {
+        /* QEMU saved the VM at the point and quit: the state goes on in another run. */
+        save_state(state.state_out);
+    } else {
+        send_final_reports();
+    }
     report(line);
     for (h = 0; h < state.hooks->len; h++) {
         g_free(g_array_index(state.hooks, Hook, h).name);
@@ -1334,6 +1707,7 @@ static void on_plugin_exit(qemu_plugin_id_t id, void *userdata)
     g_hash_table_destroy(state.functions);
     g_hash_table_destroy(state.loops);
     g_free(state.frames);
+    g_free(state.state_out);
     qemu_plugin_scoreboard_free(state.executed_board);
     qemu_plugin_scoreboard_free(state.innermost_return_board);
 }
@@ -1426,6 +1800,33 @@ static bool parse_argument(const char *key, const char *value)
     if (g_str_equal(key, "nop")) {
         return parse_nop(value);
     }
+    if (g_str_equal(key, "pause_at")) {
+        return parse_positive(key, value, &state.pause_at);
+    }
+    if (g_str_equal(key, "control_fd")) {
+        if (!parse_address(value, &number) || number > INT_MAX) {
+            fprintf(stderr, "rehost: control_fd=%s is not a file descriptor\n",
+                    value);
+            return false;
+        }
+        state.control_fd = number;
+        return true;
+    }
+    if (g_str_equal(key, "state_out")) {
+        state.state_out = g_strdup(value);
+        return true;
+    }
+    if (g_str_equal(key, "state_in")) {
+        gchar *data;
+        gsize length;
+
+        if (!g_file_get_contents(value, &data, &length, NULL)) {
+            fprintf(stderr, "rehost: state_in=%s cannot be read\n", value);
+            return false;
+        }
+        state.restored = g_byte_array_new_take((guint8 *)data, length);
+        return true;
+    }
     if (g_str_equal(key, "log")) {
         if (!parse_address(value, &state.log_function) || !state.log_function) {
             fprintf(stderr, "rehost: log=%s is not an ADDRESS\n", value);
@@ -1463,7 +1864,8 @@ static bool parse_argument(const char *key, const char *value)
     }
     fprintf(stderr, "rehost: unknown argument %s (budget, hook, initcalls, "
             "panic, halt, user_below, callstack, coverage, hot_loops, nop, "
-            "nops_again, log, events_fd)\n", key);
+            "nops_again, log, events_fd, pause_at, control_fd, state_out, "
+            "state_in)\n", key);
     return false;
 }
 
@@ -1499,6 +1901,11 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
         fprintf(stderr, "rehost: nop= needs user_below= (the kernel's "
                 "PAGE_OFFSET: NOPs are written once the kernel runs there) and "
                 "an ARM or MIPS guest\n");
+        return -1;
+    }
+    if (state.pause_at && (state.control_fd < 0 || state.events_fd < 0)) {
+        fprintf(stderr, "rehost: pause_at= needs control_fd= (to be released) "
+                "and events_fd= (to say it paused)\n");
         return -1;
     }
     state.register_buffer = g_byte_array_new();

@@ -51,6 +51,9 @@ typedef struct RehostingConfig {
     RehostingTick tick;
     uint64_t idle_deadline_ns;  /* 0: an idle guest waits for the driver's deadline */
     QEMUTimer *idle_timer;
+    /* The recorder's state packed for the migration stream (rehosting.c: snapshots). */
+    uint8_t *recorder_blob;
+    uint32_t recorder_blob_size;
 
     hwaddr first_ram_base;
     uint64_t first_ram_size;

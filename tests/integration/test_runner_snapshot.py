@@ -1,0 +1,136 @@
+"""Runner snapshots, the acceptance of issue 6 item 1: a run continued from a snapshot gives the
+RunResult of an uninterrupted run, byte for byte, with every observation on (hooks, initcalls,
+call stack, coverage, hot loops, guest log, MMIO accesses with random unruled reads).
+
+armmp on the vexpress-a9 map reaches user space at about 3.5e9 instructions; start_kernel is at
+about 1.99e9 and the catch-all is first read at about 2.07e9.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from explorer.corpus import Corpus
+from explorer.errors import RunnerError
+from explorer.firmware.ingest import ingest
+from explorer.runner.boards import vexpress_a9
+from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
+from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.machine_config_pb2 import MachineConfig
+from explorer.runner.rehost_pb2 import ExitReason, RunResult
+from explorer.runner.result import serialize
+from explorer.runner.snapshot import MANIFEST_FILE
+from tests.integration.rehosting import BOOT_DEADLINE_SECONDS
+
+pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
+
+LATE_POINT = 2_500_000_000  # in start_kernel's device setup, after most catch-all addresses are read
+EARLY_POINT = 2_000_000_000  # just after start_kernel, before the guest touches the catch-all
+LIMITS = RunnerLimits(deadline_seconds=BOOT_DEADLINE_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def parent(corpus: Corpus) -> MachineConfig:
+    kernel = corpus.kernel("armmp")
+    config = vexpress_a9(kernel, corpus.dtb("armmp", "vexpress-v2p-ca9"), corpus.initramfs("armhf"))
+    config = watching_kernel(config, ingest(kernel))
+    config.seed = 20261126
+    config.random_unruled_reads = True
+    config.mmio_event_limit = 4096
+    return config
+
+
+@pytest.fixture(scope="module")
+def plugin(qemu_build: Path) -> Plugin:
+    return Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+
+
+@pytest.fixture(scope="module")
+def parent_full(parent: MachineConfig, qemu_build: Path, plugin: Plugin) -> RunResult:
+    result = run(parent, qemu_build, plugin=plugin, limits=LIMITS).result
+    assert result.exit.reason == ExitReason.EXIT_USER_SPACE and not result.partial
+    assert result.exit.icount > LATE_POINT
+    return result
+
+
+@pytest.fixture(scope="module")
+def early_snapshot(
+    parent: MachineConfig, qemu_build: Path, plugin: Plugin, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, RunResult]:
+    directory = tmp_path_factory.mktemp("early")
+    prefix = run(
+        parent, qemu_build, plugin=plugin, limits=LIMITS, snapshot_at=EARLY_POINT, snapshot_dir=directory
+    ).result
+    return directory, prefix
+
+
+def test_a_run_resumed_from_a_snapshot_serializes_like_the_full_boot(
+    parent: MachineConfig, qemu_build: Path, plugin: Plugin, parent_full: RunResult, tmp_path: Path
+) -> None:
+    prefix = run(
+        parent, qemu_build, plugin=plugin, limits=LIMITS, snapshot_at=LATE_POINT, snapshot_dir=tmp_path
+    ).result
+    assert prefix.partial and LATE_POINT <= prefix.exit.icount < LATE_POINT + 10_000
+    assert 0 < len(prefix.mmio_accesses) < len(parent_full.mmio_accesses)
+    resumed = run(
+        parent, qemu_build, plugin=plugin, limits=LIMITS, resume_from=tmp_path, resume_at=LATE_POINT
+    )
+    assert serialize(resumed.result) == serialize(parent_full)
+
+
+def test_a_child_differing_after_the_point_resumed_from_the_parents_snapshot_equals_its_full_boot(
+    parent: MachineConfig,
+    qemu_build: Path,
+    plugin: Plugin,
+    parent_full: RunResult,
+    early_snapshot: tuple[Path, RunResult],
+) -> None:
+    directory, prefix = early_snapshot
+    touched_before = {access.address for access in prefix.mmio_accesses}
+    first_late_read = next(
+        access
+        for access in parent_full.mmio_accesses
+        if not access.is_write and access.address not in touched_before
+    )
+    child = MachineConfig()
+    child.CopyFrom(parent)
+    rule = child.mmio_rules.add()
+    rule.address = first_late_read.address
+    rule.constant = first_late_read.value ^ 1
+    child_full = run(child, qemu_build, plugin=plugin, limits=LIMITS).result
+    assert serialize(child_full) != serialize(parent_full)  # the rule matters
+    resumed = run(child, qemu_build, plugin=plugin, limits=LIMITS, resume_from=directory).result
+    assert serialize(resumed) == serialize(child_full)
+
+
+def test_a_snapshot_of_another_build_or_point_or_with_a_garbage_manifest_is_refused_in_one_line(
+    parent: MachineConfig,
+    qemu_build: Path,
+    plugin: Plugin,
+    early_snapshot: tuple[Path, RunResult],
+    tmp_path: Path,
+) -> None:
+    directory, _ = early_snapshot
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    for name, body, why in (
+        (
+            "other-build",
+            json.dumps({**manifest, "build": "0123456789abcdef"}),
+            "is of build 0123456789abcdef",
+        ),
+        ("garbage", "not a manifest", "is not a snapshot manifest"),
+    ):
+        copy = tmp_path / name
+        copy.mkdir()
+        for part in directory.iterdir():
+            if part.name != MANIFEST_FILE:
+                (copy / part.name).symlink_to(part)
+        (copy / MANIFEST_FILE).write_text(body)
+        with pytest.raises(RunnerError, match=why) as refused:
+            run(parent, qemu_build, plugin=plugin, limits=LIMITS, resume_from=copy)
+        assert "\n" not in str(refused.value)
+    with pytest.raises(RunnerError, match=f"at instruction {EARLY_POINT}, not {LATE_POINT}"):
+        run(parent, qemu_build, plugin=plugin, limits=LIMITS, resume_from=directory, resume_at=LATE_POINT)
