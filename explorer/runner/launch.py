@@ -541,7 +541,7 @@ class _Runner:
             qmp.execute("migrate", uri=f"file:{self._snapshotting.directory / VM_FILE}")
             qmp.wait_for_migration()
             # QEMU quits at once; the plugin's exit handler writes its state (state_out).
-            qmp.send("quit")
+            qmp.quit()
         finally:
             qmp.close()
         self._saved = True

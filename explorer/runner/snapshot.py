@@ -25,6 +25,7 @@ module knows nothing about which runs may share a snapshot: that is the search's
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -139,6 +140,10 @@ def plugin_state_icount(directory: Path) -> int:
         return int.from_bytes(state.read(8), "little")
 
 
+class QmpClosed(RunnerError):
+    """QEMU closed its end of the QMP socket (it is exiting)."""
+
+
 class Qmp:
     """Just enough of QMP (JSON lines over a unix socket) to stop, save and quit one QEMU.
 
@@ -186,6 +191,14 @@ class Qmp:
         self.send(command, **arguments)
         return self.reply(command)
 
+    def quit(self) -> None:
+        """Have QEMU quit, waiting until it took the command (its reply, or its end of the socket
+        closing): QEMU drops the commands still queued of a client that disconnects, so closing at
+        once could lose the `quit`, and the run would wait for its deadline."""
+        self.send("quit")
+        with contextlib.suppress(QmpClosed):
+            self.reply("quit")
+
     def wait_for_migration(self) -> None:
         """Until the migration (outgoing or incoming) has completed; RunnerError if it fails."""
         while True:
@@ -213,7 +226,7 @@ class Qmp:
             except TimeoutError:
                 raise RunnerError("QEMU did not save or restore the VM within the run's deadline") from None
             if not chunk:
-                raise RunnerError("QEMU closed its QMP socket")
+                raise QmpClosed("QEMU closed its QMP socket")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         return json.loads(line)

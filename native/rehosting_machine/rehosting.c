@@ -44,6 +44,7 @@
 #include "hw/sysbus.h"
 #include "hw/qdev-properties-system.h"
 #include "exec/cpu-common.h"
+#include "exec/icount.h"
 #include "exec/target_page.h"
 #include "exec/translation-block.h"
 #include "hw/core/cpu.h"
@@ -329,6 +330,7 @@ static void record_access(RehostingConfig *config, hwaddr addr, unsigned size,
     access.pc = site.pc;
     access.is_write = is_write;
     access.order = order;
+    access.icount = icount_enabled() ? icount_get_raw() : 0;
     event.kind_case = EXPLORER__REHOST__EVENT__KIND_MMIO_ACCESS;
     event.mmio_access = &access;
     write_event_frame(config, &event);

@@ -1,0 +1,281 @@
+"""Snapshot sharing in the search: which children may continue from a snapshot of their parent's boot.
+
+A child differs from its parent in a few rules or devices; until the guest first touches one of
+them, the child's boot is the parent's, instruction for instruction (runs are deterministic).
+So the parent can boot once to a point before that first touch, save the VM there
+(explorer.runner.snapshot), and each such child continues from the save, which is to give byte
+for byte the RunResult of its full boot (tests/integration/test_runner_snapshot.py), cheaper.
+
+This module decides *where* a child may share its parent's boot (`divergence_point`: pure, from
+the two states and the parent's run), which children of a generation share which snapshot
+(`sharing_plan`), and keeps the saved snapshots (`SnapshotCache`, beside the store). It never
+boots anything. The engine does not use it yet: a run continued from a snapshot is not yet byte
+for byte its full boot in every case (the plugin adds a block's instructions at its entry, so a
+block cut short counts instructions that never ran, and which blocks are cut depends on the
+translation cache, which a restore empties; issue 6), and a search must store the same runs
+either way.
+
+Invariant (what makes sharing safe): a point is only ever *earlier* than the first instruction
+at which the child's run can differ from the parent's. Every doubt gives None (boot in full).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+
+from explorer.errors import RunnerError
+from explorer.runner.machine_config_pb2 import Device
+from explorer.runner.rehost_pb2 import MmioAccess, RunResult
+from explorer.runner.snapshot import build_identity, read_manifest
+from explorer.search.models import MODEL_SPANS
+from explorer.search.state import SEARCH_MMIO_EVENT_LIMIT, State, canonical_bytes
+
+# Instructions kept between a point and the first access that may differ. The plugin counts a
+# block at its entry and the pause lands at the end of the block entered at the point, while an
+# access's count is QEMU's icount; the plugin's count never runs behind QEMU's (it counts a block
+# whole even when an exception or an I/O recompile cuts it short), so a block's length (at most
+# 512 instructions) would do: the margin is that with room to spare.
+SAFETY_MARGIN = 10_000
+# A snapshot only pays when it skips at least this share of the parent's boot: the parent boots
+# to the point once more, and saving and restoring cost a fraction of a second.
+WORTHWHILE_SHARE = 0.5
+
+
+def divergence_point(parent_state: State, parent_result: RunResult, child_state: State) -> int | None:
+    """The last instruction count (the plugin's) at which a run of the child is still the parent's run.
+
+    None when the child shares nothing worth a snapshot: any difference in what boots (kernel,
+    DTB, initrd, command line, CPU, RAM, interrupt controller, ISA bus, tick, seed, budgets,
+    limits), different NOPs, a parent device the child lacks or changes, a parent run that did
+    not end on its own (partial: not a function of its state), or a point before
+    WORTHWHILE_SHARE of the parent's boot (as far as its events show: `_known_end`). Otherwise
+    SAFETY_MARGIN before the parent's first recorded access to an address whose answer differs
+    in the child (a rule added, removed or changed; a new device's regions), and, when the
+    parent's MMIO stream was cut off by its event limit, no later than its last recorded access
+    (later first touches went unseen).
+    """
+    if parent_result.partial or not _same_boot(parent_state, child_state):
+        return None
+    added_devices = _added_devices(parent_state, child_state)
+    if added_devices is None:
+        return None
+    regions = [(address, 1) for address in _changed_rule_addresses(parent_state, child_state)]
+    for device in added_devices:
+        span = MODEL_SPANS.get(device.type)
+        if span is None:
+            return None
+        regions += [(base, span) for base in device.mmio]
+    accesses = parent_result.mmio_accesses
+    end = _known_end(parent_result)
+    latest = end
+    first_touch = next((access.icount for access in accesses if _touches(access, regions)), None)
+    if first_touch is not None:
+        latest = min(latest, first_touch)
+    if _stream_truncated(parent_state, parent_result):
+        latest = min(latest, max((access.icount for access in accesses), default=0))
+    point = latest - SAFETY_MARGIN
+    if point <= 0 or point < end * WORTHWHILE_SHARE:
+        return None
+    return point
+
+
+def _known_end(result: RunResult) -> int:
+    """The latest instruction count the run is known to have reached.
+
+    The exit's count when it has one; an exit the machine decided (a stuck poll, an idle guest)
+    carries none, and then the last count any event carries stands in (earlier than the true end:
+    a point bounded by it is only more cautious).
+    """
+    counted = [result.exit.icount]
+    counted += [milestone.icount for milestone in result.milestones]
+    counted += [initcall.icount for initcall in result.initcalls]
+    counted += [access.icount for access in result.mmio_accesses]
+    return max(counted)
+
+
+def _same_boot(parent: State, child: State) -> bool:
+    """Equal in everything but the value rules and the devices (which `divergence_point` weighs)."""
+    return canonical_bytes(_without_answers(parent)) == canonical_bytes(_without_answers(child))
+
+
+def _without_answers(state: State) -> State:
+    stripped = State()
+    stripped.CopyFrom(state)
+    del stripped.mmio_rules[:]
+    del stripped.devices[:]
+    return stripped
+
+
+def _added_devices(parent: State, child: State) -> list[Device] | None:
+    """The child's devices after the parent's, when the parent's come first and unchanged; else None.
+
+    The snapshot's migration stream holds the parent's devices: the child must have each of them,
+    in the same order; a device only the child has keeps its reset state at the restore, as in
+    its full boot until the guest first touches it.
+    """
+    shared = len(parent.devices)
+    if len(child.devices) < shared:
+        return None
+    for mine, theirs in zip(parent.devices, child.devices[:shared], strict=True):
+        if mine.SerializeToString(deterministic=True) != theirs.SerializeToString(deterministic=True):
+            return None
+    return list(child.devices[shared:])
+
+
+def _changed_rule_addresses(parent: State, child: State) -> set[int]:
+    before = _rules_by_address(parent)
+    after = _rules_by_address(child)
+    return {address for address in before.keys() | after.keys() if before.get(address) != after.get(address)}
+
+
+def _rules_by_address(state: State) -> dict[int, list[bytes]]:
+    rules: dict[int, list[bytes]] = {}
+    for rule in state.mmio_rules:
+        rules.setdefault(rule.address, []).append(rule.SerializeToString(deterministic=True))
+    return rules
+
+
+def _touches(access: MmioAccess, regions: Iterable[tuple[int, int]]) -> bool:
+    end = access.address + max(access.size, 1)
+    return any(base < end and access.address < base + span for base, span in regions)
+
+
+def _stream_truncated(state: State, result: RunResult) -> bool:
+    limit = state.mmio_event_limit or SEARCH_MMIO_EVENT_LIMIT
+    return result.mmio_accesses_dropped > 0 or len(result.mmio_accesses) >= limit
+
+
+# What a search keeps of snapshots unless told otherwise (`--snapshot-limit`).
+DEFAULT_SNAPSHOT_LIMIT_BYTES = 4 << 30
+SNAPSHOTS_DIRECTORY = "snapshots"
+# Where a snapshot is written before it is known good; the next cache opened removes leftovers.
+_STAGING_SUFFIX = ".partial"
+
+
+def snapshot_key(build: str, parent_id: str, point: int) -> str:
+    """The content address of a snapshot: the runner build, the state it boots, the point it stops at."""
+    return hashlib.sha256(f"{build}\0{parent_id}\0{point}".encode()).hexdigest()
+
+
+class SnapshotCache:
+    """Snapshots beside a search's store: WORK/snapshots/<snapshot_key>/, at most `limit_bytes` in all.
+
+    One writer (the search's master process). Entries are content-addressed, so they survive a
+    resume and a stale one cannot be mistaken for another. An entry that is not a complete
+    snapshot of this build at its point (a kill half-way, another build, a damaged file) is
+    removed when found and reported as absent: a cache never fails a search. Beyond the limit,
+    the least recently used entries go first (use = an entry's directory mtime).
+    """
+
+    def __init__(self, work: Path, qemu_dir: Path, limit_bytes: int = DEFAULT_SNAPSHOT_LIMIT_BYTES) -> None:
+        self._root = work / SNAPSHOTS_DIRECTORY
+        self._qemu_dir = qemu_dir
+        self._build = build_identity(qemu_dir)
+        self._limit = limit_bytes
+        self._root.mkdir(exist_ok=True)
+        for staging in self._root.glob(f"*{_STAGING_SUFFIX}"):
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def key(self, parent_id: str, point: int) -> str:
+        return snapshot_key(self._build, parent_id, point)
+
+    def get(self, parent_id: str, point: int) -> Path | None:
+        """The snapshot of `parent_id` at `point`, marked as just used; None if there is no good one."""
+        directory = self._root / self.key(parent_id, point)
+        if not directory.exists():
+            return None
+        try:
+            read_manifest(directory, self._qemu_dir, point)
+        except RunnerError:
+            shutil.rmtree(directory, ignore_errors=True)
+            return None
+        os.utime(directory)
+        return directory
+
+    def staging(self, parent_id: str, point: int) -> Path:
+        """An empty directory for the snapshot of `parent_id` at `point` to be written into."""
+        directory = self._root / f"{self.key(parent_id, point)}{_STAGING_SUFFIX}"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir()
+        return directory
+
+    def keep(self, staging: Path, parent_id: str, point: int) -> Path | None:
+        """File a written snapshot under its key, then evict down to the limit; None if it is no good."""
+        final = self._root / self.key(parent_id, point)
+        try:
+            read_manifest(staging, self._qemu_dir, point)
+        except RunnerError:
+            shutil.rmtree(staging, ignore_errors=True)
+            return None
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+        self._evict(keep=final)
+        return final if final.exists() else None
+
+    def size_bytes(self) -> int:
+        return sum(_tree_bytes(entry) for entry in self._entries())
+
+    def _entries(self) -> list[Path]:
+        return [
+            entry
+            for entry in self._root.iterdir()
+            if entry.is_dir() and not entry.name.endswith(_STAGING_SUFFIX)
+        ]
+
+    def _evict(self, keep: Path) -> None:
+        """Remove the least recently used entries until the cache fits; `keep` goes last, if it must."""
+        entries = sorted(self._entries(), key=lambda entry: (entry == keep, entry.stat().st_mtime))
+        total = sum(_tree_bytes(entry) for entry in entries)
+        for entry in entries:
+            if total <= self._limit:
+                return
+            total -= _tree_bytes(entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _tree_bytes(directory: Path) -> int:
+    """Bytes on disk (the VM file is sparse: its apparent size would overstate it)."""
+    return sum(path.stat().st_blocks * 512 for path in directory.rglob("*") if path.is_file())
+
+
+# Snapshots one generation takes at most (each costs a boot of the parent to its point).
+MAX_SNAPSHOTS_PER_GENERATION = 3
+# Children that must share a new snapshot for it to pay (one child gains nothing: the parent's
+# prefix boot costs what the child would have spent on it).
+MIN_SHARING_CHILDREN = 2
+
+
+def sharing_plan(points: Mapping[str, int | None], cached: Collection[int] = ()) -> dict[int, list[str]]:
+    """Snapshot points for one generation, each with the children that continue from it.
+
+    `points`: each child's divergence_point. Invariants: a child continues from a point no later
+    than its own (so sharing stays safe); at most MAX_SNAPSHOTS_PER_GENERATION points, chosen
+    among the children's own points so that each child's is as late as the number allows; a point
+    not in `cached` serves at least MIN_SHARING_CHILDREN children (a smaller group joins the next
+    earlier point, or boots in full); a child with None, or left out, boots in full.
+    """
+    ordered = sorted((point, child) for child, point in points.items() if point is not None)
+    distinct = sorted({point for point, _ in ordered})
+    if len(distinct) <= MAX_SNAPSHOTS_PER_GENERATION:
+        chosen = distinct
+    else:
+        # Quantiles of the children's points: the earliest is always chosen, so every child has one.
+        step = len(ordered) / MAX_SNAPSHOTS_PER_GENERATION
+        chosen = sorted({ordered[int(index * step)][0] for index in range(MAX_SNAPSHOTS_PER_GENERATION)})
+    groups: dict[int, list[str]] = {point: [] for point in chosen}
+    for point, child in ordered:
+        groups[max(candidate for candidate in chosen if candidate <= point)].append(child)
+    plan: dict[int, list[str]] = {}
+    pending: list[str] = []
+    for point in reversed(chosen):
+        group = groups[point] + pending
+        if len(group) >= MIN_SHARING_CHILDREN or (group and point in cached):
+            plan[point] = sorted(group)
+            pending = []
+        else:
+            pending = group
+    return dict(sorted(plan.items()))

@@ -1,0 +1,212 @@
+"""Where a child may continue from its parent's snapshot: divergence_point on hand-made states and runs."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from explorer.runner.machine_config_pb2 import Device, MmioRule, Nop
+from explorer.runner.rehost_pb2 import Exit, ExitReason, MmioAccess, RunResult
+from explorer.search.snapshots import (
+    MAX_SNAPSHOTS_PER_GENERATION,
+    MIN_SHARING_CHILDREN,
+    SAFETY_MARGIN,
+    divergence_point,
+    sharing_plan,
+)
+from explorer.search.state import State, derive
+
+# Shared cores: how long an example takes says nothing about the function.
+UNTIMED = settings(deadline=None)
+
+BOOT_END = 1_000_000
+UART = 0x10009000
+STATUS = 0x10001000
+OTHER = 0x10002000
+
+
+def parent_state() -> State:
+    state = State(target="arm", cpu="cortex-a9", seed=3, instruction_budget=2_000_000)
+    state.ram.add(base=0x60000000, size=0x20000000)
+    state.mmio_rules.append(MmioRule(address=OTHER, constant=1))
+    return state
+
+
+def parent_run(accesses: list[tuple[int, int]], *, partial: bool = False, dropped: int = 0) -> RunResult:
+    """A run that ended at BOOT_END after reading each (address, icount) in turn."""
+    return RunResult(
+        exit=Exit(reason=ExitReason.EXIT_BUDGET, icount=BOOT_END),
+        partial=partial,
+        mmio_accesses=[
+            MmioAccess(address=address, size=4, pc=0xC0001000, order=order, icount=icount)
+            for order, (address, icount) in enumerate(accesses)
+        ],
+        mmio_accesses_dropped=dropped,
+    )
+
+
+def with_rule(address: int, value: int):
+    def add(state: State) -> None:
+        state.mmio_rules.append(MmioRule(address=address, constant=value))
+
+    return add
+
+
+RUN = parent_run([(OTHER, 600_000), (STATUS, 800_000), (STATUS, 850_000)])
+
+
+def test_a_changed_rule_diverges_a_margin_before_its_first_access() -> None:
+    child = derive(parent_state(), with_rule(STATUS, 0))
+    assert divergence_point(parent_state(), RUN, child) == 800_000 - SAFETY_MARGIN
+
+
+def test_a_rule_changed_in_place_counts_as_changed() -> None:
+    child = derive(parent_state(), lambda state: setattr(state.mmio_rules[0], "constant", 2))
+    # OTHER's first access (600,000) is above the floor of half the boot: shared up to it.
+    assert divergence_point(parent_state(), RUN, child) == 600_000 - SAFETY_MARGIN
+
+
+def test_a_rule_on_an_address_the_parent_never_read_shares_up_to_the_parents_end() -> None:
+    child = derive(parent_state(), with_rule(0x1FFF0000, 0))
+    assert divergence_point(parent_state(), RUN, child) == BOOT_END - SAFETY_MARGIN
+
+
+def test_a_point_before_half_of_the_parents_boot_is_not_worth_a_snapshot() -> None:
+    early = parent_run([(STATUS, 400_000)])
+    assert divergence_point(parent_state(), early, derive(parent_state(), with_rule(STATUS, 0))) is None
+
+
+def test_a_truncated_stream_bounds_the_point_by_its_last_recorded_access() -> None:
+    cut = parent_run([(OTHER, 600_000), (STATUS, 700_000)], dropped=5)
+    child = derive(parent_state(), with_rule(0x1FFF0000, 0))
+    assert divergence_point(parent_state(), cut, child) == 700_000 - SAFETY_MARGIN
+
+
+def test_a_partial_parent_run_shares_nothing() -> None:
+    child = derive(parent_state(), with_rule(STATUS, 0))
+    assert divergence_point(parent_state(), parent_run([], partial=True), child) is None
+
+
+def test_a_new_device_diverges_at_the_first_access_to_its_region() -> None:
+    def add_uart(state: State) -> None:
+        state.devices.append(Device(type="pl011", mmio=[UART]))
+
+    run = parent_run([(OTHER, 600_000), (UART + 0x18, 900_000)])
+    assert divergence_point(parent_state(), run, derive(parent_state(), add_uart)) == 900_000 - SAFETY_MARGIN
+
+
+def test_a_device_of_unknown_size_shares_nothing() -> None:
+    child = derive(parent_state(), lambda state: state.devices.append(Device(type="mystery", mmio=[UART])))
+    assert divergence_point(parent_state(), RUN, child) is None
+
+
+def test_a_parent_device_the_child_lacks_shares_nothing() -> None:
+    parent = derive(parent_state(), lambda state: state.devices.append(Device(type="pl011", mmio=[UART])))
+    assert divergence_point(parent, RUN, parent_state()) is None
+
+
+def test_different_nops_share_nothing() -> None:
+    child = derive(parent_state(), lambda state: state.nops.append(Nop(address=0xC0100000, name="f")))
+    assert divergence_point(parent_state(), RUN, child) is None
+
+
+BOOT_INPUT_CHANGES = [
+    lambda state: setattr(state, "seed", 4),
+    lambda state: setattr(state, "cpu", "cortex-a15"),
+    lambda state: setattr(state, "instruction_budget", 3_000_000),
+    lambda state: setattr(state.boot, "cmdline", "nosmp"),
+    lambda state: state.ram.add(base=0x90000000, size=0x1000),
+    lambda state: state.interrupt_controller.CopyFrom(Device(type="a9mpcore_priv", mmio=[0x1E000000])),
+    lambda state: setattr(state, "random_unruled_reads", True),
+    lambda state: setattr(state.tick, "period_ns", 1000),
+]
+
+
+@UNTIMED
+@given(change=st.sampled_from(BOOT_INPUT_CHANGES), also_rule=st.booleans())
+def test_any_difference_in_what_boots_shares_nothing(change, also_rule: bool) -> None:
+    child = derive(parent_state(), change)
+    if also_rule:
+        child = derive(child, with_rule(STATUS, 0))
+    assert divergence_point(parent_state(), RUN, child) is None
+
+
+access_times = st.lists(
+    st.tuples(st.sampled_from([STATUS, OTHER, UART, 0x10003000]), st.integers(1, BOOT_END)), max_size=12
+).map(lambda accesses: sorted(accesses, key=lambda access: access[1]))
+
+
+@UNTIMED
+@given(
+    accesses=access_times, rule_address=st.sampled_from([STATUS, OTHER, 0x10003000]), value=st.integers(0, 9)
+)
+def test_a_point_is_always_a_margin_before_every_access_whose_answer_differs(
+    accesses: list[tuple[int, int]], rule_address: int, value: int
+) -> None:
+    child = derive(parent_state(), with_rule(rule_address, value))
+    point = divergence_point(parent_state(), parent_run(accesses), child)
+    touches = [icount for address, icount in accesses if address == rule_address]
+    first = min(touches, default=BOOT_END)
+    if first - SAFETY_MARGIN < BOOT_END // 2:
+        assert point is None
+    else:
+        assert point == first - SAFETY_MARGIN
+
+
+def test_the_same_state_shares_up_to_the_end_of_its_run() -> None:
+    assert divergence_point(parent_state(), RUN, parent_state()) == BOOT_END - SAFETY_MARGIN
+
+
+children_points = st.dictionaries(
+    st.text("0123456789abcdef", min_size=4, max_size=4),
+    st.none() | st.integers(500_000, 1_000_000).map(lambda point: point - point % 50_000),
+    max_size=40,
+)
+
+
+@UNTIMED
+@given(points=children_points, cached_share=st.floats(0, 1))
+def test_a_plan_never_starts_a_child_after_its_own_point(
+    points: dict[str, int | None], cached_share: float
+) -> None:
+    distinct = sorted({point for point in points.values() if point is not None})
+    cached = set(distinct[: int(len(distinct) * cached_share)])
+    plan = sharing_plan(points, cached)
+    assert len(plan) <= MAX_SNAPSHOTS_PER_GENERATION
+    placed = [child for group in plan.values() for child in group]
+    assert len(placed) == len(set(placed))
+    for point, group in plan.items():
+        assert len(group) >= MIN_SHARING_CHILDREN or point in cached
+        for child in group:
+            child_point = points[child]
+            assert child_point is not None and point <= child_point
+
+
+@UNTIMED
+@given(points=children_points)
+def test_children_sharing_few_points_each_continue_from_their_own(points: dict[str, int | None]) -> None:
+    distinct = {point for point in points.values() if point is not None}
+    plan = sharing_plan(points)
+    if len(distinct) <= MAX_SNAPSHOTS_PER_GENERATION and all(
+        sum(point == shared for point in points.values()) >= MIN_SHARING_CHILDREN for shared in distinct
+    ):
+        assert plan == {
+            shared: sorted(child for child, point in points.items() if point == shared) for shared in distinct
+        }
+
+
+def test_a_bitwise_generation_shares_one_snapshot() -> None:
+    points = {f"bit{bit}": 800_000 for bit in range(32)} | {"nop": None}
+    assert sharing_plan(points) == {800_000: sorted(f"bit{bit}" for bit in range(32))}
+
+
+def test_a_lone_child_boots_in_full_unless_its_snapshot_is_cached() -> None:
+    assert sharing_plan({"only": 800_000}) == {}
+    assert sharing_plan({"only": 800_000}, cached={800_000}) == {800_000: ["only"]}
+
+
+def test_a_parent_stopped_by_the_machine_ends_where_its_events_last_counted() -> None:
+    stuck = parent_run([(OTHER, 600_000), (STATUS, 900_000)])
+    stuck.exit.icount = 0  # a stuck poll: the machine ends the run and counts nothing
+    child = derive(parent_state(), with_rule(0x1FFF0000, 0))
+    assert divergence_point(parent_state(), stuck, child) == 900_000 - SAFETY_MARGIN
