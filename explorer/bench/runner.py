@@ -36,7 +36,7 @@ from explorer.bench.sets import BenchFirmware, BenchSet
 from explorer.bench.stock import StockBooter, corpus_for, model_of
 from explorer.errors import StoreError
 from explorer.search.engine import Observer, SearchOptions
-from explorer.search.executor import RunnerSetup
+from explorer.search.executor import Executor, RunnerSetup
 from explorer.search.report import machine_summary, search_summary
 from explorer.search.session import create_search, resumed_session, run_search
 from explorer.search.state import parse_state
@@ -123,9 +123,14 @@ def run_bench(
     out: Path,
     setup: RunnerSetup,
     progress: BenchProgress | None = None,
+    executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
-    """Run what is missing of the bench, then of its ground truth; every finished entry's row."""
-    rows = _run_entries(bench_set, plan, out, setup, progress)
+    """Run what is missing of the bench, then of its ground truth; every finished entry's row.
+
+    The searches run on `executor` (opened and closed by the caller; None: a local pool of
+    the plan's workers for each search); the stock boots run here, one at a time.
+    """
+    rows = _run_entries(bench_set, plan, out, setup, progress, executor)
     run_ground_truth(bench_set, set_directory(out, bench_set) / STOCK_FILE, setup, progress)
     return rows
 
@@ -136,6 +141,7 @@ def _run_entries(
     out: Path,
     setup: RunnerSetup,
     progress: BenchProgress | None,
+    executor: Executor | None,
 ) -> list[dict[str, Any]]:
     results = set_directory(out, bench_set) / RESULTS_FILE
     rows = read_results(results)
@@ -144,9 +150,8 @@ def _run_entries(
     for position, entry in enumerate(planned):
         if entry.key in finished:
             continue
-        row = _run_entry(
-            entry, entry_directory(out, bench_set, entry), plan, setup, progress, position, len(planned)
-        )
+        work = entry_directory(out, bench_set, entry)
+        row = _run_entry(entry, work, plan, setup, progress, executor, position, len(planned))
         append_result(results, row)
         rows.append(row)
         if progress is not None:
@@ -191,6 +196,7 @@ def _run_entry(
     plan: BenchPlan,
     setup: RunnerSetup,
     progress: BenchProgress | None,
+    executor: Executor | None,
     position: int,
     total: int,
 ) -> dict[str, Any]:
@@ -210,7 +216,7 @@ def _run_entry(
         facts, target, options = resumed_session(store, None, plan.workers)
         if progress is not None:
             progress.entry_started(entry, position, total, resumed)
-        ended = run_search(store, facts, target, options, setup, progress)
+        ended = run_search(store, facts, target, options, setup, progress, executor)
         return result_row(entry, store, ended)
 
 

@@ -21,12 +21,12 @@ from rich.table import Table
 from explorer.bench.report import REPORT_FILE, write_report
 from explorer.bench.runner import RESULTS_FILE, BenchPlan, Entry, read_results, run_bench, set_directory
 from explorer.bench.sets import SETS_DIRECTORY, BenchFirmware, load_set
-from explorer.cli.search import parse_duration
+from explorer.cli.search import AddressOption, ExecutorOption, parse_duration
 from explorer.errors import BadInput
 from explorer.search.engine import GenerationReport
 from explorer.search.executor import Outcome
 from explorer.search.score import Score
-from explorer.search.session import runner_setup
+from explorer.search.session import ExecutorChoice, opened_executor, runner_setup
 from explorer.search.strategy import STRATEGIES
 
 HELP = f"""Search every firmware of SET with each --strategy, --repeat times, and report.
@@ -35,7 +35,8 @@ SET is a set's name in {SETS_DIRECTORY} (dev, large) or a set file. Results go t
 OUT/SET/results.jsonl as each search ends; at the end, results.csv, results.json, report.md and
 its PNG plots are written beside it. Each search's work directory is OUT/SET/FIRMWARE/STRATEGY/REPEAT
 (`explorer show` reads it). Run the same command again after a kill or Ctrl-C: only what is missing
-runs. --report-only rebuilds the report from the searches finished so far, without QEMU.
+runs. --report-only rebuilds the report from the searches finished so far, without QEMU. With
+--executor ray, every search's runs go to the Ray cluster at --address; the stock boots run here.
 
 Example:
 
@@ -72,6 +73,8 @@ def bench(
             "--report-only", help="Only rebuild OUT/SET's report from its finished searches; run nothing."
         ),
     ] = False,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
 ) -> None:
     bench_set = load_set(set_name)
     directory = set_directory(out, bench_set)
@@ -84,16 +87,18 @@ def bench(
         raise BadInput(f"--repeat {repeat}: give at least 1")
     strategies = tuple(dict.fromkeys(strategy or ["best-first"]))
     plan = BenchPlan(strategies, repeat, parse_duration(budget), workers or os.cpu_count() or 1)
+    choice = ExecutorChoice(executor, address)
     setup = runner_setup(qemu)
     console = Console(stderr=True)
     progress = _Progress(console)
     try:
-        if console.is_terminal:
-            with Live(progress.render(), console=console, refresh_per_second=4) as live:
-                progress.live = live
-                rows = run_bench(bench_set, plan, out, setup, progress)
-        else:
-            rows = run_bench(bench_set, plan, out, setup, progress)
+        with opened_executor(choice, plan.workers, setup) as runs:
+            if console.is_terminal:
+                with Live(progress.render(), console=console, refresh_per_second=4) as live:
+                    progress.live = live
+                    rows = run_bench(bench_set, plan, out, setup, progress, runs)
+            else:
+                rows = run_bench(bench_set, plan, out, setup, progress, runs)
     except KeyboardInterrupt:
         console.print(f"bench interrupted: run the same command again to continue ({out / bench_set.name})")
         raise

@@ -11,6 +11,7 @@ A search interrupted on Ray resumes on the local pool (the executor is not store
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -161,3 +162,39 @@ def pid_name(pid: int) -> str:
         return (Path("/proc") / str(pid) / "comm").read_text().strip()
     except OSError:
         return ""
+
+
+def bench(out: Path, set_file: Path, qemu: Path, *executor: str) -> list[dict]:
+    command = [*EXPLORER, "bench", str(set_file), "--out", str(out), "--budget", "10m", "--workers", "2"]
+    environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    completed = subprocess.run(
+        [*command, *executor],
+        env={**environment, "EXPLORER_QEMU": str(qemu)},
+        capture_output=True,
+        text=True,
+        timeout=SEARCH_DEADLINE_SECONDS,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return [json.loads(line) for line in (out / "tiny" / "results.jsonl").read_text().splitlines()]
+
+
+def test_a_bench_on_ray_finds_what_it_finds_on_the_local_pool(
+    tmp_path: Path, qemu_build: Path, ray_cluster: LocalRayCluster
+) -> None:
+    set_file = tmp_path / "tiny.toml"
+    set_file.write_text(
+        f'[[firmware]]\nname = "values"\nkernel = "{test_firmware.build().elf("values")}"\n'
+        f"instruction_budget = {INSTRUCTION_BUDGET}\n"
+    )
+    local = bench(tmp_path / "local", set_file, qemu_build)
+    on_ray = bench(
+        tmp_path / "ray", set_file, qemu_build, "--executor", "ray", "--address", ray_cluster.address
+    )
+    timing = {"wall_seconds", "wall_seconds_to_userspace", "master_overhead"}
+    assert [{k: v for k, v in row.items() if k not in timing} for row in on_ray] == [
+        {k: v for k, v in row.items() if k not in timing} for row in local
+    ]
+    assert on_ray[0]["boot_completed"]
+    work = Path("tiny") / "values" / "best-first" / "0"
+    assert stored_runs(tmp_path / "ray" / work) == stored_runs(tmp_path / "local" / work)
