@@ -25,7 +25,7 @@ from explorer.firmware.model import Firmware
 from explorer.runner.config import write_config
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin, RunnerLimits, run
-from explorer.search.engine import GenerationReport, SearchOptions
+from explorer.search.engine import SNAPSHOT_COUNTERS, GenerationReport, SearchOptions
 from explorer.search.executor import Executor, Outcome, RunnerSetup
 from explorer.search.report import search_summary, state_report
 from explorer.search.score import Score
@@ -60,6 +60,28 @@ AddressOption = Annotated[
     str | None,
     typer.Option(envvar="RAY_ADDRESS", help="The Ray cluster's HOST:PORT, for --executor ray."),
 ]
+# Each session's own, as the executor is (resume does not inherit it): results are the same either way.
+SnapshotsOption = Annotated[
+    bool,
+    typer.Option(
+        "--snapshots/--no-snapshots",
+        help="Children continue from a saved boot of their parent where they can, instead of booting "
+        "from reset (same results, on either executor).",
+    ),
+]
+SnapshotLimitOption = Annotated[
+    str,
+    typer.Option(
+        help="Disk the snapshots in WORK/snapshots/ may take: 4G, 512M (least recently used go first)."
+    ),
+]
+# Off until a whole real search is shown to store the same runs with snapshots as without: the
+# invariant holds on the bitwise searches (tests/integration/test_search_snapshots_invariant.py; 4.2-4.4x
+# faster), but the full am335x search stored different runs either way, and the vexpress one
+# cannot gain (BENCHMARKS.md, "Snapshots in the search").
+SNAPSHOTS_BY_DEFAULT = False
+DEFAULT_SNAPSHOT_LIMIT = "4G"
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 EXAMPLE = """
 Example:
@@ -129,6 +151,8 @@ def search(
     ] = 0,
     executor: ExecutorOption = "local",
     address: AddressOption = None,
+    snapshots: SnapshotsOption = SNAPSHOTS_BY_DEFAULT,
+    snapshot_limit: SnapshotLimitOption = DEFAULT_SNAPSHOT_LIMIT,
 ) -> None:
     choice = ExecutorChoice(executor, address)
     if dtb is not None and board_id is not None:
@@ -149,6 +173,8 @@ def search(
         strategy=strategy,
         seed=seed,
         instruction_budget=instruction_budget,
+        snapshots=snapshots,
+        snapshot_limit_bytes=parse_size(snapshot_limit),
     )
     # The executor first: a cluster that cannot be reached leaves no work directory behind.
     setup = runner_setup(qemu)
@@ -169,10 +195,15 @@ def resume(
     ] = 0,
     executor: ExecutorOption = "local",
     address: AddressOption = None,
+    snapshots: SnapshotsOption = SNAPSHOTS_BY_DEFAULT,
+    snapshot_limit: SnapshotLimitOption = DEFAULT_SNAPSHOT_LIMIT,
 ) -> None:
     choice = ExecutorChoice(executor, address)
+    limit_bytes = parse_size(snapshot_limit)
     with Store.open(work, writer=True) as store:
-        facts, target, session = resumed_session(store, parse_duration(budget) if budget else None, workers)
+        facts, target, session = resumed_session(
+            store, parse_duration(budget) if budget else None, workers, snapshots, limit_bytes
+        )
         setup = runner_setup(qemu)
         with opened_executor(choice, session.workers, setup) as runs:
             _search(store, facts, target, session, setup, runs, work)
@@ -181,11 +212,18 @@ def resume(
 def status(work: Annotated[Path, typer.Argument(help="Work directory of a search.")]) -> None:
     with Store.open(work, writer=False) as store:
         summary = search_summary(store)
+        shared = _snapshot_counters(store)
     milestone = "user space" if summary["reached_userspace"] else summary["furthest_milestone"] or "none yet"
     print(
         f"{work}: {summary['generations']} generations, {summary['runs']} runs, "
         f"frontier {summary['frontier']}, {summary['wall_seconds']:.0f} s; furthest: {milestone}"
     )
+    if shared:
+        print(
+            f"snapshots: {shared.get('snapshots_taken', 0):.0f} taken in "
+            f"{shared.get('snapshot_seconds', 0.0):.0f} s, "
+            f"{shared.get('runs_from_snapshots', 0):.0f} runs continued from one"
+        )
 
 
 def show(
@@ -196,7 +234,7 @@ def show(
     with Store.open(work, writer=False) as store:
         metadata = store.metadata()
         target = Target.from_dict(metadata["target"])
-        summary = search_summary(store)
+        summary = {**search_summary(store), **_snapshot_counters(store)}
         chosen = store.resolve(state) if state else summary["best_state"]
         if chosen is None:
             raise BadInput(f"{work} has no run yet: let the search run a generation first")
@@ -239,6 +277,24 @@ def parse_duration(text: str) -> float:
         raise BadInput(f"budget {text!r} is not a duration: write it like 90s, 15m, 2h or 1h30m")
     hours, minutes, seconds = (float(group) if group else 0.0 for group in match.groups())
     return hours * 3600 + minutes * 60 + seconds
+
+
+def parse_size(text: str) -> int:
+    """Bytes in "4G", "512M", "1.5g", "4096" (binary units K, M, G, T, then B or iB if you like)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?\s*", text, re.IGNORECASE)
+    size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]) if match else 0
+    if size <= 0:
+        raise BadInput(
+            f"--snapshot-limit {text!r} is not a size above zero: write it like 4G or 512M "
+            "(--no-snapshots keeps none)"
+        )
+    return size
+
+
+def _snapshot_counters(store: Store) -> dict[str, float]:
+    """What snapshots did for the search (explorer.search.engine.SNAPSHOT_COUNTERS), if it used any."""
+    counters = store.counters()
+    return {name: counters[name] for name in SNAPSHOT_COUNTERS if name in counters}
 
 
 def _bootable(work: Path, prefix: str) -> tuple[Any, str]:

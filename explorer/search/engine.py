@@ -10,7 +10,15 @@ Phases of one generation (Hypothesis-style: each a method, each with its invaria
            escalation): as the original design does, a spin loop or a panic is examined once
            nothing simpler is left;
   run      the executor boots every new child (children already stored are never booted again:
-           a state's run is a function of the state);
+           a state's run is a function of the state); with snapshots (SearchOptions.snapshots),
+           the children whose boot is the parent's up to a point (explorer.search.snapshots)
+           continue from a save of the parent's boot there instead of booting from reset: the
+           parent boots to the point once per generation (unless that save is cached), then
+           they continue from it. The prefix boots are master-side work: they count in the
+           generation's wall and runner-wait time like runs, and in the counters
+           snapshot_seconds (their wall time), snapshots_taken and runs_from_snapshots, never
+           as runs. Invariant: a search stores exactly the same states and byte-identical runs
+           with snapshots as without;
   commit   one store transaction: the children, their edges (parent, operator, reason), their
            runs, their frontier entries, the counters; the expanded state leaves the frontier
            only when it proposed nothing new (otherwise it goes back, just older than its
@@ -29,12 +37,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from explorer.firmware.model import Firmware
 from explorer.runner.result import deserialize
-from explorer.search.executor import Executor, Job, Outcome
+from explorer.search.executor import Executor, Job, Outcome, SnapshotUse
 from explorer.search.initial import initial_state
 from explorer.search.operators import (
     Child,
@@ -50,6 +59,12 @@ from explorer.search.operators import (
     nops,
 )
 from explorer.search.score import Score, boot_completed, score
+from explorer.search.snapshots import (
+    DEFAULT_SNAPSHOT_LIMIT_BYTES,
+    SnapshotCache,
+    divergence_point,
+    sharing_plan,
+)
 from explorer.search.state import State, Target, bootable, canonical_bytes, derive, parse_state, state_id
 from explorer.search.strategy import strategy_named
 from explorer.store import EdgeRecord, FrontierEntry, Generation, RunRecord, Store
@@ -69,6 +84,10 @@ class OperatorPhases:
 # Ancestors an operator sees (NOP escalation looks a few generations back; more is only cost).
 LINEAGE_DEPTH = 16
 INITIAL_OPERATOR = "initial"
+# The state_id of a job that saves a snapshot (never a state: ids are hex digits).
+SAVE_JOB_PREFIX = "snapshot:"
+# The store counters a search with snapshots adds (a search without never has them).
+SNAPSHOT_COUNTERS = ("snapshots_taken", "runs_from_snapshots", "snapshot_seconds")
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,10 @@ class SearchOptions:
     max_children: int = 40
     # Guest instructions a run may execute (0: the initial state's choice, made for Linux boots).
     instruction_budget: int = 0
+    # Children continue from snapshots of their parent's boot where they can.
+    snapshots: bool = False
+    # Bytes of snapshots kept beside the store (least recently used evicted first).
+    snapshot_limit_bytes: int = DEFAULT_SNAPSHOT_LIMIT_BYTES
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,8 +153,12 @@ class Search:
         observer: Observer | None = None,
         operators: OperatorPhases | None = None,
         initial: State | None = None,
+        snapshots: SnapshotCache | None = None,
     ) -> None:
-        """`initial`: the first state [default: explorer.search.initial.initial_state]."""
+        """`initial`: the first state [default: explorer.search.initial.initial_state].
+
+        `snapshots`: where children's shared boots are saved; None boots every child in full
+        (the session passes one when options.snapshots and its executor can use it)."""
         self._store = store
         self._firmware = firmware
         self._target = target
@@ -141,6 +168,8 @@ class Search:
         self._observer = observer
         self._operators = operators or OperatorPhases()
         self._initial = initial
+        self._snapshots = snapshots
+        self._snapshot_counters: dict[str, float] = {}
         self._started = time.monotonic()
         self._wall_before = float(store.counters().get("wall_seconds", 0.0))
         self._waiting = 0.0
@@ -217,26 +246,85 @@ class Search:
                 fresh.append(child)
         return fresh[: self._options.max_children]
 
-    def _run(self, children: Sequence[Child]) -> dict[str, Outcome]:
-        jobs = [
-            Job(
+    def _run(self, parent: Evaluated | None, children: Sequence[Child]) -> dict[str, Outcome]:
+        jobs = {
+            state_id(child.state): Job(
                 state_id(child.state),
                 bootable(child.state, self._target, self._firmware).SerializeToString(),
                 self._options.run_deadline_seconds,
             )
             for child in children
+        }
+        if self._snapshots is None or parent is None:
+            return self._executed(list(jobs.values()))
+        snapshots = self._shared_snapshots(self._snapshots, parent, children)
+        sharing = {child for _, group in snapshots.values() for child in group}
+        saves = [
+            self._save_job(self._snapshots, parent, point)
+            for point, (found, _) in snapshots.items()
+            if found is None
         ]
+        # The prefix boots run beside the children that boot in full; the others wait for them.
+        outcomes = self._executed([*saves, *(job for child, job in jobs.items() if child not in sharing)])
+        kept: dict[int, Path | None] = {point: found for point, (found, _) in snapshots.items()}
+        for save in saves:
+            assert save.snapshot is not None
+            outcome = outcomes.pop(save.state_id, None)
+            if outcome is not None:
+                point = save.snapshot.point
+                self._count("snapshot_seconds", outcome.wall_seconds)
+                kept[point] = self._snapshots.keep(save.snapshot.directory, parent.state_id, point)
+                self._count("snapshots_taken", float(kept[point] is not None))
+        continued = []
+        for point, (_, group) in snapshots.items():
+            directory = kept[point]
+            use = SnapshotUse(directory, point, save=False) if directory is not None else None
+            continued += [replace(jobs[child], snapshot=use) for child in group]
+        self._count("runs_from_snapshots", sum(job.snapshot is not None for job in continued))
+        outcomes.update(self._executed(continued))
+        return outcomes
+
+    def _shared_snapshots(
+        self, cache: SnapshotCache, parent: Evaluated, children: Sequence[Child]
+    ) -> dict[int, tuple[Path | None, list[str]]]:
+        """Each point of the parent's boot children continue from: its cached snapshot (None: to be
+        taken) and those children (explorer.search.snapshots.sharing_plan)."""
+        points = {
+            state_id(child.state): divergence_point(parent.state, parent.result, child.state)
+            for child in children
+        }
+        found = {
+            point: cache.get(parent.state_id, point) for point in set(points.values()) if point is not None
+        }
+        plan = sharing_plan(
+            points, cached={point for point, directory in found.items() if directory is not None}
+        )
+        return {point: (found[point], group) for point, group in plan.items()}
+
+    def _save_job(self, cache: SnapshotCache, parent: Evaluated, point: int) -> Job:
+        """A job booting the parent to `point` and saving it into a staging directory of the cache."""
+        config = bootable(parent.state, self._target, self._firmware).SerializeToString()
+        use = SnapshotUse(cache.staging(parent.state_id, point), point, save=True)
+        return Job(f"{SAVE_JOB_PREFIX}{point}", config, self._options.run_deadline_seconds, use)
+
+    def _executed(self, jobs: Sequence[Job]) -> dict[str, Outcome]:
+        """Run `jobs` on the executor; the outcomes that finished within the budget."""
         outcomes: dict[str, Outcome] = {}
+        if not jobs:
+            return outcomes
         waiting_since = time.monotonic()
         for outcome in self._executor.run(jobs, stop_at=self._started + self._options.budget_seconds):
             now = time.monotonic()
             self._waiting += now - waiting_since
             outcomes[outcome.state_id] = outcome
-            if self._observer is not None:
+            if self._observer is not None and not outcome.state_id.startswith(SAVE_JOB_PREFIX):
                 self._observer.run_finished(outcome, score(deserialize(outcome.result)))
             waiting_since = time.monotonic()
         self._waiting += time.monotonic() - waiting_since
         return outcomes
+
+    def _count(self, counter: str, amount: float) -> None:
+        self._snapshot_counters[counter] = self._snapshot_counters.get(counter, 0.0) + amount
 
     def _commit(
         self,
@@ -248,7 +336,7 @@ class Search:
     ) -> None:
         if self._observer is not None:
             self._observer.generation_started(number, expanded.state_id if expanded else None, len(children))
-        outcomes = self._run(children)
+        outcomes = self._run(parent, children)
         # Children whose runs the budget cut short are left out: not stored, so a resumed search
         # proposes and boots them again; their parent stays on the frontier (below). A generation
         # whose every run was cut commits nothing at all.
@@ -295,10 +383,12 @@ class Search:
                     "stalled_generations": float(stalled),
                     "wall_seconds": wall - self._store_wall(),
                     "runner_wait_seconds": self._waiting - self._waiting_committed,
+                    **self._snapshot_counters,
                 },
             )
         )
         self._waiting_committed = self._waiting
+        self._snapshot_counters = {}
         if self._observer is not None:
             counters = self._store.counters()
             self._observer.generation_committed(

@@ -9,6 +9,14 @@ Invariants: a job's outcome is a function of the job alone (the runner is determ
 which worker ran it never shows in a result; a job that cannot start (QEMU refuses its config)
 is an outcome too, a crashed partial run with QEMU's one line, never an exception that would
 lose the generation.
+
+Snapshots (explorer.search.snapshots): a job may boot its config only to a point and save the
+VM there (`SnapshotUse(save=True)`), or continue from such a save (`save=False`) instead of
+booting from reset; either way its outcome is what a full boot gives (a continued run's
+RunResult is byte for byte the full boot's), and a save that cannot be used falls back to a
+full boot, never to a different result. The local pool's workers read and write the snapshot
+directories on this machine; the Ray executor (explorer.search.ray_executor) ships them through
+its object store instead.
 """
 
 from __future__ import annotations
@@ -23,10 +31,20 @@ from pathlib import Path
 from typing import Protocol
 
 from explorer.errors import RunnerError
-from explorer.runner.launch import Plugin, RunnerLimits, die_with_parent, run
+from explorer.runner.launch import Plugin, Run, RunnerLimits, die_with_parent, run
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import Exit, ExitReason, RunResult
 from explorer.runner.result import serialize
+
+
+@dataclass(frozen=True)
+class SnapshotUse:
+    """A job's part in sharing a boot: save the VM at `point` into `directory`, or continue from it."""
+
+    directory: Path
+    # The plugin's instruction count the save was asked for (explorer.runner.launch.run's snapshot_at).
+    point: int
+    save: bool
 
 
 @dataclass(frozen=True)
@@ -35,6 +53,7 @@ class Job:
     # The bootable MachineConfig (explorer.search.state.bootable), serialized.
     config: bytes
     deadline_seconds: float
+    snapshot: SnapshotUse | None = None
 
 
 @dataclass(frozen=True)
@@ -62,16 +81,30 @@ class Executor(Protocol):
 
 
 def run_job(job: Job, setup: RunnerSetup) -> Outcome:
-    """Boot one job in one runner (in whatever process calls it)."""
+    """Boot one job in one runner (in whatever process calls it).
+
+    A save job's outcome is the partial run up to its point (the snapshot is in its directory, or
+    the directory holds no manifest when the run ended first). A job continuing from a snapshot
+    that this build cannot restore boots in full instead.
+    """
     config = MachineConfig()
     config.ParseFromString(job.config)
+    limits = RunnerLimits(deadline_seconds=job.deadline_seconds)
+    snapshot = job.snapshot
     try:
-        finished = run(
-            config,
-            setup.qemu_dir,
-            plugin=setup.plugin,
-            limits=RunnerLimits(deadline_seconds=job.deadline_seconds),
-        )
+        if snapshot is not None and snapshot.save:
+            finished = run(
+                config,
+                setup.qemu_dir,
+                plugin=setup.plugin,
+                limits=limits,
+                snapshot_at=snapshot.point,
+                snapshot_dir=snapshot.directory,
+            )
+        elif snapshot is not None:
+            finished = _continued_or_full(config, setup, limits, snapshot)
+        else:
+            finished = run(config, setup.qemu_dir, plugin=setup.plugin, limits=limits)
     except RunnerError as error:
         refused = RunResult(
             exit=Exit(reason=ExitReason.EXIT_CRASHED, detail=str(error)),
@@ -80,6 +113,23 @@ def run_job(job: Job, setup: RunnerSetup) -> Outcome:
         )
         return Outcome(job.state_id, serialize(refused), 0.0)
     return Outcome(job.state_id, serialize(finished.result), finished.wall_seconds)
+
+
+def _continued_or_full(
+    config: MachineConfig, setup: RunnerSetup, limits: RunnerLimits, snapshot: SnapshotUse
+) -> Run:
+    try:
+        return run(
+            config,
+            setup.qemu_dir,
+            plugin=setup.plugin,
+            limits=limits,
+            resume_from=snapshot.directory,
+            resume_at=snapshot.point,
+        )
+    except RunnerError:
+        # The snapshot is gone or damaged (the cache never fails a search): boot from reset.
+        return run(config, setup.qemu_dir, plugin=setup.plugin, limits=limits)
 
 
 class LocalPool:

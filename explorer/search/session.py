@@ -8,7 +8,10 @@ Invariants: a store's metadata holds the target, the options and the kernel's di
 search started; a resumed session uses them unchanged except for its own budget and workers,
 and refuses a kernel that changed since. Which executor runs a session (a local pool, or Ray)
 is never stored: each session runs on the one its own command line names, and the search cannot
-tell them apart.
+tell them apart. Nor does a resumed session inherit whether children continue from snapshots
+(explorer.search.snapshots) or how much of them to keep: each session chooses its own, on either
+executor (Ray ships them through its object store: explorer.search.ray_executor); results are
+the same either way, and the snapshots kept in the work directory serve every later session.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin
 from explorer.search.engine import Observer, Search, SearchOptions
 from explorer.search.executor import Executor, LocalPool, RunnerSetup
+from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES, SnapshotCache
 from explorer.search.state import Target
 from explorer.search.strategy import strategy_named
 from explorer.store import Store
@@ -80,12 +84,16 @@ def create_search(work: Path, target: Target, options: SearchOptions) -> tuple[S
 
 
 def resumed_session(
-    store: Store, budget_seconds: float | None, workers: int
+    store: Store,
+    budget_seconds: float | None,
+    workers: int,
+    snapshots: bool = False,
+    snapshot_limit_bytes: int = DEFAULT_SNAPSHOT_LIMIT_BYTES,
 ) -> tuple[Firmware, Target, SearchOptions]:
     """The firmware, target and options to continue the search in `store`.
 
     The budget is `budget_seconds`, or what is left of the search's own [default]; `workers`
-    0 keeps the search's.
+    0 keeps the search's; `snapshots` and `snapshot_limit_bytes` are this session's own.
     """
     metadata = store.metadata()
     target = Target.from_dict(metadata["target"])
@@ -96,7 +104,13 @@ def resumed_session(
     spent = float(store.counters().get("wall_seconds", 0.0))
     remaining = budget_seconds if budget_seconds is not None else max(options.budget_seconds - spent, 0.0)
     session = SearchOptions.from_dict(
-        {**options.to_dict(), "budget_seconds": remaining, "workers": workers or options.workers}
+        {
+            **options.to_dict(),
+            "budget_seconds": remaining,
+            "workers": workers or options.workers,
+            "snapshots": snapshots,
+            "snapshot_limit_bytes": snapshot_limit_bytes,
+        }
     )
     return facts, target, session
 
@@ -124,8 +138,25 @@ def run_search(
 
     On `executor`, which the caller opened and closes; None: a local pool of `options.workers`
     runners with `setup`, closed however the search ends (a KeyboardInterrupt goes through).
+    With options.snapshots and a local pool, children continue from snapshots kept in the work
+    directory (explorer.search.snapshots.SnapshotCache).
     """
     if executor is not None:
-        return Search(store, facts, target, options, executor, observer).run()
+        return _search(store, facts, target, options, setup, executor, observer).run()
     with opened_executor(ExecutorChoice(), options.workers, setup) as pool:
-        return Search(store, facts, target, options, pool, observer).run()
+        return _search(store, facts, target, options, setup, pool, observer).run()
+
+
+def _search(
+    store: Store,
+    facts: Firmware,
+    target: Target,
+    options: SearchOptions,
+    setup: RunnerSetup,
+    executor: Executor,
+    observer: Observer | None,
+) -> Search:
+    snapshots = None
+    if options.snapshots:
+        snapshots = SnapshotCache(store.directory, setup.qemu_dir, options.snapshot_limit_bytes)
+    return Search(store, facts, target, options, executor, observer, snapshots=snapshots)

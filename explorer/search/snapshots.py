@@ -9,11 +9,11 @@ for byte the RunResult of its full boot (tests/integration/test_runner_snapshot.
 This module decides *where* a child may share its parent's boot (`divergence_point`: pure, from
 the two states and the parent's run), which children of a generation share which snapshot
 (`sharing_plan`), and keeps the saved snapshots (`SnapshotCache`, beside the store). It never
-boots anything. The engine does not use it yet: a run continued from a snapshot is not yet byte
-for byte its full boot in every case (the plugin adds a block's instructions at its entry, so a
-block cut short counts instructions that never ran, and which blocks are cut depends on the
-translation cache, which a restore empties; issue 6), and a search must store the same runs
-either way.
+boots anything: explorer.search.engine does, when a search runs with snapshots
+(SearchOptions.snapshots). That is sound because the plugin counts every instruction exactly once,
+even in a block an exception or an I/O access cuts short (native/README.md), so a continued run's
+counts are its full boot's, and a search stores the same runs with snapshots as without
+(tests/integration/test_search_snapshots_invariant.py).
 
 Invariant (what makes sharing safe): a point is only ever *earlier* than the first instruction
 at which the child's run can differ from the parent's. Every doubt gives None (boot in full).
@@ -34,11 +34,12 @@ from explorer.runner.snapshot import build_identity, read_manifest
 from explorer.search.models import MODEL_SPANS
 from explorer.search.state import SEARCH_MMIO_EVENT_LIMIT, State, canonical_bytes
 
-# Instructions kept between a point and the first access that may differ. The plugin counts a
-# block at its entry and the pause lands at the end of the block entered at the point, while an
-# access's count is QEMU's icount; the plugin's count never runs behind QEMU's (it counts a block
-# whole even when an exception or an I/O recompile cuts it short), so a block's length (at most
-# 512 instructions) would do: the margin is that with room to spare.
+# Instructions kept between a point and the first access that may differ. The save stops at the
+# end of the block in which the plugin's count reaches the point, so up to a block (at most 512
+# instructions) past it; an access's count is QEMU's icount, which the plugin's count equals at
+# every access (native/rehost_plugin/rehost.c's head comment). The margin is a block with room to
+# spare. The plugin's two known, deterministic differences from QEMU (an ARM coprocessor trap at
+# run time, a store into its own block) make its count run ahead, which only moves the save earlier.
 SAFETY_MARGIN = 10_000
 # A snapshot only pays when it skips at least this share of the parent's boot: the parent boots
 # to the point once more, and saving and restoring cost a fraction of a second.
@@ -51,14 +52,19 @@ def divergence_point(parent_state: State, parent_result: RunResult, child_state:
     None when the child shares nothing worth a snapshot: any difference in what boots (kernel,
     DTB, initrd, command line, CPU, RAM, interrupt controller, ISA bus, tick, seed, budgets,
     limits), different NOPs, a parent device the child lacks or changes, a parent run that did
-    not end on its own (partial: not a function of its state), or a point before
-    WORTHWHILE_SHARE of the parent's boot (as far as its events show: `_known_end`). Otherwise
+    not end on its own (partial: not a function of its state), a parent with a tick (the
+    machine's periodic interrupt: `_restores_exactly`), or a point before WORTHWHILE_SHARE of
+    the parent's boot (as far as its events show: `_known_end`). Otherwise
     SAFETY_MARGIN before the parent's first recorded access to an address whose answer differs
     in the child (a rule added, removed or changed; a new device's regions), and, when the
     parent's MMIO stream was cut off by its event limit, no later than its last recorded access
     (later first touches went unseen).
     """
-    if parent_result.partial or not _same_boot(parent_state, child_state):
+    if (
+        parent_result.partial
+        or not _restores_exactly(parent_state)
+        or not _same_boot(parent_state, child_state)
+    ):
         return None
     added_devices = _added_devices(parent_state, child_state)
     if added_devices is None:
@@ -95,6 +101,19 @@ def _known_end(result: RunResult) -> int:
     counted += [initcall.icount for initcall in result.initcalls]
     counted += [access.icount for access in result.mmio_accesses]
     return max(counted)
+
+
+def _restores_exactly(state: State) -> bool:
+    """Whether a run of `state` continued from a snapshot is known to be its full boot, byte for byte.
+
+    Not with a tick (MachineConfig.tick): in the real am335x search (armmp, am335x-boneblack, the
+    initramfs; 2026-11-26), 3 of 13 children of ticking parents continued from snapshots differed
+    from a full boot of theirs (plugin counts 3 instructions apart from calibrate_delay on, or
+    another call stack), every other child was identical; native/README.md lists a tick across a
+    restore as not yet exercised. (That search's runs also differ between two full searches, with
+    few snapshots used: BENCHMARKS.md, "Snapshots in the search".)
+    """
+    return not state.HasField("tick")
 
 
 def _same_boot(parent: State, child: State) -> bool:

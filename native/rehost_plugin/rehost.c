@@ -41,8 +41,8 @@
  * pause_at:   snapshots (explorer/runner/snapshot.py): at the first block entered once N
  *             instructions have executed, send a Paused frame and hold the vCPU until a byte
  *             arrives on control_fd; the driver asks QEMU to stop meanwhile, so the VM stops at
- *             the end of that block, a point that depends only on the guest. Needs events_fd
- *             and control_fd.
+ *             the end of that block, where the count is exact (whichever block it was: QEMU
+ *             may have cut it short). Needs events_fd and control_fd.
  * state_out:  at exit, write the plugin's state (below) to PATH instead of the final reports:
  *             the snapshotting run quits right after QEMU saved the VM, at the point.
  * state_in:   start from a state_out file, in a QEMU restoring the VM saved with it, so that
@@ -51,18 +51,37 @@
  *             matched by address and kind; NOPs are written again at the first kernel block.
  *
  * Every report also goes to qemu_plugin_outs as a "rehost: ..." line for people (stderr, or -D
- * FILE with -d plugin); the run ends with exit status 0 after an "end" report. Instruction
- * counts are those of the blocks entered so far.
+ * FILE with -d plugin); the run ends with exit status 0 after an "end" report.
+ *
+ * Instruction counts are QEMU's icount: the guest instructions executed since the machine
+ * started, equal to MmioAccess.icount at every access, whatever QEMU's block boundaries (host
+ * timing moves them: QEMU cuts a block short where an icount budget ends). A report at an
+ * instruction counts that instruction too, as MmioAccess.icount counts its access: milestones,
+ * initcalls, panic and halt at the hooked instruction, user_space at the user block's first
+ * instruction. A report at a block's entry counts the whole block, i.e. it is the count where
+ * that block ends: budget, hot loops, pause and the atexit line. How: an inline add counts a
+ * block whole at its entry, and an inline store records which block runs (its interned
+ * layout); what the block then did not run is taken back: the instructions after an access QEMU
+ * replays alone (on_single_instruction_access), and after an exception raised inside it, the
+ * instructions after the raising one and, when QEMU does not count it either, that one
+ * (FaultTest). A hook subtracts the instructions after its own in the running block.
+ * Known differences from QEMU, both deterministic: an ARM undefined-instruction exception
+ * raised at run time by a coprocessor access check counts the instruction (QEMU does not); a
+ * store into the code of its own block, which QEMU replays alone in an ordinary block, counts
+ * the rest of that block twice.
  *
  * Decisions are made at translation time: a block gets a callback only when it holds a hooked
  * address or a call, starts at a return address or below user_below, or ends in a backward
- * branch; otherwise at most inline operations (the instruction count, and with callstack=on a
- * compare with the innermost return address, only in blocks right after a call). Execution-time
- * callbacks stay small: pushes and pops write the innermost return address straight into its
- * scoreboard slot, an indirect call touches coverage's hash table only when its target changes.
+ * branch, and a one-instruction block a memory callback (where replayed accesses run);
+ * otherwise at most inline operations (the instruction count, the running block, and with
+ * callstack=on a compare with the innermost return address, only in blocks right after a
+ * call). Execution-time callbacks stay small: pushes and pops write the innermost return
+ * address straight into its scoreboard slot, an indirect call touches coverage's hash table
+ * only when its target changes.
  * Single vCPU: the machine has one. It must never change guest state beyond what nop= asks for.
  * Nothing it reports may depend on when blocks were translated (a restored VM starts with an
- * empty translation cache): translation-time facts only decide where callbacks go.
+ * empty translation cache) or where QEMU ended them: translation-time facts only decide where
+ * callbacks go.
  */
 
 #include <errno.h>
@@ -169,6 +188,14 @@ typedef bool (*BackwardBranchTest)(struct qemu_plugin_tb *tb, LoopBranch *loop);
 typedef bool (*CallTest)(const uint8_t *bytes, size_t size, uint64_t vaddr,
                          bool thumb, CallSite *call);
 typedef size_t (*ReturnPatch)(uint32_t value, uint32_t words[NOP_WORDS_MAX]);
+/*
+ * Did the exception entered at `to_pc` (`cause`: the exception register's value, 0 without
+ * one) leave the instruction that raised it unexecuted in QEMU's icount? QEMU winds a block
+ * back to a faulting memory access (cpu_restore_state: the access does not count), while an
+ * exception the translator planted (undefined instruction, svc, break) ends its block and
+ * counts.
+ */
+typedef bool (*FaultTest)(uint64_t to_pc, uint64_t cause);
 
 /* What differs between guest architectures, chosen once from the target name. */
 typedef struct {
@@ -180,7 +207,19 @@ typedef struct {
     BackwardBranchTest ends_in_backward_branch;
     CallTest is_call;
     ReturnPatch return_patch; /* NULL: NOPs unsupported */
+    const char *exception_register; /* NULL: the vector alone tells the exception */
+    FaultTest leaves_fault_unexecuted;
 } TargetTraits;
+
+/*
+ * The instruction addresses of a translated block, in order. Interned: one copy per distinct
+ * layout, kept for the whole run, because generated code holds its address (QEMU may free and
+ * retranslate the block at any time, and says nothing).
+ */
+typedef struct {
+    uint64_t count;
+    uint64_t vaddrs[];
+} BlockLayout;
 
 #define GENERAL_REGISTERS 32
 
@@ -202,7 +241,14 @@ typedef struct {
     uint64_t log_text;     /* its text buffer, from the latest entry */
     GHashTable *log_returns; /* set of printk_sprint's return addresses */
     struct qemu_plugin_scoreboard *executed_board;
-    qemu_plugin_u64 executed; /* instructions of the blocks entered so far */
+    qemu_plugin_u64 executed; /* see "Instruction counts" in the head comment */
+    /* The layout of the block entered last (an inline store at every entry); NULL once an
+     * exception or a replayed access has taken its unexecuted instructions back. */
+    struct qemu_plugin_scoreboard *running_block_board;
+    qemu_plugin_u64 running_block;
+    GHashTable *block_layouts;   /* interned layouts: GBytes of a BlockLayout, a set */
+    GByteArray *layout_buffer;   /* the layout being translated, before interning */
+    struct qemu_plugin_register *exception_register;
     struct qemu_plugin_scoreboard *innermost_return_board;
     qemu_plugin_u64 innermost_return; /* the top frame's return address, for inline compares */
     uint64_t *innermost_return_slot;  /* vCPU 0's entry of it: pushes and pops write here */
@@ -234,6 +280,50 @@ static RehostState state = { .events_fd = -1, .control_fd = -1 };
 static uint64_t instructions_executed(void)
 {
     return qemu_plugin_u64_sum(state.executed);
+}
+
+static const BlockLayout *running_block(unsigned int vcpu_index)
+{
+    return (const BlockLayout *)(uintptr_t)qemu_plugin_u64_get(state.running_block,
+                                                               vcpu_index);
+}
+
+static void set_running_block(unsigned int vcpu_index, const BlockLayout *layout)
+{
+    qemu_plugin_u64_set(state.running_block, vcpu_index, (uintptr_t)layout);
+}
+
+/* How many instructions follow `vaddr` in `layout`; false when `vaddr` is not in it. */
+static bool instructions_after(const BlockLayout *layout, uint64_t vaddr,
+                               uint64_t *after)
+{
+    uint64_t i;
+
+    for (i = 0; layout && i < layout->count; i++) {
+        if (layout->vaddrs[i] == vaddr) {
+            *after = layout->count - 1 - i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The count at the instruction at `vaddr` of the running block: the instructions before it and
+ * itself (its block's entry added them all). */
+static uint64_t instructions_at(unsigned int vcpu_index, uint64_t vaddr)
+{
+    uint64_t after = 0;
+
+    instructions_after(running_block(vcpu_index), vaddr, &after);
+    return instructions_executed() - after;
+}
+
+/* The entry counted `instructions` that did not run (yet): they will be counted when they do. */
+static void take_back(unsigned int vcpu_index, uint64_t instructions)
+{
+    qemu_plugin_u64_set(state.executed, vcpu_index,
+                        qemu_plugin_u64_get(state.executed, vcpu_index) -
+                        instructions);
 }
 
 static void report(const char *line)
@@ -402,13 +492,15 @@ static void send_final_reports(void)
     }
 }
 
-/* `summary` is the report line's text, `detail` valid UTF-8 (callers escape guest bytes). */
-static G_NORETURN void end_run(ExitReason reason, const char *summary,
-                               const char *detail)
+/*
+ * `summary` is the report line's text, `detail` valid UTF-8 (callers escape guest bytes),
+ * `icount` the count where the run ended.
+ */
+static G_NORETURN void end_run_at(ExitReason reason, const char *summary,
+                                  const char *detail, uint64_t icount)
 {
     Explorer__Rehost__Exit exit_message = EXPLORER__REHOST__EXIT__INIT;
     Event event = EXPLORER__REHOST__EVENT__INIT;
-    uint64_t icount = instructions_executed();
     g_autofree char *line = g_strdup_printf("end %s at insn %" PRIu64, summary,
                                             icount);
 
@@ -421,6 +513,13 @@ static G_NORETURN void end_run(ExitReason reason, const char *summary,
     event.exit = &exit_message;
     send_event(&event);
     exit(0);
+}
+
+/* The run ends at the end of the block entered last. */
+static G_NORETURN void end_run(ExitReason reason, const char *summary,
+                               const char *detail)
+{
+    end_run_at(reason, summary, detail, instructions_executed());
 }
 
 /* A register of the current vCPU as an integer; only from callbacks with R_REGS. */
@@ -705,6 +804,48 @@ static size_t mips_return_patch(uint32_t value, uint32_t words[NOP_WORDS_MAX])
     return 3;
 }
 
+/* A32/T32 vectors are 4 bytes apart from a 32-byte aligned base; 0x10 is the data abort. */
+#define ARM_VECTOR_OFFSET_MASK 0x1f
+#define ARM_VECTOR_DATA_ABORT 0x10
+
+/* QEMU 10.2's ARM raises a data abort from a memory access it winds back (an MMU, alignment or
+ * external abort); every other exception from code the translator planted, or between blocks. */
+static bool arm_leaves_fault_unexecuted(uint64_t to_pc, uint64_t cause)
+{
+    return (to_pc & ARM_VECTOR_OFFSET_MASK) == ARM_VECTOR_DATA_ABORT;
+}
+
+#define MIPS_CAUSE_EXCCODE(cause) (((cause) >> 2) & 0x1f)
+
+/*
+ * QEMU 10.2's MIPS winds back to the instruction for TLB modified, TLB load/store misses,
+ * address errors, data bus errors, overflow, traps and FPU exceptions (do_raise_exception with
+ * the host return address); syscall, break, reserved instruction and coprocessor unusable
+ * end their block and count.
+ */
+static bool mips_leaves_fault_unexecuted(uint64_t to_pc, uint64_t cause)
+{
+    switch (MIPS_CAUSE_EXCCODE(cause)) {
+    case 1:  /* Mod */
+    case 2:  /* TLBL */
+    case 3:  /* TLBS */
+    case 4:  /* AdEL */
+    case 5:  /* AdES */
+    case 7:  /* DBE */
+    case 12: /* Ov */
+    case 13: /* Tr */
+    case 15: /* FPE */
+        return true;
+    default:
+        return false;
+    }
+}
+
+static bool never_unexecuted(uint64_t to_pc, uint64_t cause)
+{
+    return false;
+}
+
 static bool any_branch(struct qemu_plugin_tb *tb, LoopBranch *loop)
 {
     loop->start_pc = loop->branch_pc = 0;
@@ -719,15 +860,19 @@ static bool no_call(const uint8_t *bytes, size_t size, uint64_t vaddr,
 
 static const TargetTraits target_traits[] = {
     { "arm", "r0", "r0", "cpsr", false, arm_ends_in_backward_branch,
-      arm_is_call, arm_return_patch },
+      arm_is_call, arm_return_patch, NULL, arm_leaves_fault_unexecuted },
     { "mipsel", "r4", "r2", NULL, false, mips_ends_in_backward_branch,
-      mips_is_call, mips_return_patch },
+      mips_is_call, mips_return_patch, "cause", mips_leaves_fault_unexecuted },
     { "mips", "r4", "r2", NULL, true, mips_ends_in_backward_branch,
-      mips_is_call, mips_return_patch },
+      mips_is_call, mips_return_patch, "cause", mips_leaves_fault_unexecuted },
 };
-/* Another target still works: every block checks the budget, no register is read. */
+/*
+ * Another target still works: every block checks the budget, no register is read, and a
+ * faulting instruction counts as executed.
+ */
 static const TargetTraits unknown_target = { "?", NULL, NULL, NULL, false,
-                                             any_branch, no_call, NULL };
+                                             any_branch, no_call, NULL, NULL,
+                                             never_unexecuted };
 
 static const TargetTraits *traits_of(const char *target)
 {
@@ -807,7 +952,7 @@ static void on_kernel_mapped(unsigned int vcpu_index, void *userdata)
 static void on_hook(unsigned int vcpu_index, void *userdata)
 {
     Hook *hook = &g_array_index(state.hooks, Hook, GPOINTER_TO_UINT(userdata));
-    uint64_t icount = instructions_executed();
+    uint64_t icount = instructions_at(vcpu_index, hook->vaddr);
     g_autofree char *text = NULL;
 
     switch (hook->kind) {
@@ -833,11 +978,13 @@ static void on_hook(unsigned int vcpu_index, void *userdata)
         g_autofree char *message = read_panic_message();
 
         text = g_strdup_printf("panic \"%s\"", message);
-        end_run(EXPLORER__REHOST__EXIT_REASON__EXIT_PANIC, text, message);
+        end_run_at(EXPLORER__REHOST__EXIT_REASON__EXIT_PANIC, text, message,
+                   icount);
     }
     case HOOK_HALT:
         text = g_strdup_printf("halt %s", hook->name);
-        end_run(EXPLORER__REHOST__EXIT_REASON__EXIT_HALT, text, hook->name);
+        end_run_at(EXPLORER__REHOST__EXIT_REASON__EXIT_HALT, text, hook->name,
+                   icount);
     case HOOK_NOPS_AGAIN:
         if (!hook->reached) {
             hook->reached = true;
@@ -899,12 +1046,61 @@ static void check_budget(void)
     }
 }
 
+/*
+ * An exception raised inside the running block: its entry counted the instructions after
+ * `from_pc`, which did not run, and perhaps the raising instruction itself.
+ */
+static void take_back_unexecuted(unsigned int vcpu_index, uint64_t from_pc,
+                                 uint64_t to_pc)
+{
+    uint64_t cause;
+    uint64_t after;
+
+    if (!instructions_after(running_block(vcpu_index), from_pc, &after)) {
+        return;
+    }
+    cause = state.exception_register ? read_register(state.exception_register) : 0;
+    take_back(vcpu_index,
+              after + state.traits->leaves_fault_unexecuted(to_pc, cause));
+    set_running_block(vcpu_index, NULL);
+}
+
 /* Interrupts and exceptions also check the budget: a loop may leave only through them. */
 static void on_discontinuity(qemu_plugin_id_t id, unsigned int vcpu_index,
                              enum qemu_plugin_discon_type type,
                              uint64_t from_pc, uint64_t to_pc)
 {
+    if (type == QEMU_PLUGIN_DISCON_EXCEPTION) {
+        take_back_unexecuted(vcpu_index, from_pc, to_pc);
+    }
     check_budget();
+}
+
+/*
+ * A memory access in a one-instruction block. Under -icount QEMU lets a device access run only
+ * as the last instruction of a block: one found earlier winds its block back to the access
+ * (which then counts once, in that block's entry) and runs the access alone in such a block,
+ * flagged CF_MEMI_ONLY, where QEMU honours nothing but memory callbacks. The running block is
+ * still the wound-back one: the instructions after the access were counted by its entry and
+ * will be again by the blocks that run them. In an ordinary one-instruction block the running
+ * block is this one and nothing is taken back.
+ */
+static void on_single_instruction_access(unsigned int vcpu_index,
+                                         qemu_plugin_meminfo_t info,
+                                         uint64_t vaddr, void *userdata)
+{
+    const BlockLayout *replay = userdata;
+    const BlockLayout *wound_back = running_block(vcpu_index);
+    uint64_t after;
+
+    if (wound_back == replay) {
+        return;
+    }
+    if (instructions_after(wound_back, replay->vaddrs[0], &after)) {
+        take_back(vcpu_index, after);
+    }
+    /* Further accesses of the instruction (LDM) find nothing left to take back. */
+    set_running_block(vcpu_index, replay);
 }
 
 static void on_block_below_user_limit(unsigned int vcpu_index, void *userdata)
@@ -920,7 +1116,8 @@ static void on_block_below_user_limit(unsigned int vcpu_index, void *userdata)
     }
     text = g_strdup_printf("0x%" PRIx64, vaddr);
     line = g_strdup_printf("user_space %s", text);
-    end_run(EXPLORER__REHOST__EXIT_REASON__EXIT_USER_SPACE, line, text);
+    end_run_at(EXPLORER__REHOST__EXIT_REASON__EXIT_USER_SPACE, line, text,
+               instructions_at(vcpu_index, vaddr));
 }
 
 static void push_frame(uint64_t function, uint64_t return_address)
@@ -1244,17 +1441,52 @@ static bool block_is_thumb(struct qemu_plugin_tb *tb)
     return false;
 }
 
+/* This block's layout, interned. */
+static const BlockLayout *block_layout(struct qemu_plugin_tb *tb, size_t count)
+{
+    GByteArray *buffer = state.layout_buffer;
+    g_autoptr(GBytes) candidate = NULL;
+    gpointer interned = NULL;
+    uint64_t word = count;
+    size_t i;
+
+    g_byte_array_set_size(buffer, 0);
+    g_byte_array_append(buffer, (const guint8 *)&word, sizeof(word));
+    for (i = 0; i < count; i++) {
+        word = qemu_plugin_insn_vaddr(qemu_plugin_tb_get_insn(tb, i));
+        g_byte_array_append(buffer, (const guint8 *)&word, sizeof(word));
+    }
+    candidate = g_bytes_new_static(buffer->data, buffer->len);
+    if (!g_hash_table_lookup_extended(state.block_layouts, candidate, &interned,
+                                      NULL)) {
+        interned = g_bytes_new(buffer->data, buffer->len);
+        g_hash_table_add(state.block_layouts, interned);
+    }
+    return g_bytes_get_data(interned, NULL);
+}
+
 static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     uint64_t vaddr = qemu_plugin_tb_vaddr(tb);
     size_t count = qemu_plugin_tb_n_insns(tb);
     bool watch_calls = state.callstack || state.coverage || state.log_function;
     bool thumb = watch_calls && block_is_thumb(tb);
+    const BlockLayout *layout = block_layout(tb, count);
     LoopBranch branch;
     size_t i;
 
     qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(
         tb, QEMU_PLUGIN_INLINE_ADD_U64, state.executed, count);
+    qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(
+        tb, QEMU_PLUGIN_INLINE_STORE_U64, state.running_block, (uintptr_t)layout);
+    if (count == 1) {
+        /* A replayed access runs in such a block (MIPS replays a delay slot with its branch:
+         * nothing follows a delay slot, nothing to take back). */
+        qemu_plugin_register_vcpu_mem_cb(qemu_plugin_tb_get_insn(tb, 0),
+                                         on_single_instruction_access,
+                                         QEMU_PLUGIN_CB_NO_REGS,
+                                         QEMU_PLUGIN_MEM_RW, (void *)layout);
+    }
     if (state.pause_at && !state.paused) {
         qemu_plugin_register_vcpu_tb_exec_cond_cb(
             tb, on_pause, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_GE,
@@ -1643,6 +1875,8 @@ static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index)
     state.return_register =
         find_register(registers, state.traits->return_register);
     state.mode_register = find_register(registers, state.traits->mode_register);
+    state.exception_register =
+        find_register(registers, state.traits->exception_register);
     for (i = 0; i < GENERAL_REGISTERS; i++) {
         g_autofree char *name = g_strdup_printf("r%d", i);
 
@@ -1710,6 +1944,9 @@ static void on_plugin_exit(qemu_plugin_id_t id, void *userdata)
     g_free(state.state_out);
     qemu_plugin_scoreboard_free(state.executed_board);
     qemu_plugin_scoreboard_free(state.innermost_return_board);
+    qemu_plugin_scoreboard_free(state.running_block_board);
+    g_hash_table_destroy(state.block_layouts);
+    g_byte_array_free(state.layout_buffer, true);
 }
 
 static bool parse_address(const char *text, uint64_t *address)
@@ -1923,12 +2160,16 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
     state.innermost_return_board = qemu_plugin_scoreboard_new(sizeof(uint64_t));
     state.innermost_return =
         qemu_plugin_scoreboard_u64(state.innermost_return_board);
+    state.running_block_board = qemu_plugin_scoreboard_new(sizeof(uint64_t));
+    state.running_block = qemu_plugin_scoreboard_u64(state.running_block_board);
+    state.block_layouts = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                                                (GDestroyNotify)g_bytes_unref,
+                                                NULL);
+    state.layout_buffer = g_byte_array_new();
     qemu_plugin_register_vcpu_init_cb(id, on_vcpu_init);
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
-    if (state.budget) {
-        qemu_plugin_register_vcpu_discon_cb(id, QEMU_PLUGIN_DISCON_ALL,
-                                            on_discontinuity);
-    }
+    qemu_plugin_register_vcpu_discon_cb(id, QEMU_PLUGIN_DISCON_ALL,
+                                        on_discontinuity);
     qemu_plugin_register_atexit_cb(id, on_plugin_exit, NULL);
     return 0;
 }

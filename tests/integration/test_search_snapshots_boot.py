@@ -63,8 +63,7 @@ def test_the_parent_saved_at_its_childrens_point_has_not_yet_read_what_they_chan
 
     cache = SnapshotCache(tmp_path, qemu_build)
     staging = cache.staging(state_id(parent), point)
-    # The save takes seconds; QEMU then sometimes misses the driver's `quit` and waits out the deadline
-    # (a race in the runner: it closes QMP before the reply), which leaves the snapshot whole.
+    # The boot to the point and the save take seconds.
     save_limits = RunnerLimits(deadline_seconds=SAVE_DEADLINE_SECONDS)
     saved = run(
         config, qemu_build, plugin=plugin, limits=save_limits, snapshot_at=point, snapshot_dir=staging

@@ -110,6 +110,12 @@ def test_different_nops_share_nothing() -> None:
     assert divergence_point(parent_state(), RUN, child) is None
 
 
+def test_a_ticking_parent_shares_nothing() -> None:
+    assert divergence_point(parent_state(), RUN, derive(parent_state(), with_rule(STATUS, 1))) is not None
+    ticking = derive(parent_state(), lambda state: setattr(state.tick, "period_ns", 4_000_000))
+    assert divergence_point(ticking, RUN, derive(ticking, with_rule(STATUS, 1))) is None
+
+
 BOOT_INPUT_CHANGES = [
     lambda state: setattr(state, "seed", 4),
     lambda state: setattr(state, "cpu", "cortex-a15"),

@@ -1,7 +1,7 @@
 """The snapshot cache beside a store: content-addressed entries, size-bounded, never fatal when damaged.
 
 The entries here are snapshot directories with a real manifest and placeholder parts (what
-read_manifest checks); tests/integration/test_search_snapshots.py keeps a real one.
+read_manifest checks); tests/integration/test_search_snapshots_invariant.py keeps a real one.
 """
 
 from __future__ import annotations

@@ -1,0 +1,143 @@
+"""A search with snapshots on a real local Ray cluster stores what it stores on the local pool.
+
+The search is tests/integration/test_search_snapshots_invariant.py's: armmp on an am335x with only CPU and
+RAM, whose bitwise children all continue from one snapshot of the parent's boot, taken just
+before the register they change is first read. On Ray (the `ray_cluster` fixture: a head and a
+worker node whose cache is its own), the save job runs on a node and its snapshot comes back to
+the master's cache as the task's result; the children's tasks receive it through Ray, unpacked
+into their node's cache under its digest. Nothing of the master's snapshot directory is visible
+to a worker by path: the two stores must hold the same states, edges, runs and scores, and both
+searches must have continued every child from the snapshot. Below the search, the executor
+alone: a save on a worker comes back to the master's directory, and continuing from it on any
+worker gives the full boot's result, as does continuing from a snapshot the master lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from explorer.corpus import Corpus
+from explorer.firmware.ingest import ingest
+from explorer.runner.snapshot import read_manifest
+from explorer.search.engine import OperatorPhases, Search, SearchOptions
+from explorer.search.executor import Executor, Job, LocalPool, SnapshotUse, run_job
+from explorer.search.ray_executor import SNAPSHOT_FILES, RayExecutor, snapshot_digest
+from explorer.search.session import runner_setup
+from explorer.search.snapshots import SNAPSHOTS_DIRECTORY, SnapshotCache
+from explorer.search.state import State, Target
+from explorer.store import Store
+from tests.firmware import build as test_firmware
+from tests.integration.conftest import LocalRayCluster
+from tests.integration.test_search_firmware import program_config
+from tests.integration.test_search_snapshots_invariant import (
+    CHILDREN,
+    INSTRUCTION_BUDGET,
+    first_bitwise_children,
+)
+
+pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
+
+
+def searched(work: Path, corpus: Corpus, qemu_build: Path, executor: Executor) -> dict[str, Any]:
+    """The stored search of the initial state's first bitwise children, with snapshots, on `executor`."""
+    target = Target(
+        kernel=corpus.kernel("armmp"), dtb=corpus.dtb("armmp", "am335x-boneblack"), cmdline="console=ttyO0"
+    )
+    initial = State(target="arm", cpu="cortex-a8", instruction_budget=INSTRUCTION_BUDGET)
+    initial.ram.add(base=0x80000000, size=0x20000000)
+    options = SearchOptions(budget_seconds=1800, workers=1, snapshots=True)
+    operators = OperatorPhases(structural=(first_bitwise_children,), stall_tiers=())
+    firmware = ingest(target.kernel, dtb=target.dtb)
+    with Store.create(work, {"options": options.to_dict()}) as store:
+        cache = SnapshotCache(work, qemu_build)
+        search = Search(store, firmware, target, options, executor, None, operators, initial, cache)
+        assert search.run() == "exhausted"
+        return {
+            "states": {edge.child: store.state(edge.child) for edge in store.edges()},
+            "edges": sorted((edge.child, edge.parent, edge.operator, edge.reason) for edge in store.edges()),
+            "runs": {run.state_id: run.result for run in store.runs()},
+            "scores": {run.state_id: run.score for run in store.runs()},
+            "counters": store.counters(),
+        }
+
+
+def test_a_search_with_snapshots_on_ray_stores_what_it_does_on_the_local_pool(
+    tmp_path: Path, corpus: Corpus, qemu_build: Path, ray_cluster: LocalRayCluster
+) -> None:
+    setup = runner_setup(qemu_build)
+    pool = LocalPool(1, setup)
+    try:
+        local = searched(tmp_path / "local", corpus, qemu_build, pool)
+    finally:
+        pool.close()
+    executor = RayExecutor(ray_cluster.address, setup)
+    try:
+        on_ray = searched(tmp_path / "ray", corpus, qemu_build, executor)
+    finally:
+        executor.close()
+
+    assert len(on_ray["runs"]) == 1 + CHILDREN
+    for part in ("states", "edges", "runs", "scores"):
+        assert on_ray[part] == local[part], part
+    for counters in (local["counters"], on_ray["counters"]):
+        assert counters["snapshots_taken"] == 1 and counters["runs_from_snapshots"] == CHILDREN
+    # The save came back whole into the master's cache, and the worker node holds the same
+    # snapshot under its digest: saved there, or received through Ray (it sees no master path).
+    (kept,) = (tmp_path / "ray" / SNAPSHOTS_DIRECTORY).iterdir()
+    received = worker_snapshots(ray_cluster) / digest_of(kept)
+    assert digest_of(received) == received.name
+
+
+def worker_snapshots(cluster: LocalRayCluster) -> Path:
+    """The worker node's snapshots (the head's cache is the user's own: not looked at)."""
+    return cluster.directory / "worker-cache" / "ray" / "snapshots"
+
+
+def digest_of(directory: Path) -> str:
+    files = {name: (directory / name).read_bytes() for name in SNAPSHOT_FILES}
+    return snapshot_digest({name: hashlib.sha256(content).hexdigest() for name, content in files.items()})
+
+
+# spin.elf polls a register that never reads ready: its run goes on to its budget.
+SPIN_BUDGET = 40_000_000
+SPIN_POINT = 20_000_000
+DEADLINE_SECONDS = 120
+
+
+def test_a_save_on_a_worker_comes_back_and_continues_on_any_worker(
+    tmp_path: Path, qemu_build: Path, ray_cluster: LocalRayCluster
+) -> None:
+    config = program_config(test_firmware.build().elf("spin"), instruction_budget=SPIN_BUDGET)
+    serialized = config.SerializeToString()
+    setup = runner_setup(qemu_build)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    save = Job("snapshot:1", serialized, DEADLINE_SECONDS, SnapshotUse(staging, SPIN_POINT, save=True))
+    use = SnapshotUse(staging, SPIN_POINT, save=False)
+    # One task per node at a time, the first two on two nodes: both nodes continue from it, one of
+    # them without having saved it.
+    continued = [
+        Job(f"child {number}", serialized, DEADLINE_SECONDS, use)
+        for number in range(2 * len(ray_cluster.nodes))
+    ]
+    lost = Job("lost", serialized, DEADLINE_SECONDS, SnapshotUse(tmp_path / "gone", SPIN_POINT, save=False))
+    executor = RayExecutor(ray_cluster.address, setup)
+    try:
+        (saved,) = executor.run([save])
+        assert read_manifest(staging, qemu_build, SPIN_POINT).config  # whole, of this build
+        outcomes = {outcome.state_id: outcome.result for outcome in executor.run([*continued, lost])}
+    finally:
+        executor.close()
+    assert saved.state_id == "snapshot:1"
+    # What the master continues from its own copy, every worker does from the one it received.
+    here = run_job(replace(continued[0], state_id="here"), setup).result
+    assert all(outcomes[job.state_id] == here for job in continued)
+    # The worker node holds it under its digest (saved there, or received: no path of the master's).
+    assert (worker_snapshots(ray_cluster) / digest_of(staging)).is_dir()
+    # The snapshot the master lost: a full boot.
+    assert outcomes["lost"] == run_job(replace(lost, snapshot=None), setup).result

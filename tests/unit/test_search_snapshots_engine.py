@@ -1,0 +1,191 @@
+"""How the engine shares a parent's boot among its children, with a fake executor that boots nothing.
+
+The fake world: every state's run reads STATUS at READ_AT and ends at BOOT_END, and children differ
+from their parent only in the value of STATUS, so they all may continue from one snapshot of the
+parent saved just before READ_AT. The fake executor "saves" by writing a snapshot directory with a
+real manifest (what the cache checks) and gives a continued job the result of its full boot; that a
+real continued run is byte for byte its full boot, and a real search stores the same either way,
+is tests/integration/test_search_snapshots_invariant.py. Here: which jobs the engine asks for, what it
+counts, and that the cache serves a later session and never fails a search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from explorer.runner.machine_config_pb2 import MachineConfig, MmioRule
+from explorer.runner.rehost_pb2 import Exit, ExitReason, MmioAccess, RunResult
+from explorer.runner.result import serialize
+from explorer.search.engine import SAVE_JOB_PREFIX, OperatorPhases, Search, SearchOptions
+from explorer.search.executor import Job, Outcome
+from explorer.search.operators import Child, Context
+from explorer.search.score import Score
+from explorer.search.snapshots import SAFETY_MARGIN, SnapshotCache
+from explorer.search.state import Target, bootable, derive, parse_state, state_id
+from explorer.store import Store
+from tests.helpers import arm_firmware
+from tests.unit.test_search_snapshots_cache import write_snapshot
+
+FIRMWARE = arm_firmware(page_offset=None)
+TARGET = Target(kernel=Path("/nonexistent/zImage"))
+INITIAL = MachineConfig(target="arm", cpu="cortex-a9", seed=7, instruction_budget=1_000_000)
+STATUS = 0x10001000
+READ_AT = 900_000
+BOOT_END = 1_000_000
+CHILDREN = 3
+SAVE_SECONDS = 0.5
+
+
+def full_boot(config: MachineConfig) -> RunResult:
+    answer = next((rule.constant for rule in config.mmio_rules if rule.address == STATUS), 0)
+    return RunResult(
+        exit=Exit(reason=ExitReason.EXIT_BUDGET, icount=BOOT_END, detail=f"read {answer:#x}"),
+        mmio_accesses=[MmioAccess(address=STATUS, size=4, value=answer, icount=READ_AT)],
+    )
+
+
+class SnapshottingExecutor:
+    """Saves by writing a snapshot that the cache accepts (unless `saves` is False: a save that
+    ended early); a continued job gets its full boot's result."""
+
+    workers = 1
+
+    def __init__(self, qemu_dir: Path, saves: bool = True) -> None:
+        self.qemu_dir = qemu_dir
+        self.saves = saves
+        self.jobs: list[Job] = []
+
+    def run(self, jobs: Sequence[Job], stop_at: float | None = None) -> Iterator[Outcome]:
+        for job in jobs:
+            self.jobs.append(job)
+            use = job.snapshot
+            if use is not None and use.save:
+                if self.saves:
+                    write_snapshot(use.directory, self.qemu_dir.name, use.point)
+                saved = RunResult(exit=Exit(reason=ExitReason.EXIT_BUDGET, icount=use.point), partial=True)
+                yield Outcome(job.state_id, serialize(saved), SAVE_SECONDS)
+            else:
+                yield Outcome(job.state_id, serialize(full_boot(parse_state(job.config))), 0.01)
+
+    def close(self) -> None:
+        pass
+
+
+def answering(bit: int) -> Callable[[MachineConfig], None]:
+    def pin(state: MachineConfig) -> None:
+        state.mmio_rules.append(MmioRule(address=STATUS, constant=bit))
+
+    return pin
+
+
+def status_values(context: Context) -> list[Child]:
+    """CHILDREN children of the initial state, each answering STATUS with another bit."""
+    if len(context.lineage) > 1:
+        return []
+    bits = [1 << index for index in range(CHILDREN)]
+    return [Child(derive(context.current.state, answering(bit)), "bitwise", f"bit {bit}") for bit in bits]
+
+
+class RunsSeen:
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+
+    def generation_started(self, number: int, expanded: str | None, children: int) -> None:
+        pass
+
+    def run_finished(self, outcome: Outcome, run_score: Score) -> None:
+        self.runs.append(outcome.state_id)
+
+    def generation_committed(self, report: object) -> None:
+        pass
+
+
+def searched(
+    work: Path, executor: SnapshottingExecutor, snapshots: bool, observer: RunsSeen | None = None
+) -> dict[str, object]:
+    options = SearchOptions(budget_seconds=60, workers=1, snapshots=snapshots)
+    phases = OperatorPhases(structural=(status_values,), stall_tiers=())
+    with Store.create(work, {}) as store:
+        cache = SnapshotCache(work, executor.qemu_dir) if snapshots else None
+        Search(store, FIRMWARE, TARGET, options, executor, observer, phases, INITIAL, cache).run()
+        return {
+            "runs": {run.state_id: run.result for run in store.runs()},
+            "edges": sorted((edge.child, edge.parent, edge.operator) for edge in store.edges()),
+            "counters": store.counters(),
+        }
+
+
+def test_children_continue_from_one_save_of_their_parent_just_before_what_they_change(
+    tmp_path: Path,
+) -> None:
+    qemu = tmp_path / "build"
+    full = searched(tmp_path / "full", SnapshottingExecutor(qemu), snapshots=False)
+    executor = SnapshottingExecutor(qemu)
+    seen = RunsSeen()
+    shared = searched(tmp_path / "shared", executor, snapshots=True, observer=seen)
+    assert shared["runs"] == full["runs"] and shared["edges"] == full["edges"]
+    assert len(shared["runs"]) == 1 + CHILDREN  # type: ignore[arg-type]
+    initial, save, *continued = executor.jobs
+    point = READ_AT - SAFETY_MARGIN
+    assert initial.snapshot is None
+    assert save.snapshot is not None and save.snapshot.save and save.snapshot.point == point
+    assert save.state_id.startswith(SAVE_JOB_PREFIX)
+    assert save.config == bootable(INITIAL, TARGET, FIRMWARE).SerializeToString()
+    assert {job.state_id for job in continued} == set(shared["runs"]) - {initial.state_id}  # type: ignore[arg-type]
+    for job in continued:
+        assert job.snapshot is not None and not job.snapshot.save and job.snapshot.point == point
+        assert (
+            job.snapshot.directory.is_dir()
+            and job.snapshot.directory.parent == tmp_path / "shared" / "snapshots"
+        )
+    counters = shared["counters"]
+    assert counters["snapshots_taken"] == 1 and counters["runs_from_snapshots"] == CHILDREN  # type: ignore[index]
+    assert counters["snapshot_seconds"] == SAVE_SECONDS  # type: ignore[index]
+    assert not {"snapshots_taken", "runs_from_snapshots", "snapshot_seconds"} & set(full["counters"])  # type: ignore[arg-type]
+    # A save is master-side work: never a run to the observer, never stored.
+    assert sorted(seen.runs) == sorted(shared["runs"])  # type: ignore[arg-type]
+
+
+def test_a_later_session_continues_from_the_kept_snapshot_without_saving_again(tmp_path: Path) -> None:
+    qemu = tmp_path / "build"
+    first = SnapshottingExecutor(qemu)
+    searched(tmp_path / "first", first, snapshots=True)
+    assert sum(job.state_id.startswith(SAVE_JOB_PREFIX) for job in first.jobs) == 1
+    # A new store beside the first one's snapshots (as a resumed search finds them): the
+    # parent's run is the same, so is the point, and the kept snapshot is used.
+    (tmp_path / "second").mkdir()
+    (tmp_path / "first" / "snapshots").rename(tmp_path / "second" / "snapshots")
+    second = SnapshottingExecutor(qemu)
+    shared = searched(tmp_path / "second", second, snapshots=True)
+    assert not any(job.state_id.startswith(SAVE_JOB_PREFIX) for job in second.jobs)
+    assert sum(job.snapshot is not None for job in second.jobs) == CHILDREN
+    assert "snapshots_taken" not in shared["counters"]  # type: ignore[operator]
+
+
+def test_a_save_that_fails_leaves_the_children_to_boot_in_full(tmp_path: Path) -> None:
+    qemu = tmp_path / "build"
+    full = searched(tmp_path / "full", SnapshottingExecutor(qemu), snapshots=False)
+    executor = SnapshottingExecutor(qemu, saves=False)
+    shared = searched(tmp_path / "shared", executor, snapshots=True)
+    assert shared["runs"] == full["runs"]
+    children = [job for job in executor.jobs if job.state_id in shared["runs"]][1:]  # type: ignore[operator]
+    assert len(children) == CHILDREN and all(job.snapshot is None for job in children)
+    counters = shared["counters"]
+    assert counters["snapshots_taken"] == 0 and counters["runs_from_snapshots"] == 0  # type: ignore[index]
+    assert list((tmp_path / "shared" / "snapshots").iterdir()) == []
+
+
+def test_the_first_generation_and_unshared_children_take_no_snapshot(tmp_path: Path) -> None:
+    qemu = tmp_path / "build"
+    executor = SnapshottingExecutor(qemu)
+    work = tmp_path / "work"
+    with Store.create(work, {}) as store:
+        options = SearchOptions(budget_seconds=60, workers=1, snapshots=True)
+        only_one = OperatorPhases(structural=(lambda context: status_values(context)[:1],), stall_tiers=())
+        Search(
+            store, FIRMWARE, TARGET, options, executor, None, only_one, INITIAL, SnapshotCache(work, qemu)
+        ).run()
+    # One child: saving the parent's prefix costs what the child would spend on it.
+    assert [job.snapshot for job in executor.jobs] == [None, None]
+    assert state_id(INITIAL) in {job.state_id for job in executor.jobs}
