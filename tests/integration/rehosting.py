@@ -44,6 +44,23 @@ def vexpress_a9_config(corpus: Corpus) -> dict:
     return json.loads(to_json(config))
 
 
+def empty_am335x_config(corpus: Corpus, **settings: object) -> dict:
+    """armmp on an am335x-boneblack memory map with only a CPU and RAM, as the machine's JSON: the
+    kernel decompresses (2e9 instructions), then polls the interrupt controller's reset forever."""
+    return {
+        "target": "arm",
+        "cpu": "cortex-a8",
+        "ram": [{"base": "0x80000000", "size": "0x20000000"}],
+        "boot": {
+            "kernel": str(corpus.kernel("armmp")),
+            "dtb": str(corpus.dtb("armmp", "am335x-boneblack")),
+            "cmdline": "console=ttyO0",
+        },
+        "mmio_event_limit": 4096,
+        **settings,
+    }
+
+
 def run_until(command: list[str], marker: str) -> tuple[bool, str]:
     """Run QEMU until `marker` appears on its console or it exits; never longer than the deadline."""
     process = subprocess.Popen(

@@ -28,7 +28,7 @@ from explorer.runner.launch import Plugin, RunnerLimits, run
 from explorer.runner.machine_config_pb2 import HookKind, MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.runner.result import serialize
-from tests.integration.rehosting import BOOT_DEADLINE_SECONDS
+from tests.integration.rehosting import BOOT_DEADLINE_SECONDS, empty_am335x_config
 from tests.integration.test_native_mmio import (
     BRANCH_TO_SELF,
     TINY_ENTRY,
@@ -51,18 +51,7 @@ LIMITS = RunnerLimits(deadline_seconds=BOOT_DEADLINE_SECONDS)
 
 
 def am335x(corpus: Corpus, *, reset_done: bool) -> MachineConfig:
-    settings: dict = {
-        "target": "arm",
-        "cpu": "cortex-a8",
-        "ram": [{"base": "0x80000000", "size": "0x20000000"}],
-        "boot": {
-            "kernel": str(corpus.kernel("armmp")),
-            "dtb": str(corpus.dtb("armmp", "am335x-boneblack")),
-            "cmdline": "console=ttyO0",
-        },
-        "mmio_event_limit": 4096,
-        "instruction_budget": BUDGET,
-    }
+    settings = empty_am335x_config(corpus, instruction_budget=BUDGET)
     if reset_done:
         settings["mmio_rules"] = [{"address": hex(INTC_SYSSTATUS), "constant": "0xffffffff"}]
     return watching_kernel(config_from_dict(settings), ingest(corpus.kernel("armmp")))

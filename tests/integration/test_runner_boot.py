@@ -20,7 +20,7 @@ from explorer.runner.boards import vexpress_a9
 from explorer.runner.config import config_from_dict, write_config
 from explorer.runner.kernel_hooks import MILESTONES, watching_kernel
 from explorer.runner.machine_config_pb2 import MachineConfig
-from tests.integration.rehosting import BOOT_DEADLINE_SECONDS, REPO
+from tests.integration.rehosting import BOOT_DEADLINE_SECONDS, REPO, empty_am335x_config
 
 pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
 
@@ -88,22 +88,9 @@ def test_armmp_on_an_empty_am335x_names_the_interrupt_controller_reset_poll(
     qemu_build: Path, corpus: Corpus, tmp_path: Path
 ) -> None:
     # Only RAM and a CPU: the kernel waits forever for the interrupt controller's reset.
-    config = config_from_dict(
-        {
-            "target": "arm",
-            "cpu": "cortex-a8",
-            "ram": [{"base": "0x80000000", "size": "0x20000000"}],
-            "boot": {
-                "kernel": str(corpus.kernel("armmp")),
-                "dtb": str(corpus.dtb("armmp", "am335x-boneblack")),
-                "cmdline": "console=ttyO0",
-            },
-            "mmio_event_limit": 4096,
-            # armmp reaches init_IRQ at about 2.08e9 instructions (2e9 of them decompressing), then
-            # polls at a few instructions per read: a million polls fit well within the margin.
-            "instruction_budget": 2_150_000_000,
-        }
-    )
+    # armmp reaches init_IRQ at about 2.08e9 instructions (2e9 of them decompressing), then polls at
+    # a few instructions per read: a million polls fit well within the margin.
+    config = config_from_dict(empty_am335x_config(corpus, instruction_budget=2_150_000_000))
     printed = json.loads(explorer_boot(qemu_build, config, tmp_path, "--json"))
     assert printed["exit"]["reason"] == "budget", printed["exit"]
     spins = [loop for loop in printed["hot_loops"] if loop["function"] == "omap_irq_soft_reset"]

@@ -17,53 +17,24 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from explorer.corpus import Corpus
-from explorer.firmware.ingest import ingest
 from explorer.runner.snapshot import read_manifest
-from explorer.search.engine import OperatorPhases, Search, SearchOptions
-from explorer.search.executor import Executor, Job, LocalPool, SnapshotUse, run_job
+from explorer.search.executor import Job, LocalPool, SnapshotUse, run_job
 from explorer.search.ray_executor import SNAPSHOT_FILES, RayExecutor, snapshot_digest
 from explorer.search.session import runner_setup
-from explorer.search.snapshots import SNAPSHOTS_DIRECTORY, SnapshotCache
-from explorer.search.state import State, Target
-from explorer.store import Store
+from explorer.search.snapshots import SNAPSHOTS_DIRECTORY
 from tests.firmware import build as test_firmware
 from tests.integration.conftest import LocalRayCluster
 from tests.integration.test_search_firmware import program_config
 from tests.integration.test_search_snapshots_invariant import (
     CHILDREN,
-    INSTRUCTION_BUDGET,
-    first_bitwise_children,
+    searched,
 )
 
 pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
-
-
-def searched(work: Path, corpus: Corpus, qemu_build: Path, executor: Executor) -> dict[str, Any]:
-    """The stored search of the initial state's first bitwise children, with snapshots, on `executor`."""
-    target = Target(
-        kernel=corpus.kernel("armmp"), dtb=corpus.dtb("armmp", "am335x-boneblack"), cmdline="console=ttyO0"
-    )
-    initial = State(target="arm", cpu="cortex-a8", instruction_budget=INSTRUCTION_BUDGET)
-    initial.ram.add(base=0x80000000, size=0x20000000)
-    options = SearchOptions(budget_seconds=1800, workers=1, snapshots=True)
-    operators = OperatorPhases(structural=(first_bitwise_children,), stall_tiers=())
-    firmware = ingest(target.kernel, dtb=target.dtb)
-    with Store.create(work, {"options": options.to_dict()}) as store:
-        cache = SnapshotCache(work, qemu_build)
-        search = Search(store, firmware, target, options, executor, None, operators, initial, cache)
-        assert search.run() == "exhausted"
-        return {
-            "states": {edge.child: store.state(edge.child) for edge in store.edges()},
-            "edges": sorted((edge.child, edge.parent, edge.operator, edge.reason) for edge in store.edges()),
-            "runs": {run.state_id: run.result for run in store.runs()},
-            "scores": {run.state_id: run.score for run in store.runs()},
-            "counters": store.counters(),
-        }
 
 
 def test_a_search_with_snapshots_on_ray_stores_what_it_does_on_the_local_pool(
@@ -72,12 +43,12 @@ def test_a_search_with_snapshots_on_ray_stores_what_it_does_on_the_local_pool(
     setup = runner_setup(qemu_build)
     pool = LocalPool(1, setup)
     try:
-        local = searched(tmp_path / "local", corpus, qemu_build, pool)
+        local = searched(tmp_path / "local", corpus, qemu_build, snapshots=True, executor=pool)
     finally:
         pool.close()
     executor = RayExecutor(ray_cluster.address, setup)
     try:
-        on_ray = searched(tmp_path / "ray", corpus, qemu_build, executor)
+        on_ray = searched(tmp_path / "ray", corpus, qemu_build, snapshots=True, executor=executor)
     finally:
         executor.close()
 

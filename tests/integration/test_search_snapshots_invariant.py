@@ -19,7 +19,7 @@ import pytest
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.search.engine import OperatorPhases, Search, SearchOptions, evaluated_state
-from explorer.search.executor import LocalPool
+from explorer.search.executor import Executor, LocalPool
 from explorer.search.operators import Child, Context, bitwise
 from explorer.search.session import runner_setup
 from explorer.search.snapshots import SAFETY_MARGIN, SNAPSHOTS_DIRECTORY, SnapshotCache, divergence_point
@@ -39,7 +39,11 @@ def first_bitwise_children(context: Context) -> list[Child]:
     return bitwise.propose(context)[:CHILDREN] if len(context.lineage) == 1 else []
 
 
-def searched(work: Path, corpus: Corpus, qemu_build: Path, snapshots: bool) -> dict[str, Any]:
+def searched(
+    work: Path, corpus: Corpus, qemu_build: Path, snapshots: bool, executor: Executor | None = None
+) -> dict[str, Any]:
+    """What the search of the initial state's first bitwise children stores, on `executor` (default:
+    a local pool of one)."""
     target = Target(
         kernel=corpus.kernel("armmp"), dtb=corpus.dtb("armmp", "am335x-boneblack"), cmdline="console=ttyO0"
     )
@@ -51,11 +55,12 @@ def searched(work: Path, corpus: Corpus, qemu_build: Path, snapshots: bool) -> d
     operators = OperatorPhases(structural=(first_bitwise_children,), stall_tiers=())
     with Store.create(work, {"options": options.to_dict()}) as store:
         cache = SnapshotCache(work, qemu_build) if snapshots else None
-        pool = LocalPool(1, setup)
+        pool = executor or LocalPool(1, setup)
         try:
             ended = Search(store, firmware, target, options, pool, None, operators, initial, cache).run()
         finally:
-            pool.close()
+            if executor is None:
+                pool.close()
         assert ended == "exhausted"
         return {
             "states": {edge.child: store.state(edge.child) for edge in store.edges()},
