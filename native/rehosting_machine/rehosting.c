@@ -485,7 +485,12 @@ static void end_run_if_idle(void *opaque)
     bool out_of_time = now >= config->idle_deadline_ns * IDLE_GUEST_TIME_FACTOR;
     g_autofree char *detail = NULL;
 
-    if (!first_cpu->halted || !(nothing_armed || out_of_time)) {
+    /*
+     * A timer that fired just before this one (a tick) may have raised an interrupt the
+     * halted CPU has not taken yet: it waits for the lock this callback holds, so asking
+     * for work, not only `halted`, decides the same way every time.
+     */
+    if (!first_cpu->halted || cpu_has_work(first_cpu) || !(nothing_armed || out_of_time)) {
         timer_mod_ns(config->idle_timer, now + IDLE_RECHECK_NS);
         return;
     }
@@ -499,6 +504,11 @@ static void end_run_if_idle(void *opaque)
     event.kind_case = EXPLORER__REHOST__EVENT__KIND_EXIT;
     event.exit = &exit_message;
     write_event_frame(config, &event);
+    /*
+     * Stop the CPU here, before any timer after this one (a tick due at the same time) can
+     * wake it: the shutdown request alone lets it run on until the main loop gets to it.
+     */
+    vm_stop(RUN_STATE_SHUTDOWN);
     qemu_system_shutdown_request(SHUTDOWN_CAUSE_GUEST_SHUTDOWN);
 }
 

@@ -1,21 +1,30 @@
 """Determinism, the runner issue's acceptance: the same state and seed, five runs, byte-identical
 serialized RunResults, with every observation on (hooks, initcalls, call stack, coverage, hot
-loops, guest log, MMIO accesses recorded by the catch-all)."""
+loops, guest log, MMIO accesses recorded by the catch-all); and a ticking guest that idles ends
+alike however busy QEMU's main loop is."""
 
 from __future__ import annotations
 
+import socket
+import tempfile
+import threading
+import time
+from itertools import chain, repeat
 from pathlib import Path
 
 import pytest
+from google.protobuf import text_format
 
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
+from explorer.runner import launch
 from explorer.runner.boards import vexpress_a9
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
 from explorer.runner.launch import Plugin, RunnerLimits, run
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.runner.result import serialize
-from tests.integration.rehosting import BOOT_DEADLINE_SECONDS
+from explorer.search.state import State, Target
+from tests.integration.rehosting import BOOT_DEADLINE_SECONDS, boot_state
 
 pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
 RUNS = 5
@@ -34,3 +43,76 @@ def test_five_runs_of_one_state_serialize_to_identical_bytes(qemu_build: Path, c
     assert first.exit.reason == ExitReason.EXIT_USER_SPACE and not first.partial
     assert first.mmio_accesses and first.log and first.call_stack.frames and first.coverage.instructions
     assert {serialize(result) for result in results} == {serialize(first)}
+
+
+# A state a real am335x search found (devices, pinned values, a tick acked in the interrupt
+# controller's block, lpj, clocksource=jiffies): the guest idles between ticks until the machine
+# ends the run at IDLE_GUEST_TIME_FACTOR times its idle deadline of guest time.
+TICKING_IDLE_STATE = Path(__file__).with_name("data") / "am335x-ticking-idle.state.txt"
+
+
+def _main_loop_kept_awake(socket_path: Path, stop: threading.Event, answered: list[int]) -> None:
+    """QMP `query-status` in a loop: nothing the guest can see, but QEMU's main loop wakes for each
+    (`answered` counts the replies)."""
+    while not stop.is_set():
+        try:
+            with socket.socket(socket.AF_UNIX) as connection:
+                connection.connect(str(socket_path))
+                stream = connection.makefile("rwb")
+                stream.readline()
+                greeting = [b'{"execute":"qmp_capabilities"}\n']
+                for command in chain(greeting, repeat(b'{"execute":"query-status"}\n')):
+                    if stop.is_set():
+                        return
+                    stream.write(command)
+                    stream.flush()
+                    if not stream.readline():
+                        break
+                    answered[0] += 1
+        except OSError:
+            time.sleep(0.01)
+
+
+def test_a_guest_idling_between_ticks_ends_alike_however_busy_qemus_main_loop_is(
+    qemu_build: Path, corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each tick wakes QEMU's main loop; a main loop that warped the guest clock, or ended the
+    # run, while the CPU was between its WFI and accounting its instructions made the exit's
+    # time, log and call stack vary (4 of 4 runs with the main loop kept awake, before the fix).
+    state = text_format.Parse(TICKING_IDLE_STATE.read_text(), State())
+    target = Target(
+        kernel=corpus.kernel("armmp"),
+        dtb=corpus.dtb("armmp", "am335x-boneblack"),
+        initrd=corpus.initramfs("armhf"),
+        cmdline="rdinit=/init",
+    )
+    firmware = ingest(target.kernel, dtb=target.dtb)
+    quiet = boot_state(state, target, firmware, qemu_build)
+    assert quiet.exit.detail.startswith("idle: the guest's clock reached"), quiet.exit
+
+    # A short path: tmp_path can exceed the 108 bytes of a Unix socket's name.
+    socket_path = Path(tempfile.mkdtemp(prefix="qmp-", dir="/tmp")) / "s"
+    plain_command_line = launch.command_line
+    monkeypatch.setattr(
+        launch,
+        "command_line",
+        lambda *args, **kwargs: [
+            *plain_command_line(*args, **kwargs),
+            "-qmp",
+            f"unix:{socket_path},server=on,wait=off",
+        ],
+    )
+    for _ in range(2):
+        stop = threading.Event()
+        answered = [0]
+        waker = threading.Thread(target=_main_loop_kept_awake, args=(socket_path, stop, answered))
+        waker.start()
+        try:
+            busy = boot_state(state, target, firmware, qemu_build)
+        finally:
+            stop.set()
+            waker.join()
+        socket_path.unlink(missing_ok=True)
+        assert answered[0] > 1000, "the main loop was not kept awake"
+        assert serialize(busy) == serialize(quiet)
+    socket_path.parent.rmdir()
