@@ -10,7 +10,9 @@ Each search runs once without and once with snapshots in every round, alternatin
   the initial state and then the bitwise generation on that register (`--children` of its
   children), which all diverge from the parent just before the poll;
 - am335x: the `explorer search` of armmp with the am335x-boneblack device tree and the initramfs,
-  to user space (several operators, generations of one to a few dozen children).
+  to user space (several operators, generations of one to a few dozen children);
+- cubieboard2: the same with the sun7i-a20-cubieboard2 device tree (a GIC-400, RTC registers
+  pinned until they agree: more generations).
 
 Reported per search: the end-to-end wall time of each, runs, the snapshot counters (prefix boots,
 snapshots taken, runs continued from one), when runs continued from a snapshot the median
@@ -47,7 +49,7 @@ from explorer.store import Store
 # The budget the parked bitwise search was measured with: past the poll, short of the next stop.
 AM335X_INSTRUCTION_BUDGET = 2_250_000_000
 BUDGET_SECONDS = 1800.0
-SEARCHES = ("vexpress", "am335x bitwise", "am335x")
+SEARCHES = ("vexpress", "am335x bitwise", "am335x", "cubieboard2")
 
 
 def cli_search(board: str) -> Callable[[Path, Path, bool], None]:
@@ -183,6 +185,7 @@ def main() -> None:
                 cli_search("vexpress-v2p-ca9"),
                 am335x_bitwise_search(args.children),
                 cli_search("am335x-boneblack"),
+                cli_search("sun7i-a20-cubieboard2"),
             ),
             strict=True,
         )

@@ -10,7 +10,8 @@ Layout under the output directory:
 An entry is a whole search (explorer.search.session, the same code `explorer search` runs) with
 seed = repeat, one at a time, each with the bench's workers. Invariants:
 - an entry is finished exactly when its line is in results.jsonl; a rerun skips it and never
-  touches its work directory again;
+  touches its work directory again (its snapshots, which only a resume could use, are removed
+  just before its line is written);
 - an entry with a store but no line was interrupted: a rerun resumes its search with what is left
   of its budget (a search whose budget was spent ends at once, and only its line is written);
 - results.jsonl only grows, one complete line per entry, written and synced before the next entry
@@ -39,6 +40,7 @@ from explorer.search.engine import Observer, SearchOptions
 from explorer.search.executor import Executor, RunnerSetup
 from explorer.search.report import machine_summary, search_summary
 from explorer.search.session import create_search, resumed_session, run_search
+from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES, remove_snapshots
 from explorer.search.state import parse_state
 from explorer.search.strategy import strategy_named
 from explorer.store import Store
@@ -56,6 +58,10 @@ class BenchPlan:
     repeats: int
     budget_seconds: float
     workers: int
+    # Whether children continue from snapshots, and the disk each search's may take (as in
+    # `explorer search`); a finished entry's are removed, since it is never resumed.
+    snapshots: bool = False
+    snapshot_limit_bytes: int = DEFAULT_SNAPSHOT_LIMIT_BYTES
 
     def __post_init__(self) -> None:
         for strategy in self.strategies:
@@ -213,11 +219,15 @@ def _run_entry(
         store, _ = create_search(work, entry.firmware.target, options)
     with store:
         # A fresh store's remaining budget is the whole budget: one path for both cases.
-        facts, target, options = resumed_session(store, None, plan.workers)
+        facts, target, options = resumed_session(
+            store, None, plan.workers, plan.snapshots, plan.snapshot_limit_bytes
+        )
         if progress is not None:
             progress.entry_started(entry, position, total, resumed)
         ended = run_search(store, facts, target, options, setup, progress, executor)
-        return result_row(entry, store, ended)
+        row = result_row(entry, store, ended)
+    remove_snapshots(work)
+    return row
 
 
 def _existing_store(work: Path) -> Store | None:

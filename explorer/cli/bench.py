@@ -21,7 +21,16 @@ from rich.table import Table
 from explorer.bench.report import REPORT_FILE, write_report
 from explorer.bench.runner import RESULTS_FILE, BenchPlan, Entry, read_results, run_bench, set_directory
 from explorer.bench.sets import SETS_DIRECTORY, BenchFirmware, load_set
-from explorer.cli.search import AddressOption, ExecutorOption, parse_duration
+from explorer.cli.search import (
+    DEFAULT_SNAPSHOT_LIMIT,
+    SNAPSHOTS_BY_DEFAULT,
+    AddressOption,
+    ExecutorOption,
+    SnapshotLimitOption,
+    SnapshotsOption,
+    parse_duration,
+    parse_size,
+)
 from explorer.errors import BadInput
 from explorer.search.engine import GenerationReport
 from explorer.search.executor import Outcome
@@ -37,6 +46,8 @@ its PNG plots are written beside it. Each search's work directory is OUT/SET/FIR
 (`explorer show` reads it). Run the same command again after a kill or Ctrl-C: only what is missing
 runs. --report-only rebuilds the report from the searches finished so far, without QEMU. With
 --executor ray, every search's runs go to the Ray cluster at --address; the stock boots run here.
+Children continue from snapshots as in `explorer search` (--no-snapshots: never); a finished
+search's are removed.
 
 Example:
 
@@ -75,6 +86,8 @@ def bench(
     ] = False,
     executor: ExecutorOption = "local",
     address: AddressOption = None,
+    snapshots: SnapshotsOption = SNAPSHOTS_BY_DEFAULT,
+    snapshot_limit: SnapshotLimitOption = DEFAULT_SNAPSHOT_LIMIT,
 ) -> None:
     bench_set = load_set(set_name)
     directory = set_directory(out, bench_set)
@@ -86,7 +99,14 @@ def bench(
     if repeat < 1:
         raise BadInput(f"--repeat {repeat}: give at least 1")
     strategies = tuple(dict.fromkeys(strategy or ["best-first"]))
-    plan = BenchPlan(strategies, repeat, parse_duration(budget), workers or os.cpu_count() or 1)
+    plan = BenchPlan(
+        strategies,
+        repeat,
+        parse_duration(budget),
+        workers or os.cpu_count() or 1,
+        snapshots,
+        parse_size(snapshot_limit),
+    )
     choice = ExecutorChoice(executor, address)
     setup = runner_setup(qemu)
     console = Console(stderr=True)

@@ -11,9 +11,12 @@ the two states and the parent's run), which children of a generation share which
 (`sharing_plan`), and keeps the saved snapshots (`SnapshotCache`, beside the store). It never
 boots anything: explorer.search.engine does, when a search runs with snapshots
 (SearchOptions.snapshots). That is sound because the plugin counts every instruction exactly once,
-even in a block an exception or an I/O access cuts short (native/README.md), so a continued run's
-counts are its full boot's, and a search stores the same runs with snapshots as without
-(tests/integration/test_search_snapshots_invariant.py).
+even in a block an exception or an I/O access cuts short, and a guest idling between the ticks
+of the machine's timer interrupt is woken at the same instruction on every run (native/README.md,
+"Counts" and `tick`), so a continued run is its full boot, and a search stores
+the same runs with snapshots as without (tests/integration/test_search_snapshots_invariant.py;
+the whole am335x search to user space, 27 of its 36 runs continued from saves of ticking
+parents: BENCHMARKS.md).
 
 Invariant (what makes sharing safe): a point is only ever *earlier* than the first instruction
 at which the child's run can differ from the parent's. Every doubt gives None (boot in full).
@@ -52,19 +55,14 @@ def divergence_point(parent_state: State, parent_result: RunResult, child_state:
     None when the child shares nothing worth a snapshot: any difference in what boots (kernel,
     DTB, initrd, command line, CPU, RAM, interrupt controller, ISA bus, tick, seed, budgets,
     limits), different NOPs, a parent device the child lacks or changes, a parent run that did
-    not end on its own (partial: not a function of its state), a parent with a tick (the
-    machine's periodic interrupt: `_restores_exactly`), or a point before WORTHWHILE_SHARE of
-    the parent's boot (as far as its events show: `_known_end`). Otherwise
+    not end on its own (partial: not a function of its state), or a point before
+    WORTHWHILE_SHARE of the parent's boot (as far as its events show: `_known_end`). Otherwise
     SAFETY_MARGIN before the parent's first recorded access to an address whose answer differs
     in the child (a rule added, removed or changed; a new device's regions), and, when the
     parent's MMIO stream was cut off by its event limit, no later than its last recorded access
     (later first touches went unseen).
     """
-    if (
-        parent_result.partial
-        or not _restores_exactly(parent_state)
-        or not _same_boot(parent_state, child_state)
-    ):
+    if parent_result.partial or not _same_boot(parent_state, child_state):
         return None
     added_devices = _added_devices(parent_state, child_state)
     if added_devices is None:
@@ -101,19 +99,6 @@ def _known_end(result: RunResult) -> int:
     counted += [initcall.icount for initcall in result.initcalls]
     counted += [access.icount for access in result.mmio_accesses]
     return max(counted)
-
-
-def _restores_exactly(state: State) -> bool:
-    """Whether a run of `state` continued from a snapshot is known to be its full boot, byte for byte.
-
-    Not with a tick (MachineConfig.tick): in the real am335x search (armmp, am335x-boneblack, the
-    initramfs; 2026-11-26), 3 of 13 children of ticking parents continued from snapshots differed
-    from a full boot of theirs (plugin counts 3 instructions apart from calibrate_delay on, or
-    another call stack), every other child was identical; native/README.md lists a tick across a
-    restore as not yet exercised. (That search's runs also differ between two full searches, with
-    few snapshots used: BENCHMARKS.md, "Snapshots in the search".)
-    """
-    return not state.HasField("tick")
 
 
 def _same_boot(parent: State, child: State) -> bool:
@@ -254,6 +239,11 @@ class SnapshotCache:
                 return
             total -= _tree_bytes(entry)
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def remove_snapshots(work: Path) -> None:
+    """Remove the snapshots kept beside the store in `work` (a search that will not run again)."""
+    shutil.rmtree(work / SNAPSHOTS_DIRECTORY, ignore_errors=True)
 
 
 def _tree_bytes(directory: Path) -> int:

@@ -13,7 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf import text_format
+
 from explorer.corpus import Corpus
+from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.boards import vexpress_a9
 from explorer.runner.config import to_json
@@ -161,6 +164,25 @@ def run_plugin(qemu_build: Path, command: list[str], arguments: str) -> PluginRu
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     return PluginRun(tuple(line for line in completed.stderr.splitlines() if line.startswith("rehost: ")))
+
+
+# A state a real am335x search found (devices, pinned values, a tick acked in the interrupt
+# controller's block, lpj, clocksource=jiffies): kernel_init's initcalls run to about 3.74e9
+# instructions, then the guest idles between ticks until the machine ends the run at
+# IDLE_GUEST_TIME_FACTOR times its idle deadline of guest time.
+TICKING_IDLE_STATE = Path(__file__).with_name("data") / "am335x-ticking-idle.state.txt"
+
+
+def ticking_idle_am335x(corpus: Corpus) -> tuple[State, Target, Firmware]:
+    """TICKING_IDLE_STATE with the target its search had: armmp, am335x-boneblack, the initramfs."""
+    state = text_format.Parse(TICKING_IDLE_STATE.read_text(), State())
+    target = Target(
+        kernel=corpus.kernel("armmp"),
+        dtb=corpus.dtb("armmp", "am335x-boneblack"),
+        initrd=corpus.initramfs("armhf"),
+        cmdline="rdinit=/init",
+    )
+    return state, target, ingest(target.kernel, dtb=target.dtb)
 
 
 def boot_state(

@@ -5,7 +5,7 @@ runs) and spin.elf (a bitwise search: about 35 runs, some seconds), each with tw
 The bench is killed with SIGKILL while spin's first search runs, after both probe_panic
 searches have finished. Run again, it must keep the finished lines and their work directories
 untouched, resume the interrupted search (keeping every run it had committed), run the one
-never started, and write the report.
+never started, and write the report; its searches use snapshots and keep none once finished.
 """
 
 from __future__ import annotations
@@ -97,6 +97,12 @@ def test_a_killed_bench_completes_only_what_is_missing(tmp_path: Path, qemu_buil
     assert "| spin | breadth-first | 1/1 |" in report and "| best-first | 2/2 (100%) |" in report
     assert len((out / "tiny" / "results.csv").read_text().splitlines()) == 1 + len(rows)
     assert "4 searches, 4 completed the boot" in rerun.stderr
+    # Snapshots by default, as in `explorer search` (a search with them counts their use, here none:
+    # these runs are too short to share, see test_search_snapshots_cli_boot.py); a finished entry
+    # keeps no snapshot directory, which its search created (it never resumes).
+    with Store.open(interrupted, writer=False) as store:
+        assert "runs_from_snapshots" in store.counters()
+    assert not list(out.glob("tiny/*/*/0/snapshots"))
 
 
 def committed_runs_or_empty(work: Path) -> set[str]:

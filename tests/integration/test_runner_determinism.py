@@ -13,7 +13,6 @@ from itertools import chain, repeat
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
 
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
@@ -23,8 +22,7 @@ from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
 from explorer.runner.launch import Plugin, RunnerLimits, run
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.runner.result import serialize
-from explorer.search.state import State, Target
-from tests.integration.rehosting import BOOT_DEADLINE_SECONDS, boot_state
+from tests.integration.rehosting import BOOT_DEADLINE_SECONDS, boot_state, ticking_idle_am335x
 
 pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
 RUNS = 5
@@ -43,12 +41,6 @@ def test_five_runs_of_one_state_serialize_to_identical_bytes(qemu_build: Path, c
     assert first.exit.reason == ExitReason.EXIT_USER_SPACE and not first.partial
     assert first.mmio_accesses and first.log and first.call_stack.frames and first.coverage.instructions
     assert {serialize(result) for result in results} == {serialize(first)}
-
-
-# A state a real am335x search found (devices, pinned values, a tick acked in the interrupt
-# controller's block, lpj, clocksource=jiffies): the guest idles between ticks until the machine
-# ends the run at IDLE_GUEST_TIME_FACTOR times its idle deadline of guest time.
-TICKING_IDLE_STATE = Path(__file__).with_name("data") / "am335x-ticking-idle.state.txt"
 
 
 def _main_loop_kept_awake(socket_path: Path, stop: threading.Event, answered: list[int]) -> None:
@@ -79,14 +71,7 @@ def test_a_guest_idling_between_ticks_ends_alike_however_busy_qemus_main_loop_is
     # Each tick wakes QEMU's main loop; a main loop that warped the guest clock, or ended the
     # run, while the CPU was between its WFI and accounting its instructions made the exit's
     # time, log and call stack vary (4 of 4 runs with the main loop kept awake, before the fix).
-    state = text_format.Parse(TICKING_IDLE_STATE.read_text(), State())
-    target = Target(
-        kernel=corpus.kernel("armmp"),
-        dtb=corpus.dtb("armmp", "am335x-boneblack"),
-        initrd=corpus.initramfs("armhf"),
-        cmdline="rdinit=/init",
-    )
-    firmware = ingest(target.kernel, dtb=target.dtb)
+    state, target, firmware = ticking_idle_am335x(corpus)
     quiet = boot_state(state, target, firmware, qemu_build)
     assert quiet.exit.detail.startswith("idle: the guest's clock reached"), quiet.exit
 

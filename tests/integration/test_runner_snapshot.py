@@ -3,7 +3,9 @@ RunResult of an uninterrupted run, byte for byte, with every observation on (hoo
 call stack, coverage, hot loops, guest log, MMIO accesses with random unruled reads).
 
 armmp on the vexpress-a9 map reaches user space at about 3.5e9 instructions; start_kernel is at
-about 1.99e9 and the catch-all is first read at about 2.07e9.
+about 1.99e9 and the catch-all is first read at about 2.07e9. A guest with the machine's tick
+(a state of a real am335x search) continues from a snapshot alike, in its initcalls and in the
+idle between ticks that follows.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.runner.result import serialize
 from explorer.runner.snapshot import MANIFEST_FILE
-from tests.integration.rehosting import BOOT_DEADLINE_SECONDS
+from explorer.search.state import bootable
+from tests.integration.rehosting import BOOT_DEADLINE_SECONDS, ticking_idle_am335x
 
 pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
 
@@ -134,3 +137,39 @@ def test_a_snapshot_of_another_build_or_point_or_with_a_garbage_manifest_is_refu
         assert "\n" not in str(refused.value)
     with pytest.raises(RunnerError, match=f"at instruction {EARLY_POINT}, not {LATE_POINT}"):
         run(parent, qemu_build, plugin=plugin, limits=LIMITS, resume_from=directory, resume_at=LATE_POINT)
+
+
+@pytest.fixture(scope="module")
+def ticking(corpus: Corpus) -> MachineConfig:
+    return bootable(*ticking_idle_am335x(corpus))
+
+
+@pytest.fixture(scope="module")
+def ticking_full(ticking: MachineConfig, qemu_build: Path, plugin: Plugin) -> RunResult:
+    result = run(ticking, qemu_build, plugin=plugin, limits=LIMITS).result
+    assert result.exit.detail.startswith("idle: the guest's clock reached"), result.exit
+    return result
+
+
+@pytest.mark.parametrize("phase", ["initcalls", "idle"])
+def test_a_ticking_guest_continued_from_a_snapshot_equals_its_full_boot(
+    phase: str,
+    ticking: MachineConfig,
+    ticking_full: RunResult,
+    qemu_build: Path,
+    plugin: Plugin,
+    tmp_path: Path,
+) -> None:
+    # The machine's tick travels in the migration stream (deadline, raised flag, timer expiry);
+    # what makes the search share ticking parents' boots (explorer.search.snapshots). At a point
+    # in kernel_init's initcalls, with ticks between them, and one in the idle that follows, where
+    # the guest only runs when a tick wakes it.
+    last_access = ticking_full.mmio_accesses[-1].icount
+    point = 3_000_000_000 if phase == "initcalls" else last_access + 1_000_000
+    assert ticking_full.milestones[-1].icount < point
+    prefix = run(
+        ticking, qemu_build, plugin=plugin, limits=LIMITS, snapshot_at=point, snapshot_dir=tmp_path
+    ).result
+    assert prefix.partial and point <= prefix.exit.icount < point + 10_000, prefix.exit
+    resumed = run(ticking, qemu_build, plugin=plugin, limits=LIMITS, resume_from=tmp_path, resume_at=point)
+    assert serialize(resumed.result) == serialize(ticking_full)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from explorer.cli import search
+from explorer.cli import bench, search
 from explorer.cli.search import DEFAULT_SNAPSHOT_LIMIT, parse_size
 from explorer.errors import BadInput
 from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES
@@ -56,10 +56,11 @@ def test_the_default_limit_is_the_caches_own() -> None:
     assert parse_size(DEFAULT_SNAPSHOT_LIMIT) == DEFAULT_SNAPSHOT_LIMIT_BYTES
 
 
-@pytest.mark.parametrize("command", ["search", "resume"])
-def test_search_and_resume_offer_the_snapshot_options(command: str) -> None:
+@pytest.mark.parametrize("command", ["search", "resume", "bench"])
+def test_search_resume_and_bench_offer_the_snapshot_options(command: str) -> None:
     application = typer.Typer(rich_markup_mode=None)
     search.register(application)
+    bench.register(application)
     shown = CliRunner().invoke(application, [command, "--help"], terminal_width=200)
     assert shown.exit_code == 0, shown.output
     for option in ("--snapshots", "--no-snapshots", "--snapshot-limit"):
