@@ -103,6 +103,7 @@ PLUGIN_LIBRARY = "librehost.so"
 MACHINE_DIR = NATIVE_DIR / "rehosting_machine"
 MACHINE_SOURCES = (
     (MACHINE_DIR / "rehosting.h", Path("include/hw/misc/rehosting.h")),
+    (MACHINE_DIR / "rehosting_control.h", Path("include/hw/misc/rehosting_control.h")),
     (MACHINE_DIR / "rehosting.c", Path("hw/misc/rehosting.c")),
     (MACHINE_DIR / "rehosting_arm.c", Path("hw/arm/rehosting_arm.c")),
     (MACHINE_DIR / "rehosting_mips.c", Path("hw/mips/rehosting_mips.c")),
@@ -380,6 +381,8 @@ def build_plugin(result: Path) -> None:
                 "-Werror",
                 f"-I{result / 'include'}",
                 f"-I{generated}",
+                # rehosting_control.h: the one thing the plugin and the machine agree on.
+                f"-I{MACHINE_DIR}",
                 *glib_flags,
                 "-o",
                 str(result / "lib" / PLUGIN_LIBRARY),

@@ -53,7 +53,6 @@ from explorer.runner.snapshot import (
     plugin_state_icount,
     read_manifest,
     resumed_capture,
-    wait_until_stop_is_pending,
     write_manifest,
 )
 
@@ -352,7 +351,6 @@ class _Runner:
         self._saved = False
         self._process: subprocess.Popen[bytes] | None = None
         self._deadline = 0.0
-        self._release_write = -1
         if resuming is not None:
             self._replay_prefix(resuming)
 
@@ -381,9 +379,7 @@ class _Runner:
 
     def run(self) -> Run:
         events_read, events_write = os.pipe()
-        release_read = -1
         if self._snapshotting is not None:
-            release_read, self._release_write = os.pipe()
             self._snapshotting.directory.mkdir(parents=True, exist_ok=True)
             # The manifest is written last: a directory without one holds no snapshot. A plugin
             # state left by an earlier snapshot must not pass for this run's.
@@ -399,7 +395,7 @@ class _Runner:
             with _terminal_restored(self._console):
                 started = time.monotonic()
                 self._deadline = started + self._limits.deadline_seconds
-                process = self._start(events_write, release_read)
+                process = self._start(events_write)
                 self._process = process
                 os.close(events_write)
                 events_write = -1
@@ -411,7 +407,7 @@ class _Runner:
                     self._kill(process)
                 wall = time.monotonic() - started
         finally:
-            for descriptor in (events_read, events_write, release_read, self._release_write):
+            for descriptor in (events_read, events_write):
                 if descriptor >= 0:
                     os.close(descriptor)
         stderr = self._stderr_capture.value().decode(errors="replace")
@@ -419,12 +415,12 @@ class _Runner:
         first = None if self._first_console is None else self._first_console - started
         return Run(result, wall, first, stderr)
 
-    def _start(self, events_write: int, release_read: int) -> subprocess.Popen[bytes]:
+    def _start(self, events_write: int) -> subprocess.Popen[bytes]:
         command = command_line(
             self._qemu,
             self._config,
             self._config_path,
-            plugin=self._plugin_with_snapshot_arguments(release_read),
+            plugin=self._plugin_with_snapshot_arguments(),
             events_fd=events_write,
             stock=self._stock,
         )
@@ -433,14 +429,13 @@ class _Runner:
         if self._resuming is not None:
             command += ["-incoming", f"file:{self._resuming.directory / VM_FILE}"]
         limit_child = _child_limits(self._limits, self._config)
-        inherited = (events_write,) if release_read < 0 else (events_write, release_read)
         try:
             return subprocess.Popen(
                 command,
                 stdin=None if self._console else subprocess.DEVNULL,
                 stdout=None if self._console else subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=inherited,
+                pass_fds=(events_write,),
                 # Its own session, so that one kill reaches everything it started; on the
                 # terminal it must stay in ours, or reading the tty would stop it (SIGTTIN).
                 start_new_session=not self._console,
@@ -449,7 +444,7 @@ class _Runner:
         except OSError as error:
             raise RunnerError(f"cannot start {self._qemu}: {error.strerror}") from None
 
-    def _plugin_with_snapshot_arguments(self, release_read: int) -> Plugin | None:
+    def _plugin_with_snapshot_arguments(self) -> Plugin | None:
         if self._plugin is None:
             return None
         extra: tuple[str, ...] = ()
@@ -457,7 +452,6 @@ class _Runner:
             directory = self._snapshotting.directory
             extra += (
                 f"pause_at={self._snapshotting.icount}",
-                f"control_fd={release_read}",
                 f"state_out={directory / PLUGIN_STATE_FILE}",
             )
         if self._resuming is not None:
@@ -526,18 +520,12 @@ class _Runner:
             self._save_vm()
 
     def _save_vm(self) -> None:
-        """The plugin holds the vCPU at the point: stop the VM there, save it, and have QEMU quit.
-
-        `stop` is answered only once the vCPU has stopped, which it does when released, so the
-        driver releases it in between (see explorer/runner/snapshot.py).
-        """
+        """The plugin has asked the machine to stop the VM at the point: once it has, save it, and
+        have QEMU quit (explorer/runner/snapshot.py)."""
         assert self._snapshotting is not None and self._process is not None
         qmp = Qmp(self._qmp_path, self._process.pid, self._deadline)
         try:
-            qmp.send("stop")
-            wait_until_stop_is_pending(self._process.pid, self._deadline)
-            os.write(self._release_write, b"\0")
-            qmp.reply("stop")
+            qmp.wait_until_paused()
             qmp.execute("migrate", uri=f"file:{self._snapshotting.directory / VM_FILE}")
             qmp.wait_for_migration()
             # QEMU quits at once; the plugin's exit handler writes its state (state_out).

@@ -12,11 +12,13 @@ snapshotting run stopped, as if it were one uninterrupted run:
 - `manifest.json`: the build that made it, the point asked for and the point reached, and the
   snapshotting config's bytes (for the master, which decides which children may share it).
 
-How the VM is stopped at the point (measured clean in the feasibility study, while a gdbstub
-breakpoint or a vm_stop from a machine timer perturbed the rest of the run): the plugin holds
-the vCPU at the first block entered at or past the count and says so with a Paused frame; the
-driver sends QMP `stop`, waits until QEMU's main thread waits for the vCPU, releases the
-plugin, and the vCPU stops at the end of that block. Then `migrate file:` and `quit`.
+How the VM is stopped at the point: at the first block entered at or past the count, the plugin
+says so with a Paused frame and asks the rehosting machine to stop the VM (a write only the
+plugin can make: native/rehosting_machine/rehosting_control.h); the machine asks the vCPU to
+stop from the vCPU's own thread, so it stops at the end of that block, the same instruction on
+every run, whatever the host's timing (a stop from outside, QMP `stop` or a gdbstub breakpoint,
+lands wherever the vCPU happens to be). The driver waits for the VM to be paused, then
+`migrate file:` and `quit`.
 
 A snapshot is only valid with the build that made it: `read_manifest` refuses another. This
 module knows nothing about which runs may share a snapshot: that is the search's to decide.
@@ -28,7 +30,6 @@ import base64
 import contextlib
 import json
 import os
-import platform
 import socket
 import time
 from dataclasses import dataclass
@@ -45,11 +46,6 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 # The plugin's state file starts with its magic word, then the instruction count at the save.
 _PLUGIN_STATE_COUNT_OFFSET = 8
-# The main thread of a QEMU that processes `stop` waits in futex() for the vCPU (pause_all_vcpus).
-_FUTEX_SYSCALL = {"x86_64": 202, "aarch64": 98}
-# Without /proc's view of that wait, the driver waits this long before releasing the vCPU; the
-# point is checked afterwards either way.
-_STOP_FALLBACK_SECONDS = 0.5
 _POLL_SECONDS = 0.002
 
 
@@ -145,7 +141,7 @@ class QmpClosed(RunnerError):
 
 
 class Qmp:
-    """Just enough of QMP (JSON lines over a unix socket) to stop, save and quit one QEMU.
+    """Just enough of QMP (JSON lines over a unix socket) to save, restore and quit one QEMU.
 
     Every wait is bounded by the run's deadline: a QEMU that stops answering is the driver's to
     kill, never a reason to hang.
@@ -199,6 +195,15 @@ class Qmp:
         with contextlib.suppress(QmpClosed):
             self.reply("quit")
 
+    def wait_until_paused(self) -> None:
+        """Until the VM is paused (the machine stopped it at the plugin's request)."""
+        while True:
+            status = self.execute("query-status")
+            if isinstance(status, dict) and status.get("status") == "paused":
+                return
+            self._remaining()
+            time.sleep(_POLL_SECONDS)
+
     def wait_for_migration(self) -> None:
         """Until the migration (outgoing or incoming) has completed; RunnerError if it fails."""
         while True:
@@ -235,25 +240,3 @@ class Qmp:
 def _running(pid: int) -> bool:
     """Whether the child `pid` has not exited yet (without reaping it: see launch._Runner._watch)."""
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
-
-
-def wait_until_stop_is_pending(pid: int, deadline: float) -> None:
-    """Return once QEMU's main thread, processing `stop`, waits for the held vCPU to stop.
-
-    Releasing the vCPU earlier would let it run on before the stop request reaches it. The wait
-    shows in /proc as the main thread sitting in futex(); where that cannot be read, a fixed
-    pause stands in (the caller checks the point reached either way).
-    """
-    futex = _FUTEX_SYSCALL.get(platform.machine())
-    path = Path(f"/proc/{pid}/task/{pid}/syscall")
-    if futex is None or not os.access(path, os.R_OK):
-        time.sleep(_STOP_FALLBACK_SECONDS)
-        return
-    while time.monotonic() < deadline:
-        try:
-            number = path.read_text().split(maxsplit=1)[0]
-        except OSError:
-            return  # QEMU is gone: the caller finds out from QMP
-        if number == str(futex):
-            return
-        time.sleep(_POLL_SECONDS)

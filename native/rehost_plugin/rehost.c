@@ -5,7 +5,7 @@
  *   -plugin librehost.so,budget=N,hook=NAME@0xADDR,initcalls=0xADDR,panic=0xADDR,
  *           halt=NAME@0xADDR,user_below=0xADDR,callstack=on,coverage=on,hot_loops=N,
  *           nop=0xADDR:VALUE,nops_again=0xADDR,log=0xADDR,events_fd=FD,
- *           pause_at=N,control_fd=FD,state_out=PATH,state_in=PATH
+ *           pause_at=N,state_out=PATH,state_in=PATH
  *
  * budget:     end the run once N guest instructions have executed. Checked in blocks that end
  *             in a backward branch (every loop has one) and on interrupts and exceptions, so it
@@ -39,10 +39,10 @@
  * events_fd:  the pipe to write proto/rehost.proto Event frames to (varint length, then the
  *             Event, one write() per frame of at most FRAME_MAX bytes). Without it, no events.
  * pause_at:   snapshots (explorer/runner/snapshot.py): at the first block entered once N
- *             instructions have executed, send a Paused frame and hold the vCPU until a byte
- *             arrives on control_fd; the driver asks QEMU to stop meanwhile, so the VM stops at
- *             the end of that block, where the count is exact (whichever block it was: QEMU
- *             may have cut it short). Needs events_fd and control_fd.
+ *             instructions have executed, send a Paused frame and ask the rehosting machine
+ *             to stop the VM (rehosting_control.h), which it does at the end of that block,
+ *             where the count is exact (whichever block it was: QEMU may have cut it short);
+ *             the driver then saves the VM. Needs events_fd and the rehosting machine.
  * state_out:  at exit, write the plugin's state (below) to PATH instead of the final reports:
  *             the snapshotting run quits right after QEMU saved the VM, at the point.
  * state_in:   start from a state_out file, in a QEMU restoring the VM saved with it, so that
@@ -96,6 +96,7 @@
 #include <qemu-plugin.h>
 
 #include "rehost.pb-c.h"
+#include "rehosting_control.h"
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
@@ -269,13 +270,12 @@ typedef struct {
     unsigned depth;
     /* Snapshots: QEMU migrates no plugin, so the plugin's state goes through a file. */
     uint64_t pause_at;           /* 0: never pause */
-    int control_fd;              /* the driver's byte here releases a paused vCPU */
     bool paused;
     char *state_out;             /* NULL: send the final reports at exit instead */
     GByteArray *restored;        /* state_in's words, applied at vCPU init */
 } RehostState;
 
-static RehostState state = { .events_fd = -1, .control_fd = -1 };
+static RehostState state = { .events_fd = -1 };
 
 static uint64_t instructions_executed(void)
 {
@@ -1006,17 +1006,17 @@ static void send_paused(uint64_t icount)
 }
 
 /*
- * The first block entered at or past pause_at (an inline conditional decided). The vCPU
- * waits here, outside QEMU's big lock, while the driver's `stop` asks it to stop: it then
- * stops when this block ends, before the next one starts. Blocks translated later carry no
+ * The first block entered at or past pause_at (an inline conditional decided). The machine
+ * stops the VM when this block ends, before the next one starts, so the count the plugin saves
+ * at exit (state_out) is the one at the end of this block. Blocks translated later carry no
  * check; the ones already translated call in again and return at once.
  */
 static void on_pause(unsigned int vcpu_index, void *userdata)
 {
     uint64_t icount = instructions_executed();
+    uint32_t token = REHOSTING_STOP_TOKEN;
+    g_autoptr(GByteArray) request = NULL;
     g_autofree char *line = NULL;
-    char released;
-    ssize_t got;
 
     if (state.paused) {
         return;
@@ -1025,12 +1025,14 @@ static void on_pause(unsigned int vcpu_index, void *userdata)
     line = g_strdup_printf("paused at insn %" PRIu64, icount);
     report(line);
     send_paused(icount);
-    do {
-        got = read(state.control_fd, &released, 1);
-    } while (got < 0 && errno == EINTR);
-    if (got != 1) {
-        /* The driver is gone: nobody will save this VM. */
-        exit(0);
+    request = g_byte_array_append(g_byte_array_new(), (const guint8 *)&token,
+                                  sizeof(token));
+    if (qemu_plugin_write_memory_hwaddr(REHOSTING_STOP_ADDRESS, request) !=
+        QEMU_PLUGIN_HWADDR_OPERATION_OK) {
+        /* Not the rehosting machine: nothing would stop the VM at the point. */
+        fprintf(stderr, "rehost: pause_at= needs the rehosting machine (it did "
+                "not take the request to stop)\n");
+        exit(EXIT_FAILURE);
     }
 }
 
@@ -2040,15 +2042,6 @@ static bool parse_argument(const char *key, const char *value)
     if (g_str_equal(key, "pause_at")) {
         return parse_positive(key, value, &state.pause_at);
     }
-    if (g_str_equal(key, "control_fd")) {
-        if (!parse_address(value, &number) || number > INT_MAX) {
-            fprintf(stderr, "rehost: control_fd=%s is not a file descriptor\n",
-                    value);
-            return false;
-        }
-        state.control_fd = number;
-        return true;
-    }
     if (g_str_equal(key, "state_out")) {
         state.state_out = g_strdup(value);
         return true;
@@ -2101,7 +2094,7 @@ static bool parse_argument(const char *key, const char *value)
     }
     fprintf(stderr, "rehost: unknown argument %s (budget, hook, initcalls, "
             "panic, halt, user_below, callstack, coverage, hot_loops, nop, "
-            "nops_again, log, events_fd, pause_at, control_fd, state_out, "
+            "nops_again, log, events_fd, pause_at, state_out, "
             "state_in)\n", key);
     return false;
 }
@@ -2140,9 +2133,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
                 "an ARM or MIPS guest\n");
         return -1;
     }
-    if (state.pause_at && (state.control_fd < 0 || state.events_fd < 0)) {
-        fprintf(stderr, "rehost: pause_at= needs control_fd= (to be released) "
-                "and events_fd= (to say it paused)\n");
+    if (state.pause_at && state.events_fd < 0) {
+        fprintf(stderr, "rehost: pause_at= needs events_fd= (to say it paused)\n");
         return -1;
     }
     state.register_buffer = g_byte_array_new();

@@ -54,6 +54,7 @@
 #include "system/system.h"
 #include "tcg/insn-start-words.h"
 #include "hw/misc/rehosting.h"
+#include "hw/misc/rehosting_control.h"
 #include "rehost.pb-c.h"
 
 /* Lowest priority: anything the config maps wins over the catch-all. */
@@ -533,13 +534,31 @@ static uint64_t unmapped_read(void *opaque, hwaddr addr, unsigned size)
     return value;
 }
 
-static void unmapped_write(void *opaque, hwaddr addr, uint64_t value,
-                           unsigned size)
+/*
+ * The rehost plugin's request to stop the VM at a snapshot's point (rehosting_control.h): from
+ * the vCPU thread, vm_stop only asks the CPU to stop, which it does when the block it is in
+ * ends, the block the plugin's callback stands at the start of.
+ */
+static bool is_stop_request(hwaddr addr, uint64_t value, unsigned size,
+                            MemTxAttrs attrs)
+{
+    return attrs.unspecified && addr == REHOSTING_STOP_ADDRESS &&
+           size == 4 && value == REHOSTING_STOP_TOKEN;
+}
+
+static MemTxResult unmapped_write(void *opaque, hwaddr addr, uint64_t value,
+                                  unsigned size, MemTxAttrs attrs)
 {
     RehostingConfig *config = opaque;
-    RehostingMmioRule *rule = g_hash_table_lookup(config->mmio_rules, &addr);
-    uint64_t order = config->unmapped_accesses++;
+    RehostingMmioRule *rule;
+    uint64_t order;
 
+    if (is_stop_request(addr, value, size, attrs)) {
+        vm_stop(RUN_STATE_PAUSED);
+        return MEMTX_OK;
+    }
+    rule = g_hash_table_lookup(config->mmio_rules, &addr);
+    order = config->unmapped_accesses++;
     if (rule) {
         rule->written = true;
         rule->last_write = value;
@@ -553,11 +572,12 @@ static void unmapped_write(void *opaque, hwaddr addr, uint64_t value,
         config->tick.ack_size) {
         acknowledge_tick(&config->tick);
     }
+    return MEMTX_OK;
 }
 
 static const MemoryRegionOps unmapped_ops = {
     .read = unmapped_read,
-    .write = unmapped_write,
+    .write_with_attrs = unmapped_write,
     /* Guest-endian: a 32-bit rule value reads back as that number. */
     .endianness = DEVICE_NATIVE_ENDIAN,
     .valid = { .min_access_size = 1, .max_access_size = 8 },
