@@ -14,11 +14,11 @@ snapshotting run stopped, as if it were one uninterrupted run:
 
 How the VM is stopped at the point: at the first block entered at or past the count, the plugin
 says so with a Paused frame and asks the rehosting machine to stop the VM (a write only the
-plugin can make: native/rehosting_machine/rehosting_control.h); the machine asks the vCPU to
-stop from the vCPU's own thread, so it stops at the end of that block, the same instruction on
-every run, whatever the host's timing (a stop from outside, QMP `stop` or a gdbstub breakpoint,
-lands wherever the vCPU happens to be). The driver waits for the VM to be paused, then
-`migrate file:` and `quit`.
+plugin can make: native/rehosting_machine/rehosting_control.h); the machine stops the guest's
+clock and asks the vCPU to stop from the vCPU's own thread, so it stops at the end of that
+block, the same instruction on every run, whatever the host's timing (a stop from outside, QMP
+`stop` or a gdbstub breakpoint, lands wherever the vCPU happens to be). The driver waits for
+the VM to be paused, then `migrate file:` and `quit`.
 
 A snapshot is only valid with the build that made it: `read_manifest` refuses another. This
 module knows nothing about which runs may share a snapshot: that is the search's to decide.

@@ -537,7 +537,11 @@ static uint64_t unmapped_read(void *opaque, hwaddr addr, unsigned size)
 /*
  * The rehost plugin's request to stop the VM at a snapshot's point (rehosting_control.h): from
  * the vCPU thread, vm_stop only asks the CPU to stop, which it does when the block it is in
- * ends, the block the plugin's callback stands at the start of.
+ * ends, the block the plugin's callback stands at the start of. The guest's clock stops at
+ * once, as QMP `stop` stops it before the vCPU is told to: otherwise a timer due at the end of
+ * that block fires in the vCPU thread before the main loop gets to stopping the VM, and the
+ * continuation differed from the full boot (a cubieboard2 state by 16 instructions 46 M
+ * instructions later).
  */
 static bool is_stop_request(hwaddr addr, uint64_t value, unsigned size,
                             MemTxAttrs attrs)
@@ -554,6 +558,7 @@ static MemTxResult unmapped_write(void *opaque, hwaddr addr, uint64_t value,
     uint64_t order;
 
     if (is_stop_request(addr, value, size, attrs)) {
+        qemu_clock_enable(QEMU_CLOCK_VIRTUAL, false);
         vm_stop(RUN_STATE_PAUSED);
         return MEMTX_OK;
     }

@@ -127,3 +127,25 @@ def test_malta_reaches_user_space_through_the_driver_with_milestones_in_order(
 def test_two_malta_runs_serialize_identically(malta_runs: tuple[RunResult, RunResult]) -> None:
     first, second = malta_runs
     assert serialize(first) == serialize(second)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("share", [0.6, 0.9])
+def test_a_malta_run_continued_from_a_snapshot_equals_its_full_boot(
+    malta_runs: tuple[RunResult, RunResult],
+    malta: MachineConfig,
+    qemu_build: Path,
+    tmp_path: Path,
+    share: float,
+) -> None:
+    # The MIPS machine's ISA bus, its RTC and UART, the catch-all's recorder and the plugin's
+    # MIPS exception accounting all cross a save and restore (the search continues children
+    # from snapshots by default, on either machine).
+    full = malta_runs[0]
+    point = int(full.exit.icount * share)
+    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    limits = RunnerLimits(deadline_seconds=BOOT_DEADLINE_SECONDS)
+    prefix = run(malta, qemu_build, plugin=plugin, limits=limits, snapshot_at=point, snapshot_dir=tmp_path)
+    assert prefix.result.partial and point <= prefix.result.exit.icount < point + 10_000, prefix.result.exit
+    resumed = run(malta, qemu_build, plugin=plugin, limits=limits, resume_from=tmp_path, resume_at=point)
+    assert serialize(resumed.result) == serialize(full)
