@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 import explorer.corpus
-from explorer.corpus import Corpus
-from explorer.errors import BadInput
+from explorer.corpus import FLAVOUR_ARCH, Corpus
+from explorer.errors import BadInput, CorpusError
 
 app = typer.Typer(
     help="The real-kernel corpus: Debian's ARM and MIPS kernels, their device trees, and busybox "
@@ -26,13 +26,21 @@ app = typer.Typer(
 
 
 @app.command(
-    help="Download (by package name, with a private apt) and prepare the corpus; idempotent, and "
-    "offline when everything is already there."
-    "\n\nExample:\n\n  explorer corpus fetch\n\n  explorer corpus fetch --refresh"
+    help="Download (by package name, with a private apt) and prepare the corpus: the named kernel "
+    "flavours, or all of them. Takes the versions the corpus lock (explorer/corpus/lock.json) names "
+    "where Debian still serves them; idempotent, and offline when everything is already there. A "
+    "flavour that cannot be had is reported in one line and the others complete (exit code 1)."
+    "\n\nExample:\n\n  explorer corpus fetch armmp\n\n  explorer corpus fetch\n\n"
+    "  explorer corpus fetch --update-lock"
 )
 def fetch(
-    refresh: Annotated[
-        bool, typer.Option(help="Ask apt for the newest packages even if the corpus is complete.")
+    flavours: Annotated[
+        list[str] | None,
+        typer.Argument(help=f"Kernel flavours to fetch [default: all: {', '.join(sorted(FLAVOUR_ARCH))}]."),
+    ] = None,
+    update_lock: Annotated[
+        bool,
+        typer.Option(help="Take the newest packages Debian serves and move the corpus lock to them."),
     ] = False,
 ) -> None:
     console = Console(stderr=True, highlight=False)
@@ -43,9 +51,21 @@ def fetch(
             console.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] {step}")
             status.update(step)
 
-        corpus = explorer.corpus.fetch(refresh=refresh, report=report)
-    console.print(f"corpus ready in {corpus.root} ({time.monotonic() - started:.2f} s)")
-    _print_summary(corpus)
+        outcome = explorer.corpus.fetch(flavours or None, update_lock=update_lock, report=report)
+    console.print(f"corpus ready in {outcome.corpus.root} ({time.monotonic() - started:.2f} s)")
+    _print_summary(outcome.corpus)
+    for line in outcome.substitutions:
+        console.print(f"explorer: warning: {line}", markup=False, soft_wrap=True)
+    for flavour, why in sorted(outcome.missing.items()):
+        console.print(
+            f"explorer: warning: {flavour} could not be fetched: {why}", markup=False, soft_wrap=True
+        )
+    if outcome.missing:
+        asked = len(flavours) if flavours else len(FLAVOUR_ARCH)
+        raise CorpusError(
+            f"{len(outcome.missing)} of {asked} kernel flavours could not be fetched "
+            f"({', '.join(sorted(outcome.missing))}); the others are ready: run the fetch again later"
+        )
 
 
 @app.command(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from explorer.corpus.catalogue import KERNELS
 from explorer.corpus.manifest import ArchRecord, KernelRecord, Manifest, read_manifest
 from explorer.errors import BadInput, CorpusError
 from explorer.paths import cache_root
@@ -88,22 +89,27 @@ class Corpus:
         return self.root / self._arch_record(arch).initramfs.path
 
     def _kernel_record(self, flavour: str) -> KernelRecord:
-        try:
+        if flavour in self.manifest.kernels:
             return self.manifest.kernels[flavour]
-        except KeyError:
-            raise BadInput(
-                f"unknown kernel flavour '{flavour}': choose one of {', '.join(self.flavours)}"
-            ) from None
+        if flavour in KERNELS:
+            raise CorpusError(
+                f"the corpus holds no {flavour} kernel yet: run `explorer corpus fetch {flavour}`"
+            )
+        raise BadInput(f"unknown kernel flavour '{flavour}': choose one of {', '.join(sorted(KERNELS))}")
 
     def _dtb_dir(self, flavour: str) -> Path | None:
         dtb_dir = self._kernel_record(flavour).dtb_dir
         return None if dtb_dir is None else self.root / dtb_dir
 
     def _arch_record(self, arch: str) -> ArchRecord:
-        try:
+        if arch in self.manifest.arches:
             return self.manifest.arches[arch]
-        except KeyError:
-            raise BadInput(f"unknown architecture '{arch}': choose one of {', '.join(self.arches)}") from None
+        flavours = sorted(f for f, source in KERNELS.items() if source.arch == arch)
+        if flavours:
+            raise CorpusError(
+                f"the corpus holds nothing for {arch} yet: run `explorer corpus fetch {flavours[0]}`"
+            )
+        raise BadInput(f"unknown architecture '{arch}': choose one of {', '.join(self.arches)}")
 
 
 def load(root: Path | None = None) -> Corpus:

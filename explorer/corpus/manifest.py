@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 # Bump when the layout changes. `read_manifest` upgrades the versions it knows (1: every
-# kernel from one suite, named at the top) and treats any other as absent, so it is refetched.
-FORMAT_VERSION = 2
+# kernel from one suite, named at the top; 2: packages not yet taken for a lock entry) and
+# treats any other as absent, so it is refetched.
+FORMAT_VERSION = 3
 MANIFEST_NAME = "manifest.json"
 
 
@@ -47,6 +48,13 @@ class DebRecord:
     arch: str
     deb: FileRecord
     root: str  # extraction directory, relative to the corpus directory
+    # The SHA-256 of the locked package this one was taken for (explorer.corpus.lock): the same as
+    # deb.sha256 unless the archive no longer served the locked one; None when nothing was locked.
+    lock_sha256: str | None = None
+
+    def stands_for(self, locked_sha256: str | None) -> bool:
+        """Whether this package is what a fetch takes for a lock entry of that digest (None: no entry)."""
+        return locked_sha256 is None or locked_sha256 in (self.deb.sha256, self.lock_sha256)
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,12 @@ class ArchRecord:
 class Manifest:
     userspace_marker: str  # what the initramfs's /init prints; a changed marker means a rebuild
     debs: tuple[DebRecord, ...]
-    kernels: dict[str, KernelRecord]  # by flavour
+    kernels: dict[str, KernelRecord]  # by flavour; only those fetched (a flavour may be missing)
     arches: dict[str, ArchRecord]  # by Debian architecture
+
+    def deb_of(self, package: str, arch: str) -> DebRecord | None:
+        """The downloaded package of that name and architecture, if the corpus holds it."""
+        return next((d for d in self.debs if (d.package, d.arch) == (package, arch)), None)
 
     def product_files(self) -> list[FileRecord]:
         """The files tests and runs use directly: kernels, busybox binaries and initramfs images."""
@@ -102,7 +114,8 @@ class Manifest:
         return cls(
             userspace_marker=d["userspace_marker"],
             debs=tuple(
-                DebRecord(x["package"], x["version"], x["arch"], file(x["deb"]), x["root"]) for x in d["debs"]
+                DebRecord(x["package"], x["version"], x["arch"], file(x["deb"]), x["root"], x["lock_sha256"])
+                for x in d["debs"]
             ),
             kernels={
                 name: KernelRecord(
@@ -137,6 +150,8 @@ def read_manifest(root: Path) -> Manifest | None:
         d = json.loads((root / MANIFEST_NAME).read_text())
         if d.get("format_version") == 1:
             d = _upgraded_from_v1(d)
+        if d.get("format_version") == 2:
+            d = _upgraded_from_v2(d)
         if d.get("format_version") != FORMAT_VERSION:
             return None
         return Manifest.from_dict(d)
@@ -148,6 +163,11 @@ def _upgraded_from_v1(d: dict[str, Any]) -> dict[str, Any]:
     """Version 1 named one suite for the whole corpus; version 2 names each kernel's own."""
     kernels = {name: {**k, "suite": d["suite"]} for name, k in d["kernels"].items()}
     return {**d, "format_version": 2, "kernels": kernels}
+
+
+def _upgraded_from_v2(d: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 predates the lock: its packages were taken for no lock entry."""
+    return {**d, "format_version": 3, "debs": [{**x, "lock_sha256": None} for x in d["debs"]]}
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
