@@ -216,7 +216,7 @@ def _run_entry(
             seed=entry.repeat,
             instruction_budget=entry.firmware.instruction_budget,
         )
-        store, _ = create_search(work, entry.firmware.target, options)
+        store, _, _ = create_search(work, entry.firmware.target, options)
     with store:
         # A fresh store's remaining budget is the whole budget: one path for both cases.
         facts, target, options = resumed_session(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -179,7 +180,9 @@ def search(
     # The executor first: a cluster that cannot be reached leaves no work directory behind.
     setup = runner_setup(qemu)
     with opened_executor(choice, options.workers, setup) as runs:
-        store, facts = create_search(work, target, options)
+        store, facts, target = create_search(work, target, options)
+        for what, origin in store.metadata()["boot_files"].items():
+            print(f"{what}: {origin}", file=sys.stderr)
         with store:
             _search(store, facts, target, options, setup, runs, work)
 
@@ -235,6 +238,7 @@ def show(
         metadata = store.metadata()
         target = Target.from_dict(metadata["target"])
         summary = {**search_summary(store), **_snapshot_counters(store)}
+        summary["boot_files"] = metadata.get("boot_files", {})
         chosen = store.resolve(state) if state else summary["best_state"]
         if chosen is None:
             raise BadInput(f"{work} has no run yet: let the search run a generation first")
@@ -404,6 +408,8 @@ def _print_report(work: Path, summary: dict[str, Any], report: dict[str, Any]) -
         f"[bold]{work}[/]: {summary['generations']} generations, {summary['runs']} runs, "
         f"{summary['wall_seconds']:.0f} s; furthest: {milestone}"
     )
+    for what, origin in summary["boot_files"].items():
+        console.print(f"{what}: {origin}", highlight=False)
     console.print(f"state {report['state'][:SHORT_ID]}: {report['score']}")
     machine = report["machine"]
     console.print(

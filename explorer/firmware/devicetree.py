@@ -44,7 +44,7 @@ class _Node:
 
 
 def parse_dtb(blob: bytes, source: str) -> DeviceTreeFacts:
-    """Read board identity, memory, memory-mapped devices and boot arguments from a DTB.
+    """Read board identity, CPUs, memory, memory-mapped devices and boot arguments from a DTB.
 
     `source` says where the blob came from ("given", "appended", "builtin"). Devices are the
     nodes with a `reg` that translates to CPU-physical addresses (so not i2c or spi children,
@@ -92,7 +92,18 @@ def parse_dtb(blob: bytes, source: str) -> DeviceTreeFacts:
         stdout_path=(_string(chosen, "stdout-path") or _string(chosen, "linux,stdout-path"))
         if chosen
         else None,
+        cpus=tuple(
+            compatible
+            for node in nodes
+            if node.parent is not None and node.parent.path == "/cpus" and _is_cpu(node)
+            for compatible in _strings(node, "compatible")
+        ),
     )
+
+
+def _is_cpu(node: _Node) -> bool:
+    """A CPU node: device_type "cpu", or named cpu@N (older trees omit the type)."""
+    return _string(node, "device_type") == "cpu" or node.path.rsplit("/", 1)[-1].startswith("cpu@")
 
 
 def find_dtbs(data: bytes) -> list[int]:

@@ -167,6 +167,7 @@ class DeviceTreeFacts:
     devices: tuple[DtDevice, ...]
     bootargs: str | None
     stdout_path: str | None
+    cpus: tuple[str, ...] = ()  # the compatibles of the /cpus/cpu@N nodes, in order
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -177,6 +178,7 @@ class DeviceTreeFacts:
             "devices": [d.to_dict() for d in self.devices],
             "bootargs": self.bootargs,
             "stdout_path": self.stdout_path,
+            "cpus": list(self.cpus),
         }
 
     @classmethod
@@ -189,6 +191,7 @@ class DeviceTreeFacts:
             tuple(DtDevice.from_dict(x) for x in d["devices"]),
             d["bootargs"],
             d["stdout_path"],
+            tuple(d["cpus"]),
         )
 
 

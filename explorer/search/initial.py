@@ -11,10 +11,6 @@ fact of the firmware or its device tree.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import fdt
-
 from explorer.errors import BadInput
 from explorer.firmware.model import Arch, Endian, Firmware
 from explorer.search.state import State, Target
@@ -97,7 +93,7 @@ def initial_state(firmware: Firmware, target: Target, seed: int) -> State:
     """
     state = State()
     state.target = qemu_target(firmware)
-    state.cpu = cpu_model(firmware, target.dtb)
+    state.cpu = cpu_model(firmware)
     for base, size in ram_regions(firmware):
         region = state.ram.add()
         region.base, region.size = base, size
@@ -125,11 +121,12 @@ def qemu_target(firmware: Firmware) -> str:
     return "mipsel" if firmware.endian == Endian.LITTLE else "mips"
 
 
-def cpu_model(firmware: Firmware, dtb: Path | None) -> str:
-    """A QEMU CPU model that runs the kernel: the DT's CPU when we have a model of it, else a default."""
+def cpu_model(firmware: Firmware) -> str:
+    """A QEMU CPU model that runs the kernel: the device tree's CPU (given, or appended to the
+    kernel) when we have a model of it, else a default."""
     if firmware.arch == Arch.MIPS:
         return MIPS_CPU
-    for compatible in device_tree_cpu_compatibles(dtb):
+    for compatible in firmware.device_tree.cpus if firmware.device_tree is not None else ():
         model = ARM_CPU_FOR_COMPATIBLE.get(compatible.removeprefix("arm,"))
         # A DT may name a CPU of another architecture class than the kernel's (a v6 tree handed
         # to a v5 kernel): only a model of the kernel's own class is sure to run it.
@@ -141,25 +138,6 @@ def cpu_model(firmware: Firmware, dtb: Path | None) -> str:
         raise BadInput(
             f"no QEMU CPU model runs {firmware.cpu_class} kernels: only ARMv5, ARMv6, ARMv7 and MIPS32 boot"
         ) from None
-
-
-def device_tree_cpu_compatibles(dtb: Path | None) -> tuple[str, ...]:
-    """The compatibles of the DTB's /cpus/cpu@N nodes, in order (empty without a DTB or CPUs).
-
-    Ingestion's DeviceTreeFacts leaves CPUs out (they have no CPU-physical reg), so this reads
-    the blob itself; the blob was already validated by ingestion.
-    """
-    if dtb is None:
-        return ()
-    tree = fdt.parse_dtb(dtb.read_bytes())
-    if not tree.exist_node("/cpus"):
-        return ()
-    compatibles: list[str] = []
-    for node in tree.get_node("/cpus").nodes:
-        prop = node.get_property("compatible")
-        if prop is not None:
-            compatibles.extend(str(value) for value in prop.data)
-    return tuple(compatibles)
 
 
 def ram_regions(firmware: Firmware) -> tuple[tuple[int, int], ...]:

@@ -16,13 +16,18 @@ the same either way, and the snapshots kept in the work directory serve every la
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.errors import BadInput
-from explorer.firmware.ingest import ingest
+from explorer.firmware.boot_files import boot_files
+from explorer.firmware.ingest import ingest, read_input
+from explorer.firmware.locate import locate_kernel
 from explorer.firmware.model import Firmware
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin
@@ -75,12 +80,47 @@ def opened_executor(choice: ExecutorChoice, workers: int, setup: RunnerSetup) ->
         executor.close()
 
 
-def create_search(work: Path, target: Target, options: SearchOptions) -> tuple[Store, Firmware]:
-    """A new store in `work` (which must not hold one) for this search, and the firmware's facts."""
+def create_search(work: Path, target: Target, options: SearchOptions) -> tuple[Store, Firmware, Target]:
+    """A new store in `work` (which must not hold one) for this search, the firmware's facts, and
+    the target the search boots: `target` with the kernel and initrd the firmware carries
+    (explorer.firmware.boot_files) where they are not the file itself, kept in WORK/boot/ so the
+    work directory is all a resumed search needs. An initrd the user gave wins over a carried one.
+    The store's metadata says where each came from ("boot_files")."""
     strategy_named(options.strategy)
-    facts = ingest(target.kernel, dtb=target.dtb)
-    metadata = {"target": target.to_dict(), "options": options.to_dict(), "kernel_sha256": facts.sha256}
-    return Store.create(work, metadata), facts
+    booted, origins = _carried_target(work, target)
+    facts = ingest(booted.kernel, dtb=booted.dtb)
+    metadata = {
+        "target": booted.to_dict(),
+        "options": options.to_dict(),
+        "kernel_sha256": facts.sha256,
+        "boot_files": origins,
+    }
+    return Store.create(work, metadata), facts, booted
+
+
+def _carried_target(work: Path, target: Target) -> tuple[Target, dict[str, str]]:
+    data = read_input(target.kernel, "firmware")
+    carried = boot_files(data, locate_kernel(data))
+    origins = {"kernel": f"{target.kernel}", "initrd": f"{target.initrd}" if target.initrd else "none"}
+    kernel, initrd = target.kernel, target.initrd
+    if carried.kernel is not None:
+        kernel = _kept(work, "kernel", carried.kernel.data)
+        origins["kernel"] = f"{carried.kernel.origin} of {target.kernel}"
+    if carried.initrd is not None and target.initrd is None:
+        initrd = _kept(work, "initrd", carried.initrd.data)
+        origins["initrd"] = f"{carried.initrd.origin} of {target.kernel}"
+    return dataclasses.replace(target, kernel=kernel, initrd=initrd), origins
+
+
+def _kept(work: Path, name: str, data: bytes) -> Path:
+    """`data` in WORK/boot/, named by its digest, written atomically."""
+    path = work / "boot" / f"{name}-{hashlib.sha256(data).hexdigest()[:16]}"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    return path.resolve()
 
 
 def resumed_session(

@@ -10,12 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from explorer.errors import BadInput
+from explorer.firmware.devicetree import parse_dtb
 from explorer.firmware.model import Arch, DeviceTreeFacts, DtDevice, Endian, Firmware
 from explorer.search.initial import (
     DEFAULT_RAM_BYTES,
     INSTRUCTION_BUDGET,
     MAX_RAM_BYTES,
-    device_tree_cpu_compatibles,
     initial_state,
 )
 from explorer.search.state import Target, state_id
@@ -52,13 +52,11 @@ def firmware(
     )
 
 
-def dtb_with_cpus(tmp_path: Path, *compatibles: str) -> Path:
+def dtb_with_cpus(*compatibles: str) -> bytes:
     tree = fdt.FDT()
     for index, compatible in enumerate(compatibles):
         tree.add_item(fdt.PropStrings("compatible", compatible), f"/cpus/cpu@{index}", create=True)
-    path = tmp_path / "board.dtb"
-    path.write_bytes(tree.to_dtb(version=17))
-    return path
+    return bytes(tree.to_dtb(version=17))
 
 
 TARGET = Target(kernel=Path("/k"))
@@ -128,10 +126,12 @@ def test_ram_guessed_without_memory_or_load_address_overlaps_no_device(
     ],
 )
 def test_cpu_comes_from_the_device_trees_cpus_when_we_have_a_model_of_the_kernels_class(
-    tmp_path: Path, compatibles: tuple[str, ...], cpu_class: str, model: str
+    compatibles: tuple[str, ...], cpu_class: str, model: str
 ) -> None:
-    target = Target(kernel=Path("/k"), dtb=dtb_with_cpus(tmp_path, *compatibles))
-    assert initial_state(firmware(cpu_class=cpu_class), target, 0).cpu == model
+    tree = parse_dtb(dtb_with_cpus(*compatibles), "appended")
+    assert tree.cpus == compatibles
+    image = arm_firmware(cpu_class=cpu_class, device_tree=tree)
+    assert initial_state(image, TARGET, 0).cpu == model
 
 
 @pytest.mark.parametrize(
@@ -164,9 +164,7 @@ def test_a_kernel_we_cannot_run_is_refused_in_one_line(image: Firmware, complain
         initial_state(image, TARGET, 0)
 
 
-def test_a_device_tree_without_cpus_gives_no_cpu_compatibles(tmp_path: Path) -> None:
+def test_a_device_tree_without_cpus_gives_no_cpu_compatibles() -> None:
     tree = fdt.FDT()
     tree.add_item(fdt.PropWords("#address-cells", 1))
-    blob = tmp_path / "no-cpus.dtb"
-    blob.write_bytes(tree.to_dtb(version=17))
-    assert device_tree_cpu_compatibles(blob) == ()
+    assert parse_dtb(bytes(tree.to_dtb(version=17)), "given").cpus == ()

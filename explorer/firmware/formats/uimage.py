@@ -31,7 +31,7 @@ FOREIGN_ARCHES = {
     24: "x86-64",
     26: "RISC-V",
 }
-TYPE_KERNEL, TYPE_MULTI, TYPE_KERNEL_NOLOAD = 2, 4, 14
+TYPE_KERNEL, TYPE_RAMDISK, TYPE_MULTI, TYPE_KERNEL_NOLOAD = 2, 3, 4, 14
 TYPE_NAMES = {1: "standalone", 3: "ramdisk", 5: "firmware", 6: "script", 7: "filesystem", 8: "flat_dt"}
 TYPES = {TYPE_KERNEL: "kernel", TYPE_MULTI: "multi", TYPE_KERNEL_NOLOAD: "kernel_noload"}
 COMPRESSIONS: dict[int, tuple[Codec, ...]] = {
@@ -62,8 +62,9 @@ def candidates(data: bytes) -> Iterator[int]:
         pos = data.find(MAGIC, pos + 1)
 
 
-def _kernel_of_multi(body: bytes) -> tuple[bytes, list[int]]:
-    """The first sub-image of an IH_TYPE_MULTI body, and the sizes of all sub-images."""
+def sub_images(body: bytes) -> list[bytes]:
+    """The sub-images of an IH_TYPE_MULTI body, in order: after the zero-terminated size table,
+    each starts 4-byte aligned (as mkimage lays them out)."""
     sizes: list[int] = []
     pos = 0
     while pos + 4 <= len(body):
@@ -76,7 +77,23 @@ def _kernel_of_multi(body: bytes) -> tuple[bytes, list[int]]:
         raise FirmwareError("the multi-file uImage has no end to its size table: the image is corrupt")
     if not sizes or pos + sizes[0] > len(body):
         raise FirmwareError("the multi-file uImage's first sub-image is missing or truncated")
-    return body[pos : pos + sizes[0]], sizes
+    images = []
+    for size in sizes:
+        images.append(body[pos : pos + size])
+        pos += (size + 3) & ~3
+    return images
+
+
+def ramdisk_payload(data: bytes, offset: int) -> bytes | None:
+    """The data of the ramdisk uImage at `offset` (as stored: a ramdisk is handed over as it is),
+    or None if there is no intact ramdisk uImage there."""
+    if not probe(data, offset):
+        return None
+    (_, _, _, size, _, _, data_crc, _, _, image_type, _, _) = HEADER.unpack_from(data, offset)
+    body = data[offset + HEADER_SIZE : offset + HEADER_SIZE + size]
+    if image_type != TYPE_RAMDISK or len(body) < size or zlib.crc32(body) != data_crc:
+        return None
+    return body
 
 
 def _decompressed(compression: int, payload: bytes) -> bytes:
@@ -126,8 +143,9 @@ def unpack(data: bytes, offset: int) -> Wrapped:
     }
     kernel = body
     if image_type == TYPE_MULTI:
-        kernel, sizes = _kernel_of_multi(body)
-        detail["images"] = sizes
+        images = sub_images(body)
+        kernel = images[0]
+        detail["images"] = [len(image) for image in images]
     return Wrapped(
         layer=Layer(KIND, offset, HEADER_SIZE + size, detail),
         payload=_decompressed(compression, kernel),
