@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 # Bump when the layout changes. `read_manifest` upgrades the versions it knows (1: every
-# kernel from one suite, named at the top; 2: packages not yet taken for a lock entry) and
-# treats any other as absent, so it is refetched.
-FORMAT_VERSION = 3
+# kernel from one suite, named at the top) and treats any other as absent, so it is refetched.
+# Optional fields with a default (DebRecord.lock_sha256) are no change of layout: an older
+# explorer ignores them, and a manifest without them reads as taken for no lock entry.
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 
 
@@ -114,7 +115,9 @@ class Manifest:
         return cls(
             userspace_marker=d["userspace_marker"],
             debs=tuple(
-                DebRecord(x["package"], x["version"], x["arch"], file(x["deb"]), x["root"], x["lock_sha256"])
+                DebRecord(
+                    x["package"], x["version"], x["arch"], file(x["deb"]), x["root"], x.get("lock_sha256")
+                )
                 for x in d["debs"]
             ),
             kernels={
@@ -150,8 +153,6 @@ def read_manifest(root: Path) -> Manifest | None:
         d = json.loads((root / MANIFEST_NAME).read_text())
         if d.get("format_version") == 1:
             d = _upgraded_from_v1(d)
-        if d.get("format_version") == 2:
-            d = _upgraded_from_v2(d)
         if d.get("format_version") != FORMAT_VERSION:
             return None
         return Manifest.from_dict(d)
@@ -163,11 +164,6 @@ def _upgraded_from_v1(d: dict[str, Any]) -> dict[str, Any]:
     """Version 1 named one suite for the whole corpus; version 2 names each kernel's own."""
     kernels = {name: {**k, "suite": d["suite"]} for name, k in d["kernels"].items()}
     return {**d, "format_version": 2, "kernels": kernels}
-
-
-def _upgraded_from_v2(d: dict[str, Any]) -> dict[str, Any]:
-    """Version 2 predates the lock: its packages were taken for no lock entry."""
-    return {**d, "format_version": 3, "debs": [{**x, "lock_sha256": None} for x in d["debs"]]}
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:

@@ -141,7 +141,7 @@ def test_lost_or_damaged_files_are_rebuilt_from_the_kept_debs_without_apt(
     assert sha256_file(kernel) == corpus.manifest.kernels["marvell"].image.sha256
 
 
-def test_a_version_2_manifest_is_upgraded_with_packages_taken_for_no_lock_entry(
+def test_a_manifest_from_before_the_lock_reads_as_packages_taken_for_no_lock_entry(
     corpus: Corpus, tmp_path: Path
 ) -> None:
     current = json.loads((corpus.root / MANIFEST_NAME).read_text())
