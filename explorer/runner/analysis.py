@@ -209,9 +209,7 @@ def describe(analysis: RunAnalysis) -> list[str]:
 
 
 def to_dict(analysis: RunAnalysis) -> dict[str, Any]:
-    """JSON-able form; addresses as "0x..." strings, as configs spell them. Hot loops: only those
-    that explain the run (`explaining_loops`), each with its kinds ("ended-in", "polls-device")."""
-    listed_loops = explaining_loops(analysis)
+    """JSON-able form; addresses as "0x..." strings, as configs spell them."""
     return {
         "exit": {
             "reason": analysis.exit_reason,
@@ -235,19 +233,7 @@ def to_dict(analysis: RunAnalysis) -> dict[str, Any]:
             }
             for frame in analysis.call_stack
         ],
-        "hot_loops": [
-            {
-                "function": listed.loop.start.function,
-                "start_pc": f"0x{listed.loop.start.address:x}",
-                "end_pc": f"0x{listed.loop.end_pc:x}",
-                "iterations": listed.loop.iterations,
-                "polled": [f"0x{address:x}" for address in listed.loop.polled],
-                "kinds": list(listed.kinds),
-                "summary": listed.loop.sentence(),
-            }
-            for listed in listed_loops
-        ],
-        "computation_loops_not_shown": len(analysis.hot_loops) - len(listed_loops),
+        **hot_loops_to_dict(analysis),
         "mmio_accesses": analysis.mmio_accesses,
         "coverage": {
             "instructions": analysis.coverage_instructions,
@@ -255,6 +241,27 @@ def to_dict(analysis: RunAnalysis) -> dict[str, Any]:
         },
         "log_source": analysis.log_source,
         "log_tail": list(analysis.log_tail),
+    }
+
+
+def hot_loops_to_dict(analysis: RunAnalysis) -> dict[str, Any]:
+    """The loops that explain the run (`explaining_loops`), each with its kinds ("ended-in",
+    "polls-device"), and how many computation loops were left out; JSON-able."""
+    listed = explaining_loops(analysis)
+    return {
+        "hot_loops": [
+            {
+                "function": loop.loop.start.function,
+                "start_pc": f"0x{loop.loop.start.address:x}",
+                "end_pc": f"0x{loop.loop.end_pc:x}",
+                "iterations": loop.loop.iterations,
+                "polled": [f"0x{address:x}" for address in loop.loop.polled],
+                "kinds": list(loop.kinds),
+                "summary": loop.loop.sentence(),
+            }
+            for loop in listed
+        ],
+        "computation_loops_not_shown": len(analysis.hot_loops) - len(listed),
     }
 
 
