@@ -6,6 +6,12 @@ hot loops with the MMIO addresses read inside them) and into lines such as "spin
 omap_irq_soft_reset (0xc0a1b2c4) polling 0x48200014". It lives with the runner because it reads
 nothing but the runner's result; the search scores from it, it never scores. Pure functions:
 no I/O, and an address no symbol proves stays a bare address, never a guess.
+
+A RunAnalysis keeps every hot loop the runner reported (the operators read them all); what is
+said about a run (`describe`, `to_dict`) lists only the loops that explain it (`explaining_loops`):
+the loop a stuck run ended in, and loops that read a device. A boot runs many loops a million
+times that only compute (copying, clearing, bignum arithmetic, decompressing); those are counted,
+not listed. The choice rests on what the run observed, never on a function's name.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from typing import Any
 from explorer.firmware.model import SymbolTable
 from explorer.runner.rehost_pb2 import ExitReason, HotLoop, RunResult
 
+# Endings where the guest was still running when the run was stopped: what it was doing then,
+# the loops on its call stack, is what the run ended in.
+STUCK_ENDINGS = ("budget", "timeout")
 # How much of the end of a run a summary shows.
 LAST_INITCALLS = 5
 LOG_TAIL_LINES = 10
@@ -75,6 +84,19 @@ class NamedHotLoop:
 
 
 @dataclass(frozen=True)
+class ExplainingLoop:
+    """A hot loop a report lists, and why: the run ended in it, it reads a device, or both."""
+
+    loop: NamedHotLoop
+    ended_in: bool
+    polls_device: bool
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (("ended-in",) if self.ended_in else ()) + (("polls-device",) if self.polls_device else ())
+
+
+@dataclass(frozen=True)
 class RunAnalysis:
     exit_reason: str  # "user_space", "panic", ...: ExitReason without its prefix, lower case
     exit_icount: int
@@ -109,7 +131,7 @@ def analyse(result: RunResult, symbols: SymbolTable) -> RunAnalysis:
     )
     log_source, log = ("log", result.log) if result.log else ("console", result.console)
     return RunAnalysis(
-        exit_reason=ExitReason.Name(result.exit.reason).removeprefix("EXIT_").lower(),
+        exit_reason=_ending(result),
         exit_icount=result.exit.icount,
         exit_detail=result.exit.detail,
         partial_reason=result.partial_reason if result.partial else "",
@@ -134,6 +156,24 @@ def polled_addresses(result: RunResult, start_pc: int, end_pc: int) -> tuple[int
     return tuple(polled)
 
 
+def explaining_loops(analysis: RunAnalysis) -> tuple[ExplainingLoop, ...]:
+    """The hot loops that explain the run, in the runner's order: those a stuck run (budget,
+    timeout) ended in, i.e. whose function is on the call stack at the exit, and those that read
+    MMIO. A loop that touched no device in a run that did not end in it only computed.
+
+    Which function holds a loop is what the symbols prove: without them (or outside them) no loop
+    is known to be on the call stack, and only the loops that read a device are listed.
+    """
+    stuck = analysis.exit_reason in STUCK_ENDINGS
+    on_stack = {_function_entry(frame.function) for frame in analysis.call_stack} if stuck else set()
+    on_stack.discard(None)
+    listed = (
+        ExplainingLoop(loop, _function_entry(loop.start) in on_stack, bool(loop.polled))
+        for loop in analysis.hot_loops
+    )
+    return tuple(loop for loop in listed if loop.ended_in or loop.polls_device)
+
+
 def describe(analysis: RunAnalysis) -> list[str]:
     """The run for people: how it ended, how far it got, where it stopped."""
     lines = [
@@ -151,12 +191,11 @@ def describe(analysis: RunAnalysis) -> list[str]:
     if analysis.call_stack:
         lines.append("call stack at exit (innermost first):")
         lines += [f"  {frame.function} <- {frame.return_to}" for frame in analysis.call_stack]
-    named = [loop for loop in analysis.hot_loops if loop.start.function or loop.polled]
-    lines += [f"hot loop: {loop.sentence()}" for loop in named]
-    if unnamed := len(analysis.hot_loops) - len(named):
-        # Outside the kernel's symbols and touching no device: the boot loader or the decompressor.
+    listed = explaining_loops(analysis)
+    lines += [f"hot loop ({', '.join(loop.kinds)}): {loop.loop.sentence()}" for loop in listed]
+    if computing := len(analysis.hot_loops) - len(listed):
         lines.append(
-            f"hot loops: {unnamed} more outside the kernel's symbols, reading no MMIO (--json lists them)"
+            f"hot loops: {computing} computation loops not shown (no MMIO read, not where the run ended)"
         )
     if analysis.mmio_accesses:
         lines.append(f"mmio accesses: {analysis.mmio_accesses}")
@@ -194,17 +233,7 @@ def to_dict(analysis: RunAnalysis) -> dict[str, Any]:
             }
             for frame in analysis.call_stack
         ],
-        "hot_loops": [
-            {
-                "function": loop.start.function,
-                "start_pc": f"0x{loop.start.address:x}",
-                "end_pc": f"0x{loop.end_pc:x}",
-                "iterations": loop.iterations,
-                "polled": [f"0x{address:x}" for address in loop.polled],
-                "summary": loop.sentence(),
-            }
-            for loop in analysis.hot_loops
-        ],
+        **hot_loops_to_dict(analysis),
         "mmio_accesses": analysis.mmio_accesses,
         "coverage": {
             "instructions": analysis.coverage_instructions,
@@ -212,6 +241,27 @@ def to_dict(analysis: RunAnalysis) -> dict[str, Any]:
         },
         "log_source": analysis.log_source,
         "log_tail": list(analysis.log_tail),
+    }
+
+
+def hot_loops_to_dict(analysis: RunAnalysis) -> dict[str, Any]:
+    """The loops that explain the run (`explaining_loops`), each with its kinds ("ended-in",
+    "polls-device"), and how many computation loops were left out; JSON-able."""
+    listed = explaining_loops(analysis)
+    return {
+        "hot_loops": [
+            {
+                "function": loop.loop.start.function,
+                "start_pc": f"0x{loop.loop.start.address:x}",
+                "end_pc": f"0x{loop.loop.end_pc:x}",
+                "iterations": loop.loop.iterations,
+                "polled": [f"0x{address:x}" for address in loop.loop.polled],
+                "kinds": list(loop.kinds),
+                "summary": loop.loop.sentence(),
+            }
+            for loop in listed
+        ],
+        "computation_loops_not_shown": len(analysis.hot_loops) - len(listed),
     }
 
 
@@ -226,10 +276,14 @@ def _reads_by_callees_at_exit(result: RunResult, loop: HotLoop, symbols: SymbolT
     """MMIO addresses the run kept reading at its end, when it ended spinning in this loop.
 
     A poll often reads through helpers (rockchip_pll_wait_lock -> regmap_read -> ...), so the
-    read's pc is not in the loop. When the loop's function is on the call stack at the exit, the
-    run ended in the loop, and the reads at the tail of the access stream (after the last write)
-    that repeat are what it polls. Nothing is attributed when the run did not end in the loop.
+    read's pc is not in the loop. When a stuck run (STUCK_ENDINGS) has the loop's function on the
+    call stack at the exit, the run ended in the loop, and the reads at the tail of the access
+    stream (after the last write) that repeat are what it polls. Nothing is attributed when the run
+    did not end in the loop, nor when it ended on its own terms (a boot to user space was not
+    spinning, whatever its call stack holds).
     """
+    if _ending(result) not in STUCK_ENDINGS:
+        return ()
     loop_function = symbols.containing(loop.start_pc)
     on_stack = {symbols.containing(frame.function) for frame in result.call_stack.frames}
     if loop_function is None or loop_function not in on_stack:
@@ -240,6 +294,16 @@ def _reads_by_callees_at_exit(result: RunResult, loop: HotLoop, symbols: SymbolT
             break
         tail.append(access.address)
     return tuple(address for address in dict.fromkeys(reversed(tail)) if tail.count(address) > 1)
+
+
+def _ending(result: RunResult) -> str:
+    """The exit reason without its prefix, lower case: "user_space", "budget", ..."""
+    return ExitReason.Name(result.exit.reason).removeprefix("EXIT_").lower()
+
+
+def _function_entry(code: Place) -> int | None:
+    """The entry address of the function the symbols say holds `code`; None when none does."""
+    return code.address - code.offset if code.function is not None else None
 
 
 def _last_lines(text: bytes, count: int) -> tuple[str, ...]:

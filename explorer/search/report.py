@@ -13,7 +13,7 @@ from google.protobuf import json_format
 
 from explorer.errors import BadInput
 from explorer.firmware.model import Firmware
-from explorer.runner.analysis import analyse, describe
+from explorer.runner.analysis import analyse, describe, hot_loops_to_dict
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.runner.result import deserialize
 from explorer.search.score import Score
@@ -123,6 +123,7 @@ def state_report(store: Store, identity: str, firmware: Firmware) -> dict[str, A
         "milestones": [milestone.name for milestone in result.milestones],
         "initcalls": len(result.initcalls),
         "run_summary": describe(analysis),
+        **hot_loops_to_dict(analysis),
         "log_tail": log_lines[-LOG_TAIL_LINES:],
         "machine": machine_summary(parse_state(data)),
         "path": path_to(store, identity),

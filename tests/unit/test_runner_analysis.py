@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from explorer.firmware.model import Symbol, SymbolTable
-from explorer.runner.analysis import analyse, describe, place, polled_addresses, to_dict
+from explorer.runner.analysis import analyse, describe, explaining_loops, place, polled_addresses, to_dict
 from explorer.runner.rehost_pb2 import (
     CallStack,
     Exit,
@@ -120,19 +120,95 @@ def test_the_description_reads_like_a_diagnosis() -> None:
     assert lines[0] == "exit: budget at insn 50000000: budget"
     assert "milestones: start_kernel -> init_IRQ" in lines
     assert "  omap_irq_soft_reset <- omap_intc_probe+0x24" in lines
-    assert any(line.startswith("hot loop: spins in omap_irq_soft_reset") for line in lines)
+    assert any(
+        line.startswith("hot loop (ended-in, polls-device): spins in omap_irq_soft_reset") for line in lines
+    )
     assert lines[-2:] == ["  | Booting Linux on physical CPU 0x0", "  | NR_IRQS: 16, nr_irqs: 16"]
 
 
-def test_loops_outside_the_symbols_that_read_no_device_are_summed_up_in_one_line() -> None:
+def booted_run() -> RunResult:
+    """A boot to user space that ran a copy loop in _text and a bignum loop in kernel_init a
+    million times each, and a console loop in pl011_init that read its status register."""
+    return RunResult(
+        exit=Exit(reason=ExitReason.EXIT_USER_SPACE, icount=9_000_000_000),
+        hot_loops=[
+            HotLoop(start_pc=0xC0100040, end_pc=0xC0100060, iterations=1_000_000),
+            HotLoop(start_pc=0xC0102010, end_pc=0xC0102030, iterations=1_000_000),
+            HotLoop(start_pc=0xC0C00010, end_pc=0xC0C00020, iterations=1_000_000),
+        ],
+        mmio_accesses=[
+            MmioAccess(address=0x10009018, size=4, value=0x90, pc=0xC0C00014, order=0),
+            MmioAccess(address=0x10009000, size=4, value=0x41, pc=0xC0C00018, is_write=True, order=1),
+        ],
+        # kernel_init, which holds the bignum loop, is still on the stack when user space starts.
+        call_stack=CallStack(frames=[Frame(function=0xC0102000, return_address=0xC0100010)]),
+    )
+
+
+def listed_functions(result: RunResult) -> list[str | None]:
+    return [loop["function"] for loop in to_dict(analyse(result, SYMBOLS))["hot_loops"]]
+
+
+def test_computation_loops_of_a_successful_boot_are_counted_not_listed() -> None:
+    analysis = analyse(booted_run(), SYMBOLS)
+    assert len(analysis.hot_loops) == 3  # the operators still see every loop
+    as_dict = to_dict(analysis)
+    assert [loop["function"] for loop in as_dict["hot_loops"]] == ["pl011_init"]
+    assert as_dict["computation_loops_not_shown"] == 2
+    lines = describe(analysis)
+    assert [line for line in lines if line.startswith("hot loop")] == [
+        "hot loop (polls-device): spins in pl011_init (0xc0c00010..0xc0c00020, 1000000 iterations) "
+        "polling 0x10009018",
+        "hot loops: 2 computation loops not shown (no MMIO read, not where the run ended)",
+    ]
+
+
+def test_a_loop_that_reads_a_device_is_listed_whatever_the_ending() -> None:
+    for reason in (ExitReason.EXIT_USER_SPACE, ExitReason.EXIT_PANIC, ExitReason.EXIT_BUDGET):
+        result = booted_run()
+        result.exit.reason = reason
+        result.call_stack.Clear()
+        assert listed_functions(result) == ["pl011_init"], ExitReason.Name(reason)
+        (listed,) = explaining_loops(analyse(result, SYMBOLS))
+        assert listed.kinds == ("polls-device",)
+
+
+def test_a_stuck_run_lists_the_loop_it_ended_in_even_without_mmio() -> None:
+    for reason in (ExitReason.EXIT_BUDGET, ExitReason.EXIT_TIMEOUT):
+        result = booted_run()
+        result.exit.reason = reason
+        assert listed_functions(result) == ["kernel_init", "pl011_init"], ExitReason.Name(reason)
+        kernel_init = to_dict(analyse(result, SYMBOLS))["hot_loops"][0]
+        assert kernel_init["kinds"] == ["ended-in"] and kernel_init["polled"] == []
+
+
+def test_a_successful_boot_attributes_no_callee_reads_to_the_loops_on_its_stack() -> None:
+    # The same tail of repeated reads makes a stuck run's loop a poll through a helper; a boot
+    # that reached user space was not spinning, so its loops keep only the reads made in them.
+    result = booted_run()
+    helper_read = MmioAccess(address=0x1000A000, size=4, value=7, pc=0xC0300010)
+    result.mmio_accesses.extend([helper_read] * 2)
+    assert [loop.polled for loop in analyse(result, SYMBOLS).hot_loops] == [(), (), (0x10009018,)]
+    result.exit.reason = ExitReason.EXIT_BUDGET
+    assert [loop.polled for loop in analyse(result, SYMBOLS).hot_loops] == [(), (0x1000A000,), (0x10009018,)]
+
+
+def test_without_symbols_only_loops_that_read_a_device_are_listed() -> None:
+    # No symbol proves which function holds a loop, so none is known to be on the stack.
+    result = booted_run()
+    result.exit.reason = ExitReason.EXIT_BUDGET
+    unnamed = analyse(result, SymbolTable((), "none", 0, ""))
+    assert [listed.kinds for listed in explaining_loops(unnamed)] == [("polls-device",)]
+
+
+def test_loops_outside_the_symbols_that_read_no_device_are_not_listed() -> None:
+    # The boot loader's or the decompressor's loops, below the kernel's symbols.
     result = spinning_run()
     result.hot_loops.extend(HotLoop(start_pc=0x8000 + 0x40 * n, end_pc=0x8010 + 0x40 * n) for n in range(3))
-    lines = describe(analyse(result, SYMBOLS))
-    assert [line for line in lines if line.startswith("hot loop")] == [
-        next(line for line in lines if line.startswith("hot loop: spins in omap_irq_soft_reset")),
-        "hot loops: 3 more outside the kernel's symbols, reading no MMIO (--json lists them)",
-    ]
-    assert len(to_dict(analyse(result, SYMBOLS))["hot_loops"]) == 4
+    as_dict = to_dict(analyse(result, SYMBOLS))
+    assert [loop["function"] for loop in as_dict["hot_loops"]] == ["omap_irq_soft_reset"]
+    assert as_dict["hot_loops"][0]["kinds"] == ["ended-in", "polls-device"]
+    assert as_dict["computation_loops_not_shown"] == 3
 
 
 def test_a_loop_the_run_ended_in_polls_what_its_callees_read_repeatedly_at_the_end() -> None:
