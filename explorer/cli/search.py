@@ -415,6 +415,7 @@ def _print_report(work: Path, summary: dict[str, Any], report: dict[str, Any]) -
     console.print(
         f"[bold]machine[/]: cpu {machine['cpu']}, ram "
         + ", ".join(f"{region['base']}+{region['size']}" for region in machine["ram"])
+        + (f", PSCI calls by {machine['psci_conduit']} answered by QEMU" if machine["psci_conduit"] else "")
     )
     for device in [machine["interrupt_controller"], *machine["devices"]]:
         if device:

@@ -92,6 +92,7 @@ def parse_dtb(blob: bytes, source: str) -> DeviceTreeFacts:
         stdout_path=(_string(chosen, "stdout-path") or _string(chosen, "linux,stdout-path"))
         if chosen
         else None,
+        psci_method=_psci_method(nodes),
         cpus=tuple(
             compatible
             for node in nodes
@@ -99,6 +100,15 @@ def parse_dtb(blob: bytes, source: str) -> DeviceTreeFacts:
             for compatible in _strings(node, "compatible")
         ),
     )
+
+
+def _psci_method(nodes: list[_Node]) -> str | None:
+    """The /psci node's "method" ("smc" or "hvc"), when the tree has an enabled one: the kernel's
+    drivers/firmware/psci calls the firmware that way from setup_arch (psci_dt_init)."""
+    psci = next((n for n in nodes if n.path == "/psci"), None)
+    if psci is None or _status(psci) not in ("okay", "ok"):
+        return None
+    return _string(psci, "method")
 
 
 def _is_cpu(node: _Node) -> bool:

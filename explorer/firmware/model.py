@@ -168,6 +168,7 @@ class DeviceTreeFacts:
     bootargs: str | None
     stdout_path: str | None
     cpus: tuple[str, ...] = ()  # the compatibles of the /cpus/cpu@N nodes, in order
+    psci_method: str | None = None  # how the kernel calls PSCI firmware (/psci "method"), if it does
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -179,6 +180,7 @@ class DeviceTreeFacts:
             "bootargs": self.bootargs,
             "stdout_path": self.stdout_path,
             "cpus": list(self.cpus),
+            "psci_method": self.psci_method,
         }
 
     @classmethod
@@ -192,6 +194,7 @@ class DeviceTreeFacts:
             d["bootargs"],
             d["stdout_path"],
             tuple(d["cpus"]),
+            d["psci_method"],
         )
 
 

@@ -38,6 +38,10 @@ _INTEGER_FIELD_TYPES = {
 _NUMBER_MESSAGES = {"google.protobuf.UInt64Value", "google.protobuf.Value"}
 
 
+# How the kernel calls PSCI firmware, which QEMU then answers (empty: no PSCI).
+PSCI_CONDUITS = ("", "smc", "hvc")
+
+
 def validate(config: MachineConfig) -> None:
     """Raise BadInput naming the first field of `config` that no runner could use."""
     if config.target not in QEMU_TARGETS:
@@ -61,6 +65,10 @@ def validate(config: MachineConfig) -> None:
     _validate_mmio_rules(config)
     if config.HasField("tick"):
         _validate_tick(config)
+    if config.psci_conduit not in PSCI_CONDUITS:
+        raise BadInput(f"config: psci_conduit {config.psci_conduit!r} is not one of: smc, hvc (or empty)")
+    if config.psci_conduit and config.target != "arm":
+        raise BadInput(f"config: psci_conduit is for the arm target only, not {config.target!r}")
     _validate_unique([hook.address for hook in config.hooks], "hooks", "hook the same address twice")
     for index, hook in enumerate(config.hooks):
         if not hook.name or not hook.kind:

@@ -4,15 +4,17 @@ The initial state is the smallest machine that can run the kernel at all: a CPU 
 has that executes the kernel's instruction set, RAM where the kernel can live, an instruction
 budget, and the value model for every other address. It maps no device and no interrupt
 controller: those are for device discovery (explorer.search.operators.devices) to find from
-what the kernel touches. Invariants: it is a pure function of (firmware, target, seed); it never
-runs anything and never guesses a device; everything it chooses is a documented default or a
-fact of the firmware or its device tree.
+what the kernel touches. Firmware calls the device tree says the kernel makes (PSCI) are
+answered by QEMU. Invariants: it is a pure function of (firmware, target, seed); it never runs
+anything and never guesses a device; everything it chooses is a documented default or a fact of
+the firmware or its device tree.
 """
 
 from __future__ import annotations
 
 from explorer.errors import BadInput
 from explorer.firmware.model import Arch, Endian, Firmware
+from explorer.runner.config import PSCI_CONDUITS
 from explorer.search.state import State, Target
 
 # Guest instructions after which a run ends. Measured: armmp on the vexpress-a9 map reaches
@@ -106,6 +108,11 @@ def initial_state(firmware: Firmware, target: Target, seed: int) -> State:
         # A kernel that moves itself to a random address would run where no hook is: the search
         # watches the kernel by its symbols' link addresses.
         state.boot.cmdline = "nokaslr"
+    if firmware.device_tree is not None and firmware.device_tree.psci_method in PSCI_CONDUITS[1:]:
+        # The board's secure firmware answers PSCI calls (setup_arch -> psci_dt_init asks its
+        # version at once); with no EL3 or EL2 on our CPU the call would be undefined: QEMU
+        # answers instead.
+        state.psci_conduit = firmware.device_tree.psci_method
     state.seed = seed
     state.random_unruled_reads = True
     state.instruction_budget = INSTRUCTION_BUDGET

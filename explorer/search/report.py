@@ -62,6 +62,7 @@ def machine_summary(state: State) -> dict[str, Any]:
     as_dict = json_format.MessageToDict(state, preserving_proto_field_name=True)
     return {
         "cpu": state.cpu,
+        "psci_conduit": state.psci_conduit or None,
         "ram": [{"base": hex(region.base), "size": hex(region.size)} for region in state.ram],
         "interrupt_controller": _device(as_dict.get("interrupt_controller")),
         "devices": [_device(device) for device in as_dict.get("devices", [])],

@@ -33,6 +33,8 @@
  *            "ack_base": A,             raises the CPU's IRQ line every P ns (see
  *            "ack_size": N}             rehosting.c); the kernel's own handler reads
  *                                       the unmodelled controller's registers
+ *   "psci_conduit": "smc",              optional ("smc" or "hvc"): QEMU answers
+ *                                       the kernel's PSCI calls
  *   "mmio_rules": [ {"address": A, "constant": V} ]  catch-all answers
  *                                       (all rule kinds: rehosting.c)
  *   "unmapped_log_limit": 16            accesses to the catch-all region
@@ -250,6 +252,31 @@ static void create_devices(RehostingMachineState *s)
     }
 }
 
+/*
+ * "psci_conduit": "smc" or "hvc" (absent or "": none). QEMU then answers the
+ * kernel's PSCI calls itself (target/arm/psci.c: version, CPU_ON/OFF, system
+ * off and reset) instead of the SMC or HVC being undefined on a CPU without
+ * EL3 or EL2, and hw/arm/boot.c replaces the DTB's /psci node by one naming
+ * its own function IDs.
+ */
+static int psci_conduit(RehostingConfig *config)
+{
+    const char *conduit = rehosting_config_get_str(config, config->root,
+                                                   "psci_conduit", "config");
+
+    if (!conduit || !*conduit) {
+        return QEMU_PSCI_CONDUIT_DISABLED;
+    }
+    if (g_str_equal(conduit, "smc")) {
+        return QEMU_PSCI_CONDUIT_SMC;
+    }
+    if (g_str_equal(conduit, "hvc")) {
+        return QEMU_PSCI_CONDUIT_HVC;
+    }
+    rehosting_config_fail(config, "psci_conduit \"%s\" is not \"smc\" or "
+                          "\"hvc\"", conduit);
+}
+
 static void configure_boot(RehostingMachineState *s)
 {
     RehostingConfig *config = &s->config;
@@ -266,6 +293,7 @@ static void configure_boot(RehostingMachineState *s)
         s->boot.loader_start = rehosting_config_get_u64(config, boot,
                                                         "loader_start", "boot");
     }
+    s->boot.psci_conduit = psci_conduit(config);
 }
 
 static void rehosting_init(MachineState *machine)

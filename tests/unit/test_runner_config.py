@@ -109,6 +109,8 @@ def with_change(change: Change) -> dict:
         (lambda c: c["nops"].append({"address": "0xc0512340"}), "nops skip the same function twice"),
         (lambda c: c.update(tick=TICK), "tick and interrupt_controller both drive the CPU's IRQ line"),
         (lambda c: c.update(target="mipsel", tick=TICK), "tick is for the arm target only"),
+        (lambda c: c.update(psci_conduit="svc"), "psci_conduit 'svc' is not one of: smc, hvc"),
+        (lambda c: c.update(target="mipsel", psci_conduit="smc"), "psci_conduit is for the arm target only"),
         (lambda c: (c.pop("interrupt_controller"), c.update(tick={})), "tick.period_ns must be above 0"),
         (
             lambda c: (c.pop("interrupt_controller"), c.update(tick={**TICK, "ack_size": 2**64 - 1})),

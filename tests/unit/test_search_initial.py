@@ -168,3 +168,26 @@ def test_a_device_tree_without_cpus_gives_no_cpu_compatibles() -> None:
     tree = fdt.FDT()
     tree.add_item(fdt.PropWords("#address-cells", 1))
     assert parse_dtb(bytes(tree.to_dtb(version=17)), "given").cpus == ()
+
+
+def psci_tree(method: str, status: str = "okay") -> bytes:
+    tree = fdt.FDT()
+    tree.add_item(fdt.PropStrings("compatible", "arm,psci-1.0"), "/psci", create=True)
+    tree.add_item(fdt.PropStrings("method", method), "/psci")
+    tree.add_item(fdt.PropStrings("status", status), "/psci")
+    return bytes(tree.to_dtb(version=17))
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "conduit"), [("smc", "okay", "smc"), ("hvc", "okay", "hvc"), ("smc", "disabled", "")]
+)
+def test_psci_calls_the_device_tree_declares_are_answered_by_qemu_from_the_start(
+    method: str, status: str, conduit: str
+) -> None:
+    tree = parse_dtb(psci_tree(method, status), "given")
+    assert tree.psci_method == (method if status == "okay" else None)
+    assert initial_state(arm_firmware(device_tree=tree), TARGET, 0).psci_conduit == conduit
+
+
+def test_a_device_tree_without_psci_leaves_the_machine_without_it() -> None:
+    assert initial_state(firmware(), TARGET, 0).psci_conduit == ""
