@@ -278,7 +278,7 @@ def test_the_runner_starts_in_its_own_session_under_resource_limits(fake_build: 
 
 
 def test_missing_qemu_build_is_a_runner_error(tmp_path: Path) -> None:
-    with pytest.raises(RunnerError, match=r"native/build\.py"):
+    with pytest.raises(RunnerError, match="`explorer runner check`"):
         run(fake_config(tmp_path, "boots"), tmp_path / "no-build")
 
 
