@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from explorer.errors import BadInput, ExplorerError
+from explorer.errors import BadInput, ExplorerError, RunnerBuildFailed, RunnerNotBuilt
 from explorer.paths import cache_root
 
 # The qemu-system-TARGET binaries a build holds: the MachineConfig targets it can run.
@@ -40,14 +40,6 @@ BUILD_COMMAND = "explorer runner build"
 PACKAGED_SOURCES = "_sources"
 # The name native/build.py is loaded under (it is a script of the checkout, not a module of ours).
 _NATIVE_BUILD_MODULE = "explorer_native_build"
-
-
-class RunnerNotBuilt(BadInput):
-    """No runner build for this explorer in the cache (exit code 2); the message names the command."""
-
-
-class RunnerBuildFailed(ExplorerError):
-    """`explorer runner build` could not build it (exit code 1); the message says why."""
 
 
 def binary(target: str) -> str:
@@ -104,9 +96,9 @@ def pinned_builds() -> tuple[PinnedBuild, ...]:
     return tuple(PinnedBuild(identity, manifest) for identity, manifest in native_build().pinned_results())
 
 
-def pinned_build(cache: Path | None = None) -> Path | None:
-    """This explorer's finished build in the cache (default: explorer.paths.cache_root()), if there is one."""
-    builds = builds_directory(cache if cache is not None else cache_root())
+def pinned_build() -> Path | None:
+    """This explorer's finished build in the cache (explorer.paths.cache_root()), if there is one."""
+    builds = builds_directory(cache_root())
     for pinned in pinned_builds():
         if (builds / pinned.identity / MANIFEST).is_file():
             return builds / pinned.identity
@@ -116,7 +108,8 @@ def pinned_build(cache: Path | None = None) -> Path | None:
 def find_runner(override: Path | None) -> Path:
     """The build directory to run: `override` (--qemu, $EXPLORER_QEMU) when given, else the pinned build.
 
-    RunnerNotBuilt when neither is there: one line naming the one command that builds it.
+    An override is taken as it is (a run says what it lacks); without one, RunnerNotBuilt when
+    the cache has no build of this explorer: one line naming the one command that builds it.
     """
     if override is not None:
         return override
@@ -156,6 +149,7 @@ def build_problems(directory: Path) -> list[str]:
         except (OSError, ValueError) as error:
             problems.append(f"has an unreadable {MANIFEST} ({error})")
         else:
+            manifest = manifest if isinstance(manifest, dict) else {}
             differing = sorted(
                 key
                 for key in {*manifest, *pinned[identity].manifest}

@@ -11,8 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from explorer.cli import boot
-from explorer.errors import BadInput
-from explorer.runner.build import PLUGIN, RunnerNotBuilt
+from explorer.errors import BadInput, RunnerNotBuilt
+from explorer.runner.build import PLUGIN
 from explorer.runner.result import deserialize
 from tests.unit.test_runner_launch import install_fake_build
 
