@@ -27,6 +27,7 @@ from pathlib import Path
 
 from explorer import corpus
 from explorer.firmware.ingest import ingest
+from explorer.runner.build import find_runner
 from explorer.search.executor import Executor, Job, LocalPool
 from explorer.search.initial import initial_state
 from explorer.search.ray_executor import RayExecutor
@@ -77,9 +78,7 @@ def main() -> None:
     parser.add_argument("--instruction-budget", type=int, default=1_000_000_000)
     parser.add_argument("--qemu", type=Path, default=os.environ.get("EXPLORER_QEMU"))
     args = parser.parse_args()
-    if args.qemu is None:
-        raise SystemExit("give --qemu DIR (or EXPLORER_QEMU): the directory native/build.py prints")
-    setup = runner_setup(args.qemu)
+    setup = runner_setup(find_runner(args.qemu))
     jobs = kernel_jobs(args.jobs, args.instruction_budget)
     directory = Path(tempfile.mkdtemp(prefix="explorer-ray-"))
     cluster = LocalRayCluster(directory)

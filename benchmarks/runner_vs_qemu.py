@@ -30,7 +30,6 @@ import resource
 import selectors
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from pathlib import Path
 
 from explorer import corpus
 from explorer.firmware.ingest import ingest
+from explorer.runner import build as runner_build
 from explorer.runner.boards import vexpress_a9
 from explorer.runner.config import write_config
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
@@ -53,7 +53,6 @@ from explorer.runner.launch import (
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason
 
-REPO = Path(__file__).resolve().parents[1]
 DEBIAN_QEMU = Path("/usr/bin/qemu-system-arm")
 DEADLINE_SECONDS = 120.0  # a hang guard: a boot to user space takes about 5 s
 
@@ -91,13 +90,10 @@ def with_icount_shift(shift: int) -> tuple[str, ...]:
 
 
 def qemu_build() -> Path:
-    """$EXPLORER_QEMU, or the directory native/build.py prints (building it if needed)."""
+    """$EXPLORER_QEMU, or this explorer's runner build (building it if needed: explorer runner build)."""
     if os.environ.get("EXPLORER_QEMU"):
         return Path(os.environ["EXPLORER_QEMU"])
-    built = subprocess.run(
-        [sys.executable, str(REPO / "native" / "build.py")], capture_output=True, text=True, check=True
-    )
-    return Path(built.stdout.strip().splitlines()[-1])
+    return runner_build.build(None, os.cpu_count() or 1)
 
 
 def seconds_until_done(command: list[str], marker: bytes) -> float:
@@ -139,7 +135,7 @@ class Bench:
         self.dtb = the_corpus.dtb("armmp", "vexpress-v2p-ca9")
         self.initrd = the_corpus.initramfs("armhf")
         self.qemu_dir = qemu_dir
-        self.plugin_path = qemu_dir / "lib" / "librehost.so"
+        self.plugin_path = qemu_dir / runner_build.PLUGIN
         self.watched = watching_kernel(vexpress_a9(self.kernel, self.dtb, self.initrd), ingest(self.kernel))
         self.unwatched_path = scratch / "unwatched.json"
         write_config(vexpress_a9(self.kernel, self.dtb, self.initrd), self.unwatched_path)
@@ -177,7 +173,7 @@ class Bench:
         return ["-plugin", ",".join(arguments)]
 
     def our_qemu(self) -> Path:
-        return self.qemu_dir / "bin" / "qemu-system-arm"
+        return self.qemu_dir / runner_build.binary("arm")
 
     def reference(self) -> float:
         return seconds_until_done(self.stock(self.our_qemu()), self.marker)

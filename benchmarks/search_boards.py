@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from explorer import corpus
+from explorer.runner.build import find_runner
 
 DEFAULT_BOARDS = "vexpress-v2p-ca9,am335x-boneblack,sun7i-a20-cubieboard2,rk3288-tinker"
 
@@ -49,16 +50,15 @@ def main() -> None:
     parser.add_argument("--boards", default=DEFAULT_BOARDS)
     parser.add_argument("--budget", default="15m")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--qemu", default=os.environ.get("EXPLORER_QEMU") or Path(".venv/qemu-build").read_text().strip()
-    )
+    parser.add_argument("--qemu", type=Path, default=os.environ.get("EXPLORER_QEMU"))
     arguments = parser.parse_args()
+    qemu = str(find_runner(arguments.qemu))
     vexpress_wall = None
     print("| board | furthest | user space | wall s | runs | generations | master share | path |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="explorer-search-bench-") as scratch:
         for board in arguments.boards.split(","):
-            report = search(board, arguments.budget, arguments.workers, arguments.qemu, Path(scratch) / board)
+            report = search(board, arguments.budget, arguments.workers, qemu, Path(scratch) / board)
             path = " -> ".join(step["operator"] for step in report["best"]["path"])
             print(
                 f"| {board} | {report['furthest_milestone']} | {report['reached_userspace']} "

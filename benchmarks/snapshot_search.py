@@ -37,6 +37,7 @@ from typing import Any
 
 from explorer import corpus
 from explorer.firmware.ingest import ingest
+from explorer.runner.build import find_runner
 from explorer.runner.result import deserialize
 from explorer.search.engine import SNAPSHOT_COUNTERS, OperatorPhases, Search, SearchOptions
 from explorer.search.executor import LocalPool
@@ -176,8 +177,7 @@ def main() -> None:
     )
     parser.add_argument("--qemu", type=Path, default=os.environ.get("EXPLORER_QEMU"))
     args = parser.parse_args()
-    if args.qemu is None:
-        raise SystemExit("give --qemu DIR (or EXPLORER_QEMU): the directory native/build.py prints")
+    args.qemu = find_runner(args.qemu)
     searches = dict(
         zip(
             SEARCHES,

@@ -33,6 +33,15 @@ class RunnerError(ExplorerError):
     """A runner (one QEMU process) could not run: missing binary, a config QEMU refused."""
 
 
+class RunnerNotBuilt(BadInput):
+    """No runner build for this explorer in the cache (exit code 2); the message names the command
+    that builds it (explorer.runner.build)."""
+
+
+class RunnerBuildFailed(ExplorerError):
+    """`explorer runner build` could not build the runner (exit code 1); the message says why."""
+
+
 class RunnerProtocolError(RunnerError):
     """The runner's event stream is not a sequence of well-formed frames."""
 

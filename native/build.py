@@ -1,12 +1,14 @@
 """Build the runner's QEMU: a pinned upstream release with the `rehosting` machine compiled in.
 
-Run it with the project's Python: `.venv/bin/python native/build.py [--tarball PATH] [--jobs N]`.
-The last line printed is the directory holding bin/qemu-system-{arm,mipsel,mips},
-include/qemu-plugin.h and lib/librehost.so (native/rehost_plugin). That directory is named by a
-hash of everything that decides the result (QEMU version, tarball checksum, our patches, device
-selection, machine and plugin sources, configure flags), so a run with nothing changed returns in
-seconds. The unpacked tree and the build directory are
-kept per QEMU version, so a change to our machine's C recompiles only that file.
+Run it as `explorer runner build [--tarball PATH] [--jobs N]`, or with the project's Python:
+`.venv/bin/python native/build.py [--tarball PATH] [--jobs N]`. The last line printed is the
+result directory, whose layout (the QEMU binaries, the plugin header, the rehost plugin, the
+manifest) explorer.runner.build owns. That directory is named by a hash of everything that
+decides the result (QEMU version, tarball checksum, our patches, device selection, machine and
+plugin sources, configure flags): the build identity, which explorer.runner.build asks this
+script for (`pinned_results`) without building. So a run with nothing changed returns in seconds,
+and explorer finds the build of its own sources by name. The unpacked tree and the build
+directory are kept per QEMU version, so a change to our machine's C recompiles only that file.
 
 The source comes from Debian's source package, fetched with `apt-get source` through a private
 sources list under the cache (this script never edits /etc/apt), or from a local tarball.
@@ -31,9 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NATIVE_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(NATIVE_DIR.parent))
+if __name__ == "__main__":
+    # Run as a script from a checkout: the explorer beside it. (Loaded by explorer.runner.build,
+    # the explorer that loads it is already imported, and sys.path is left alone.)
+    sys.path.insert(0, str(NATIVE_DIR.parent))
 
-from explorer.paths import cache_root  # noqa: E402  (the script runs from a checkout)
+from explorer.paths import cache_root  # noqa: E402
+from explorer.runner import build as layout  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,9 @@ BUILD_DEPENDENCIES = (
 # The Debian tarball ships no python/wheels: configure needs these from PyPI in its --python venv.
 BUILD_PYTHON_PACKAGES = ("meson==1.9.0", "pycotap==1.3.1")
 
-TARGETS = ("arm-softmmu", "mipsel-softmmu", "mips-softmmu")
-BINARIES = ("qemu-system-arm", "qemu-system-mipsel", "qemu-system-mips")
+TARGETS = tuple(f"{target}-softmmu" for target in layout.TARGETS)
+# The binaries by their name in QEMU's build directory, which is also their name in a result's.
+BINARIES = {target: Path(layout.binary(target)).name for target in layout.TARGETS}
 DEVICES_NAME = "rehosting"
 CONFIGURE_FLAGS = (
     f"--target-list={','.join(TARGETS)}",
@@ -99,7 +106,6 @@ CONFIGURE_FLAGS = (
 
 # Our files and where they go in the QEMU tree.
 PLUGIN_SOURCE = NATIVE_DIR / "rehost_plugin" / "rehost.c"
-PLUGIN_LIBRARY = "librehost.so"
 MACHINE_DIR = NATIVE_DIR / "rehosting_machine"
 MACHINE_SOURCES = (
     (MACHINE_DIR / "rehosting.h", Path("include/hw/misc/rehosting.h")),
@@ -266,21 +272,44 @@ def our_patches() -> list[Path]:
     return sorted((NATIVE_DIR / "patches").glob("*.patch"))
 
 
-def tree_key(tarball: Tarball) -> str:
+def tree_key(tarball_sha256: str) -> str:
     """Everything that decides the patched tree except our machine's C (which is synced incrementally)."""
     digest = hashlib.sha256()
-    digest.update(tarball.sha256.encode())
+    digest.update(tarball_sha256.encode())
     for path in [*our_patches(), *(source for source, _ in DEVICE_SELECTIONS)]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
-def result_key(tarball: Tarball) -> str:
+def result_key(version: str, tarball_sha256: str) -> str:
+    """The build identity: the name of the result directory of this QEMU source built with our files."""
     digest = hashlib.sha256()
-    digest.update(f"{tarball.version}\0{tree_key(tarball)}\0{' '.join(CONFIGURE_FLAGS)}\0".encode())
+    digest.update(f"{version}\0{tree_key(tarball_sha256)}\0{' '.join(CONFIGURE_FLAGS)}\0".encode())
     for path in [*(source for source, _ in MACHINE_SOURCES), PLUGIN_SOURCE, EVENTS_PROTO]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def manifest(version: str, tarball_name: str, tarball_sha256: str) -> dict[str, object]:
+    """What a result's manifest says about the build of this QEMU source with our files."""
+    return {
+        "qemu_version": version,
+        "tarball": tarball_name,
+        "tarball_sha256": tarball_sha256,
+        "configure_flags": list(CONFIGURE_FLAGS),
+        "patches": [path.name for path in our_patches()],
+    }
+
+
+def pinned_results() -> list[tuple[str, dict[str, object]]]:
+    """The identity and the manifest of the result each pinned source makes, without building."""
+    return [
+        (
+            result_key(source.upstream_version, source.orig_sha256),
+            manifest(source.upstream_version, source.orig_name, source.orig_sha256),
+        )
+        for source in PINNED_SOURCES
+    ]
 
 
 def unpack(tarball: Tarball, tree: Path) -> None:
@@ -332,7 +361,7 @@ def prepare_tree(qemu_cache: Path, tarball: Tarball) -> tuple[Path, Path]:
     base = qemu_cache / f"qemu-{tarball.version}"
     tree, build = base / "src", base / "build"
     stamp = base / "tree-key"
-    key = tree_key(tarball)
+    key = tree_key(tarball.sha256)
     if not (stamp.is_file() and stamp.read_text() == key and tree.is_dir()):
         shutil.rmtree(build, ignore_errors=True)
         unpack(tarball, tree)
@@ -368,7 +397,7 @@ def build_plugin(result: Path) -> None:
     glib_flags = subprocess.run(
         ["pkg-config", "--cflags", "glib-2.0"], capture_output=True, text=True, check=True
     ).stdout.split()
-    (result / "lib").mkdir(exist_ok=True)
+    (result / layout.PLUGIN).parent.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rehost-plugin-") as generated:
         run(["protoc-c", f"-I{EVENTS_PROTO.parent}", f"--c_out={generated}", str(EVENTS_PROTO)])
         run(
@@ -385,7 +414,7 @@ def build_plugin(result: Path) -> None:
                 f"-I{MACHINE_DIR}",
                 *glib_flags,
                 "-o",
-                str(result / "lib" / PLUGIN_LIBRARY),
+                str(result / layout.PLUGIN),
                 str(PLUGIN_SOURCE),
                 str(Path(generated) / EVENTS_PROTO.with_suffix(".pb-c.c").name),
                 "-lprotobuf-c",
@@ -397,26 +426,21 @@ def install(tree: Path, build: Path, tarball: Tarball, destination: Path) -> Non
     """Copy the binaries and the plugin header into `destination`, atomically by rename."""
     staging = destination.with_name(destination.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    (staging / "bin").mkdir(parents=True)
-    (staging / "include").mkdir()
-    for binary in BINARIES:
-        shutil.copy2(build / binary, staging / "bin" / binary)
-    shutil.copy2(tree / "include" / "qemu" / "qemu-plugin.h", staging / "include" / "qemu-plugin.h")
+    staging.mkdir(parents=True)
+    for target, name in BINARIES.items():
+        (staging / layout.binary(target)).parent.mkdir(exist_ok=True)
+        shutil.copy2(build / name, staging / layout.binary(target))
+    (staging / layout.PLUGIN_HEADER).parent.mkdir()
+    shutil.copy2(tree / "include" / "qemu" / "qemu-plugin.h", staging / layout.PLUGIN_HEADER)
     build_plugin(staging)
-    manifest = {
-        "qemu_version": tarball.version,
-        "tarball": tarball.path.name,
-        "tarball_sha256": tarball.sha256,
-        "configure_flags": list(CONFIGURE_FLAGS),
-        "patches": [path.name for path in our_patches()],
-    }
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    written = manifest(tarball.version, tarball.path.name, tarball.sha256)
+    (staging / layout.MANIFEST).write_text(json.dumps(written, indent=2) + "\n")
     shutil.rmtree(destination, ignore_errors=True)
     staging.rename(destination)
 
 
 def build_qemu(local_tarball: Path | None, jobs: int) -> Path:
-    qemu_cache = cache_root() / "qemu"
+    qemu_cache = layout.builds_directory(cache_root())
     qemu_cache.mkdir(parents=True, exist_ok=True)
     # Test sessions run this script concurrently: one builds, the others wait and reuse its result.
     with (qemu_cache / "build.lock").open("w") as lock:
@@ -426,13 +450,13 @@ def build_qemu(local_tarball: Path | None, jobs: int) -> Path:
 
 def build_qemu_locked(qemu_cache: Path, local_tarball: Path | None, jobs: int) -> Path:
     tarball = locate_tarball(qemu_cache, local_tarball)
-    destination = qemu_cache / result_key(tarball)
-    if not (destination / "manifest.json").is_file():
+    destination = qemu_cache / result_key(tarball.version, tarball.sha256)
+    if not (destination / layout.MANIFEST).is_file():
         ensure_build_dependencies()
         python = ensure_build_python(qemu_cache)
         tree, build = prepare_tree(qemu_cache, tarball)
         configure(tree, build, python)
-        run(["ninja", "-C", str(build), f"-j{jobs}", *BINARIES])
+        run(["ninja", "-C", str(build), f"-j{jobs}", *BINARIES.values()])
         install(tree, build, tarball, destination)
     # A result's modification time is its last use: what pruning goes by.
     os.utime(destination)
@@ -449,7 +473,7 @@ RECENT_USE_SECONDS = 24 * 3600
 def prune_results(qemu_cache: Path, keep: Path) -> None:
     """Remove build results beyond the KEPT_RESULTS most recently used, if unused for a day."""
     results = sorted(
-        (path for path in qemu_cache.iterdir() if (path / "manifest.json").is_file() and path != keep),
+        (path for path in qemu_cache.iterdir() if (path / layout.MANIFEST).is_file() and path != keep),
         key=lambda path: path.stat().st_mtime,
         reverse=True,
     )

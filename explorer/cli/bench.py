@@ -26,12 +26,14 @@ from explorer.cli.search import (
     SNAPSHOTS_BY_DEFAULT,
     AddressOption,
     ExecutorOption,
+    QemuOption,
     SnapshotLimitOption,
     SnapshotsOption,
     parse_duration,
     parse_size,
 )
 from explorer.errors import BadInput
+from explorer.runner.build import find_runner
 from explorer.search.engine import GenerationReport
 from explorer.search.executor import Outcome
 from explorer.search.score import Score
@@ -64,10 +66,7 @@ def register(app: typer.Typer) -> None:
 
 def bench(
     set_name: Annotated[str, typer.Argument(metavar="SET", help="Set name or set file.")],
-    qemu: Annotated[
-        Path | None,
-        typer.Option(envvar="EXPLORER_QEMU", help="QEMU build directory (printed by native/build.py)."),
-    ] = None,
+    qemu: QemuOption = None,
     strategy: Annotated[
         list[str] | None,
         typer.Option(help=f"Repeatable; one of: {', '.join(STRATEGIES)} [default: best-first]."),
@@ -94,8 +93,6 @@ def bench(
     if report_only:
         _rebuild_report(directory)
         return
-    if qemu is None:
-        raise BadInput("no QEMU build: pass --qemu DIR (the directory `python native/build.py` prints)")
     if repeat < 1:
         raise BadInput(f"--repeat {repeat}: give at least 1")
     strategies = tuple(dict.fromkeys(strategy or ["best-first"]))
@@ -108,7 +105,7 @@ def bench(
         parse_size(snapshot_limit),
     )
     choice = ExecutorChoice(executor, address)
-    setup = runner_setup(qemu)
+    setup = runner_setup(find_runner(qemu))
     console = Console(stderr=True)
     progress = _Progress(console)
     try:

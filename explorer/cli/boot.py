@@ -17,6 +17,7 @@ from explorer.errors import BadInput
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware, SymbolTable
 from explorer.runner.analysis import analyse, describe, to_dict
+from explorer.runner.build import PLUGIN, find_runner
 from explorer.runner.config import read_config
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
 from explorer.runner.launch import Plugin, RunnerLimits, run
@@ -25,13 +26,14 @@ from explorer.runner.result import serialize
 EXAMPLE = """
 Example:
 
-  explorer boot vexpress-a9.json --qemu "$(python native/build.py | tail -1)" --console
+  explorer boot vexpress-a9.json --console
 
 CONFIG is a MachineConfig as JSON (proto/machine_config.proto; integers may be written "0x...").
-The QEMU build directory is the last line `python native/build.py` prints. Its rehost plugin is
-loaded unless --plugin names another, with the call stack, coverage and hot loops on. The
-kernel's recovered symbols name what the run reached, and give the standard hooks (boot
-milestones, initcalls, panic, halts, user space) the config does not list itself.
+It runs on this explorer's runner build (`explorer runner build` makes it) unless --qemu names
+another build directory. Its rehost plugin is loaded unless --plugin names another, with the
+call stack, coverage and hot loops on. The kernel's recovered symbols name what the run reached,
+and give the standard hooks (boot milestones, initcalls, panic, halts, user space) the config
+does not list itself.
 """
 
 _NO_SYMBOLS = SymbolTable((), "none", 0, "the kernel could not be ingested")
@@ -44,17 +46,18 @@ def register(app: typer.Typer) -> None:
 def boot(
     config: Annotated[Path, typer.Argument(help="MachineConfig JSON file.")],
     qemu: Annotated[
-        Path,
-        typer.Option(envvar="EXPLORER_QEMU", help="QEMU build directory (printed by native/build.py)."),
-    ],
+        Path | None,
+        typer.Option(
+            envvar="EXPLORER_QEMU",
+            help="Runner build directory to use [default: this explorer's, `explorer runner path`].",
+        ),
+    ] = None,
     console: Annotated[
         bool, typer.Option(help="Connect the guest console to this terminal instead of capturing it.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the named result as JSON.")] = False,
     deadline: Annotated[float, typer.Option(help="Wall-clock seconds before the run is killed.")] = 600.0,
-    plugin: Annotated[
-        Path | None, typer.Option(help="TCG plugin to load [default: QEMU/lib/librehost.so].")
-    ] = None,
+    plugin: Annotated[Path | None, typer.Option(help=f"TCG plugin to load [default: QEMU/{PLUGIN}].")] = None,
     plugin_arg: Annotated[
         list[str] | None,
         typer.Option(
@@ -69,14 +72,15 @@ def boot(
     ] = None,
 ) -> None:
     machine = read_config(config)
-    plugin_path = plugin or _build_plugin(qemu)
+    qemu_dir = find_runner(qemu)
+    plugin_path = plugin or _build_plugin(qemu_dir)
     firmware = _firmware(Path(machine.boot.kernel))
     if firmware is not None and kernel_hooks and plugin_path is not None:
         machine = watching_kernel(machine, firmware)
     observation = STANDARD_OBSERVATION if plugin_arg is None else tuple(plugin_arg)
     loaded = Plugin(plugin_path, observation) if plugin_path is not None else None
     finished = run(
-        machine, qemu, plugin=loaded, limits=RunnerLimits(deadline_seconds=deadline), console=console
+        machine, qemu_dir, plugin=loaded, limits=RunnerLimits(deadline_seconds=deadline), console=console
     )
     if result_out is not None:
         result_out.write_bytes(serialize(finished.result))
@@ -90,8 +94,8 @@ def boot(
 
 
 def _build_plugin(qemu: Path) -> Path | None:
-    """The rehost plugin of the QEMU build, when it has one."""
-    candidate = qemu / "lib" / "librehost.so"
+    """The rehost plugin of the runner build, when it has one."""
+    candidate = qemu / PLUGIN
     return candidate if candidate.is_file() else None
 
 

@@ -21,13 +21,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from explorer.cli import bench, boot, corpus, inspect, search
+    from explorer.cli import bench, boot, corpus, inspect, runner, search
 
     inspect.register(app)
     boot.register(app)
     search.register(app)
     bench.register(app)
     app.add_typer(corpus.app, name="corpus")
+    app.add_typer(runner.app, name="runner")
 
 
 def run() -> None:

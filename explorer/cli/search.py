@@ -23,6 +23,7 @@ from rich.table import Table
 from explorer.errors import BadInput
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
+from explorer.runner.build import PLUGIN, find_runner
 from explorer.runner.config import write_config
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin, RunnerLimits, run
@@ -44,7 +45,11 @@ from explorer.search.strategy import STRATEGIES
 from explorer.store import Store
 
 QemuOption = Annotated[
-    Path, typer.Option(envvar="EXPLORER_QEMU", help="QEMU build directory (printed by native/build.py).")
+    Path | None,
+    typer.Option(
+        envvar="EXPLORER_QEMU",
+        help="Runner build directory to use [default: this explorer's, `explorer runner path`].",
+    ),
 ]
 # Value rules `show` prints before it only counts the rest (--json has them all).
 RULES_SHOWN = 12
@@ -133,7 +138,7 @@ def search(
     firmware: Annotated[
         Path, typer.Argument(help="Kernel image (zImage, uImage, Image, vmlinux) or flash dump.")
     ],
-    qemu: QemuOption,
+    qemu: QemuOption = None,
     dtb: Annotated[Path | None, typer.Option(help="Device tree blob to boot with.")] = None,
     board_id: Annotated[int | None, typer.Option(help="ARM machine type number for an ATAG boot.")] = None,
     initrd: Annotated[Path | None, typer.Option(help="Initial RAM disk (e.g. the marker initramfs).")] = None,
@@ -177,8 +182,8 @@ def search(
         snapshots=snapshots,
         snapshot_limit_bytes=parse_size(snapshot_limit),
     )
-    # The executor first: a cluster that cannot be reached leaves no work directory behind.
-    setup = runner_setup(qemu)
+    # The runner and the executor first: without them, no work directory is left behind.
+    setup = runner_setup(find_runner(qemu))
     with opened_executor(choice, options.workers, setup) as runs:
         store, facts, target = create_search(work, target, options)
         for what, origin in store.metadata()["boot_files"].items():
@@ -189,7 +194,7 @@ def search(
 
 def resume(
     work: Annotated[Path, typer.Argument(help="Work directory of a search.")],
-    qemu: QemuOption,
+    qemu: QemuOption = None,
     budget: Annotated[
         str | None, typer.Option(help="Budget for this session [default: what is left of the search's].")
     ] = None,
@@ -207,7 +212,7 @@ def resume(
         facts, target, session = resumed_session(
             store, parse_duration(budget) if budget else None, workers, snapshots, limit_bytes
         )
-        setup = runner_setup(qemu)
+        setup = runner_setup(find_runner(qemu))
         with opened_executor(choice, session.workers, setup) as runs:
             _search(store, facts, target, session, setup, runs, work)
 
@@ -252,12 +257,15 @@ def show(
 def replay(
     work: Annotated[Path, typer.Argument(help="Work directory of a search.")],
     state: Annotated[str, typer.Argument(help="State id or prefix.")],
-    qemu: QemuOption,
+    qemu: QemuOption = None,
     deadline: Annotated[float, typer.Option(help="Wall-clock seconds before the run is killed.")] = 600.0,
 ) -> None:
+    qemu_dir = find_runner(qemu)
     config, _ = _bootable(work, state)
-    plugin = Plugin(qemu / "lib" / "librehost.so", STANDARD_OBSERVATION)
-    finished = run(config, qemu, plugin=plugin, limits=RunnerLimits(deadline_seconds=deadline), console=True)
+    plugin = Plugin(qemu_dir / PLUGIN, STANDARD_OBSERVATION)
+    finished = run(
+        config, qemu_dir, plugin=plugin, limits=RunnerLimits(deadline_seconds=deadline), console=True
+    )
     reason = finished.result.exit.detail or "the run ended"
     print(f"\nexplorer: replay ended: {reason} ({finished.wall_seconds:.1f} s)")
 

@@ -20,10 +20,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.struct_pb2 import Value
 
 from explorer.errors import BadInput
+from explorer.runner.build import TARGETS
 from explorer.runner.machine_config_pb2 import Device, MachineConfig
-
-# The qemu-system-* targets our QEMU build provides (native/build.py).
-QEMU_TARGETS = ("arm", "mipsel", "mips")
 
 # Struct numbers are doubles: integers above this would silently lose bits.
 _LARGEST_EXACT_INTEGER = 2**53
@@ -44,8 +42,8 @@ PSCI_CONDUITS = ("", "smc", "hvc")
 
 def validate(config: MachineConfig) -> None:
     """Raise BadInput naming the first field of `config` that no runner could use."""
-    if config.target not in QEMU_TARGETS:
-        raise BadInput(f"config: target {config.target!r} is not one of {', '.join(QEMU_TARGETS)}")
+    if config.target not in TARGETS:
+        raise BadInput(f"config: target {config.target!r} is not one of {', '.join(TARGETS)}")
     if not config.cpu:
         raise BadInput('config: cpu is missing (a QEMU CPU model such as "cortex-a9")')
     if not config.boot.kernel:

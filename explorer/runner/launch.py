@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from explorer.errors import RunnerError, RunnerProtocolError
+from explorer.runner.build import binary, build_identity
 from explorer.runner.config import validate, write_config
 from explorer.runner.machine_config_pb2 import HookKind, MachineConfig
 from explorer.runner.protocol import EventDecoder, encode_frame
@@ -49,7 +50,6 @@ from explorer.runner.snapshot import (
     VM_FILE,
     Manifest,
     Qmp,
-    build_identity,
     plugin_state_icount,
     read_manifest,
     resumed_capture,
@@ -135,14 +135,11 @@ class StockBoard:
 
 
 def qemu_binary(qemu_dir: Path, target: str) -> Path:
-    """The qemu-system-TARGET of a QEMU build result directory (native/build.py prints it)."""
-    binary = qemu_dir / "bin" / f"qemu-system-{target}"
-    if not binary.is_file():
-        raise RunnerError(
-            f"no QEMU for {target} at {binary}: build it with `python native/build.py` "
-            "and pass the directory it prints"
-        )
-    return binary
+    """The qemu-system-TARGET of a runner build directory (explorer.runner.build)."""
+    path = qemu_dir / binary(target)
+    if not path.is_file():
+        raise RunnerError(f"no QEMU for {target} at {path}: `explorer runner check` says what is wrong")
+    return path
 
 
 def stock_machines(qemu_dir: Path, target: str) -> frozenset[str]:

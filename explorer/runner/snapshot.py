@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.errors import RunnerError
+from explorer.runner.build import build_identity
 from explorer.runner.result import BoundedBytes
 
 VM_FILE = "vm.mig"
@@ -60,11 +61,6 @@ class Manifest:
     icount: int
     config: bytes
     console_dropped: int
-
-
-def build_identity(qemu_dir: Path) -> str:
-    """The build a snapshot belongs to: native/build.py names its result directory by a content hash."""
-    return qemu_dir.resolve().name
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

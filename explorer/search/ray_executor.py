@@ -8,10 +8,10 @@ through Ray's object store, never through an assumed shared filesystem:
   session), named by their sha256; a worker writes each into its own cache under
   <cache>/ray/files/<sha256>/<name> and boots a copy of the config rewritten to those paths;
 - the runner build: a worker runs its own build when it has one (the directory $EXPLORER_QEMU
-  names on the worker, else <cache>/qemu/<hash> that native/build.py made there) and otherwise the
-  master's, received as just bin/qemu-system-TARGET, lib/librehost.so and manifest.json into
-  <cache>/ray/builds/<hash>/. The hash is the build directory's name (native/build.py's content
-  hash of everything that makes the build).
+  names on the worker, else the master's build by hash in the worker's cache, where
+  `explorer runner build` made it) and otherwise the master's, received as just its QEMU for the
+  target, its plugin and its manifest into <cache>/ray/builds/<hash>/. The hash is the build
+  identity (explorer.runner.build: native/build.py's content hash of everything that makes it).
 
 - snapshots (explorer.search.snapshots, the engine's `Job.snapshot`): a save job boots on a
   worker into a directory of the worker's own, and the snapshot's files come back as the task's
@@ -63,16 +63,10 @@ import ray.exceptions
 
 from explorer.errors import BadInput, ExplorerError, RunnerError
 from explorer.paths import cache_root
+from explorer.runner.build import MANIFEST, PLUGIN, binary, build_identity, builds_directory
 from explorer.runner.launch import Plugin
 from explorer.runner.machine_config_pb2 import MachineConfig
-from explorer.runner.snapshot import (
-    CONSOLE_FILE,
-    EVENTS_FILE,
-    MANIFEST_FILE,
-    PLUGIN_STATE_FILE,
-    VM_FILE,
-    build_identity,
-)
+from explorer.runner.snapshot import CONSOLE_FILE, EVENTS_FILE, MANIFEST_FILE, PLUGIN_STATE_FILE, VM_FILE
 from explorer.search.executor import Job, Outcome, RunnerSetup, SnapshotUse, run_job
 from explorer.search.snapshots import MAX_SNAPSHOTS_PER_GENERATION
 
@@ -82,8 +76,6 @@ WORKER_DEATH_RETRIES = 3
 CONNECT_TIMEOUT_SECONDS = 5.0
 # The MachineConfig.boot fields that name files on the master.
 BOOT_FILES = ("kernel", "dtb", "initrd")
-MANIFEST = "manifest.json"
-PLUGIN = "lib/librehost.so"
 _FILE_MODE = 0o644
 _PROGRAM_MODE = 0o755
 # A snapshot directory's files (explorer.runner.snapshot), the manifest last: it is written last,
@@ -118,10 +110,10 @@ class ShippedFile:
 class ShippedBuild:
     """The master's runner build, as much of it as one target's runs need."""
 
-    # The build directory's name (its real one: explorer.runner.snapshot.build_identity):
-    # native/build.py's hash of everything that makes the build, which snapshots carry too.
+    # explorer.runner.build.build_identity: native/build.py's hash of everything that makes the
+    # build, which snapshots carry too.
     build_hash: str
-    # By path in the build directory: bin/qemu-system-TARGET, lib/librehost.so, manifest.json.
+    # By path in the build directory (explorer.runner.build): the target's QEMU, PLUGIN, MANIFEST.
     files: dict[str, ShippedFile]
 
 
@@ -157,11 +149,6 @@ class TaskResult:
     outcome: Outcome
     # By file name (SNAPSHOT_FILES); None when the run ended before its point or was no save.
     saved: dict[str, bytes] | None = None
-
-
-def binary_path(target: str) -> str:
-    """Where a build directory holds the QEMU of `target` (the config's target: arm, mips, mipsel)."""
-    return f"bin/qemu-system-{target}"
 
 
 def snapshot_digest(file_digests: Mapping[str, str]) -> str:
@@ -210,7 +197,7 @@ class Shipper:
 
     def build(self, target: str) -> ShippedBuild:
         if target not in self._builds:
-            paths = (binary_path(target), PLUGIN, MANIFEST)
+            paths = (binary(target), PLUGIN, MANIFEST)
             files = {path: self.file(self._qemu_dir / path) for path in paths}
             self._builds[target] = ShippedBuild(build_identity(self._qemu_dir), files)
         return self._builds[target]
@@ -292,14 +279,15 @@ def localized(
 def worker_build(build: ShippedBuild, target: str, own: Path | None, cache: Path, fetch: Fetch) -> Path:
     """The build directory this worker runs `target` with; RunnerError if its own build is another.
 
-    Its own: `own` ($EXPLORER_QEMU on the worker), else cache/qemu/<hash> when native/build.py
-    made it there. Without one, the shipped build, written under cache/ray/builds/<hash>/.
+    Its own: `own` ($EXPLORER_QEMU on the worker), else the master's build by hash in `cache` when
+    `explorer runner build` made it there. Without one, the shipped build, written under
+    cache/ray/builds/<hash>/.
     """
-    native = cache / "qemu" / build.build_hash
+    native = builds_directory(cache) / build.build_hash
     if own is None and (native / MANIFEST).is_file():
         own = native
     if own is not None:
-        refuse_another_build(own, build, (binary_path(target), PLUGIN))
+        refuse_another_build(own, build, (binary(target), PLUGIN))
         return own
     directory = cache / "ray" / "builds" / build.build_hash
     for path, shipped in build.files.items():
@@ -310,7 +298,9 @@ def worker_build(build: ShippedBuild, target: str, own: Path | None, cache: Path
 def refuse_another_build(directory: Path, build: ShippedBuild, needed: Sequence[str]) -> None:
     """RunnerError, in one line naming both hashes, unless `directory` is the build the master runs."""
     worker = f"worker {socket.gethostname()}: its runner build {build_identity(directory)}"
-    fix = "build the master's there (native/build.py), or unset EXPLORER_QEMU there to receive it through Ray"
+    fix = (
+        "run `explorer runner build` there, or unset EXPLORER_QEMU there to receive the master's through Ray"
+    )
     if build_identity(directory) != build.build_hash:
         raise RunnerError(f"{worker} is not the master's {build.build_hash}: {fix}")
     manifest = directory / MANIFEST

@@ -29,6 +29,7 @@ from explorer.firmware.boot_files import boot_files
 from explorer.firmware.ingest import ingest, read_input
 from explorer.firmware.locate import locate_kernel
 from explorer.firmware.model import Firmware
+from explorer.runner.build import BUILD_COMMAND, PLUGIN
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin
 from explorer.search.engine import Observer, Search, SearchOptions
@@ -156,12 +157,10 @@ def resumed_session(
 
 
 def runner_setup(qemu: Path) -> RunnerSetup:
-    """What the runners need from the QEMU build; BadInput if it has no rehost plugin."""
-    plugin_path = qemu / "lib" / "librehost.so"
+    """What the runners need from the runner build in `qemu`; BadInput if it has no rehost plugin."""
+    plugin_path = qemu / PLUGIN
     if not plugin_path.is_file():
-        raise BadInput(
-            f"no rehost plugin at {plugin_path}: pass the directory `python native/build.py` prints"
-        )
+        raise BadInput(f"no rehost plugin at {plugin_path}: {qemu} is not a runner build ({BUILD_COMMAND})")
     return RunnerSetup(qemu, Plugin(plugin_path, STANDARD_OBSERVATION))
 
 

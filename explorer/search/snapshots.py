@@ -31,9 +31,10 @@ from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 from explorer.errors import RunnerError
+from explorer.runner.build import build_identity
 from explorer.runner.machine_config_pb2 import Device
 from explorer.runner.rehost_pb2 import MmioAccess, RunResult
-from explorer.runner.snapshot import build_identity, read_manifest
+from explorer.runner.snapshot import read_manifest
 from explorer.search.models import MODEL_SPANS
 from explorer.search.state import SEARCH_MMIO_EVENT_LIMIT, State, canonical_bytes
 

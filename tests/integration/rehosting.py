@@ -19,6 +19,7 @@ from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.boards import vexpress_a9
+from explorer.runner.build import PLUGIN, binary
 from explorer.runner.config import to_json
 from explorer.runner.kernel_hooks import MILESTONES as MILESTONES  # re-exported for the plugin tests
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
@@ -91,7 +92,7 @@ def run_until(command: list[str], marker: str) -> tuple[bool, str]:
 def rehosting_command(qemu_build: Path, config: Path, target: str = "arm") -> list[str]:
     """QEMU's command line for the rehosting machine of `target` ("arm", "mipsel", "mips")."""
     return [
-        str(qemu_build / "bin" / f"qemu-system-{target}"),
+        str(qemu_build / binary(target)),
         "-M",
         f"rehosting,config={config}",
         "-nodefaults",
@@ -155,7 +156,7 @@ def run_plugin(qemu_build: Path, command: list[str], arguments: str) -> PluginRu
             "-d",
             "plugin",
             "-plugin",
-            f"{qemu_build / 'lib' / 'librehost.so'},{arguments}",
+            f"{qemu_build / PLUGIN},{arguments}",
         ],
         capture_output=True,
         text=True,
@@ -197,5 +198,5 @@ def boot_state(
     config = bootable(state, target, firmware)
     if stuck_reads is not None:
         config.stuck_reads = stuck_reads
-    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    plugin = Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
     return run(config, qemu_build, plugin=plugin, limits=RunnerLimits(deadline_seconds=deadline)).result

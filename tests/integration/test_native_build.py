@@ -12,17 +12,18 @@ from pathlib import Path
 import pytest
 
 from explorer.corpus import USERSPACE_MARKER, Corpus
+from explorer.runner.build import MANIFEST, PLUGIN, PLUGIN_HEADER, TARGETS, binary
 from tests.integration.rehosting import build_native, rehosting_command, run_until, vexpress_a9_config
 
 pytestmark = pytest.mark.qemu
 
 
 def test_build_result_holds_binaries_plugin_header_plugin_and_manifest(qemu_build: Path) -> None:
-    for binary in ("qemu-system-arm", "qemu-system-mipsel", "qemu-system-mips"):
-        assert (qemu_build / "bin" / binary).is_file()
-    assert "#define QEMU_PLUGIN_VERSION 5" in (qemu_build / "include" / "qemu-plugin.h").read_text()
-    assert (qemu_build / "lib" / "librehost.so").is_file()
-    manifest = json.loads((qemu_build / "manifest.json").read_text())
+    for target in TARGETS:
+        assert (qemu_build / binary(target)).is_file()
+    assert "#define QEMU_PLUGIN_VERSION 5" in (qemu_build / PLUGIN_HEADER).read_text()
+    assert (qemu_build / PLUGIN).is_file()
+    manifest = json.loads((qemu_build / MANIFEST).read_text())
     assert manifest["qemu_version"].startswith("10.2.")
     assert "--enable-plugins" in manifest["configure_flags"]
 
@@ -33,7 +34,7 @@ def test_rebuild_with_nothing_changed_returns_the_same_directory(qemu_build: Pat
 
 def test_build_offers_the_rehosting_machine_and_the_stock_boards(qemu_build: Path) -> None:
     machines = subprocess.run(
-        [str(qemu_build / "bin" / "qemu-system-arm"), "-M", "help"],
+        [str(qemu_build / binary("arm")), "-M", "help"],
         capture_output=True,
         text=True,
         check=True,
@@ -124,7 +125,7 @@ def test_missing_config_stops_qemu_with_one_line(
 ) -> None:
     completed = subprocess.run(
         [
-            str(qemu_build / "bin" / "qemu-system-arm"),
+            str(qemu_build / binary("arm")),
             "-M",
             machine_option,
             "-nodefaults",

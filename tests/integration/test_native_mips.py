@@ -17,6 +17,7 @@ import pytest
 from explorer.corpus import USERSPACE_MARKER, Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
+from explorer.runner.build import binary
 from tests.integration.rehosting import (
     GENEROUS_BUDGET,
     MILESTONES,
@@ -69,9 +70,9 @@ def malta_config(corpus: Corpus) -> dict:
 
 
 def test_build_offers_the_mips_rehosting_machine(qemu_build: Path) -> None:
-    for binary in ("qemu-system-mipsel", "qemu-system-mips"):
+    for target in ("mipsel", "mips"):
         machines = subprocess.run(
-            [str(qemu_build / "bin" / binary), "-M", "help"], capture_output=True, text=True, check=True
+            [str(qemu_build / binary(target)), "-M", "help"], capture_output=True, text=True, check=True
         ).stdout
         assert "rehosting" in machines
 

@@ -22,6 +22,7 @@ import pytest
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
+from explorer.runner.build import PLUGIN, binary
 from explorer.runner.protocol import EventDecoder
 from explorer.runner.rehost_pb2 import Event, MmioAccess
 from tests.integration.rehosting import BOOT_DEADLINE_SECONDS, DETERMINISM_OPTIONS, plugin_arguments
@@ -141,10 +142,10 @@ def run_machine(
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps({**config, "events_fd": write_end}))
     command = [
-        str(qemu_build / "bin" / f"qemu-system-{target}"),
+        str(qemu_build / binary(target)),
         *("-M", f"rehosting,config={config_path}", "-nodefaults", "-display", "none", "-serial", "null"),
         *DETERMINISM_OPTIONS,
-        *("-d", "plugin", "-plugin", f"{qemu_build / 'lib' / 'librehost.so'},{plugin}"),
+        *("-d", "plugin", "-plugin", f"{qemu_build / PLUGIN},{plugin}"),
     ]
     stderr_path = tmp_path / "stderr.txt"
     with stderr_path.open("wb") as stderr:
@@ -341,7 +342,7 @@ def test_a_master_gone_ends_the_run_quietly(qemu_build: Path, tmp_path: Path) ->
     config = tiny_config(tmp_path, POLL_FOREVER, mmio_event_limit="10", events_fd=write_end)
     config_path.write_text(json.dumps(config))
     command = [
-        str(qemu_build / "bin" / "qemu-system-arm"),
+        str(qemu_build / binary("arm")),
         *("-M", f"rehosting,config={config_path}", "-nodefaults", "-display", "none", "-serial", "null"),
     ]
     try:

@@ -14,6 +14,7 @@ import pytest
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
+from explorer.runner.build import PLUGIN, binary
 from tests.integration.rehosting import (
     GENEROUS_BUDGET,
     MILESTONES,
@@ -136,14 +137,14 @@ def test_budget_ends_the_run_within_one_loop_iteration(
 def test_plugin_rejects_a_malformed_argument(qemu_build: Path, argument: str, complaint: str) -> None:
     completed = subprocess.run(
         [
-            str(qemu_build / "bin" / "qemu-system-arm"),
+            str(qemu_build / binary("arm")),
             "-M",
             "vexpress-a9",
             "-nodefaults",
             "-display",
             "none",
             "-plugin",
-            f"{qemu_build / 'lib' / 'librehost.so'},{argument}",
+            f"{qemu_build / PLUGIN},{argument}",
         ],
         capture_output=True,
         text=True,

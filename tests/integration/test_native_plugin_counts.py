@@ -22,6 +22,7 @@ import pytest
 
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
+from explorer.runner.build import PLUGIN
 from explorer.runner.config import config_from_dict
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
 from explorer.runner.launch import Plugin, RunnerLimits, run
@@ -59,7 +60,7 @@ def am335x(corpus: Corpus, *, reset_done: bool) -> MachineConfig:
 
 @pytest.fixture(scope="module")
 def plugin(qemu_build: Path) -> Plugin:
-    return Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    return Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
 
 
 @pytest.fixture(scope="module")

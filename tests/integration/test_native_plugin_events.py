@@ -15,6 +15,7 @@ import pytest
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
+from explorer.runner.build import PLUGIN
 from explorer.runner.config import config_from_dict
 from explorer.runner.launch import Plugin, RunnerLimits, run
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
@@ -38,7 +39,7 @@ def armmp_firmware(corpus: Corpus) -> Firmware:
 
 def run_watched(qemu_build: Path, raw_config: dict, arguments: tuple[str, ...]) -> RunResult:
     config = config_from_dict({"target": "arm", **raw_config})
-    plugin = Plugin(qemu_build / "lib" / "librehost.so", arguments)
+    plugin = Plugin(qemu_build / PLUGIN, arguments)
     return run(
         config, qemu_build, plugin=plugin, limits=RunnerLimits(deadline_seconds=BOOT_DEADLINE_SECONDS)
     ).result

@@ -18,6 +18,7 @@ from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.runner import launch
 from explorer.runner.boards import vexpress_a9
+from explorer.runner.build import PLUGIN
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
 from explorer.runner.launch import Plugin, RunnerLimits, run
 from explorer.runner.rehost_pb2 import ExitReason
@@ -34,7 +35,7 @@ def test_five_runs_of_one_state_serialize_to_identical_bytes(qemu_build: Path, c
     config = watching_kernel(config, ingest(kernel))
     config.seed = 20261125
     config.mmio_event_limit = 4096
-    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    plugin = Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
     limits = RunnerLimits(deadline_seconds=BOOT_DEADLINE_SECONDS)
     results = [run(config, qemu_build, plugin=plugin, limits=limits).result for _ in range(RUNS)]
     first = results[0]

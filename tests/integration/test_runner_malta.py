@@ -18,6 +18,7 @@ from explorer.corpus import Corpus
 from explorer.errors import BadInput
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
+from explorer.runner.build import PLUGIN
 from explorer.runner.config import config_from_dict, to_json, validate
 from explorer.runner.kernel_hooks import MILESTONES, STANDARD_OBSERVATION, watching_kernel
 from explorer.runner.launch import Plugin, RunnerLimits, run
@@ -100,7 +101,7 @@ def test_a_bad_isa_section_is_refused_before_qemu_starts(
 @pytest.fixture(scope="module")
 def malta_runs(qemu_build: Path, malta: MachineConfig) -> tuple[RunResult, RunResult]:
     """Two runs of the same state and seed, one QEMU at a time."""
-    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    plugin = Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
     limits = RunnerLimits(deadline_seconds=BOOT_DEADLINE_SECONDS)
     first, second = (run(malta, qemu_build, plugin=plugin, limits=limits).result for _ in range(2))
     return first, second
@@ -143,7 +144,7 @@ def test_a_malta_run_continued_from_a_snapshot_equals_its_full_boot(
     # from snapshots by default, on either machine).
     full = malta_runs[0]
     point = int(full.exit.icount * share)
-    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    plugin = Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
     limits = RunnerLimits(deadline_seconds=BOOT_DEADLINE_SECONDS)
     prefix = run(malta, qemu_build, plugin=plugin, limits=limits, snapshot_at=point, snapshot_dir=tmp_path)
     assert prefix.result.partial and point <= prefix.result.exit.icount < point + 10_000, prefix.result.exit

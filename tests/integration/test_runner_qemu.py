@@ -19,6 +19,7 @@ import pytest
 
 from explorer.corpus import USERSPACE_MARKER, Corpus
 from explorer.errors import RunnerError
+from explorer.runner.build import binary
 from explorer.runner.config import config_from_dict, write_config
 from explorer.runner.launch import Run, RunnerLimits, run
 from explorer.runner.machine_config_pb2 import MachineConfig
@@ -115,7 +116,7 @@ def test_deadline_kills_a_spinning_guest_and_leaves_no_qemu(qemu_build: Path, tm
     config = tiny_image_config(tmp_path, (BRANCH_TO_SELF,))
     finished = run(config, qemu_build, limits=RunnerLimits(deadline_seconds=2))
     assert finished.result.exit.reason == ExitReason.EXIT_TIMEOUT and finished.result.partial
-    assert qemu_children_of(os.getpid(), qemu_build / "bin" / "qemu-system-arm") == []
+    assert qemu_children_of(os.getpid(), qemu_build / binary("arm")) == []
 
 
 DRIVER = """
@@ -130,7 +131,7 @@ run(read_config(Path(sys.argv[2])), Path(sys.argv[1]))
 def test_killing_the_driver_takes_its_qemu_down(qemu_build: Path, tmp_path: Path) -> None:
     config_path = tmp_path / "spin.json"
     write_config(tiny_image_config(tmp_path, (BRANCH_TO_SELF,)), config_path)
-    qemu = qemu_build / "bin" / "qemu-system-arm"
+    qemu = qemu_build / binary("arm")
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(qemu_build), str(config_path)], cwd=REPO)
     try:
         wait_until(lambda: qemu_children_of(driver.pid, qemu), "the driver to start QEMU")

@@ -20,6 +20,7 @@ from explorer.corpus import Corpus
 from explorer.errors import RunnerError
 from explorer.firmware.ingest import ingest
 from explorer.runner.boards import vexpress_a9
+from explorer.runner.build import PLUGIN
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
 from explorer.runner.launch import Plugin, RunnerLimits, run
 from explorer.runner.machine_config_pb2 import MachineConfig
@@ -50,7 +51,7 @@ def parent(corpus: Corpus) -> MachineConfig:
 
 @pytest.fixture(scope="module")
 def plugin(qemu_build: Path) -> Plugin:
-    return Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    return Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
 
 
 @pytest.fixture(scope="module")

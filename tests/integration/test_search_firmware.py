@@ -22,6 +22,7 @@ import pytest
 
 from explorer.firmware.ingest import ingest
 from explorer.runner.analysis import RunAnalysis, analyse
+from explorer.runner.build import PLUGIN
 from explorer.runner.config import config_from_dict, read_config
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
 from explorer.runner.launch import Plugin, RunnerLimits, run
@@ -77,7 +78,7 @@ def program_config(elf: Path, dtb: Path | None = None, **fields: object) -> Mach
 
 
 def boot(qemu_build: Path, config: MachineConfig) -> tuple[RunResult, RunAnalysis]:
-    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    plugin = Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
     result = run(config, qemu_build, plugin=plugin, limits=RUNNER_LIMITS).result
     return result, analyse(result, ingest(Path(config.boot.kernel)).symbols)
 

@@ -14,6 +14,7 @@ from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.boards import vexpress_a9
+from explorer.runner.build import PLUGIN
 from explorer.runner.config import config_from_dict
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin
@@ -30,7 +31,7 @@ pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
 
 
 def boot(state: State, target: Target, firmware: Firmware, qemu_build: Path) -> RunResult:
-    setup = RunnerSetup(qemu_build, Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION))
+    setup = RunnerSetup(qemu_build, Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION))
     config = bootable(state, target, firmware).SerializeToString()
     return deserialize(run_job(Job(state_id(state), config, BOOT_DEADLINE_SECONDS), setup).result)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from explorer.runner.build import binary
 from explorer.search.executor import Job
 from explorer.search.ray_executor import RayExecutor
 from explorer.search.session import runner_setup
@@ -78,7 +79,7 @@ def test_ray_stores_the_same_runs_as_the_local_pool(
     assert stored_runs(work) == local_runs
     # The worker node had neither: both came through Ray, into its own cache.
     worker_cache = ray_cluster.directory / "worker-cache" / "ray"
-    assert (worker_cache / "builds" / qemu_build.name / "bin" / "qemu-system-arm").is_file()
+    assert (worker_cache / "builds" / qemu_build.name / binary("arm")).is_file()
     assert [path.name for path in (worker_cache / "files").glob("*/*")] == ["values.elf"]
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
+from explorer.runner.build import PLUGIN
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin, RunnerLimits, run
 from explorer.runner.rehost_pb2 import ExitReason
@@ -42,7 +43,7 @@ def test_the_parent_saved_at_its_childrens_point_has_not_yet_read_what_they_chan
     firmware = ingest(target.kernel, dtb=target.dtb)
     parent = State(target="arm", cpu="cortex-a8", instruction_budget=INSTRUCTION_BUDGET)
     parent.ram.add(base=0x80000000, size=0x20000000)
-    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    plugin = Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
     limits = RunnerLimits(deadline_seconds=BOOT_DEADLINE_SECONDS)
     config = bootable(parent, target, firmware)
     full = run(config, qemu_build, plugin=plugin, limits=limits).result

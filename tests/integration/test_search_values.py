@@ -18,6 +18,7 @@ import pytest
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
+from explorer.runner.build import PLUGIN
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin, RunnerLimits, run
 from explorer.runner.rehost_pb2 import RunResult
@@ -52,7 +53,7 @@ def only_cpu_and_ram() -> State:
 
 def boot(state: State, am335x: tuple[Firmware, Target], qemu_build: Path) -> RunResult:
     firmware, target = am335x
-    plugin = Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    plugin = Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
     limits = RunnerLimits(deadline_seconds=BOOT_DEADLINE_SECONDS)
     return run(bootable(state, target, firmware), qemu_build, plugin=plugin, limits=limits).result
 

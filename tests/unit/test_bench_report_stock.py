@@ -95,8 +95,10 @@ def test_the_report_says_what_was_run() -> None:
     )
 
 
-def explorer(*args: str) -> subprocess.CompletedProcess[str]:
+def explorer(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
     environment = {key: value for key, value in os.environ.items() if key != "EXPLORER_QEMU"}
+    if cache is not None:
+        environment["EXPLORER_CACHE"] = str(cache)
     return subprocess.run(
         [sys.executable, "-m", "explorer", *args],
         capture_output=True,
@@ -140,8 +142,10 @@ def test_report_only_without_finished_searches_is_one_line(tmp_path: Path) -> No
     assert not (tmp_path / "out").exists()
 
 
-def test_a_bench_without_a_qemu_build_is_one_line(tmp_path: Path) -> None:
-    result = explorer("bench", str(tiny_set(tmp_path)), "--out", str(tmp_path / "out"))
+def test_a_bench_without_a_runner_build_is_one_line(tmp_path: Path) -> None:
+    result = explorer(
+        "bench", str(tiny_set(tmp_path)), "--out", str(tmp_path / "out"), cache=tmp_path / "empty-cache"
+    )
     assert result.returncode == 2
-    assert "--qemu" in result.stderr
+    assert "explorer runner build" in result.stderr
     assert "Traceback" not in result.stderr

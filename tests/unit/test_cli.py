@@ -29,6 +29,9 @@ def explorer(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
         ["show"],
         ["replay"],
         ["export"],
+        ["runner", "build"],
+        ["runner", "path"],
+        ["runner", "check"],
     ],
 )
 def test_every_command_has_help_with_an_example(command: list[str], tmp_path: Path) -> None:

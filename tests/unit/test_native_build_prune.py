@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("native_build", REPO / "native" / "build.py")
-assert _spec is not None and _spec.loader is not None
-native_build = importlib.util.module_from_spec(_spec)
-sys.modules["native_build"] = native_build  # its dataclasses look their module up there
-_spec.loader.exec_module(native_build)
+from explorer.runner import build as runner_build
+from explorer.runner.build import MANIFEST
+
+native_build = runner_build.native_build()
 
 DAY = 24 * 3600
 
@@ -21,7 +17,7 @@ DAY = 24 * 3600
 def result(cache: Path, name: str, age_seconds: float) -> Path:
     path = cache / name
     path.mkdir()
-    (path / "manifest.json").write_text("{}")
+    (path / MANIFEST).write_text("{}")
     used = time.time() - age_seconds
     os.utime(path, (used, used))
     return path

@@ -18,12 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from explorer.errors import BadInput, RunnerError
+from explorer.runner.build import MANIFEST, PLUGIN, binary
 from explorer.runner.launch import Plugin
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.search.executor import Job, RunnerSetup
 from explorer.search.ray_executor import (
-    MANIFEST,
-    PLUGIN,
     ShippedBuild,
     ShippedFile,
     Shipper,
@@ -57,7 +56,7 @@ class ObjectStore:
 
 def make_build(directory: Path, binaries: tuple[str, ...] = ("arm", "mipsel")) -> RunnerSetup:
     for target in binaries:
-        write(directory / "bin" / f"qemu-system-{target}", f"qemu for {target}".encode())
+        write(directory / binary(target), f"qemu for {target}".encode())
     write(directory / PLUGIN, b"plugin")
     write(directory / MANIFEST, MANIFEST_TEXT)
     return RunnerSetup(directory, Plugin(directory / PLUGIN, ("coverage=on",)))
@@ -90,12 +89,12 @@ def test_each_distinct_file_is_put_once_per_search(tmp_path: Path) -> None:
     first, build = shipper.job(job("a", kernel=kernel, dtb=dtb))
     second, again = shipper.job(job("b", kernel=kernel, dtb=same_as_dtb))
     assert set(first.files) == {"kernel", "dtb"} and second.files == first.files
-    assert again is build and set(build.files) == {"bin/qemu-system-arm", PLUGIN, MANIFEST}
+    assert again is build and set(build.files) == {binary("arm"), PLUGIN, MANIFEST}
     assert build.build_hash == BUILD_HASH
     # kernel, dtb, the arm QEMU, the plugin and the manifest: nothing twice.
     assert sorted(store.objects) == sorted([b"kernel", b"dtb", b"qemu for arm", b"plugin", MANIFEST_TEXT])
     _, mips = shipper.job(job("c", target="mipsel", kernel=kernel))
-    assert set(mips.files) == {"bin/qemu-system-mipsel", PLUGIN, MANIFEST}
+    assert set(mips.files) == {binary("mipsel"), PLUGIN, MANIFEST}
     assert len(store.objects) == 6
 
 
@@ -168,12 +167,12 @@ def test_a_worker_without_a_build_receives_the_masters(tmp_path: Path) -> None:
     build = shipped_build(make_build(tmp_path / "master" / BUILD_HASH), store)
     directory = worker_build(build, "arm", None, tmp_path / "worker", store.fetch)
     assert directory == tmp_path / "worker" / "ray" / "builds" / BUILD_HASH
-    assert (directory / "bin" / "qemu-system-arm").read_bytes() == b"qemu for arm"
-    assert os.access(directory / "bin" / "qemu-system-arm", os.X_OK)
+    assert (directory / binary("arm")).read_bytes() == b"qemu for arm"
+    assert os.access(directory / binary("arm"), os.X_OK)
     assert (directory / PLUGIN).read_bytes() == b"plugin"
     assert (directory / MANIFEST).read_bytes() == MANIFEST_TEXT
     assert not os.access(directory / MANIFEST, os.X_OK)
-    assert not (directory / "bin" / "qemu-system-mipsel").exists()  # only what its runs need
+    assert not (directory / binary("mipsel")).exists()  # only what its runs need
 
 
 def test_a_worker_runs_its_own_build_of_the_same_hash(tmp_path: Path) -> None:
@@ -203,7 +202,7 @@ def test_a_worker_build_lacking_the_binary_refuses(tmp_path: Path) -> None:
     store = ObjectStore()
     build = shipped_build(make_build(tmp_path / "master" / BUILD_HASH), store)
     make_build(tmp_path / "worker" / "qemu" / BUILD_HASH, binaries=("mipsel",))
-    with pytest.raises(RunnerError, match=f"{BUILD_HASH} lacks bin/qemu-system-arm"):
+    with pytest.raises(RunnerError, match=f"{BUILD_HASH} lacks {binary('arm')}"):
         worker_build(build, "arm", None, tmp_path / "worker", store.fetch)
 
 

@@ -11,7 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from explorer.cli import boot
-from explorer.errors import BadInput
+from explorer.errors import BadInput, RunnerNotBuilt
+from explorer.runner.build import PLUGIN
 from explorer.runner.result import deserialize
 from tests.unit.test_runner_launch import install_fake_build
 
@@ -54,7 +55,7 @@ def test_boot_prints_the_summary_and_writes_the_result(tmp_path: Path) -> None:
     build = install_fake_build(tmp_path / "build")
     result_path = tmp_path / "result.bin"
     arguments = ["boot", str(write_config(tmp_path, "boots")), "--qemu", str(build)]
-    arguments += ["--plugin", str(build / "lib" / "librehost.so"), "--result-out", str(result_path)]
+    arguments += ["--plugin", str(build / PLUGIN), "--result-out", str(result_path)]
     shown = CliRunner().invoke(app(), arguments)
     assert shown.exit_code == 0, shown.output
     assert shown.output.startswith("exit: user_space at insn 5678: /init\n")
@@ -92,8 +93,9 @@ def test_bad_config_is_the_bad_input_error_the_cli_edge_prints(tmp_path: Path) -
     assert "cpu is missing" in str(shown.exception)
 
 
-def test_without_a_qemu_build_the_usage_error_names_the_option(tmp_path: Path) -> None:
+def test_without_a_runner_build_the_error_names_the_command_that_builds_it(tmp_path: Path) -> None:
     config = write_config(tmp_path, "boots")
-    shown = CliRunner().invoke(app(), ["boot", str(config)], env={"EXPLORER_QEMU": ""})
-    assert shown.exit_code == 2
-    assert "--qemu" in shown.output
+    environment = {"EXPLORER_QEMU": "", "EXPLORER_CACHE": str(tmp_path / "empty-cache")}
+    shown = CliRunner().invoke(app(), ["boot", str(config)], env=environment)
+    assert isinstance(shown.exception, RunnerNotBuilt)
+    assert "`explorer runner build`" in str(shown.exception)

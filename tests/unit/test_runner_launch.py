@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from explorer.errors import RunnerError
+from explorer.runner.build import PLUGIN, binary
 from explorer.runner.config import config_from_dict
 from explorer.runner.launch import (
     DETERMINISTIC_TIME,
@@ -88,12 +89,12 @@ elif behaviour == "reports-limits":
 
 def install_fake_build(build: Path) -> Path:
     """A QEMU build directory whose qemu-system-arm is the fake and whose plugin is an empty file."""
-    (build / "bin").mkdir(parents=True)
-    qemu = build / "bin" / "qemu-system-arm"
+    (build / binary("arm")).parent.mkdir(parents=True)
+    qemu = build / binary("arm")
     qemu.write_text(FAKE_QEMU)
     qemu.chmod(0o755)
-    (build / "lib").mkdir()
-    (build / "lib" / "librehost.so").write_bytes(b"")
+    (build / PLUGIN).parent.mkdir()
+    (build / PLUGIN).write_bytes(b"")
     return build
 
 
@@ -114,7 +115,7 @@ def fake_config(tmp_path: Path, behaviour: str) -> MachineConfig:
 
 
 def plugin(build: Path) -> Plugin:
-    return Plugin(build / "lib" / "librehost.so", ("budget=1000",))
+    return Plugin(build / PLUGIN, ("budget=1000",))
 
 
 def is_gone(pid: int) -> bool:
@@ -278,7 +279,7 @@ def test_the_runner_starts_in_its_own_session_under_resource_limits(fake_build: 
 
 
 def test_missing_qemu_build_is_a_runner_error(tmp_path: Path) -> None:
-    with pytest.raises(RunnerError, match=r"native/build\.py"):
+    with pytest.raises(RunnerError, match="`explorer runner check`"):
         run(fake_config(tmp_path, "boots"), tmp_path / "no-build")
 
 
