@@ -51,7 +51,7 @@ QemuOption = Annotated[
         help="Runner build directory to use [default: this explorer's, `explorer runner path`].",
     ),
 ]
-# Value rules `show` prints before it only counts the rest (--json has them all).
+# Value rules (and dropped children) `show` prints before it only counts the rest (--json has them all).
 RULES_SHOWN = 12
 BudgetOption = Annotated[str, typer.Option(help="Wall-clock budget: 90s, 15m, 2h, 1h30m.")]
 # Not stored with the search: `resume` runs on whatever its own command line names.
@@ -232,6 +232,7 @@ def status(work: Annotated[Path, typer.Argument(help="Work directory of a search
             f"{shared.get('snapshot_seconds', 0.0):.0f} s, "
             f"{shared.get('runs_from_snapshots', 0):.0f} runs continued from one"
         )
+    print(f"stopped: {summary['stop']}")
 
 
 def show(
@@ -348,6 +349,7 @@ def _search(
         if ended == "interrupted":
             console.print(f"continue with: explorer resume {work}")
         else:
+            console.print(f"stopped: {summary['stop']}", highlight=False)
             console.print(f"report: explorer show {work}")
 
 
@@ -386,8 +388,9 @@ class _Progress:
         self._refresh()
         if self.live is None:
             stalled = ", stalled" if report.stalled else ""
+            dropped = f", {report.dropped} dropped" if report.dropped else ""
             self._console.print(
-                f"generation {report.number}: {report.children} runs{stalled}; "
+                f"generation {report.number}: {report.children} runs{stalled}{dropped}; "
                 f"best {report.best.describe()}; frontier {report.frontier}; {report.wall_seconds:.0f} s",
                 highlight=False,
             )
@@ -409,6 +412,22 @@ class _Progress:
             self.live.update(self.render())
 
 
+def _print_dropped(console: Console, dropped: list[dict[str, Any]]) -> None:
+    """The children the search dropped unbooted: who proposed each, and why no runner would boot it."""
+    if not dropped:
+        return
+    console.print(f"[bold]dropped unbooted[/] ({len(dropped)}):")
+    for child in dropped[:RULES_SHOWN]:
+        console.print(
+            f"  gen {child['generation']} {child['operator']} from {child['parent']}: {child['reason']}  "
+            f"-> dropped: {child['dropped']}",
+            markup=False,
+            highlight=False,
+        )
+    if len(dropped) > RULES_SHOWN:
+        console.print(f"  ... {len(dropped) - RULES_SHOWN} more (--json lists them)")
+
+
 def _print_report(work: Path, summary: dict[str, Any], report: dict[str, Any]) -> None:
     console = Console()
     milestone = "user space" if summary["reached_userspace"] else summary["furthest_milestone"] or "none"
@@ -416,6 +435,7 @@ def _print_report(work: Path, summary: dict[str, Any], report: dict[str, Any]) -
         f"[bold]{work}[/]: {summary['generations']} generations, {summary['runs']} runs, "
         f"{summary['wall_seconds']:.0f} s; furthest: {milestone}"
     )
+    console.print(f"[bold]stopped[/]: {summary['stop']}", highlight=False)
     for what, origin in summary["boot_files"].items():
         console.print(f"{what}: {origin}", highlight=False)
     console.print(f"state {report['state'][:SHORT_ID]}: {report['score']}")
@@ -447,5 +467,6 @@ def _print_report(work: Path, summary: dict[str, Any], report: dict[str, Any]) -
     console.print("[bold]its run[/]:")
     for line in report["run_summary"]:
         console.print("  " + line, markup=False, highlight=False)
+    _print_dropped(console, summary["dropped"])
     console.print(f"replay: explorer replay {work} {report['state'][:SHORT_ID]}")
     console.print(f"export: explorer export {work} {report['state'][:SHORT_ID]} -o state.json")

@@ -8,7 +8,11 @@ Phases of one generation (Hypothesis-style: each a method, each with its invaria
            fixes (kernel arguments, a timer tick) are asked, and only when those have nothing
            either, the searches that cost a generation of 30+ runs (bitwise values, NOP
            escalation): as the original design does, a spin loop or a panic is examined once
-           nothing simpler is left;
+           nothing simpler is left. Every child is checked here, once for all operators, as the
+           runner would check it (explorer.runner.config.validate of its bootable config): one
+           no runner would boot is *dropped*, kept with the check's one line and never booted,
+           and counts as nothing new (a tier that proposed only dropped children hands on to
+           the next). Invariant: no proposal ends a search;
   run      the executor boots every new child (children already stored are never booted again:
            a state's run is a function of the state); with snapshots (SearchOptions.snapshots),
            the children whose boot is the parent's up to a point (explorer.search.snapshots)
@@ -20,16 +24,20 @@ Phases of one generation (Hypothesis-style: each a method, each with its invaria
            as runs. Invariant: a search stores exactly the same states and byte-identical runs
            with snapshots as without;
   commit   one store transaction: the children, their edges (parent, operator, reason), their
-           runs, their frontier entries, the counters; the expanded state leaves the frontier
-           only when it proposed nothing new (otherwise it goes back, just older than its
-           children, so that its next expansion asks the next tier).
+           runs, their frontier entries, the counters; the dropped children with the reason on
+           their edges (no run, no frontier entry: stored, they are never proposed again); the
+           expanded state leaves the frontier only when it proposed nothing new (otherwise it
+           goes back, just older than its children, so that its next expansion asks the next
+           tier).
 A kill at any moment loses at most the generation in flight: resuming re-chooses the same
 state (it is still on the frontier) and re-proposes the same children.
 
 The search ends when a run completes the boot (explorer.search.score.boot_completed: user
 space), the frontier is empty, the wall-clock budget is spent (runs still going then are
 abandoned, and only the finished ones are committed), or the user interrupts it (then nothing of
-the generation in flight is committed).
+the generation in flight is committed). Why a session ended is stored (metadata STOPPED, with
+what was left: the states still on the frontier, the children dropped) for `explorer show`;
+while a session runs, and after one that was interrupted or killed, it holds None.
 """
 
 from __future__ import annotations
@@ -41,7 +49,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from explorer.errors import BadInput
 from explorer.firmware.model import Firmware
+from explorer.runner.config import validate
 from explorer.runner.result import deserialize
 from explorer.search.executor import Executor, Job, Outcome, SnapshotUse
 from explorer.search.initial import initial_state
@@ -88,6 +98,14 @@ INITIAL_OPERATOR = "initial"
 SAVE_JOB_PREFIX = "snapshot:"
 # The store counters a search with snapshots adds (a search without never has them).
 SNAPSHOT_COUNTERS = ("snapshots_taken", "runs_from_snapshots", "snapshot_seconds")
+# The store counter of children dropped unbooted (a search that dropped none never has it).
+DROPPED_COUNTER = "dropped_children"
+# The metadata key saying why the search's last session ended (see stop_record).
+STOPPED = "stopped"
+# Why a session ends: Search.run's answers.
+BOOT_COMPLETED = "boot completed"
+BUDGET_SPENT = "budget"
+EXHAUSTED = "exhausted"
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,24 @@ class SearchOptions:
 
 
 @dataclass(frozen=True)
+class Dropped:
+    """A proposed child no runner would boot, and why (explorer.runner.config.validate's line)."""
+
+    child: Child
+    why: str
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What expanding a state proposed: children to boot, children dropped, and whether the
+    structural operators had nothing new for it (it is stalled)."""
+
+    children: list[Child]
+    dropped: list[Dropped]
+    stalled: bool
+
+
+@dataclass(frozen=True)
 class GenerationReport:
     """What one committed generation did, for progress displays."""
 
@@ -130,6 +166,7 @@ class GenerationReport:
     frontier: int
     runs_total: int
     wall_seconds: float
+    dropped: int = 0
 
 
 class Observer(Protocol):
@@ -180,7 +217,9 @@ class Search:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> str:
-        """Search until an end; return why it ended ("boot completed", "budget", "exhausted")."""
+        """Search until an end; return why it ended (BOOT_COMPLETED, BUDGET_SPENT, EXHAUSTED)."""
+        # Not stopped while this session runs (nor after it, if it is interrupted or killed).
+        self._store.set_metadata(STOPPED, None)
         ended = self._search()
         # The time of runs the budget cut short is the search's too (never of a generation).
         uncommitted = self._wall_seconds() - self._store_wall()
@@ -188,6 +227,7 @@ class Search:
             self._store.add_to_counters(
                 {"wall_seconds": uncommitted, "runner_wait_seconds": self._waiting - self._waiting_committed}
             )
+        self._store.set_metadata(STOPPED, stop_record(self._store, ended))
         return ended
 
     def _search(self) -> str:
@@ -195,26 +235,27 @@ class Search:
             self._first_generation()
         while True:
             if self._completed:
-                return "boot completed"
+                return BOOT_COMPLETED
             if time.monotonic() - self._started >= self._options.budget_seconds:
-                return "budget"
+                return BUDGET_SPENT
             frontier = self._store.frontier()
             if not frontier:
-                return "exhausted"
+                return EXHAUSTED
             self._generation(self._choose(frontier))
 
     def _first_generation(self) -> None:
         initial = self._initial or initial_state(self._firmware, self._target, self._options.seed)
         if self._options.instruction_budget:
             initial = derive(initial, _budget_setter(self._options.instruction_budget))
+        # Not checked: the initial state is made from what the user gave, and a machine no runner
+        # accepts is their error to see (BadInput from the runner), not a proposal to drop.
         child = Child(initial, INITIAL_OPERATOR, "the kernel on a CPU and RAM, nothing else")
-        self._commit(0, None, None, [child], stalled=False)
+        self._commit(0, None, None, Proposal([child], [], stalled=False))
 
     def _generation(self, entry: FrontierEntry) -> None:
         number = self._store.generations()
         lineage = self._lineage(entry.state_id)
-        children, stalled = self._propose(lineage)
-        self._commit(number, entry, lineage[0], children, stalled)
+        self._commit(number, entry, lineage[0], self._propose(lineage))
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -222,25 +263,34 @@ class Search:
         rng = random.Random(f"{self._options.seed}:{self._store.generations()}")
         return self._strategy(frontier, rng)
 
-    def _propose(self, lineage: tuple[Evaluated, ...]) -> tuple[list[Child], bool]:
+    def _propose(self, lineage: tuple[Evaluated, ...]) -> Proposal:
         context = Context(self._firmware, self._target, lineage)
-        children = self._new_children(context, self._operators.structural)
+        dropped: dict[str, Dropped] = {}
+        children = self._new_children(context, self._operators.structural, dropped)
         if children:
-            return children, False
+            return Proposal(children, list(dropped.values()), stalled=False)
         for tier in self._operators.stall_tiers:
-            children = self._new_children(context, tier)
+            children = self._new_children(context, tier, dropped)
             if children:
                 break
-        return children, True
+        return Proposal(children, list(dropped.values()), stalled=True)
 
-    def _new_children(self, context: Context, operators: Sequence[Operator]) -> list[Child]:
-        """Children not stored yet, each once, in the order proposed, at most max_children."""
+    def _new_children(
+        self, context: Context, operators: Sequence[Operator], dropped: dict[str, Dropped]
+    ) -> list[Child]:
+        """Bootable children not stored yet, each once, in the order proposed, at most
+        max_children; those no runner would boot go into `dropped` (by state id) instead."""
         seen: set[str] = set()
         fresh: list[Child] = []
         for propose in operators:
             for child in propose(context):
                 identity = state_id(child.state)
-                if identity in seen or self._store.run(identity) is not None:
+                # A stored state was booted, or dropped: either way, it is nothing new.
+                if identity in seen or identity in dropped or self._store.state(identity) is not None:
+                    continue
+                why = unbootable(child.state, self._target, self._firmware)
+                if why is not None:
+                    dropped[identity] = Dropped(child, why)
                     continue
                 seen.add(identity)
                 fresh.append(child)
@@ -327,16 +377,12 @@ class Search:
         self._snapshot_counters[counter] = self._snapshot_counters.get(counter, 0.0) + amount
 
     def _commit(
-        self,
-        number: int,
-        expanded: FrontierEntry | None,
-        parent: Evaluated | None,
-        children: list[Child],
-        stalled: bool,
+        self, number: int, expanded: FrontierEntry | None, parent: Evaluated | None, proposal: Proposal
     ) -> None:
+        children = proposal.children
         if self._observer is not None:
             self._observer.generation_started(number, expanded.state_id if expanded else None, len(children))
-        outcomes = self._run(parent, children)
+        outcomes = self._run(parent, children) if children else {}
         # Children whose runs the budget cut short are left out: not stored, so a resumed search
         # proposes and boots them again; their parent stays on the frontier (below). A generation
         # whose every run was cut commits nothing at all.
@@ -365,6 +411,20 @@ class Search:
             self._best = max(self._best, Score.from_bytes(run_score))
             self._completed = self._completed or boot_completed(deserialize(outcome.result))
             frontier.append((run_score, identity, depth))
+        for dropped in proposal.dropped:
+            identity = state_id(dropped.child.state)
+            states.append((identity, canonical_bytes(dropped.child.state)))
+            edges.append(
+                EdgeRecord(
+                    child=identity,
+                    parent=parent.state_id if parent is not None else None,
+                    operator=dropped.child.operator,
+                    reason=dropped.child.reason,
+                    detail=dropped.child.detail,
+                    generation=number,
+                    dropped=dropped.why,
+                )
+            )
         if expanded is not None and children:
             # It stays on the frontier until expanding it proposes nothing new: the next time,
             # the children it has are stored, and the next tier of operators is asked. Put back
@@ -380,10 +440,11 @@ class Search:
                 runs=runs,
                 frontier=frontier,
                 counters={
-                    "stalled_generations": float(stalled),
+                    "stalled_generations": float(proposal.stalled),
                     "wall_seconds": wall - self._store_wall(),
                     "runner_wait_seconds": self._waiting - self._waiting_committed,
                     **self._snapshot_counters,
+                    **({DROPPED_COUNTER: float(len(proposal.dropped))} if proposal.dropped else {}),
                 },
             )
         )
@@ -395,12 +456,13 @@ class Search:
                 GenerationReport(
                     number=number,
                     expanded=expanded.state_id if expanded is not None else None,
-                    stalled=stalled,
+                    stalled=proposal.stalled,
                     children=len(children),
                     best=self._best,
                     frontier=len(self._store.frontier()),
                     runs_total=int(counters.get("runs", 0)),
                     wall_seconds=wall,
+                    dropped=len(proposal.dropped),
                 )
             )
 
@@ -437,6 +499,28 @@ def evaluated_state(store: Store, identity: str) -> tuple[Evaluated, str | None]
         if edge.operator != INITIAL_OPERATOR:
             made_by = Child(parse_state(data), edge.operator, edge.reason, edge.detail)
     return Evaluated(identity, parse_state(data), deserialize(run.result), made_by), parent
+
+
+def unbootable(state: State, target: Target, firmware: Firmware) -> str | None:
+    """Why no runner would boot `state` (the one line of explorer.runner.config.validate, which
+    every runner asks before it starts QEMU), or None when one would."""
+    try:
+        validate(bootable(state, target, firmware))
+    except BadInput as error:
+        return str(error)
+    return None
+
+
+def stop_record(store: Store, ended: str) -> dict[str, Any]:
+    """What the metadata STOPPED holds once a session ended `ended` (Search.run's answer): the
+    generations committed, the states still on the frontier (never expanded to the end: left
+    untried) and the children dropped so far."""
+    return {
+        "why": ended,
+        "generations": store.generations(),
+        "frontier": len(store.frontier()),
+        "dropped": int(store.counters().get(DROPPED_COUNTER, 0)),
+    }
 
 
 def _budget_setter(budget: int) -> Callable[[State], None]:

@@ -2,7 +2,8 @@
 
 Reading only: it opens nothing for writing and may run while a search writes the same store.
 The best state is the one with the highest score, the earliest found among equals. Everything
-shown of a state comes from the store: its machine, its run, and the edges that led to it.
+shown of a state comes from the store: its machine, its run, and the edges that led to it; of
+the search, why it stopped (explorer.search.engine.stop_record) and the children it dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from explorer.firmware.model import Firmware
 from explorer.runner.analysis import analyse, describe, hot_loops_to_dict
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.runner.result import deserialize
+from explorer.search.engine import BOOT_COMPLETED, BUDGET_SPENT, EXHAUSTED, STOPPED
 from explorer.search.score import Score
 from explorer.search.state import SHORT_ID, State, parse_state
 from explorer.store import RunRecord, Store
@@ -89,7 +91,47 @@ def machine_summary(state: State) -> dict[str, Any]:
     }
 
 
+def dropped_children(store: Store) -> list[dict[str, Any]]:
+    """The children the search dropped unbooted, in the order they were proposed, with why."""
+    edges = sorted(
+        (edge for edge in store.edges() if edge.dropped is not None), key=lambda edge: edge.generation
+    )
+    return [
+        {
+            "state": edge.child[:SHORT_ID],
+            "parent": edge.parent[:SHORT_ID] if edge.parent is not None else None,
+            "generation": edge.generation,
+            "operator": edge.operator,
+            "reason": edge.reason,
+            "dropped": edge.dropped,
+        }
+        for edge in edges
+    ]
+
+
+def stop_description(stopped: dict[str, Any] | None, recorded: bool = True) -> str:
+    """Why the search stopped, in one line, from its stop record (`recorded` False: the store
+    was written before explorer recorded it)."""
+    if not recorded:
+        return "why it stopped was not recorded (the search was written by an older explorer)"
+    if stopped is None:
+        return "not stopped: it is running, or was interrupted or killed (explorer resume continues it)"
+    dropped = stopped["dropped"]
+    left = (
+        f"; {dropped} proposed children were dropped unbooted (`explorer show` says why)" if dropped else ""
+    )
+    generations = f"after {stopped['generations']} generations"
+    if stopped["why"] == BOOT_COMPLETED:
+        return f"a run completed the boot {generations}"
+    if stopped["why"] == BUDGET_SPENT:
+        return f"the budget was spent {generations}, {stopped['frontier']} states still on the frontier{left}"
+    if stopped["why"] == EXHAUSTED:
+        return f"nothing left to try {generations}: no state's operators proposed anything new{left}"
+    return f"{stopped['why']} {generations}{left}"
+
+
 def search_summary(store: Store) -> dict[str, Any]:
+    metadata = store.metadata()
     counters = store.counters()
     wall = float(counters.get("wall_seconds", 0.0))
     waiting = float(counters.get("runner_wait_seconds", 0.0))
@@ -104,6 +146,9 @@ def search_summary(store: Store) -> dict[str, Any]:
         "master_overhead": round((wall - waiting) / wall, 4) if wall > 0 else 0.0,
         "frontier": len(store.frontier()),
         "best_state": best.state_id if best is not None else None,
+        "stopped": metadata.get(STOPPED),
+        "stop": stop_description(metadata.get(STOPPED), recorded=STOPPED in metadata),
+        "dropped": dropped_children(store),
     }
 
 
@@ -112,6 +157,12 @@ def state_report(store: Store, identity: str, firmware: Firmware) -> dict[str, A
     data = store.state(identity)
     run = store.run(identity)
     if data is None or run is None:
+        edge = store.edge(identity)
+        if edge is not None and edge.dropped is not None:
+            raise BadInput(
+                f"state {identity[:SHORT_ID]} was dropped unbooted ({edge.dropped}): {edge.operator} "
+                f"proposed it in generation {edge.generation} ({edge.reason})"
+            )
         raise BadInput(f"state {identity[:SHORT_ID]} is not stored with a run")
     result = deserialize(run.result)
     analysis = analyse(result, firmware.symbols)

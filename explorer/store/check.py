@@ -3,7 +3,8 @@
 It reads one transaction (a consistent snapshot) and reports each problem as one line; it never
 repairs, and a record that does not decode is a problem, not a crash. What it verifies is what
 Store.commit keeps (see explorer.store.store): states are content-addressed; every run, edge
-(child and parent) and frontier entry names a stored state; every frontier state has a run; the
+(child and parent) and frontier entry names a stored state; every frontier state has a run; every
+state has a run or an edge saying why it was dropped, never both; the
 frontier and its index agree; generations are numbered 0..n-1 and account for every state, run
 and edge; the "runs" counter is the number of runs stored.
 """
@@ -52,10 +53,19 @@ def integrity_problems(txn: lmdb.Transaction, dbs: Databases) -> list[str]:
             problems.append(
                 f"the run of {run.state_id} belongs to generation {run.generation}, not committed"
             )
+    dropped: set[bytes] = set()
     for edge in _decoded(txn, dbs.edges, decode_edge, "edge", problems):
         names_stored_state(edge.child, f"the edge of generation {edge.generation}")
         if edge.parent is not None:
             names_stored_state(edge.parent, f"the edge to {edge.child} (its parent)")
+        if edge.dropped is not None and _is_state_id(edge.child, problems):
+            dropped.add(state_key(edge.child))
+    for key in states:
+        booted = txn.get(key, db=dbs.runs) is not None
+        if booted and key in dropped:
+            problems.append(f"state {state_id_of(key)} has a run, but its edge says it was dropped")
+        elif not booted and key not in dropped:
+            problems.append(f"state {state_id_of(key)} has no run, and no edge saying why it was dropped")
 
     frontier_states: dict[bytes, int] = {}
     for entry in _decoded(txn, dbs.frontier, decode_frontier_entry, "frontier entry", problems):

@@ -33,7 +33,13 @@ from typing import TypeVar
 import lmdb
 
 from explorer.errors import StoreError
-from explorer.store.records import STORE_VERSION, CorruptRecord, decode_json, encode_json
+from explorer.store.records import (
+    STORE_VERSION,
+    UPGRADABLE_VERSIONS,
+    CorruptRecord,
+    decode_json,
+    encode_json,
+)
 
 DATA_FILE = "data.mdb"
 WRITER_LOCK = "search.lock"
@@ -114,7 +120,8 @@ class LmdbEnvironment:
 
     @classmethod
     def open(cls, directory: Path, *, writer: bool) -> LmdbEnvironment:
-        """The store in `directory`; StoreError if it is not one, is of another version, or is busy."""
+        """The store in `directory`; StoreError if it is not one, is of a version this explorer cannot
+        read (explorer.store.records: a writer upgrades one it can), or is busy."""
         _refuse_what_is_not_a_store(directory)
         lock = _take_writer_lock(directory, create=False) if writer else None
         environment = None
@@ -124,8 +131,14 @@ class LmdbEnvironment:
             environment = lmdb.open(
                 str(directory), map_size=0, max_dbs=_MAX_DATABASES, readonly=not writer, create=False
             )
-            _refuse_other_versions(directory, environment)
+            version = _readable_version(directory, environment)
             store = cls(directory, environment, lock, _open_databases(environment))
+            if writer and version != STORE_VERSION:
+                # Every record of an upgradable version reads the same in this one (records.py):
+                # only the mark changes, before this writer adds what the old version lacks.
+                store.write(
+                    lambda txn, dbs: txn.put(VERSION_KEY, encode_json(STORE_VERSION), db=dbs.metadata)
+                )
         except BaseException as error:
             if environment is not None:
                 environment.close()
@@ -241,7 +254,8 @@ def _refuse_what_is_not_a_store(directory: Path) -> None:
         )
 
 
-def _refuse_other_versions(directory: Path, environment: lmdb.Environment) -> None:
+def _readable_version(directory: Path, environment: lmdb.Environment) -> int:
+    """The store's version: STORE_VERSION or an upgradable one; StoreError for any other."""
     try:
         metadata = environment.open_db(b"metadata", create=False)
     except (lmdb.NotFoundError, lmdb.ReadonlyError):
@@ -258,7 +272,7 @@ def _refuse_other_versions(directory: Path, environment: lmdb.Environment) -> No
         raise _corrupt(directory, error) from error
     if not isinstance(version, int):
         raise _corrupt(directory, f"store version {version!r}")
-    if version != STORE_VERSION:
+    if version != STORE_VERSION and version not in UPGRADABLE_VERSIONS:
         advice = (
             "use the newer explorer that wrote it"
             if version > STORE_VERSION
@@ -268,6 +282,7 @@ def _refuse_other_versions(directory: Path, environment: lmdb.Environment) -> No
             f"{directory} was written by store version {version}; this explorer reads store version "
             f"{STORE_VERSION}: {advice}"
         )
+    return version
 
 
 def _corrupt(directory: Path, cause: object) -> StoreError:

@@ -1,12 +1,13 @@
 """The records a search stores, and the bytes each one is stored as (format STORE_VERSION).
 
 This module is pure: it turns records into LMDB keys and values and back, and never opens a
-database. The format of every named database, version 1:
+database. The format of every named database, version 2:
 
     states          key: SHA-256 digest of the state (32 bytes)  value: the state's canonical bytes
     runs            key: state digest      value: >dQH (wall seconds, generation, score length),
                                                   then the score, then the serialized RunResult
     edges           key: child digest      value: JSON {parent, operator, reason, detail, generation}
+                                                  and, only for a child dropped unbooted, dropped
     frontier        key: >Q sequence       value: state digest, >I depth, then the score
     frontier_index  key: state digest      value: >Q sequence of its frontier entry
     generations     key: >Q number         value: JSON GenerationRecord
@@ -14,8 +15,15 @@ database. The format of every named database, version 1:
     counters        key: UTF-8 name        value: >d
 
 Big-endian integers as keys, so that LMDB's byte order is numeric order. Any change to these
-bytes bumps STORE_VERSION: a store is read only by the explorer that writes its version.
-Decoding a malformed value raises CorruptRecord, never anything else.
+bytes bumps STORE_VERSION. A store of a version in UPGRADABLE_VERSIONS holds only records that
+read the same in this version: readers read it as it is, and a writer opening it marks it with
+STORE_VERSION first (after which only an explorer of this version or newer opens it). A store of
+any other version is refused. Decoding a malformed value raises CorruptRecord, never anything else.
+
+The versions:
+    1  the format above without `dropped` on edges, and without the metadata key "stopped"
+    2  a child whose machine no runner accepts is stored with an edge saying why (`dropped`), and
+       no run; the metadata key "stopped" says why the search's last session ended
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-STORE_VERSION = 1
+STORE_VERSION = 2
+# Older versions whose every record reads the same in STORE_VERSION (see the versions above).
+UPGRADABLE_VERSIONS = frozenset({1})
 
 DIGEST_BYTES = 32
 _RUN_HEADER = struct.Struct(">dQH")
@@ -59,6 +69,8 @@ class EdgeRecord:
     reason: str
     detail: dict[str, Any]
     generation: int
+    # Why the child was dropped without a run (the config check's one line); None: it was booted.
+    dropped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,8 @@ def decode_run(key: bytes, data: bytes) -> RunRecord:
 
 
 def encode_edge(edge: EdgeRecord) -> bytes:
+    # `dropped` only where there is one: the edge of a booted child is the same bytes as in version 1.
+    dropped = {"dropped": edge.dropped} if edge.dropped is not None else {}
     return encode_json(
         {
             "parent": edge.parent,
@@ -138,6 +152,7 @@ def encode_edge(edge: EdgeRecord) -> bytes:
             "reason": edge.reason,
             "detail": edge.detail,
             "generation": edge.generation,
+            **dropped,
         }
     )
 
@@ -152,6 +167,7 @@ def decode_edge(key: bytes, data: bytes) -> EdgeRecord:
             reason=fields["reason"],
             detail=fields["detail"],
             generation=fields["generation"],
+            dropped=fields.get("dropped"),
         )
     except KeyError as error:
         raise CorruptRecord(f"edge has no {error.args[0]!r}") from error

@@ -10,6 +10,8 @@ Invariants, kept by `commit` and verified on disk by `check`:
   runs are deterministic, and how a state was first found is history);
 - every run, edge (child and parent) and frontier entry names a stored state; every state on the
   frontier has a run; a state is on the frontier at most once;
+- every state has a run, except a child dropped unbooted (no runner would accept its machine),
+  whose edge says why (EdgeRecord.dropped) and which never has a run nor a frontier entry;
 - generations are numbered 0, 1, 2, ... in commit order, and each one commits in one write
   transaction: a kill at any moment loses at most the generation in flight;
 - the counter "runs" is the number of runs stored; the store keeps it, the search never passes it.
@@ -281,6 +283,8 @@ def _write_generation(txn: lmdb.Transaction, dbs: Databases, generation: Generat
     for run in generation.runs:
         _require_generation(run.generation, number, "run")
         key = require_state(run.state_id, "a run")
+        if _dropped(txn, dbs, key):
+            raise ValueError(f"generation {number} stores a run of {run.state_id}, which was dropped")
         new_runs += txn.put(key, encode_run(run), overwrite=False, db=dbs.runs)
     for score, state_id, depth in generation.frontier:
         key = require_state(state_id, "a frontier entry")
@@ -292,6 +296,13 @@ def _write_generation(txn: lmdb.Transaction, dbs: Databases, generation: Generat
         txn.put(sequence_key(next_sequence), encode_frontier_entry(entry), db=dbs.frontier)
         txn.put(key, sequence_key(next_sequence), db=dbs.frontier_index)
         next_sequence += 1
+    for state_id, _ in generation.states:
+        key = state_key(state_id)
+        if txn.get(key, db=dbs.runs) is None and not _dropped(txn, dbs, key):
+            raise ValueError(
+                f"generation {number} stores state {state_id} without a run, "
+                "nor an edge saying why it was dropped"
+            )
 
     totals = _add_counters(txn, dbs, {**generation.counters, "runs": new_runs})
     record = GenerationRecord(
@@ -303,6 +314,12 @@ def _write_generation(txn: lmdb.Transaction, dbs: Databases, generation: Generat
         wall_seconds=totals.get("wall_seconds"),
     )
     txn.put(sequence_key(number), encode_generation(record), db=dbs.generations)
+
+
+def _dropped(txn: lmdb.Transaction, dbs: Databases, key: bytes) -> bool:
+    """Whether the stored edge of the state at `key` says it was dropped unbooted."""
+    edge = txn.get(key, db=dbs.edges)
+    return edge is not None and decode_edge(key, edge).dropped is not None
 
 
 def _add_counters(txn: lmdb.Transaction, dbs: Databases, counters: dict[str, float]) -> dict[str, float]:

@@ -262,6 +262,9 @@ def assert_search_reached_the_end(shown: dict[str, Any]) -> None:
     assert (best["exit"], best["exit_detail"], best["milestones"]) == ("halt", "machine_power_off", THE_END)
     assert shown["runs"] >= len(best["path"]) and shown["generations"] >= len(best["path"]) - 1
     assert shown["wall_seconds"] > 0
+    # Stored when the search stopped, for `explorer show` to say: the boot completed, nothing dropped.
+    assert shown["stopped"]["why"] == "boot completed" and shown["stopped"]["dropped"] == 0
+    assert shown["stop"].startswith("a run completed the boot after") and shown["dropped"] == []
 
 
 def operators(shown: dict[str, Any]) -> list[str]:

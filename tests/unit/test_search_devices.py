@@ -97,6 +97,20 @@ def test_devices_mapped_before_the_interrupt_controller_get_their_irqs_when_it_c
     assert irqs(second.state.devices[0]) == [37]
 
 
+def test_an_interrupt_controller_replaces_the_tick_that_stood_in_for_one() -> None:
+    # A tick acked on a controller without a model (a SoC's wake-up controller in front of the
+    # GIC); then the GIC's children are touched: the GIC drives the CPU's IRQ line instead.
+    ticking = machine()
+    ticking.tick.period_ns, ticking.tick.ack_base, ticking.tick.ack_size = 4_000_000, 0x020DC000, 0x4000
+    (child,) = children(ticking, firmware((GIC, UART)), access(0x10009000, UART_PC))
+    assert child.state.interrupt_controller.type == "a9mpcore_priv"
+    assert not child.state.HasField("tick") and ticking.HasField("tick")
+    assert child.reason.endswith("no tick: a9mpcore_priv drives the CPU's IRQ line instead")
+    # A device alone leaves the tick as it is.
+    (uart_only,) = children(ticking, firmware((UART,)), access(0x10009000, UART_PC))
+    assert uart_only.state.tick == ticking.tick and not uart_only.state.HasField("interrupt_controller")
+
+
 def test_a_node_without_a_model_reads_back_what_was_written_and_a_second_child_leaves_it_out() -> None:
     found = children(
         machine(),

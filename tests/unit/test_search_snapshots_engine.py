@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from explorer.runner.machine_config_pb2 import MachineConfig, MmioRule
+from explorer.runner.machine_config_pb2 import MachineConfig, MmioRule, RamRegion
 from explorer.runner.rehost_pb2 import Exit, ExitReason, MmioAccess, RunResult
 from explorer.runner.result import serialize
 from explorer.search.engine import SAVE_JOB_PREFIX, OperatorPhases, Search, SearchOptions
@@ -29,7 +29,13 @@ from tests.unit.test_search_snapshots_cache import write_snapshot
 
 FIRMWARE = arm_firmware(page_offset=None)
 TARGET = Target(kernel=Path("/nonexistent/zImage"))
-INITIAL = MachineConfig(target="arm", cpu="cortex-a9", seed=7, instruction_budget=1_000_000)
+INITIAL = MachineConfig(
+    target="arm",
+    cpu="cortex-a9",
+    seed=7,
+    instruction_budget=1_000_000,
+    ram=[RamRegion(base=0x60000000, size=1 << 28)],
+)
 STATUS = 0x10001000
 READ_AT = 900_000
 BOOT_END = 1_000_000

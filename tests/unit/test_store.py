@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from explorer.errors import BadInput
-from explorer.store import EdgeRecord, FrontierEntry, Generation, RunRecord, Store
+from explorer.store import STORE_VERSION, EdgeRecord, FrontierEntry, Generation, RunRecord, Store
 from explorer.store.records import (
     decode_edge,
     decode_frontier_entry,
@@ -60,6 +60,7 @@ edges = st.builds(
     reason=st.text(max_size=80),
     detail=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
     generation=st.integers(0, 2**64 - 1),
+    dropped=st.none() | st.text(max_size=80),
 )
 frontier_entries = st.builds(
     FrontierEntry,
@@ -84,6 +85,14 @@ def test_a_run_record_round_trips(run: RunRecord) -> None:
 @given(edges)
 def test_an_edge_record_round_trips(edge: EdgeRecord) -> None:
     assert decode_edge(state_key(edge.child), encode_edge(edge)) == edge
+
+
+def test_the_edge_of_a_booted_child_is_the_bytes_version_1_wrote() -> None:
+    edge = EdgeRecord(sha(b"a"), sha(b"root"), "devices", "map pl011", {"n": 1}, 3)
+    assert encode_edge(edge) == (
+        b'{"detail":{"n":1},"generation":3,"operator":"devices","parent":"%s","reason":"map pl011"}'
+        % sha(b"root").encode()
+    )
 
 
 @PROPERTY
@@ -130,7 +139,8 @@ def children_generation(number: int, parent: str, children: list[bytes], result:
 
 class StoreMachine(RuleBasedStateMachine):
     """A search's life against a model: generations that expand a frontier entry into children
-    (new or already stored), and reopening (a resume); the store must agree with the model."""
+    (new or already stored, booted or dropped), and reopening (a resume); the store must agree
+    with the model."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -149,21 +159,36 @@ class StoreMachine(RuleBasedStateMachine):
         children=st.lists(st.binary(max_size=40), max_size=4),
         results=st.lists(st.binary(max_size=4000), min_size=4, max_size=4),
         scores=st.lists(st.binary(max_size=12), min_size=4, max_size=4),
+        drops=st.lists(st.booleans(), min_size=4, max_size=4),
     )
     def commit_a_generation(
-        self, data: st.DataObject, children: list[bytes], results: list[bytes], scores: list[bytes]
+        self,
+        data: st.DataObject,
+        children: list[bytes],
+        results: list[bytes],
+        scores: list[bytes],
+        drops: list[bool],
     ) -> None:
         expanded = data.draw(st.none() | st.sampled_from(self.frontier)) if self.frontier else None
         parent = expanded.state_id if expanded else None
         number = self.generations
-        ids = [sha(child) for child in children]
+        # As the engine does: a dropped child is never proposed again, and only a new one is dropped.
+        fates: dict[str, tuple[int, bool]] = {}
+        for n, child in enumerate(children):
+            i = sha(child)
+            if i not in self.edges or self.edges[i].dropped is None:
+                fates.setdefault(i, (n, drops[n] and i not in self.states))
+        booted = [(n, i) for i, (n, dropped) in fates.items() if not dropped]
         generation = Generation(
             number=number,
             expanded=parent,
-            states=list(zip(ids, children, strict=True)),
-            edges=[EdgeRecord(i, parent, "model", f"child {n}", {"n": n}, number) for n, i in enumerate(ids)],
-            runs=[RunRecord(i, results[n], scores[n], 0.25, number) for n, i in enumerate(ids)],
-            frontier=[(scores[n], i, number) for n, i in enumerate(ids)],
+            states=[(i, children[n]) for i, (n, _) in fates.items()],
+            edges=[
+                EdgeRecord(i, parent, "model", f"child {n}", {"n": n}, number, "refused" if dropped else None)
+                for i, (n, dropped) in fates.items()
+            ],
+            runs=[RunRecord(i, results[n], scores[n], 0.25, number) for n, i in booted],
+            frontier=[(scores[n], i, number) for n, i in booted],
             counters={"wall_seconds": 0.25},
         )
         self.store.commit(generation)
@@ -202,7 +227,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.check() == []
         assert self.store.generations() == self.generations
         assert self.store.counters().get("runs", 0) == len(self.runs)
-        assert self.store.metadata() == {"purpose": "model", "store_version": 1}
+        assert self.store.metadata() == {"purpose": "model", "store_version": STORE_VERSION}
 
     def teardown(self) -> None:
         self.store.close()
@@ -290,7 +315,53 @@ def rejected_generations() -> list[tuple[str, Generation]]:
         ("without a run", changed(runs=[])),
         ("run of generation 7", changed(runs=[RunRecord(sha(b"a"), b"", b"", 0.0, 7)])),
         ("kept by the store", changed(counters={"runs": 1.0})),
+        (
+            "which was dropped",
+            changed(edges=[EdgeRecord(sha(b"a"), root, "t", "r", {}, 1, "config: refused")]),
+        ),
+        (
+            "without a run, nor an edge saying why",
+            changed(runs=[], frontier=[]),
+        ),
     ]
+
+
+def test_a_dropped_child_is_stored_with_its_reason_and_no_run(directory: Path) -> None:
+    root = sha(b"root")
+    why = "config: tick and interrupt_controller both drive the CPU's IRQ line: give one"
+    with Store.create(directory, {}) as store:
+        store.commit(root_generation())
+        dropped = Generation(
+            number=1,
+            expanded=root,
+            states=[(sha(b"bad"), b"bad")],
+            edges=[EdgeRecord(sha(b"bad"), root, "devices", "map a GIC", {}, 1, why)],
+        )
+        store.commit(dropped)
+        edge = store.edge(sha(b"bad"))
+        assert edge is not None and edge.dropped == why
+        assert store.run(sha(b"bad")) is None and store.frontier() == []
+        record = store.generation(1)
+        assert record is not None and (record.new_states, record.new_edges, record.new_runs) == (1, 1, 0)
+        assert store.check() == []
+
+
+def test_check_reports_a_state_without_a_run_or_a_reason(directory: Path) -> None:
+    with Store.create(directory, {}) as store:
+        store.commit(root_generation())
+        store.commit(children_generation(1, sha(b"root"), [b"a"]))
+    with lmdb.open(str(directory), max_dbs=16) as raw, raw.begin(write=True) as txn:
+        runs = raw.open_db(b"runs", txn=txn)
+        txn.delete(state_key(sha(b"a")), db=runs)
+        txn.put(
+            state_key(sha(b"root")),
+            encode_edge(EdgeRecord(sha(b"root"), None, "i", "r", {}, 0, "no")),
+            db=raw.open_db(b"edges", txn=txn),
+        )
+    with Store.open(directory, writer=False) as store:
+        problems = store.check()
+    assert f"state {sha(b'a')} has no run, and no edge saying why it was dropped" in problems
+    assert f"state {sha(b'root')} has a run, but its edge says it was dropped" in problems
 
 
 @pytest.mark.parametrize(("message", "generation"), rejected_generations())
@@ -372,9 +443,13 @@ def test_metadata_holds_what_create_and_set_metadata_gave(directory: Path) -> No
     with Store.create(directory, {"target": {"kernel": "/k"}, "budget": 7200}) as store:
         store.set_metadata("budget", 3600)
         with pytest.raises(ValueError, match="store's own"):
-            store.set_metadata("store_version", 2)
+            store.set_metadata("store_version", STORE_VERSION + 1)
     with Store.open(directory, writer=False) as store:
-        assert store.metadata() == {"target": {"kernel": "/k"}, "budget": 3600, "store_version": 1}
+        assert store.metadata() == {
+            "target": {"kernel": "/k"},
+            "budget": 3600,
+            "store_version": STORE_VERSION,
+        }
         with pytest.raises(RuntimeError, match="opened for reading"):
             store.set_metadata("budget", 1)
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from explorer.errors import StoreError
 from explorer.store import STORE_VERSION, Generation, Store
-from explorer.store.records import encode_json
+from explorer.store.records import UPGRADABLE_VERSIONS, encode_json
 from tests.unit.test_store import children_generation, root_generation, sha
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,10 +120,7 @@ def write_version(directory: Path, version: object) -> None:
     ("version", "advice"),
     [
         (STORE_VERSION + 1, "use the newer explorer that wrote it"),
-        (
-            STORE_VERSION - 1,
-            "use the older explorer that wrote it, or start a new search in another directory",
-        ),
+        (0, "use the older explorer that wrote it, or start a new search in another directory"),
     ],
 )
 @pytest.mark.parametrize("writer", [True, False])
@@ -142,6 +139,25 @@ def test_a_store_of_another_version_is_refused_in_one_line(
         f"{STORE_VERSION}: {advice}"
     )
     assert snapshot(directory) == before
+
+
+@pytest.mark.parametrize("version", sorted(UPGRADABLE_VERSIONS))
+def test_an_older_store_is_read_as_it_is_and_upgraded_by_its_first_writer(
+    tmp_path: Path, version: int
+) -> None:
+    directory = tmp_path / "work"
+    with Store.create(directory, {}) as store:
+        store.commit(root_generation())
+        store.commit(children_generation(1, sha(b"root"), [b"a"]))
+    write_version(directory, version)
+    before = snapshot(directory)
+    with Store.open(directory, writer=False) as store:
+        assert store.metadata()["store_version"] == version
+        assert store.check() == [] and store.generations() == 2
+    assert snapshot(directory) == before
+    with Store.open(directory, writer=True) as store:
+        assert store.metadata()["store_version"] == STORE_VERSION
+        assert store.check() == [] and [entry.state_id for entry in store.frontier()] == [sha(b"a")]
 
 
 def garbage(directory: Path) -> None:

@@ -8,7 +8,11 @@ a node, to its 4 KiB page. Then:
 - a node with a QEMU model (explorer.search.models) is placed at its address, its interrupts
   translated to GIC interrupt IDs. The interrupt controller comes first: without one no device
   can have an IRQ, so it is proposed as soon as the run touched it or any touched node names it
-  as interrupt parent, and adding it wires the devices mapped before it;
+  as interrupt parent, and adding it wires the devices mapped before it. It replaces the state's
+  tick (explorer.search.operators.interrupts), if it has one: the tick stood in for a controller
+  without a model (the node most others name as parent), and the machine lets only one thing
+  drive the CPU's IRQ line; the model found since is the root that controller's interrupts reach
+  (a GIC behind a SoC's wake-up controller), which delivers the timers' own interrupts;
 - everything else becomes a modelled region: Echo rules on the addresses the driver wrote, so
   that configuration registers read back what was written. Addresses only read, and addresses
   polled (read again and again by one instruction), keep the state's read model (random by
@@ -237,6 +241,7 @@ def _child(
             config = device.placement.device(wire(device.node, device.placement))
             if device.placement.interrupt_controller:
                 child.interrupt_controller.CopyFrom(config)
+                child.ClearField("tick")
             else:
                 child.devices.append(config)
         if new_controller is not None:
@@ -246,6 +251,8 @@ def _child(
 
     child = derive(state, change)
     parts = [_device_reason(device, wire(device.node, device.placement)) for device in devices]
+    if new_controller is not None and state.HasField("tick"):
+        parts.append(f"no tick: {new_controller.placement.type} drives the CPU's IRQ line instead")
     parts += [
         f"model {region.name} as registers (echo on {len(region.written)} written addresses): "
         f"touched by {region.touched_by}"

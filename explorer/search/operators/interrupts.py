@@ -33,7 +33,8 @@ tick until the stuck-read limit ends it; pinning INTC_SIR to 68 (timer2) reaches
 sibling pinned to 67, timer1, which stops in time_init).
 
 Invariants: never modifies the given states; never adds a tick beside an interrupt controller
-(the machine refuses it) nor for a board without a device tree (no controller to ack on: a board
+(the machine refuses it; device discovery, finding a controller model later, replaces the tick
+with it) nor for a board without a device tree (no controller to ack on: a board
 file's controller, such as Orion5x's, is not covered); never touches an address that has a rule;
 a state it made proposes nothing again from the same run.
 """
