@@ -28,6 +28,7 @@ from explorer.search.operators.nops import DYING, TRAMPOLINES, crash_of, is_pani
 # How a search ends (explorer.search.engine.Search.run's answers) where it matters here.
 SEARCH_COMPLETED = "boot completed"
 SEARCH_EXHAUSTED = "exhausted"
+SEARCH_BUDGET_SPENT = "budget"
 # The kinds of cause.
 BOOT_COMPLETED = "boot completed"
 SEARCH_ERROR = "search ended in an error"
@@ -104,7 +105,13 @@ def stop_cause(ended: str, result: RunResult | None, symbols: SymbolTable) -> St
     """Why a search that ended `ended` (explorer.search.engine.Search.run's answer) stopped,
     `result` being its furthest run's (None: it stored no run)."""
     if result is None:
-        return StopCause(NO_RUN, NO_RUN, None, "", None, None, None)
+        # The search stores only finished runs: its first ran past the whole budget.
+        cause = (
+            f"{NO_RUN}: the first run outlasted the search's budget"
+            if ended == SEARCH_BUDGET_SPENT
+            else NO_RUN
+        )
+        return StopCause(NO_RUN, cause, None, "", None, None, None)
     analysis = analyse(result, symbols)
     reached = {milestone.name for milestone in analysis.milestones}
     during_initcalls = _furthest(reached) == _INITCALL_MILESTONE

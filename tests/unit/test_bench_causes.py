@@ -165,6 +165,10 @@ def test_a_completed_search_a_search_without_runs_and_a_rejected_config_have_the
     completed = run(ExitReason.EXIT_USER_SPACE, milestones=("start_kernel", "run_init_process"))
     assert stop_cause("boot completed", completed, SYMBOLS).kind == causes.BOOT_COMPLETED
     assert stop_cause("exhausted", None, SYMBOLS).kind == causes.NO_RUN
+    assert (
+        stop_cause("budget", None, SYMBOLS).cause
+        == "no run stored: the first run outlasted the search's budget"
+    )
     rejected = search_error("config: tick and interrupt_controller both drive the CPU's IRQ line: give one")
     assert rejected.kind == causes.CONFIG_REJECTED
     assert rejected.cause.startswith("config rejected: config: tick and interrupt_controller")
