@@ -9,8 +9,10 @@ from typing import Any
 
 from explorer.bench import causes
 from explorer.bench.report import NOT_RECORDED, report_markdown, to_json, why_stopped, write_report
-from explorer.bench.runner import BenchPlan, Entry, error_row
-from explorer.bench.sets import BenchFirmware
+from explorer.bench.runner import ERROR, RESULTS_FILE, BenchPlan, Entry, error_row, read_results, run_bench
+from explorer.bench.sets import BenchFirmware, BenchSet
+from explorer.runner.launch import Plugin
+from explorer.search.executor import RunnerSetup
 from explorer.search.state import Target
 from tests.unit.test_bench_plots import row
 
@@ -93,3 +95,20 @@ def test_a_bar_in_a_cause_does_not_break_the_table(tmp_path: Path) -> None:
         line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| panic")
     )
     assert line == "| panic | 1 | 0 | a: panic in foo: bad \\| worse then |"
+
+
+def test_a_firmware_the_search_refuses_is_its_entrys_row_and_the_bench_goes_on(tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.elf"
+    truncated.write_bytes(b"\x7fELF")
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    bench_set = BenchSet(
+        "tiny", (BenchFirmware("truncated", Target(truncated)), BenchFirmware("empty", Target(empty)))
+    )
+    setup = RunnerSetup(tmp_path / "no-qemu", Plugin(tmp_path / "no-plugin.so"))
+    rows = run_bench(bench_set, BenchPlan(("best-first",), 1, 60.0, 1), tmp_path / "out", setup)
+    assert [(row["firmware"], row["ended"]) for row in rows] == [("truncated", ERROR), ("empty", ERROR)]
+    assert read_results(tmp_path / "out" / "tiny" / RESULTS_FILE) == rows
+    (group,) = why_stopped(rows)
+    assert group["cause"] == causes.SEARCH_ERROR and group["count"] == 2
+    assert "is empty" in group["searches"][0]["cause"]
