@@ -176,9 +176,10 @@ class _Progress:
     def entry_finished(self, row: dict[str, Any]) -> None:
         if self.live is None:
             milestone = "completed" if row["boot_completed"] else row["furthest_milestone"] or "none"
+            why = "" if row["boot_completed"] else f": {row['why']['cause']}"
             self._console.print(
                 f"{row['firmware']} {row['strategy']} #{row['repeat']}: {milestone}, {row['runs']} runs, "
-                f"{row['wall_seconds']:.0f} s ({row['ended']})",
+                f"{row['wall_seconds']:.0f} s ({row['ended']}){why}",
                 soft_wrap=True,
                 highlight=False,
             )
