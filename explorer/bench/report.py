@@ -16,6 +16,10 @@ the plots, whose timelines it reads from the finished entries' stores (explorer.
 read-only). It runs nothing, so a report can be rebuilt from a bench directory at any time.
 "Completed" is the search's own goal (explorer.search.score.boot_completed: user space, or a
 clean power-off after init for firmware without one).
+
+Why searches stopped (`why_stopped`): the searches that did not complete, grouped by the kind of
+blocker their furthest run stopped at (each row's `why`, explorer.bench.causes), the commonest
+first, so that work goes there first; each search listed with its own cause and place.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from explorer.bench.causes import SEARCH_EXHAUSTED
 from explorer.bench.plots import (
     MILESTONE_PLOT,
     RUNS_PER_SECOND_PLOT,
@@ -60,6 +65,8 @@ COLUMNS = (
     "master_overhead",
 )
 REPORT_FILE = "report.md"
+# The cause of a search whose row predates causes (explorer.bench.causes).
+NOT_RECORDED = "not recorded"
 
 
 def to_csv(rows: Iterable[dict[str, Any]]) -> str:
@@ -78,7 +85,63 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             _firmware_summary(firmware, strategy, group) for (firmware, strategy), group in _grouped(rows)
         ],
         "strategies": [_strategy_summary(strategy, group) for strategy, group in _by_strategy(rows)],
+        "why_stopped": why_stopped(rows),
     }
+
+
+def why_stopped(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The searches that did not complete the boot, grouped by the kind of their cause: per kind,
+    how many, how many of them the search ended as exhausted, and each search with its cause.
+    Most searches first, then by kind; a row written before causes were recorded is NOT_RECORDED.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in _sorted(rows):
+        if row["boot_completed"]:
+            continue
+        why = row.get("why") or {"kind": NOT_RECORDED, "cause": NOT_RECORDED}
+        groups.setdefault(why["kind"], []).append(
+            {
+                "firmware": row["firmware"],
+                "strategy": row["strategy"],
+                "repeat": row["repeat"],
+                "ended": row["ended"],
+                "cause": why["cause"],
+            }
+        )
+    return [
+        {
+            "cause": kind,
+            "count": len(searches),
+            "exhausted": sum(search["ended"] == SEARCH_EXHAUSTED for search in searches),
+            "searches": searches,
+        }
+        for kind, searches in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+    ]
+
+
+def why_stopped_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The "why searches stopped" table: kind, searches, how many exhausted, each search's cause."""
+    groups = why_stopped(rows)
+    stopped = sum(group["count"] for group in groups)
+    # Each search is named by its firmware, and by strategy and repeat when the bench has several.
+    several = len({(row["strategy"], row["repeat"]) for row in rows}) > 1
+    lines = [
+        f"{stopped} of {len(rows)} searches did not complete the boot. Why they stopped: the blocker "
+        "their furthest run stopped at (its exit, call stack, MMIO polled), commonest first; "
+        '"exhausted": the search ended with nothing left to try before its budget.',
+        "",
+        "| cause | searches | exhausted | firmware: where |",
+        "|---|---|---|---|",
+    ]
+    for group in groups:
+        searches = "; ".join(
+            f"{search['firmware']}"
+            + (f" ({search['strategy']} #{search['repeat']})" if several else "")
+            + f": {search['cause']}"
+            for search in group["searches"]
+        )
+        lines.append(f"| {group['cause']} | {group['count']} | {group['exhausted']} | {_cell(searches)} |")
+    return "\n".join(lines) + "\n"
 
 
 def to_json(rows: Sequence[dict[str, Any]], stock: Sequence[dict[str, Any]] = ()) -> str:
@@ -161,6 +224,9 @@ def report_markdown(
             stock_note,
             "",
             to_markdown(rows, stock or ()),
+            "## Why searches stopped",
+            "",
+            why_stopped_markdown(rows),
             "How far each search had booted over its wall time (one line per search, colour = "
             "strategy, dashed = how far stock QEMU boots the same kernel): the earlier a line climbs "
             f"and the higher it ends, the better the strategy did on that firmware.{missing_note}",
@@ -293,6 +359,11 @@ def _number(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.0f}" if value >= 10 or float(value).is_integer() else f"{value:.1f}"
+
+
+def _cell(text: str) -> str:
+    """`text` inside a Markdown table cell (a guest's panic message may hold a bar or a newline)."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _range(values: Sequence[float], form: str) -> str:

@@ -19,8 +19,10 @@ seed = repeat, one at a time, each with the bench's workers. Invariants:
 The ground truth comes after every entry (so an interrupted bench resumes its entries first, as
 it always did): each firmware with a stock QEMU model is booted there once, and its row goes to
 stock.jsonl under the same rules (a firmware with a row is never booted again).
-The bench never scores or interprets runs itself: its numbers come from the search's store
-(explorer.search.report).
+The bench never scores runs itself: its numbers come from the search's store
+(explorer.search.report), and why a search stopped from its furthest run (explorer.bench.causes).
+A search that raises a user-facing error (BadInput: a config the machine refuses, a kernel
+ingestion rejects) is that entry's result, a row saying so, and the bench goes on.
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from explorer import corpus
+from explorer.bench.causes import search_error, stop_cause
 from explorer.bench.sets import BenchFirmware, BenchSet
 from explorer.bench.stock import StockBooter, corpus_for, model_of
-from explorer.errors import StoreError
+from explorer.errors import BadInput, StoreError
+from explorer.firmware.model import Firmware
+from explorer.runner.result import deserialize
 from explorer.search.engine import Observer, SearchOptions
 from explorer.search.executor import Executor, RunnerSetup
 from explorer.search.report import machine_summary, search_summary
@@ -48,6 +53,8 @@ from explorer.store import Store
 RESULTS_FILE = "results.jsonl"
 STOCK_FILE = "stock.jsonl"
 STORE_FILE = "data.mdb"
+# The `ended` of an entry whose search raised a user-facing error (error_row).
+ERROR = "error"
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,12 @@ def _run_entries(
         if entry.key in finished:
             continue
         work = entry_directory(out, bench_set, entry)
-        row = _run_entry(entry, work, plan, setup, progress, executor, position, len(planned))
+        try:
+            row = _run_entry(entry, work, plan, setup, progress, executor, position, len(planned))
+        except BadInput as error:
+            # One firmware the search cannot go on with is that firmware's result, not the bench's end.
+            remove_snapshots(work)
+            row = error_row(entry, plan, str(error))
         append_result(results, row)
         rows.append(row)
         if progress is not None:
@@ -225,7 +237,7 @@ def _run_entry(
         if progress is not None:
             progress.entry_started(entry, position, total, resumed)
         ended = run_search(store, facts, target, options, setup, progress, executor)
-        row = result_row(entry, store, ended)
+        row = result_row(entry, store, ended, facts)
     remove_snapshots(work)
     return row
 
@@ -242,8 +254,9 @@ def _existing_store(work: Path) -> Store | None:
         return None
 
 
-def result_row(entry: Entry, store: Store, ended: str) -> dict[str, Any]:
-    """The numbers of one finished entry, from its store.
+def result_row(entry: Entry, store: Store, ended: str, firmware: Firmware) -> dict[str, Any]:
+    """The numbers of one finished entry, from its store, and why it stopped (`why`: its furthest
+    run's explorer.bench.causes.StopCause, named with `firmware`'s symbols).
 
     wall_seconds_to_userspace: the search's wall time when its boot completed (user space; for
     firmware without one, such as the tests' bare-metal programs, the clean power-off after init:
@@ -253,10 +266,12 @@ def result_row(entry: Entry, store: Store, ended: str) -> dict[str, Any]:
     summary = search_summary(store)
     completed = ended == "boot completed"
     machine: dict[str, Any] = {"devices": [], "interrupt_controller": None, "mmio_rules": [], "nops": []}
+    furthest = None
     if summary["best_state"] is not None:
-        data = store.state(summary["best_state"])
-        assert data is not None  # the best state is a stored run's state
+        data, run = store.state(summary["best_state"]), store.run(summary["best_state"])
+        assert data is not None and run is not None  # the best state is a stored run's state
         machine = machine_summary(parse_state(data))
+        furthest = deserialize(run.result)
     return {
         "firmware": entry.firmware.name,
         "strategy": entry.strategy,
@@ -274,6 +289,26 @@ def result_row(entry: Entry, store: Store, ended: str) -> dict[str, Any]:
         "values_pinned": len(machine["mmio_rules"]),
         "nops": len(machine["nops"]),
         "master_overhead": summary["master_overhead"],
+        "why": stop_cause(ended, furthest, firmware.symbols).to_dict(),
+    }
+
+
+def error_row(entry: Entry, plan: BenchPlan, message: str) -> dict[str, Any]:
+    """The row of an entry whose search raised `message` instead of stopping: nothing reached."""
+    return {
+        "firmware": entry.firmware.name,
+        "strategy": entry.strategy,
+        "repeat": entry.repeat,
+        "ended": ERROR,
+        "budget_seconds": plan.budget_seconds,
+        "boot_completed": False,
+        "furthest_milestone": None,
+        "reached_userspace": False,
+        "wall_seconds": 0.0,
+        "wall_seconds_to_userspace": None,
+        **dict.fromkeys(("runs", "generations", "devices", "values_pinned", "nops"), 0),
+        "master_overhead": 0.0,
+        "why": search_error(message).to_dict(),
     }
 
 

@@ -13,13 +13,15 @@ A set is a TOML file of `[[firmware]]` tables, one per firmware:
 
 Loading checks everything a bench would otherwise find out hours later: unknown keys, a
 missing kernel, a DTB or flavour the corpus lacks, duplicate names; each is one BadInput line
-naming the set and the entry. This module only reads: it never fetches the corpus.
+naming the set and the entry. A slice of a set (`sliced`) keeps the set's name, so a bench run
+slice by slice collects every slice's results in one place. This module only reads: it never
+fetches the corpus.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,20 @@ def load_set(name_or_path: str, corpus_loader: Callable[[], corpus.Corpus] = cor
     except tomllib.TOMLDecodeError as error:
         raise BadInput(f"set {path} is not valid TOML: {error}") from None
     return parse_set(path.stem, data, path.parent, corpus_loader)
+
+
+def sliced(bench_set: BenchSet, names: Sequence[str]) -> BenchSet:
+    """The firmware of `bench_set` named in `names`, in the set's order, under the set's name;
+    BadInput naming any name the set does not have."""
+    unknown = sorted(set(names) - {firmware.name for firmware in bench_set.firmware})
+    if unknown:
+        raise BadInput(
+            f"set {bench_set.name} has no firmware {', '.join(unknown)}: its firmware are "
+            + ", ".join(firmware.name for firmware in bench_set.firmware)
+        )
+    return BenchSet(
+        bench_set.name, tuple(firmware for firmware in bench_set.firmware if firmware.name in names)
+    )
 
 
 def parse_set(

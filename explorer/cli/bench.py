@@ -20,7 +20,7 @@ from rich.table import Table
 
 from explorer.bench.report import REPORT_FILE, write_report
 from explorer.bench.runner import RESULTS_FILE, BenchPlan, Entry, read_results, run_bench, set_directory
-from explorer.bench.sets import SETS_DIRECTORY, BenchFirmware, load_set
+from explorer.bench.sets import SETS_DIRECTORY, BenchFirmware, load_set, sliced
 from explorer.cli.search import (
     DEFAULT_SNAPSHOT_LIMIT,
     SNAPSHOTS_BY_DEFAULT,
@@ -42,7 +42,8 @@ from explorer.search.strategy import STRATEGIES
 
 HELP = f"""Search every firmware of SET with each --strategy, --repeat times, and report.
 
-SET is a set's name in {SETS_DIRECTORY} (dev, large) or a set file. Results go to
+SET is a set's name in {SETS_DIRECTORY} (dev, large, wide) or a set file; --only NAME
+(repeatable) runs only those of its firmware, a slice of it. Results go to
 OUT/SET/results.jsonl as each search ends; at the end, results.csv, results.json, report.md and
 its PNG plots are written beside it. Each search's work directory is OUT/SET/FIRMWARE/STRATEGY/REPEAT
 (`explorer show` reads it). Run the same command again after a kill or Ctrl-C: only what is missing
@@ -57,6 +58,7 @@ Example:
   explorer bench dev --strategy best-first --strategy breadth-first --strategy random \\
       --budget 10m --repeat 3 --out bench
   explorer bench dev --out bench --report-only
+  explorer bench wide --budget 3m --only armmp-omap5-uevm --only marvell-kirkwood-b3 --out bench
 """
 
 
@@ -73,6 +75,12 @@ def bench(
     ] = None,
     budget: Annotated[str, typer.Option(help="Wall-clock budget of each search: 90s, 15m, 2h.")] = "10m",
     repeat: Annotated[int, typer.Option(help="Searches per firmware and strategy (seeds 0..N-1).")] = 1,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Repeatable: search only this firmware of the set (a slice; results join the set's)."
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Runners at once [default: the number of cores].")] = 0,
     out: Annotated[Path, typer.Option(help="Output directory (created; reused to continue).")] = Path(
         "bench"
@@ -89,6 +97,8 @@ def bench(
     snapshot_limit: SnapshotLimitOption = DEFAULT_SNAPSHOT_LIMIT,
 ) -> None:
     bench_set = load_set(set_name)
+    if only:
+        bench_set = sliced(bench_set, only)
     directory = set_directory(out, bench_set)
     if report_only:
         _rebuild_report(directory)
@@ -166,9 +176,10 @@ class _Progress:
     def entry_finished(self, row: dict[str, Any]) -> None:
         if self.live is None:
             milestone = "completed" if row["boot_completed"] else row["furthest_milestone"] or "none"
+            why = "" if row["boot_completed"] else f": {row['why']['cause']}"
             self._console.print(
                 f"{row['firmware']} {row['strategy']} #{row['repeat']}: {milestone}, {row['runs']} runs, "
-                f"{row['wall_seconds']:.0f} s ({row['ended']})",
+                f"{row['wall_seconds']:.0f} s ({row['ended']}){why}",
                 soft_wrap=True,
                 highlight=False,
             )

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from explorer import corpus
-from explorer.bench.sets import load_set, parse_set
+from explorer.bench.sets import load_set, parse_set, sliced
 from explorer.errors import BadInput
 
 
@@ -102,3 +102,14 @@ def test_a_set_is_found_by_path_or_by_name_and_bad_toml_is_bad_input(tmp_path: P
     (tmp_path / "broken.toml").write_text("[[firmware]\n")
     with pytest.raises(BadInput, match="not valid TOML"):
         load_set(str(tmp_path / "broken.toml"), no_corpus)
+
+
+def test_a_slice_keeps_the_sets_name_and_order_and_refuses_a_name_it_lacks(tmp_path: Path) -> None:
+    kernel_file(tmp_path)
+    data = {"firmware": [{"name": name, "kernel": "kernel.elf"} for name in ("a", "b", "c")]}
+    whole = parse_set("tiny", data, tmp_path, no_corpus)
+    part = sliced(whole, ["c", "a"])
+    assert part.name == "tiny"
+    assert [firmware.name for firmware in part.firmware] == ["a", "c"]
+    with pytest.raises(BadInput, match="set tiny has no firmware d, e: its firmware are a, b, c"):
+        sliced(whole, ["a", "e", "d"])
