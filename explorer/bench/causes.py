@@ -23,12 +23,10 @@ from explorer.firmware.model import SymbolTable
 from explorer.runner.analysis import RunAnalysis, analyse, explaining_loops, place
 from explorer.runner.kernel_hooks import MILESTONES
 from explorer.runner.rehost_pb2 import RunResult
+from explorer.search.engine import BOOT_COMPLETED as SEARCH_BOOT_COMPLETED
+from explorer.search.engine import BUDGET_SPENT
 from explorer.search.operators.nops import DYING, TRAMPOLINES, crash_of, is_panic_path
 
-# How a search ends (explorer.search.engine.Search.run's answers) where it matters here.
-SEARCH_COMPLETED = "boot completed"
-SEARCH_EXHAUSTED = "exhausted"
-SEARCH_BUDGET_SPENT = "budget"
 # The kinds of cause.
 BOOT_COMPLETED = "boot completed"
 SEARCH_ERROR = "search ended in an error"
@@ -106,11 +104,7 @@ def stop_cause(ended: str, result: RunResult | None, symbols: SymbolTable) -> St
     `result` being its furthest run's (None: it stored no run)."""
     if result is None:
         # The search stores only finished runs: its first ran past the whole budget.
-        cause = (
-            f"{NO_RUN}: the first run outlasted the search's budget"
-            if ended == SEARCH_BUDGET_SPENT
-            else NO_RUN
-        )
+        cause = f"{NO_RUN}: the first run outlasted the search's budget" if ended == BUDGET_SPENT else NO_RUN
         return StopCause(NO_RUN, cause, None, "", None, None, None)
     analysis = analyse(result, symbols)
     reached = {milestone.name for milestone in analysis.milestones}
@@ -121,7 +115,7 @@ def stop_cause(ended: str, result: RunResult | None, symbols: SymbolTable) -> St
         "milestone": _furthest(reached),
         "initcall": str(analysis.initcalls[-1].function) if analysis.initcalls and during_initcalls else None,
     }
-    if ended == SEARCH_COMPLETED:
+    if ended == SEARCH_BOOT_COMPLETED:
         return StopCause(BOOT_COMPLETED, BOOT_COMPLETED, function=None, **facts)
     kind, function, polled = _named(result, analysis, symbols)
     cause = _sentence(kind, function, polled, analysis, facts)

@@ -32,7 +32,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from explorer.bench.causes import SEARCH_EXHAUSTED
 from explorer.bench.plots import (
     MILESTONE_PLOT,
     RUNS_PER_SECOND_PLOT,
@@ -44,6 +43,7 @@ from explorer.bench.plots import (
 from explorer.bench.runner import STOCK_FILE, read_results
 from explorer.bench.stock import NOT_IN_BUILD
 from explorer.bench.timeline import Timeline, level_of, read_timelines
+from explorer.search.engine import EXHAUSTED
 
 # results.jsonl keys, in the CSV's column order.
 COLUMNS = (
@@ -112,7 +112,7 @@ def why_stopped(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         {
             "cause": kind,
             "count": len(searches),
-            "exhausted": sum(search["ended"] == SEARCH_EXHAUSTED for search in searches),
+            "exhausted": sum(search["ended"] == EXHAUSTED for search in searches),
             "searches": searches,
         }
         for kind, searches in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
