@@ -63,6 +63,7 @@ from explorer.search.operators import (
     bitwise,
     collapse,
     devices,
+    firmware_calls,
     interrupts,
     isa,
     kernel_arguments,
@@ -83,7 +84,12 @@ from explorer.store import EdgeRecord, FrontierEntry, Generation, RunRecord, Sto
 @dataclass(frozen=True)
 class OperatorPhases:
     # Asked first, for every state.
-    structural: tuple[Operator, ...] = (devices.propose, isa.propose, collapse.propose)
+    structural: tuple[Operator, ...] = (
+        firmware_calls.propose,
+        devices.propose,
+        isa.propose,
+        collapse.propose,
+    )
     # Asked in turn while the tiers before have nothing new for a state (which is then stalled).
     stall_tiers: tuple[tuple[Operator, ...], ...] = (
         (kernel_arguments.propose, interrupts.propose),

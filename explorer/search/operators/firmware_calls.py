@@ -1,0 +1,75 @@
+"""Firmware calls: a kernel calling secure or hypervisor firmware that the machine does not have.
+
+The mechanism: 32-bit ARM kernels call the board's firmware with an SMC instruction (the secure
+monitor: PSCI in drivers/firmware/psci, and vendor services such as arch/arm/mach-omap2's
+omap_smc1, drivers/firmware/qcom_scm, arch/arm/firmware/trusted_foundations) or with HVC. Our
+CPU has neither EL3 nor EL2, so the instruction is undefined: __und_fault -> die, and the boot
+ends ("Attempted to kill the idle task!" early, an oops in a driver later). The oops names the
+faulting instruction in its "Code:" line (arch/arm/kernel/traps.c, dump_instr: the faulting word
+in parentheses). When that word is an SMC or HVC, the child has QEMU answer every call made that
+way (MachineConfig.psci_conduit): PSCI's functions as PSCI, any other function "not supported"
+(SMCCC's -1 in r0), as firmware that offers no such service answers. A device tree that declares
+PSCI gets this from the initial state (explorer.search.initial); this operator answers the calls
+no device tree declares.
+"""
+
+from __future__ import annotations
+
+import re
+
+from explorer.runner.rehost_pb2 import ExitReason
+from explorer.search.operators import Child, Context
+from explorer.search.state import State, derive
+
+# The faulting instruction of an oops: the parenthesised word(s) at the end of the "Code:" line,
+# one 32-bit word for A32 code, one or two halfwords for T32.
+FAULTING_INSTRUCTION = re.compile(r"^Code: .*\(([0-9a-f]{4,8})(?: ([0-9a-f]{4}))?\)", re.MULTILINE)
+
+
+def propose(context: Context) -> list[Child]:
+    current = context.current
+    if current.state.target != "arm" or current.state.psci_conduit:
+        return []
+    if current.result.exit.reason == ExitReason.EXIT_USER_SPACE:
+        return []
+    conduit = firmware_call(current.result.log.decode(errors="replace"))
+    if conduit is None:
+        return []
+
+    def answer_calls(state: State) -> None:
+        state.psci_conduit = conduit
+
+    reason = (
+        f"the kernel died of an undefined {conduit.upper()}: a call to firmware the machine does not "
+        f"have; QEMU answers every {conduit.upper()} (PSCI, and 'not supported' for other services)"
+    )
+    return [Child(derive(current.state, answer_calls), "firmware_calls", reason, {"conduit": conduit})]
+
+
+def firmware_call(log: str) -> str | None:
+    """ "smc" or "hvc" when the guest log's last oops faulted on that instruction, else None."""
+    found = list(FAULTING_INSTRUCTION.finditer(log))
+    if not found:
+        return None
+    first, second = found[-1].groups()
+    if len(first) == 8:
+        return _a32(int(first, 16))
+    return _t32(int(first, 16), int(second, 16)) if second else None
+
+
+def _a32(word: int) -> str | None:
+    # SMC: cond 0001 0110 0000 0000 0000 0111 imm4; HVC: cond 0001 0100 imm12 0111 imm4.
+    if word & 0x0FFFFFF0 == 0x01600070:
+        return "smc"
+    if word & 0x0FF000F0 == 0x01400070:
+        return "hvc"
+    return None
+
+
+def _t32(first: int, second: int) -> str | None:
+    # SMC: 1111 0111 1111 imm4, 1000 0000 0000 0000; HVC: 1111 0111 1110 imm4, 1000 imm12.
+    if first & 0xFFF0 == 0xF7F0 and second == 0x8000:
+        return "smc"
+    if first & 0xFFF0 == 0xF7E0 and second & 0xF000 == 0x8000:
+        return "hvc"
+    return None
