@@ -19,7 +19,7 @@ from tests.unit.test_search_engine import FIRMWARE
 OMAP_SMC_OOPS = """Internal error: Oops - undefined instruction: 0 [#1] SMP ARM
 PC is at omap_smc1+0x10/0x1c
  omap_smc1 from omap5_erratum_workaround_801819+0x58/0x74
-Code: e92d5ffc e1a0c000 e1a00001 f57ff04f (e1600070) 
+Code: e92d5ffc e1a0c000 e1a00001 f57ff04f (e1600070)
 ---[ end trace 0000000000000000 ]---
 """
 
