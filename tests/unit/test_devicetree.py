@@ -7,6 +7,7 @@ import shutil
 import struct
 import subprocess
 
+import fdt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -237,3 +238,13 @@ def test_mutated_blobs_parse_or_raise_device_tree_error(board: bytes, data: st.D
     cut = data.draw(st.integers(0, len(blob)))
     with contextlib.suppress(DeviceTreeError):
         parse_dtb(bytes(blob[:cut]) if data.draw(st.booleans()) else bytes(blob), "given")
+
+
+def test_parsing_trees_with_reservations_leaves_no_reservation_behind_in_the_library() -> None:
+    # fdt.FDT's default `entries` list is shared by every tree it parses; it must not grow.
+    tree = fdt.FDT(entries=[{"address": 0x1000, "size": 0x1000}, {"address": 0x8000, "size": 0x100}])
+    tree.add_item(fdt.PropWords("#address-cells", 1))
+    blob = bytes(tree.to_dtb(version=17))
+    for _ in range(3):
+        parse_dtb(blob, "given")
+    assert fdt.FDT().entries == []
