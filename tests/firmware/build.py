@@ -17,7 +17,9 @@ the way one search operator must get past:
 - escalate.elf: a probe whose panic moves up a frame when the innermost frame is NOP'd: NOP
   escalation proper (NOP the next frame up while the stacks are similar);
 - devices.elf (+ devices.dtb): a PL011 in loopback and an SP804 that must count: device
-  discovery from the device tree.
+  discovery from the device tree;
+- idle.elf: waits for ever for an interrupt nothing raises: the machine's idle deadline must end
+  its run (no operator is meant to get it past).
 
 Each gets to run_init_process and then machine_power_off once it is past. ARM (A32) code only:
 the plugin's NOPs and call stack do not handle Thumb-2. Built with Debian's gcc-arm-none-eabi
@@ -47,6 +49,7 @@ PROGRAM_SOURCES = {
     "values": ("spin.c", "values.c", "probe_panic.c"),
     "devices": ("devices.c",),
     "escalate": ("escalate.c",),
+    "idle": ("idle.c",),
 }
 PROGRAMS = tuple(PROGRAM_SOURCES)
 COMMON_SOURCES = ("head.S", "kernel.c")

@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import text_format
-
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
@@ -24,8 +22,9 @@ from explorer.runner.config import to_json
 from explorer.runner.kernel_hooks import MILESTONES as MILESTONES  # re-exported for the plugin tests
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
 from explorer.runner.launch import Plugin, RunnerLimits, config_plugin_arguments, run
-from explorer.runner.machine_config_pb2 import MachineConfig
+from explorer.runner.machine_config_pb2 import MachineConfig, MmioRule
 from explorer.runner.rehost_pb2 import RunResult
+from explorer.search.initial import initial_state
 from explorer.search.state import State, Target, bootable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,23 +166,47 @@ def run_plugin(qemu_build: Path, command: list[str], arguments: str) -> PluginRu
     return PluginRun(tuple(line for line in completed.stderr.splitlines() if line.startswith("rehost: ")))
 
 
-# A state a real am335x search found (devices, pinned values, a tick acked in the interrupt
-# controller's block, lpj, clocksource=jiffies): kernel_init's initcalls run to about 3.74e9
-# instructions, then the guest idles between ticks until the machine ends the run at
-# IDLE_GUEST_TIME_FACTOR times its idle deadline of guest time.
-TICKING_IDLE_STATE = Path(__file__).with_name("data") / "am335x-ticking-idle.state.txt"
+# armmp on the AM335x device tree with only RAM and a Cortex-A8 has no model of the ti,am33xx-intc
+# nor of its timers: the machine's tick stands in for the clock-event timer's interrupt, and the
+# controller's pending-interrupt register (INTC_SIR, which omap_intc_handle_irq reads) answers
+# that timer's number, so that every tick runs the kernel's own timer handler.
+INTC_BASE = 0x48200000
+INTC_SIZE = 0x1000
+INTC_SIR = INTC_BASE + 0x40
+# timer2 (/ocp/.../target-module@40000/timer@0): the kernel's clock event on this board.
+TIMER2_IRQ = 68
+TICK_PERIOD_NS = 4_000_000  # HZ 250
+# lpj: no calibration (that needs the tick too); jiffies as the clock: the dmtimer counter has no
+# model either, and random counter reads make time leap.
+AM335X_TICKING_CMDLINE = "lpj=100000 clocksource=jiffies"
+
+
+def ticking_state(firmware: Firmware, target: Target, ack_base: int, ack_size: int) -> State:
+    """The initial state of an am335x target with the tick, acked by a write to
+    [ack_base, ack_base + ack_size) (0, 0: by the first unmapped read), and INTC_SIR pinned."""
+    state = initial_state(firmware, target, seed=1)
+    state.tick.period_ns = TICK_PERIOD_NS
+    state.tick.ack_base = ack_base
+    state.tick.ack_size = ack_size
+    state.mmio_rules.append(MmioRule(address=INTC_SIR, constant=TIMER2_IRQ))
+    return state
 
 
 def ticking_idle_am335x(corpus: Corpus) -> tuple[State, Target, Firmware]:
-    """TICKING_IDLE_STATE with the target its search had: armmp, am335x-boneblack, the initramfs."""
-    state = text_format.Parse(TICKING_IDLE_STATE.read_text(), State())
+    """A ticking am335x boot that idles between ticks after kernel_init's initcalls, on any armmp.
+
+    No initramfs and a root device that never appears, waited for (rootwait): the kernel polls
+    for it in prepare_namespace every few milliseconds for ever, so the guest only runs when a
+    tick wakes it, until the machine ends the run at IDLE_GUEST_TIME_FACTOR times its idle
+    deadline of guest time ("idle: the guest's clock reached ...").
+    """
     target = Target(
         kernel=corpus.kernel("armmp"),
         dtb=corpus.dtb("armmp", "am335x-boneblack"),
-        initrd=corpus.initramfs("armhf"),
-        cmdline="rdinit=/init",
+        cmdline=f"root=/dev/mmcblk0p2 rootwait {AM335X_TICKING_CMDLINE}",
     )
-    return state, target, ingest(target.kernel, dtb=target.dtb)
+    firmware = ingest(target.kernel, dtb=target.dtb)
+    return ticking_state(firmware, target, INTC_BASE, INTC_SIZE), target, firmware
 
 
 def boot_state(

@@ -20,40 +20,29 @@ import pytest
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
-from explorer.runner.machine_config_pb2 import MmioRule
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
-from explorer.search.initial import initial_state
-from explorer.search.state import State, Target
-from tests.integration.rehosting import boot_state, rehosting_command, vexpress_a9_config
+from explorer.search.state import Target
+from tests.integration.rehosting import (
+    AM335X_TICKING_CMDLINE,
+    INTC_BASE,
+    INTC_SIR,
+    INTC_SIZE,
+    boot_state,
+    rehosting_command,
+    ticking_state,
+    vexpress_a9_config,
+)
 
 pytestmark = [pytest.mark.qemu, pytest.mark.corpus]
 
-INTC_BASE = 0x48200000
-INTC_SIZE = 0x1000
-INTC_SIR = INTC_BASE + 0x40
-# timer2 (/ocp/.../target-module@40000/timer@0): the kernel's clock event on this board.
-TIMER2_IRQ = 68
-TICK_PERIOD_NS = 4_000_000  # HZ 250
-
 
 def am335x_target(corpus: Corpus) -> Target:
-    # lpj: no calibration (that needs the tick too); jiffies as the clock: the dmtimer counter
-    # has no model either, and random counter reads make time leap.
     return Target(
         kernel=corpus.kernel("armmp"),
         dtb=corpus.dtb("armmp", "am335x-boneblack"),
         initrd=corpus.initramfs("armhf"),
-        cmdline="rdinit=/init lpj=100000 clocksource=jiffies",
+        cmdline=f"rdinit=/init {AM335X_TICKING_CMDLINE}",
     )
-
-
-def ticking_state(firmware: Firmware, target: Target, ack_base: int, ack_size: int) -> State:
-    state = initial_state(firmware, target, seed=1)
-    state.tick.period_ns = TICK_PERIOD_NS
-    state.tick.ack_base = ack_base
-    state.tick.ack_size = ack_size
-    state.mmio_rules.append(MmioRule(address=INTC_SIR, constant=TIMER2_IRQ))
-    return state
 
 
 def functions_at(result: RunResult, firmware: Firmware, address: int, is_write: bool) -> set[str]:

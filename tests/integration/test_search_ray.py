@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from explorer.search.ray_executor import RayExecutor
 from explorer.search.session import runner_setup
 from explorer.store import Store
 from tests.firmware import build as test_firmware
+from tests.helpers import interrupt_mid_search, mid_search, sigint_at_its_default
 from tests.integration.conftest import LocalRayCluster, RayNode, processes
 from tests.integration.test_search_firmware import program_config
 
@@ -49,6 +49,7 @@ def search(work: Path, qemu: Path, *executor: str) -> subprocess.Popen[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_at_its_default,  # as from a terminal, where Ctrl-C interrupts it
     )
 
 
@@ -101,13 +102,10 @@ def test_a_search_started_on_ray_resumes_on_the_local_pool(
 ) -> None:
     work = tmp_path / "work"
     process = search(work, qemu_build, "--executor", "ray", "--address", ray_cluster.address)
-    deadline = time.monotonic() + SEARCH_DEADLINE_SECONDS
-    while not (work / "data.mdb").exists() or not stored_runs(work):  # the first generation is in
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
+    interrupt_mid_search(process, work)
     _, stderr = process.communicate(timeout=SEARCH_DEADLINE_SECONDS)
     assert process.returncode == 130, stderr
+    assert mid_search(work)
     # The executor is the resuming command line's own: nothing in the store asks for Ray.
     resumed = subprocess.run(
         [*EXPLORER, "resume", str(work)],

@@ -30,6 +30,7 @@ from explorer.runner.launch import (
 )
 from explorer.runner.machine_config_pb2 import HookKind, MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason
+from tests.helpers import sigint_at_its_default
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 30  # a hang guard for process bookkeeping, not a performance claim
@@ -299,13 +300,17 @@ def test_stopping_the_driver_takes_its_runner_down(
     fake_build: Path, tmp_path: Path, stop: signal.Signals
 ) -> None:
     pid_file = tmp_path / "pid"
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(fake_build), str(pid_file)], cwd=REPO)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(fake_build), str(pid_file)],
+        cwd=REPO,
+        preexec_fn=sigint_at_its_default,  # as on a terminal: a suite run in the background ignores it
+    )
     try:
         wait_until(lambda: pid_file.exists() and pid_file.read_text(), "the runner to start")
         runner = int(pid_file.read_text())
         assert not is_gone(runner)
         os.kill(driver.pid, stop)
-        assert driver.wait() != 0
+        assert driver.wait(WAIT_SECONDS) != 0
         wait_until(lambda: is_gone(runner), f"runner {runner} to die with its driver")
     finally:
         driver.kill()
