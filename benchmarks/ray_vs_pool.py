@@ -26,11 +26,13 @@ import time
 from pathlib import Path
 
 from explorer import corpus
+from explorer.execution.executor import Executor
+from explorer.execution.jobs import Job
+from explorer.execution.local import LocalPool
+from explorer.execution.ray_executor import RayExecutor
 from explorer.firmware.ingest import ingest
 from explorer.runner.build import find_runner
-from explorer.search.executor import Executor, Job, LocalPool
 from explorer.search.initial import initial_state
-from explorer.search.ray_executor import RayExecutor
 from explorer.search.session import runner_setup
 from explorer.search.state import Target, bootable, state_id
 

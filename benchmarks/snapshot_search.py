@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from explorer import corpus
+from explorer.execution.local import LocalPool
 from explorer.firmware.ingest import ingest
 from explorer.runner.build import find_runner
 from explorer.runner.result import deserialize
 from explorer.search.engine import SNAPSHOT_COUNTERS, OperatorPhases, Search, SearchOptions
-from explorer.search.executor import LocalPool
 from explorer.search.operators import Child, Context, bitwise
 from explorer.search.session import create_search, run_search, runner_setup
 from explorer.search.snapshots import SnapshotCache

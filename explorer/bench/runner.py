@@ -39,10 +39,11 @@ from explorer.bench.causes import search_error, stop_cause
 from explorer.bench.sets import BenchFirmware, BenchSet
 from explorer.bench.stock import StockBooter, corpus_for, model_of
 from explorer.errors import BadInput, StoreError
+from explorer.execution.executor import Executor
+from explorer.execution.jobs import RunnerSetup
 from explorer.firmware.model import Firmware
 from explorer.runner.result import deserialize
 from explorer.search.engine import Observer, SearchOptions
-from explorer.search.executor import Executor, RunnerSetup
 from explorer.search.report import machine_summary, search_summary
 from explorer.search.session import create_search, resumed_session, run_search
 from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES, remove_snapshots

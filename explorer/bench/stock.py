@@ -25,13 +25,13 @@ from typing import Any
 from explorer import corpus
 from explorer.bench.sets import BenchFirmware
 from explorer.errors import RunnerError
+from explorer.execution.jobs import RunnerSetup
 from explorer.firmware.ingest import ingest
 from explorer.runner.kernel_hooks import watching_kernel
 from explorer.runner.launch import Run, RunnerLimits, StockBoard, run, stock_machines
 from explorer.runner.machine_config_pb2 import MachineConfig, RamRegion
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.search.engine import SearchOptions
-from explorer.search.executor import RunnerSetup
 from explorer.search.initial import initial_state
 from explorer.search.score import score
 

@@ -33,9 +33,9 @@ from explorer.cli.search import (
     parse_size,
 )
 from explorer.errors import BadInput
+from explorer.execution.jobs import Outcome
 from explorer.runner.build import find_runner
 from explorer.search.engine import GenerationReport
-from explorer.search.executor import Outcome
 from explorer.search.score import Score
 from explorer.search.session import ExecutorChoice, opened_executor, runner_setup
 from explorer.search.strategy import STRATEGIES

@@ -21,6 +21,8 @@ from rich.live import Live
 from rich.table import Table
 
 from explorer.errors import BadInput
+from explorer.execution.executor import Executor
+from explorer.execution.jobs import Outcome, RunnerSetup
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.build import PLUGIN, find_runner
@@ -28,7 +30,6 @@ from explorer.runner.config import write_config
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin, RunnerLimits, run
 from explorer.search.engine import SNAPSHOT_COUNTERS, GenerationReport, SearchOptions
-from explorer.search.executor import Executor, Outcome, RunnerSetup
 from explorer.search.report import search_summary, state_report
 from explorer.search.score import Score
 from explorer.search.session import (

@@ -50,10 +50,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from explorer.errors import BadInput
+from explorer.execution.executor import Executor
+from explorer.execution.jobs import Job, Outcome, SnapshotUse
 from explorer.firmware.model import Firmware
 from explorer.runner.config import validate
 from explorer.runner.result import deserialize
-from explorer.search.executor import Executor, Job, Outcome, SnapshotUse
 from explorer.search.initial import initial_state
 from explorer.search.operators import (
     Child,

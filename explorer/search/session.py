@@ -10,7 +10,7 @@ and refuses a kernel that changed since. Which executor runs a session (a local 
 is never stored: each session runs on the one its own command line names, and the search cannot
 tell them apart. Nor does a resumed session inherit whether children continue from snapshots
 (explorer.search.snapshots) or how much of them to keep: each session chooses its own, on either
-executor (Ray ships them through its object store: explorer.search.ray_executor); results are
+executor (Ray ships them through its object store: explorer.execution.ray_shipping); results are
 the same either way, and the snapshots kept in the work directory serve every later session.
 """
 
@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.errors import BadInput
+from explorer.execution.executor import Executor
+from explorer.execution.jobs import RunnerSetup
+from explorer.execution.local import LocalPool
 from explorer.firmware.boot_files import boot_files
 from explorer.firmware.ingest import ingest, read_input
 from explorer.firmware.locate import locate_kernel
@@ -33,7 +36,6 @@ from explorer.runner.build import BUILD_COMMAND, PLUGIN
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin
 from explorer.search.engine import Observer, Search, SearchOptions
-from explorer.search.executor import Executor, LocalPool, RunnerSetup
 from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES, SnapshotCache
 from explorer.search.state import Target
 from explorer.search.strategy import strategy_named
@@ -67,7 +69,7 @@ def opened_executor(choice: ExecutorChoice, workers: int, setup: RunnerSetup) ->
     if choice.name == "ray":
         assert choice.address is not None  # ExecutorChoice refuses ray without one
         try:
-            from explorer.search.ray_executor import RayExecutor
+            from explorer.execution.ray_executor import RayExecutor
         except ImportError as error:
             if not (error.name or "").startswith("ray"):
                 raise

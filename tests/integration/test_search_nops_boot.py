@@ -1,7 +1,7 @@
 """NOP escalation on real armmp panics: the NOP the operator proposes gets the real kernel past them.
 
 Each test boots a state that panics, asks the operator for its children from the real run, and
-boots the first child (return 0) as the engine would (explorer.search.executor.run_job).
+boots the first child (return 0) as the engine would (explorer.execution.jobs.run_job).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from explorer.corpus import Corpus
+from explorer.execution.jobs import Job, RunnerSetup, run_job
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.boards import vexpress_a9
@@ -20,7 +21,6 @@ from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.runner.result import deserialize
-from explorer.search.executor import Job, RunnerSetup, run_job
 from explorer.search.operators import Context, Evaluated
 from explorer.search.operators.nops import OPERATOR, propose
 from explorer.search.score import score

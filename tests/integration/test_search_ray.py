@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from explorer.execution.jobs import Job
+from explorer.execution.ray_executor import RayExecutor
 from explorer.runner.build import binary
-from explorer.search.executor import Job
-from explorer.search.ray_executor import RayExecutor
 from explorer.search.session import runner_setup
 from explorer.store import Store
 from tests.firmware import build as test_firmware

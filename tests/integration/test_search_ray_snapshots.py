@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 
 from explorer.corpus import Corpus
+from explorer.execution.jobs import Job, SnapshotUse, run_job
+from explorer.execution.local import LocalPool
+from explorer.execution.ray_executor import RayExecutor
+from explorer.execution.ray_shipping import SNAPSHOT_FILES, snapshot_digest
 from explorer.runner.snapshot import read_manifest
-from explorer.search.executor import Job, LocalPool, SnapshotUse, run_job
-from explorer.search.ray_executor import SNAPSHOT_FILES, RayExecutor, snapshot_digest
 from explorer.search.session import runner_setup
 from explorer.search.snapshots import SNAPSHOTS_DIRECTORY
 from tests.firmware import build as test_firmware

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from explorer.corpus import Corpus
+from explorer.execution.executor import Executor
+from explorer.execution.local import LocalPool
 from explorer.firmware.ingest import ingest
 from explorer.search.engine import OperatorPhases, Search, SearchOptions, evaluated_state
-from explorer.search.executor import Executor, LocalPool
 from explorer.search.operators import Child, Context, bitwise
 from explorer.search.session import runner_setup
 from explorer.search.snapshots import SAFETY_MARGIN, SNAPSHOTS_DIRECTORY, SnapshotCache, divergence_point

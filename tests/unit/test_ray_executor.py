@@ -18,19 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from explorer.errors import BadInput, RunnerError
+from explorer.execution.jobs import Job, RunnerSetup
+from explorer.execution.ray_executor import cluster_address
+from explorer.execution.ray_shipping import ShippedBuild, ShippedFile, Shipper
+from explorer.execution.ray_worker import localized, materialized, worker_build
 from explorer.runner.build import MANIFEST, PLUGIN, binary
 from explorer.runner.launch import Plugin
 from explorer.runner.machine_config_pb2 import MachineConfig
-from explorer.search.executor import Job, RunnerSetup
-from explorer.search.ray_executor import (
-    ShippedBuild,
-    ShippedFile,
-    Shipper,
-    cluster_address,
-    localized,
-    materialized,
-    worker_build,
-)
 from tests.integration.conftest import free_port
 from tests.unit.test_cli import explorer
 

@@ -17,19 +17,21 @@ import ray.exceptions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from explorer.search.executor import SnapshotUse
-from explorer.search.ray_executor import (
-    SAVING_PREFIX,
+from explorer.execution.jobs import SnapshotUse
+from explorer.execution.ray_executor import write_snapshot
+from explorer.execution.ray_shipping import (
     SHIPPED_SNAPSHOTS_KEPT,
     SNAPSHOT_FILES,
-    STALE_SAVE_SECONDS,
     ShippedFile,
     ShippedSnapshot,
     Shipper,
+    snapshot_digest,
+)
+from explorer.execution.ray_worker import (
+    SAVING_PREFIX,
+    STALE_SAVE_SECONDS,
     evict_snapshots,
     received_snapshot,
-    snapshot_digest,
-    write_snapshot,
 )
 from tests.unit.test_ray_executor import BUILD_HASH, ObjectStore, job, make_build, write
 

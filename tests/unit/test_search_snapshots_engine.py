@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from explorer.execution.jobs import Job, Outcome
 from explorer.runner.machine_config_pb2 import MachineConfig, MmioRule, RamRegion
 from explorer.runner.rehost_pb2 import Exit, ExitReason, MmioAccess, RunResult
 from explorer.runner.result import serialize
 from explorer.search.engine import SAVE_JOB_PREFIX, OperatorPhases, Search, SearchOptions
-from explorer.search.executor import Job, Outcome
 from explorer.search.operators import Child, Context
 from explorer.search.score import Score
 from explorer.search.snapshots import SAFETY_MARGIN, SnapshotCache
