@@ -12,15 +12,23 @@ said about a run (`describe`, `to_dict`) lists only the loops that explain it (`
 the loop a stuck run ended in, and loops that read a device. A boot runs many loops a million
 times that only compute (copying, clearing, bignum arithmetic, decompressing); those are counted,
 not listed. The choice rests on what the run observed, never on a function's name.
+
+The runner keeps a call stack per kernel thread. Where kernel_init (the thread that runs the
+initcalls, then execs init) stands at the exit is named from its stack (`kernel_init_wait`): its
+innermost frames, the initcall it is in, and the wait its frames show, told by the generic
+kernel primitives it called (completions, sleeps, deferred probe) or by a polling loop the run
+ended in. These are names of kernel mechanisms every board shares, never of a board's drivers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from explorer.firmware.model import SymbolTable
-from explorer.runner.rehost_pb2 import ExitReason, HotLoop, RunResult
+from explorer.runner.kernel_hooks import INITCALL_RUNNER
+from explorer.runner.rehost_pb2 import ExitReason, Frame, HotLoop, RunResult
 
 # Endings where the guest was still running when the run was stopped: what it was doing then,
 # the loops on its call stack, is what the run ended in.
@@ -28,6 +36,39 @@ STUCK_ENDINGS = ("budget", "timeout")
 # How much of the end of a run a summary shows.
 LAST_INITCALLS = 5
 LOG_TAIL_LINES = 10
+
+# The thread init/main.c starts to run the initcalls and then exec init.
+KERNEL_INIT = "kernel_init"
+# A workqueue worker runs each work item through this (kernel/workqueue.c).
+WORK_RUNNER = "process_one_work"
+WORKER = "a worker"
+# How a blocked thread gets off the CPU: the scheduler's own frames say how it waits, not what
+# for (resume is MIPS's context switch, __switch_to ARM's).
+SCHEDULER_FRAMES = frozenset(
+    {
+        "__switch_to",
+        "resume",
+        "__schedule",
+        "schedule",
+        "schedule_preempt_disabled",
+        "preempt_schedule",
+        "preempt_schedule_common",
+        "preempt_schedule_irq",
+        "preempt_schedule_notrace",
+    }
+)
+# What a wait is, by the generic kernel primitive the thread called (name prefixes: compilers
+# add suffixes such as .constprop.0). A completion sleeps through schedule_timeout, so a thread's
+# wait is told by the outermost of the primitives it is in (`kernel_init_wait`).
+WAIT_PRIMITIVES = (
+    ("completion", ("wait_for_completion", "__wait_for_common", "wait_for_common", "do_wait_for_common")),
+    ("sleep", ("msleep", "ssleep", "fsleep", "usleep_range", "schedule_timeout", "schedule_hrtimeout")),
+    ("deferred probe", ("driver_deferred_probe", "deferred_probe", "wait_for_device_probe")),
+)
+# A thread's frames anywhere in these are in the driver core's deferred probe.
+DEFERRED_PROBE = dict(WAIT_PRIMITIVES)["deferred probe"]
+# How many of a blocked thread's innermost frames (after the scheduler's) a summary names.
+WAIT_FRAMES_SHOWN = 6
 
 
 @dataclass(frozen=True)
@@ -97,6 +138,37 @@ class ExplainingLoop:
 
 
 @dataclass(frozen=True)
+class NamedThread:
+    """One kernel thread's call stack at the exit, named; `stack` is its kernel stack's base."""
+
+    stack: int
+    frames: tuple[NamedFrame, ...]  # innermost first
+    current: bool  # the thread that ran last
+
+
+@dataclass(frozen=True)
+class ThreadWait:
+    """Where a kernel thread stood at the exit and what it waited for, as its frames tell."""
+
+    thread: str  # "kernel_init"
+    current: bool  # it ran last: the run ended while it ran
+    frames: tuple[NamedFrame, ...]  # its stack without the scheduler's frames, innermost first
+    # "completion", "sleep", "deferred probe", "stuck poll of 0x...": the primitives its frames
+    # are in, the one it waits through first; empty when the frames name none.
+    waits: tuple[str, ...]
+    initcall: Place | None  # the initcall it is in: the innermost frame do_one_initcall called
+
+    def sentence(self, stuck: bool) -> str:
+        """ "kernel_init is blocked in: f <- g <- h (a completion; initcall foo_init)"."""
+        chain = " <- ".join(str(frame.function) for frame in self.frames[:WAIT_FRAMES_SHOWN])
+        notes = [f"waits: {', '.join(self.waits)}"] if self.waits else []
+        if self.initcall is not None:
+            notes.append(f"initcall {self.initcall}")
+        verb = "is blocked in" if stuck else "was in"
+        return f"{self.thread} {verb}: {chain or 'no frames'}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+@dataclass(frozen=True)
 class RunAnalysis:
     exit_reason: str  # "user_space", "panic", ...: ExitReason without its prefix, lower case
     exit_icount: int
@@ -105,6 +177,9 @@ class RunAnalysis:
     milestones: tuple[NamedMilestone, ...]
     initcalls: tuple[NamedInitcall, ...]
     call_stack: tuple[NamedFrame, ...]  # innermost first
+    threads: tuple[NamedThread, ...]  # every kernel thread's stack the runner sent, in its order
+    kernel_init: ThreadWait | None  # None: no stack holds kernel_init, or the run reached user space
+    workers: tuple[ThreadWait, ...]  # workqueue workers busy with a work item (`busy_workers`)
     hot_loops: tuple[NamedHotLoop, ...]
     mmio_accesses: int  # all of them, including those the master did not keep
     coverage_instructions: int
@@ -125,10 +200,12 @@ def place(address: int, symbols: SymbolTable) -> Place:
 
 def analyse(result: RunResult, symbols: SymbolTable) -> RunAnalysis:
     initcalls = tuple(NamedInitcall(place(call.address, symbols), call.icount) for call in result.initcalls)
-    frames = tuple(
-        NamedFrame(place(frame.function, symbols), place(frame.return_address, symbols))
-        for frame in result.call_stack.frames
+    frames = _named_frames(result.call_stack.frames, symbols)
+    threads = tuple(
+        NamedThread(thread.stack, _named_frames(thread.frames, symbols), thread.current)
+        for thread in result.threads
     )
+    hot_loops = tuple(_named_loop(result, loop, symbols) for loop in result.hot_loops)
     log_source, log = ("log", result.log) if result.log else ("console", result.console)
     return RunAnalysis(
         exit_reason=_ending(result),
@@ -138,13 +215,110 @@ def analyse(result: RunResult, symbols: SymbolTable) -> RunAnalysis:
         milestones=tuple(NamedMilestone(m.name, m.address, m.icount) for m in result.milestones),
         initcalls=initcalls,
         call_stack=frames,
-        hot_loops=tuple(_named_loop(result, loop, symbols) for loop in result.hot_loops),
+        threads=threads,
+        kernel_init=kernel_init_wait(result, frames, threads, hot_loops),
+        workers=busy_workers(result, threads, hot_loops),
+        hot_loops=hot_loops,
         mmio_accesses=len(result.mmio_accesses) + result.mmio_accesses_dropped,
         coverage_instructions=result.coverage.instructions,
         coverage_functions=result.coverage.functions,
         log_tail=_last_lines(log, LOG_TAIL_LINES),
         log_source=log_source if log else "",
     )
+
+
+def _named_frames(frames: Iterable[Frame], symbols: SymbolTable) -> tuple[NamedFrame, ...]:
+    return tuple(
+        NamedFrame(place(frame.function, symbols), place(frame.return_address, symbols)) for frame in frames
+    )
+
+
+def kernel_init_wait(
+    result: RunResult,
+    call_stack: tuple[NamedFrame, ...],
+    threads: tuple[NamedThread, ...],
+    hot_loops: tuple[NamedHotLoop, ...],
+) -> ThreadWait | None:
+    """Where kernel_init stood at the exit: the thread whose frames hold kernel_init (as the
+    function or the caller: ARM enters it from ret_from_fork by a plain branch, so no frame of
+    it need exist). Results from before per-thread stacks have only the call stack, which is
+    kernel_init's when it holds it. None for a run that reached user space (kernel_init has
+    become init) and when no stack holds kernel_init.
+    """
+    if _ending(result) == "user_space":
+        return None
+    stacks = [(thread.frames, thread.current) for thread in threads] or [(call_stack, True)]
+    found = next(((frames, current) for frames, current in stacks if _holds(frames, KERNEL_INIT)), None)
+    if found is None:
+        return None
+    frames, current = found
+    return _thread_wait(KERNEL_INIT, frames, current, result, hot_loops)
+
+
+def busy_workers(
+    result: RunResult, threads: tuple[NamedThread, ...], hot_loops: tuple[NamedHotLoop, ...]
+) -> tuple[ThreadWait, ...]:
+    """Where the workqueue workers that were running a work item (process_one_work on their
+    stack) stood at the exit: what kernel_init's flush_work or a deferred probe waits on. None
+    for a run that reached user space."""
+    if _ending(result) == "user_space":
+        return ()
+    return tuple(
+        _thread_wait(WORKER, thread.frames, thread.current, result, hot_loops)
+        for thread in threads
+        if _holds(thread.frames, WORK_RUNNER) and not _holds(thread.frames, KERNEL_INIT)
+    )
+
+
+def _thread_wait(
+    name: str,
+    frames: tuple[NamedFrame, ...],
+    current: bool,
+    result: RunResult,
+    hot_loops: tuple[NamedHotLoop, ...],
+) -> ThreadWait:
+    waiting = tuple(frame for frame in frames if frame.function.function not in SCHEDULER_FRAMES)
+    waits = _waits(waiting)
+    if current and _ending(result) in STUCK_ENDINGS:
+        entries = {_function_entry(frame.function) for frame in waiting} - {None}
+        polls = [loop for loop in hot_loops if loop.polled and _function_entry(loop.start) in entries]
+        waits += tuple(
+            "stuck poll of " + ", ".join(f"0x{address:x}" for address in loop.polled) for loop in polls[:1]
+        )
+    initcall = next(
+        (frame.function for frame in waiting if frame.return_to.function == INITCALL_RUNNER), None
+    )
+    return ThreadWait(name, current, waiting, waits, initcall)
+
+
+def _holds(frames: tuple[NamedFrame, ...], function: str) -> bool:
+    return any(function in (frame.function.function, frame.return_to.function) for frame in frames)
+
+
+def _wait_kind(function: str | None) -> str | None:
+    for kind, prefixes in WAIT_PRIMITIVES:
+        if function is not None and function.startswith(prefixes):
+            return kind
+    return None
+
+
+def _waits(frames: tuple[NamedFrame, ...]) -> tuple[str, ...]:
+    """The primitives a blocked thread waits through: the outermost of the wait primitives its
+    innermost frames are in (schedule_timeout <- wait_for_completion is a completion), then
+    deferred probe when an outer frame is the driver core's deferred probe."""
+    kinds: list[str] = []
+    for frame in frames:
+        kind = _wait_kind(frame.function.function)
+        if kind is None:
+            break
+        kinds.append(kind)
+    waits = kinds[-1:]
+    outer = frames[len(kinds) :]
+    if "deferred probe" not in waits and any(
+        (frame.function.function or "").startswith(DEFERRED_PROBE) for frame in outer
+    ):
+        waits.append("deferred probe")
+    return tuple(waits)
 
 
 def polled_addresses(result: RunResult, start_pc: int, end_pc: int) -> tuple[int, ...]:
@@ -191,6 +365,10 @@ def describe(analysis: RunAnalysis) -> list[str]:
     if analysis.call_stack:
         lines.append("call stack at exit (innermost first):")
         lines += [f"  {frame.function} <- {frame.return_to}" for frame in analysis.call_stack]
+    stuck = analysis.exit_reason in STUCK_ENDINGS
+    if analysis.kernel_init is not None:
+        lines.append(analysis.kernel_init.sentence(stuck))
+    lines += [worker.sentence(stuck) for worker in analysis.workers]
     listed = explaining_loops(analysis)
     lines += [f"hot loop ({', '.join(loop.kinds)}): {loop.loop.sentence()}" for loop in listed]
     if computing := len(analysis.hot_loops) - len(listed):
@@ -233,6 +411,15 @@ def to_dict(analysis: RunAnalysis) -> dict[str, Any]:
             }
             for frame in analysis.call_stack
         ],
+        **thread_waits_to_dict(analysis),
+        "threads": [
+            {
+                "stack": f"0x{thread.stack:x}",
+                "current": thread.current,
+                "frames": [f"{frame.function} <- {frame.return_to}" for frame in thread.frames],
+            }
+            for thread in analysis.threads
+        ],
         **hot_loops_to_dict(analysis),
         "mmio_accesses": analysis.mmio_accesses,
         "coverage": {
@@ -241,6 +428,28 @@ def to_dict(analysis: RunAnalysis) -> dict[str, Any]:
         },
         "log_source": analysis.log_source,
         "log_tail": list(analysis.log_tail),
+    }
+
+
+def thread_waits_to_dict(analysis: RunAnalysis) -> dict[str, Any]:
+    """Where kernel_init stood at the exit (`kernel_init_wait`; None when unknown) and the busy
+    workers (`busy_workers`), JSON-able."""
+    stuck = analysis.exit_reason in STUCK_ENDINGS
+
+    def as_dict(wait: ThreadWait) -> dict[str, Any]:
+        return {
+            "summary": wait.sentence(stuck),
+            "current": wait.current,
+            "waits": list(wait.waits),
+            "initcall": str(wait.initcall) if wait.initcall is not None else None,
+            "frames": [
+                {"function": str(frame.function), "return_to": str(frame.return_to)} for frame in wait.frames
+            ],
+        }
+
+    return {
+        "kernel_init": as_dict(analysis.kernel_init) if analysis.kernel_init is not None else None,
+        "busy_workers": [as_dict(worker) for worker in analysis.workers],
     }
 
 

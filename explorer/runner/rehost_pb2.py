@@ -24,37 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0crehost.proto\x12\x0f\x65xplorer.rehost\"\xa9\x03\n\x05\x45vent\x12/\n\tmilestone\x18\x01 \x01(\x0b\x32\x1a.explorer.rehost.MilestoneH\x00\x12-\n\x08initcall\x18\x02 \x01(\x0b\x32\x19.explorer.rehost.InitcallH\x00\x12\x32\n\x0bmmio_access\x18\x03 \x01(\x0b\x32\x1b.explorer.rehost.MmioAccessH\x00\x12#\n\x03log\x18\x04 \x01(\x0b\x32\x14.explorer.rehost.LogH\x00\x12,\n\x08hot_loop\x18\x05 \x01(\x0b\x32\x18.explorer.rehost.HotLoopH\x00\x12\x30\n\ncall_stack\x18\x06 \x01(\x0b\x32\x1a.explorer.rehost.CallStackH\x00\x12-\n\x08\x63overage\x18\x07 \x01(\x0b\x32\x19.explorer.rehost.CoverageH\x00\x12%\n\x04\x65xit\x18\x08 \x01(\x0b\x32\x15.explorer.rehost.ExitH\x00\x12)\n\x06paused\x18\t \x01(\x0b\x32\x17.explorer.rehost.PausedH\x00\x42\x06\n\x04kind\":\n\tMilestone\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\x04\x12\x0e\n\x06icount\x18\x03 \x01(\x04\"+\n\x08Initcall\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x04\x12\x0e\n\x06icount\x18\x02 \x01(\x04\"w\n\nMmioAccess\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\r\x12\r\n\x05value\x18\x03 \x01(\x04\x12\n\n\x02pc\x18\x04 \x01(\x04\x12\x10\n\x08is_write\x18\x05 \x01(\x08\x12\r\n\x05order\x18\x06 \x01(\x04\x12\x0e\n\x06icount\x18\x07 \x01(\x04\"\x13\n\x03Log\x12\x0c\n\x04text\x18\x01 \x01(\x0c\"S\n\x07HotLoop\x12\x10\n\x08start_pc\x18\x01 \x01(\x04\x12\x0e\n\x06\x65nd_pc\x18\x02 \x01(\x04\x12\x12\n\niterations\x18\x03 \x01(\x04\x12\x12\n\nmmio_reads\x18\x04 \x03(\x04\"\x18\n\x06Paused\x12\x0e\n\x06icount\x18\x01 \x01(\x04\"3\n\tCallStack\x12&\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x16.explorer.rehost.Frame\"1\n\x05\x46rame\x12\x10\n\x08\x66unction\x18\x01 \x01(\x04\x12\x16\n\x0ereturn_address\x18\x02 \x01(\x04\"3\n\x08\x43overage\x12\x14\n\x0cinstructions\x18\x01 \x01(\x04\x12\x11\n\tfunctions\x18\x02 \x01(\x04\"S\n\x04\x45xit\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.explorer.rehost.ExitReason\x12\x0e\n\x06icount\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xe0\x03\n\tRunResult\x12#\n\x04\x65xit\x18\x01 \x01(\x0b\x32\x15.explorer.rehost.Exit\x12\x0f\n\x07partial\x18\x02 \x01(\x08\x12\x16\n\x0epartial_reason\x18\x03 \x01(\t\x12.\n\nmilestones\x18\x04 \x03(\x0b\x32\x1a.explorer.rehost.Milestone\x12,\n\tinitcalls\x18\x05 \x03(\x0b\x32\x19.explorer.rehost.Initcall\x12\x32\n\rmmio_accesses\x18\x06 \x03(\x0b\x32\x1b.explorer.rehost.MmioAccess\x12\x1d\n\x15mmio_accesses_dropped\x18\x07 \x01(\x04\x12\x0b\n\x03log\x18\x08 \x01(\x0c\x12+\n\thot_loops\x18\t \x03(\x0b\x32\x18.explorer.rehost.HotLoop\x12.\n\ncall_stack\x18\n \x01(\x0b\x32\x1a.explorer.rehost.CallStack\x12+\n\x08\x63overage\x18\x0b \x01(\x0b\x32\x19.explorer.rehost.Coverage\x12\x0f\n\x07\x63onsole\x18\x0c \x01(\x0c\x12\x17\n\x0f\x63onsole_dropped\x18\r \x01(\x04\x12\x13\n\x0blog_dropped\x18\x0e \x01(\x04*\xb6\x01\n\nExitReason\x12\x1b\n\x17\x45XIT_REASON_UNSPECIFIED\x10\x00\x12\x0e\n\nEXIT_PANIC\x10\x01\x12\r\n\tEXIT_HALT\x10\x02\x12\x11\n\rEXIT_POWEROFF\x10\x03\x12\x13\n\x0f\x45XIT_USER_SPACE\x10\x04\x12\x0f\n\x0b\x45XIT_BUDGET\x10\x05\x12\x10\n\x0c\x45XIT_TIMEOUT\x10\x06\x12\x10\n\x0c\x45XIT_CRASHED\x10\x07\x12\x0f\n\x0b\x45XIT_KILLED\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0crehost.proto\x12\x0f\x65xplorer.rehost\"\xdf\x03\n\x05\x45vent\x12/\n\tmilestone\x18\x01 \x01(\x0b\x32\x1a.explorer.rehost.MilestoneH\x00\x12-\n\x08initcall\x18\x02 \x01(\x0b\x32\x19.explorer.rehost.InitcallH\x00\x12\x32\n\x0bmmio_access\x18\x03 \x01(\x0b\x32\x1b.explorer.rehost.MmioAccessH\x00\x12#\n\x03log\x18\x04 \x01(\x0b\x32\x14.explorer.rehost.LogH\x00\x12,\n\x08hot_loop\x18\x05 \x01(\x0b\x32\x18.explorer.rehost.HotLoopH\x00\x12\x30\n\ncall_stack\x18\x06 \x01(\x0b\x32\x1a.explorer.rehost.CallStackH\x00\x12-\n\x08\x63overage\x18\x07 \x01(\x0b\x32\x19.explorer.rehost.CoverageH\x00\x12%\n\x04\x65xit\x18\x08 \x01(\x0b\x32\x15.explorer.rehost.ExitH\x00\x12)\n\x06paused\x18\t \x01(\x0b\x32\x17.explorer.rehost.PausedH\x00\x12\x34\n\x0cthread_stack\x18\n \x01(\x0b\x32\x1c.explorer.rehost.ThreadStackH\x00\x42\x06\n\x04kind\":\n\tMilestone\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\x04\x12\x0e\n\x06icount\x18\x03 \x01(\x04\"+\n\x08Initcall\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x04\x12\x0e\n\x06icount\x18\x02 \x01(\x04\"w\n\nMmioAccess\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\r\x12\r\n\x05value\x18\x03 \x01(\x04\x12\n\n\x02pc\x18\x04 \x01(\x04\x12\x10\n\x08is_write\x18\x05 \x01(\x08\x12\r\n\x05order\x18\x06 \x01(\x04\x12\x0e\n\x06icount\x18\x07 \x01(\x04\"\x13\n\x03Log\x12\x0c\n\x04text\x18\x01 \x01(\x0c\"S\n\x07HotLoop\x12\x10\n\x08start_pc\x18\x01 \x01(\x04\x12\x0e\n\x06\x65nd_pc\x18\x02 \x01(\x04\x12\x12\n\niterations\x18\x03 \x01(\x04\x12\x12\n\nmmio_reads\x18\x04 \x03(\x04\"\x18\n\x06Paused\x12\x0e\n\x06icount\x18\x01 \x01(\x04\"3\n\tCallStack\x12&\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x16.explorer.rehost.Frame\"U\n\x0bThreadStack\x12\r\n\x05stack\x18\x01 \x01(\x04\x12&\n\x06\x66rames\x18\x02 \x03(\x0b\x32\x16.explorer.rehost.Frame\x12\x0f\n\x07\x63urrent\x18\x03 \x01(\x08\"1\n\x05\x46rame\x12\x10\n\x08\x66unction\x18\x01 \x01(\x04\x12\x16\n\x0ereturn_address\x18\x02 \x01(\x04\"3\n\x08\x43overage\x12\x14\n\x0cinstructions\x18\x01 \x01(\x04\x12\x11\n\tfunctions\x18\x02 \x01(\x04\"S\n\x04\x45xit\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.explorer.rehost.ExitReason\x12\x0e\n\x06icount\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x8f\x04\n\tRunResult\x12#\n\x04\x65xit\x18\x01 \x01(\x0b\x32\x15.explorer.rehost.Exit\x12\x0f\n\x07partial\x18\x02 \x01(\x08\x12\x16\n\x0epartial_reason\x18\x03 \x01(\t\x12.\n\nmilestones\x18\x04 \x03(\x0b\x32\x1a.explorer.rehost.Milestone\x12,\n\tinitcalls\x18\x05 \x03(\x0b\x32\x19.explorer.rehost.Initcall\x12\x32\n\rmmio_accesses\x18\x06 \x03(\x0b\x32\x1b.explorer.rehost.MmioAccess\x12\x1d\n\x15mmio_accesses_dropped\x18\x07 \x01(\x04\x12\x0b\n\x03log\x18\x08 \x01(\x0c\x12+\n\thot_loops\x18\t \x03(\x0b\x32\x18.explorer.rehost.HotLoop\x12.\n\ncall_stack\x18\n \x01(\x0b\x32\x1a.explorer.rehost.CallStack\x12+\n\x08\x63overage\x18\x0b \x01(\x0b\x32\x19.explorer.rehost.Coverage\x12\x0f\n\x07\x63onsole\x18\x0c \x01(\x0c\x12\x17\n\x0f\x63onsole_dropped\x18\r \x01(\x04\x12\x13\n\x0blog_dropped\x18\x0e \x01(\x04\x12-\n\x07threads\x18\x0f \x03(\x0b\x32\x1c.explorer.rehost.ThreadStack*\xb6\x01\n\nExitReason\x12\x1b\n\x17\x45XIT_REASON_UNSPECIFIED\x10\x00\x12\x0e\n\nEXIT_PANIC\x10\x01\x12\r\n\tEXIT_HALT\x10\x02\x12\x11\n\rEXIT_POWEROFF\x10\x03\x12\x13\n\x0f\x45XIT_USER_SPACE\x10\x04\x12\x0f\n\x0b\x45XIT_BUDGET\x10\x05\x12\x10\n\x0c\x45XIT_TIMEOUT\x10\x06\x12\x10\n\x0c\x45XIT_CRASHED\x10\x07\x12\x0f\n\x0b\x45XIT_KILLED\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rehost_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXITREASON']._serialized_start=1545
-  _globals['_EXITREASON']._serialized_end=1727
+  _globals['_EXITREASON']._serialized_start=1733
+  _globals['_EXITREASON']._serialized_end=1915
   _globals['_EVENT']._serialized_start=34
-  _globals['_EVENT']._serialized_end=459
-  _globals['_MILESTONE']._serialized_start=461
-  _globals['_MILESTONE']._serialized_end=519
-  _globals['_INITCALL']._serialized_start=521
-  _globals['_INITCALL']._serialized_end=564
-  _globals['_MMIOACCESS']._serialized_start=566
-  _globals['_MMIOACCESS']._serialized_end=685
-  _globals['_LOG']._serialized_start=687
-  _globals['_LOG']._serialized_end=706
-  _globals['_HOTLOOP']._serialized_start=708
-  _globals['_HOTLOOP']._serialized_end=791
-  _globals['_PAUSED']._serialized_start=793
-  _globals['_PAUSED']._serialized_end=817
-  _globals['_CALLSTACK']._serialized_start=819
-  _globals['_CALLSTACK']._serialized_end=870
-  _globals['_FRAME']._serialized_start=872
-  _globals['_FRAME']._serialized_end=921
-  _globals['_COVERAGE']._serialized_start=923
-  _globals['_COVERAGE']._serialized_end=974
-  _globals['_EXIT']._serialized_start=976
-  _globals['_EXIT']._serialized_end=1059
-  _globals['_RUNRESULT']._serialized_start=1062
-  _globals['_RUNRESULT']._serialized_end=1542
+  _globals['_EVENT']._serialized_end=513
+  _globals['_MILESTONE']._serialized_start=515
+  _globals['_MILESTONE']._serialized_end=573
+  _globals['_INITCALL']._serialized_start=575
+  _globals['_INITCALL']._serialized_end=618
+  _globals['_MMIOACCESS']._serialized_start=620
+  _globals['_MMIOACCESS']._serialized_end=739
+  _globals['_LOG']._serialized_start=741
+  _globals['_LOG']._serialized_end=760
+  _globals['_HOTLOOP']._serialized_start=762
+  _globals['_HOTLOOP']._serialized_end=845
+  _globals['_PAUSED']._serialized_start=847
+  _globals['_PAUSED']._serialized_end=871
+  _globals['_CALLSTACK']._serialized_start=873
+  _globals['_CALLSTACK']._serialized_end=924
+  _globals['_THREADSTACK']._serialized_start=926
+  _globals['_THREADSTACK']._serialized_end=1011
+  _globals['_FRAME']._serialized_start=1013
+  _globals['_FRAME']._serialized_end=1062
+  _globals['_COVERAGE']._serialized_start=1064
+  _globals['_COVERAGE']._serialized_end=1115
+  _globals['_EXIT']._serialized_start=1117
+  _globals['_EXIT']._serialized_end=1200
+  _globals['_RUNRESULT']._serialized_start=1203
+  _globals['_RUNRESULT']._serialized_end=1730
 # @@protoc_insertion_point(module_scope)

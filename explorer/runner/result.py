@@ -24,6 +24,8 @@ class ResultBounds:
     hot_loops: int = 256
     initcalls: int = 16384
     milestones: int = 1024
+    # The plugin tracks at most 64 kernel threads (THREADS_MAX in native/rehost_plugin/rehost.c).
+    threads: int = 64
 
 
 class BoundedBytes:
@@ -79,6 +81,8 @@ class ResultBuilder:
             result.hot_loops.append(event.hot_loop)
         elif kind == "call_stack":
             result.call_stack.CopyFrom(event.call_stack)
+        elif kind == "thread_stack" and len(result.threads) < bounds.threads:
+            result.threads.append(event.thread_stack)
         elif kind == "coverage":
             result.coverage.CopyFrom(event.coverage)
         elif kind == "exit" and self.exit is None:

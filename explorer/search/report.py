@@ -14,7 +14,7 @@ from google.protobuf import json_format
 
 from explorer.errors import BadInput
 from explorer.firmware.model import Firmware
-from explorer.runner.analysis import analyse, describe, hot_loops_to_dict
+from explorer.runner.analysis import analyse, describe, hot_loops_to_dict, thread_waits_to_dict
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.runner.result import deserialize
 from explorer.search.engine import BOOT_COMPLETED, BUDGET_SPENT, EXHAUSTED, STOPPED
@@ -176,6 +176,7 @@ def state_report(store: Store, identity: str, firmware: Firmware) -> dict[str, A
         "initcalls": len(result.initcalls),
         "run_summary": describe(analysis),
         **hot_loops_to_dict(analysis),
+        **thread_waits_to_dict(analysis),
         "log_tail": log_lines[-LOG_TAIL_LINES:],
         "machine": machine_summary(parse_state(data)),
         "path": path_to(store, identity),

@@ -5,7 +5,7 @@
  *   -plugin librehost.so,budget=N,hook=NAME@0xADDR,initcalls=0xADDR,panic=0xADDR,
  *           halt=NAME@0xADDR,user_below=0xADDR,callstack=on,coverage=on,hot_loops=N,
  *           nop=0xADDR:VALUE,nops_again=0xADDR,log=0xADDR,events_fd=FD,
- *           pause_at=N,state_out=PATH,state_in=PATH
+ *           pause_at=N,state_out=PATH,state_in=PATH,thread_size=N
  *
  * budget:     end the run once N guest instructions have executed. Checked in blocks that end
  *             in a backward branch (every loop has one) and on interrupts and exceptions, so it
@@ -19,8 +19,14 @@
  * user_below: the kernel's PAGE_OFFSET: the run ends at the first block below it that runs in
  *             user mode (ARM: CPSR mode USR; MIPS: kuseg is user-only, so the address alone
  *             decides), once the kernel runs mapped.
- * callstack:  keep a shadow call stack (calls push, a block starting at a pushed return address
- *             pops to it) and send it when the run ends.
+ * callstack:  keep a shadow call stack per kernel thread (calls push, a block starting at a
+ *             pushed return address pops to it) and send them when the run ends: the current
+ *             thread's as CallStack, every tracked thread's as ThreadStack.
+ * thread_size: the kernel's THREAD_SIZE (default 8192: 32-bit ARM and MIPS with 4 KiB pages), a
+ *             power of two. Kernel stacks are THREAD_SIZE-aligned, so sp & ~(THREAD_SIZE - 1)
+ *             names the thread running; the stack pointer is read where a call pushes or a
+ *             return pops, so a context switch moves the shadow stack with it. No symbol of the
+ *             scheduler is needed.
  * coverage:   count unique instructions (see proto/rehost.proto: not blocks, whose boundaries
  *             depend on host timing) and unique call targets entered; sent when
  *             the run ends.
@@ -110,6 +116,18 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 /* Innermost frames sent at the end: 128 frames of at most 24 bytes fit in one frame. */
 #define CALL_STACK_SENT_MAX 128
 #define CALL_STACK_DEPTH_MAX 1024
+/*
+ * Kernel threads followed, each with its own shadow stack. A thread is its kernel stack; when a
+ * new one appears with the table full, the thread that became current least recently is
+ * dropped with its frames (a boot to user space has a few dozen kernel threads). Threads are
+ * kept and sent in table order: the order they were first seen, a dropped one's slot reused.
+ */
+#define THREADS_MAX 64
+/* THREAD_SIZE_ORDER 1 with 4 KiB pages (arch/arm and arch/mips thread_info.h). */
+#define THREAD_SIZE_DEFAULT 8192
+/* The first thread's stack until the stack pointer is first read, and for ever when the CPU
+ * exposes no stack pointer to plugins (then one shadow stack serves every thread). */
+#define UNNAMED_STACK UINT64_MAX
 /* A return searches this many frames down the shadow stack for its caller (longjmp, a missed
  * return, a switch to another kernel thread), so a block that merely looks like a return target
  * costs a bounded scan. */
@@ -174,7 +192,16 @@ typedef struct {
 typedef struct {
     uint64_t function;
     uint64_t return_address;
+    uint64_t stack_pointer; /* at the call; 0 without a stack pointer to read */
 } Frame;
+
+/* A kernel thread's shadow call stack. */
+typedef struct {
+    uint64_t stack;    /* sp & ~(thread_size - 1) */
+    uint64_t last_run; /* thread_switches when it last became current: the drop order */
+    unsigned depth;
+    Frame *frames;     /* outermost first; CALL_STACK_DEPTH_MAX of them */
+} Thread;
 
 /* A function made to return a value at once, and the instructions that do it. */
 typedef struct {
@@ -204,6 +231,7 @@ typedef struct {
     const char *argument_register; /* a call's first argument (gdb's name) */
     const char *return_register;   /* a function's return value */
     const char *mode_register;     /* NULL: the address alone tells user mode */
+    const char *stack_register;    /* names the running kernel thread */
     bool big_endian;
     BackwardBranchTest ends_in_backward_branch;
     CallTest is_call;
@@ -256,6 +284,7 @@ typedef struct {
     struct qemu_plugin_register *argument_register;
     struct qemu_plugin_register *return_register;
     struct qemu_plugin_register *mode_register;
+    struct qemu_plugin_register *stack_register; /* NULL: one stack for every thread */
     struct qemu_plugin_register *general_registers[GENERAL_REGISTERS];
     GByteArray *register_buffer;
     GHashTable *call_sites;      /* call instruction address -> CallSite */
@@ -266,8 +295,11 @@ typedef struct {
     uint8_t *call_site_filter;   /* bit (address / 2) mod CALL_SITE_FILTER_BITS: in call_sites */
     GHashTable *functions;       /* set of call targets entered */
     GHashTable *loops;           /* branch address -> Loop */
-    Frame *frames;               /* the shadow call stack, outermost first */
-    unsigned depth;
+    Thread threads[THREADS_MAX]; /* the shadow call stacks, in table order */
+    unsigned thread_count;       /* slots in use */
+    Thread *thread;              /* the current one: calls push and returns pop here */
+    uint64_t thread_size;
+    uint64_t thread_switches;    /* how many times another thread became current */
     /* Snapshots: QEMU migrates no plugin, so the plugin's state goes through a file. */
     uint64_t pause_at;           /* 0: never pause */
     bool paused;
@@ -410,28 +442,62 @@ static void send_log(const uint8_t *text, size_t length)
     send_event(&event);
 }
 
-static void send_call_stack(void)
+/* The innermost CALL_STACK_SENT_MAX frames of `thread`, innermost first; returns how many. */
+static unsigned sent_frames(const Thread *thread,
+                            Explorer__Rehost__Frame frames[CALL_STACK_SENT_MAX],
+                            Explorer__Rehost__Frame *pointers[CALL_STACK_SENT_MAX])
 {
-    unsigned count = MIN(state.depth, CALL_STACK_SENT_MAX);
-    Explorer__Rehost__Frame frames[CALL_STACK_SENT_MAX];
-    Explorer__Rehost__Frame *pointers[CALL_STACK_SENT_MAX];
-    Explorer__Rehost__CallStack stack = EXPLORER__REHOST__CALL_STACK__INIT;
-    Event event = EXPLORER__REHOST__EVENT__INIT;
+    unsigned count = MIN(thread->depth, CALL_STACK_SENT_MAX);
     unsigned i;
 
     for (i = 0; i < count; i++) {
-        const Frame *frame = &state.frames[state.depth - 1 - i];
+        const Frame *frame = &thread->frames[thread->depth - 1 - i];
 
         explorer__rehost__frame__init(&frames[i]);
         frames[i].function = frame->function;
         frames[i].return_address = frame->return_address;
         pointers[i] = &frames[i];
     }
-    stack.n_frames = count;
+    return count;
+}
+
+static void send_call_stack(void)
+{
+    Explorer__Rehost__Frame frames[CALL_STACK_SENT_MAX];
+    Explorer__Rehost__Frame *pointers[CALL_STACK_SENT_MAX];
+    Explorer__Rehost__CallStack stack = EXPLORER__REHOST__CALL_STACK__INIT;
+    Event event = EXPLORER__REHOST__EVENT__INIT;
+
+    stack.n_frames = sent_frames(state.thread, frames, pointers);
     stack.frames = pointers;
     event.kind_case = EXPLORER__REHOST__EVENT__KIND_CALL_STACK;
     event.call_stack = &stack;
     send_event(&event);
+}
+
+/* Every tracked thread with frames, in table order (none without a stack pointer to tell them). */
+static void send_thread_stacks(void)
+{
+    Explorer__Rehost__Frame frames[CALL_STACK_SENT_MAX];
+    Explorer__Rehost__Frame *pointers[CALL_STACK_SENT_MAX];
+    unsigned t;
+
+    for (t = 0; state.stack_register && t < state.thread_count; t++) {
+        const Thread *thread = &state.threads[t];
+        Explorer__Rehost__ThreadStack stack = EXPLORER__REHOST__THREAD_STACK__INIT;
+        Event event = EXPLORER__REHOST__EVENT__INIT;
+
+        if (!thread->depth || thread->stack == UNNAMED_STACK) {
+            continue;
+        }
+        stack.stack = thread->stack;
+        stack.n_frames = sent_frames(thread, frames, pointers);
+        stack.frames = pointers;
+        stack.current = thread == state.thread;
+        event.kind_case = EXPLORER__REHOST__EVENT__KIND_THREAD_STACK;
+        event.thread_stack = &stack;
+        send_event(&event);
+    }
 }
 
 static bool is_covered(uint64_t vaddr)
@@ -486,6 +552,7 @@ static void send_final_reports(void)
     state.final_reports_sent = true;
     if (state.callstack) {
         send_call_stack();
+        send_thread_stacks();
     }
     if (state.coverage) {
         send_coverage();
@@ -859,18 +926,18 @@ static bool no_call(const uint8_t *bytes, size_t size, uint64_t vaddr,
 }
 
 static const TargetTraits target_traits[] = {
-    { "arm", "r0", "r0", "cpsr", false, arm_ends_in_backward_branch,
+    { "arm", "r0", "r0", "cpsr", "sp", false, arm_ends_in_backward_branch,
       arm_is_call, arm_return_patch, NULL, arm_leaves_fault_unexecuted },
-    { "mipsel", "r4", "r2", NULL, false, mips_ends_in_backward_branch,
+    { "mipsel", "r4", "r2", NULL, "r29", false, mips_ends_in_backward_branch,
       mips_is_call, mips_return_patch, "cause", mips_leaves_fault_unexecuted },
-    { "mips", "r4", "r2", NULL, true, mips_ends_in_backward_branch,
+    { "mips", "r4", "r2", NULL, "r29", true, mips_ends_in_backward_branch,
       mips_is_call, mips_return_patch, "cause", mips_leaves_fault_unexecuted },
 };
 /*
  * Another target still works: every block checks the budget, no register is read, and a
  * faulting instruction counts as executed.
  */
-static const TargetTraits unknown_target = { "?", NULL, NULL, NULL, false,
+static const TargetTraits unknown_target = { "?", NULL, NULL, NULL, NULL, false,
                                              any_branch, no_call, NULL, NULL,
                                              never_unexecuted };
 
@@ -1122,17 +1189,30 @@ static void on_block_below_user_limit(unsigned int vcpu_index, void *userdata)
                instructions_at(vcpu_index, vaddr));
 }
 
-static void push_frame(uint64_t function, uint64_t return_address)
+/*
+ * A call at `stack_pointer`: frames pushed deeper in the stack (a lower stack pointer) have
+ * returned unseen (a longjmp, a return into a block without a return callback), or belong to
+ * an exited thread whose kernel stack a new thread got: they go first.
+ */
+static void push_frame(uint64_t function, uint64_t return_address,
+                       uint64_t stack_pointer)
 {
-    if (state.depth == CALL_STACK_DEPTH_MAX) {
-        /* Runaway (a missed return pattern): keep the innermost half. */
-        memmove(state.frames, state.frames + CALL_STACK_DEPTH_MAX / 2,
-                sizeof(Frame) * (CALL_STACK_DEPTH_MAX / 2));
-        state.depth = CALL_STACK_DEPTH_MAX / 2;
+    Thread *thread = state.thread;
+
+    while (thread->depth &&
+           thread->frames[thread->depth - 1].stack_pointer < stack_pointer) {
+        thread->depth--;
     }
-    state.frames[state.depth].function = function;
-    state.frames[state.depth].return_address = return_address;
-    state.depth++;
+    if (thread->depth == CALL_STACK_DEPTH_MAX) {
+        /* Runaway (a missed return pattern): keep the innermost half. */
+        memmove(thread->frames, thread->frames + CALL_STACK_DEPTH_MAX / 2,
+                sizeof(Frame) * (CALL_STACK_DEPTH_MAX / 2));
+        thread->depth = CALL_STACK_DEPTH_MAX / 2;
+    }
+    thread->frames[thread->depth].function = function;
+    thread->frames[thread->depth].return_address = return_address;
+    thread->frames[thread->depth].stack_pointer = stack_pointer;
+    thread->depth++;
     *state.innermost_return_slot = return_address;
 }
 
@@ -1144,16 +1224,82 @@ static void push_frame(uint64_t function, uint64_t return_address)
 
 static void pop_frames(unsigned depth)
 {
-    state.depth = depth;
+    Thread *thread = state.thread;
+
+    thread->depth = depth;
     *state.innermost_return_slot =
-        depth ? state.frames[depth - 1].return_address : NO_RETURN_ADDRESS;
+        depth ? thread->frames[depth - 1].return_address : NO_RETURN_ADDRESS;
+}
+
+/* The thread whose kernel stack is `stack` becomes the current one, taking a slot if new. */
+static void switch_thread(uint64_t stack)
+{
+    Thread *thread = NULL;
+    unsigned t;
+
+    if (state.thread->stack == UNNAMED_STACK) {
+        /* The first read names the thread that ran until now. */
+        state.thread->stack = stack;
+        return;
+    }
+    for (t = 0; t < state.thread_count && !thread; t++) {
+        if (state.threads[t].stack == stack) {
+            thread = &state.threads[t];
+        }
+    }
+    if (!thread && state.thread_count < THREADS_MAX) {
+        thread = &state.threads[state.thread_count++];
+    } else if (!thread) {
+        thread = &state.threads[0];
+        for (t = 1; t < THREADS_MAX; t++) {
+            if (state.threads[t].last_run < thread->last_run) {
+                thread = &state.threads[t];
+            }
+        }
+    }
+    if (thread->stack != stack) {
+        thread->stack = stack;
+        thread->depth = 0;
+    }
+    thread->last_run = ++state.thread_switches;
+    state.thread = thread;
+    pop_frames(thread->depth);
+}
+
+/*
+ * The thread running is the one whose kernel stack holds the stack pointer: follow a context
+ * switch. Only from callbacks with R_REGS (where a call pushes or a return pops: a new thread's
+ * first call or return names it). Returns the stack pointer (0 without one).
+ */
+static uint64_t follow_thread(void)
+{
+    uint64_t stack_pointer;
+    uint64_t stack;
+
+    if (!state.stack_register) {
+        return 0;
+    }
+    stack_pointer = read_register(state.stack_register);
+    stack = stack_pointer & ~(state.thread_size - 1);
+    if (stack != state.thread->stack) {
+        switch_thread(stack);
+    }
+    return stack_pointer;
+}
+
+/* The registers the call stack's callbacks read: the stack pointer, when there is one. */
+static enum qemu_plugin_cb_flags call_stack_flags(void)
+{
+    return state.stack_register ? QEMU_PLUGIN_CB_R_REGS : QEMU_PLUGIN_CB_NO_REGS;
 }
 
 static void on_direct_call(unsigned int vcpu_index, void *userdata)
 {
     const CallSite *call = userdata;
 
-    push_frame(call->target, call->return_address);
+    uint64_t stack_pointer = follow_thread();
+
+    push_frame(call->target, call->return_address, stack_pointer);
 }
 
 static void on_indirect_call(unsigned int vcpu_index, void *userdata)
@@ -1169,16 +1315,31 @@ static void on_indirect_call(unsigned int vcpu_index, void *userdata)
         call->last_target = target;
     }
     if (state.callstack) {
-        push_frame(target, call->return_address);
+        uint64_t stack_pointer = follow_thread();
+
+        push_frame(target, call->return_address, stack_pointer);
     }
 }
 
-/* A block at the top frame's return address (an inline compare decided): the common return. */
+/* Pops the top frame when it returns to `vaddr`. */
+static void pop_innermost_returning_to(uint64_t vaddr)
+{
+    Thread *thread = state.thread;
+
+    if (thread->depth && thread->frames[thread->depth - 1].return_address == vaddr) {
+        pop_frames(thread->depth - 1);
+    }
+}
+
+/*
+ * A block at the top frame's return address (an inline compare decided): the common return.
+ * The top frame is the current thread's; a context switch since is followed first, and then
+ * the new thread's top frame must return here too.
+ */
 static void on_return_to_innermost(unsigned int vcpu_index, void *userdata)
 {
-    if (state.depth) {
-        pop_frames(state.depth - 1);
-    }
+    follow_thread();
+    pop_innermost_returning_to(GPOINTER_TO_SIZE(userdata));
 }
 
 /*
@@ -1191,19 +1352,20 @@ static void on_return_to_innermost(unsigned int vcpu_index, void *userdata)
 static void on_return_target(unsigned int vcpu_index, void *userdata)
 {
     uint64_t vaddr = GPOINTER_TO_SIZE(userdata);
-    unsigned lowest = state.depth > RETURN_SEARCH_MAX ?
-                      state.depth - RETURN_SEARCH_MAX : 0;
+    const Thread *thread;
+    unsigned lowest;
     unsigned i;
 
-    for (i = state.depth; i > lowest; i--) {
-        if (state.frames[i - 1].return_address == vaddr) {
+    follow_thread();
+    thread = state.thread;
+    lowest = thread->depth > RETURN_SEARCH_MAX ? thread->depth - RETURN_SEARCH_MAX : 0;
+    for (i = thread->depth; i > lowest; i--) {
+        if (thread->frames[i - 1].return_address == vaddr) {
             pop_frames(i - 1);
             break;
         }
     }
-    if (*state.innermost_return_slot == vaddr) {
-        on_return_to_innermost(vcpu_index, NULL);
-    }
+    pop_innermost_returning_to(vaddr);
 }
 
 /* Every N iterations of one loop (an inline conditional decided): hot, or start a new window? */
@@ -1325,7 +1487,7 @@ static void instrument_call(struct qemu_plugin_insn *insn, bool thumb)
         g_hash_table_add(state.call_targets, GSIZE_TO_POINTER(call->target));
         if (state.callstack) {
             qemu_plugin_register_vcpu_insn_exec_cb(insn, on_direct_call,
-                                                   QEMU_PLUGIN_CB_NO_REGS, call);
+                                                   call_stack_flags(), call);
         }
     }
     if (state.callstack) {
@@ -1531,12 +1693,13 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         if (g_hash_table_contains(state.return_targets,
                                   GSIZE_TO_POINTER(vaddr))) {
             qemu_plugin_register_vcpu_tb_exec_cb(tb, on_return_target,
-                                                 QEMU_PLUGIN_CB_NO_REGS,
+                                                 call_stack_flags(),
                                                  GSIZE_TO_POINTER(vaddr));
         } else if (may_follow_call(tb)) {
             qemu_plugin_register_vcpu_tb_exec_cond_cb(
-                tb, on_return_to_innermost, QEMU_PLUGIN_CB_NO_REGS,
-                QEMU_PLUGIN_COND_EQ, state.innermost_return, vaddr, NULL);
+                tb, on_return_to_innermost, call_stack_flags(),
+                QEMU_PLUGIN_COND_EQ, state.innermost_return, vaddr,
+                GSIZE_TO_POINTER(vaddr));
         }
     }
     if (g_hash_table_contains(state.log_returns, GSIZE_TO_POINTER(vaddr))) {
@@ -1592,7 +1755,9 @@ static bool any_hook_needs_registers(void)
  *   STATE_FILE_MAGIC, instructions executed,
  *   hooks: count, then (address, kind, reached) each,
  *   hot loops reported, the log text buffer, the innermost return address,
- *   the shadow stack: depth, then (function, return address) each, outermost first,
+ *   the threads: thread_size, count, the current one's slot, switches, then for each in table
+ *   order (stack, last run, depth, then (function, return address, stack pointer) each,
+ *   outermost first),
  *   call sites: count, then (address, return address, target, target register, last target),
  *   return targets, direct call targets, log return addresses, functions entered: sets,
  *   instructions covered, coverage bitmaps: count, then (region, COVERAGE_REGION_SIZE bits),
@@ -1602,7 +1767,7 @@ static bool any_hook_needs_registers(void)
  * translated before it. Not kept: kernel_mapped and nops_applied, so that the restored run's
  * first kernel block writes its own NOPs (the same bytes, or the child's).
  */
-#define STATE_FILE_MAGIC 0x31657473686572ULL /* "rehste1" */
+#define STATE_FILE_MAGIC 0x32657473686572ULL /* "rehste2": version 2, per-thread stacks */
 
 static void put_word(GByteArray *out, uint64_t word)
 {
@@ -1671,6 +1836,28 @@ static void put_loops(GByteArray *out)
     }
 }
 
+static void put_threads(GByteArray *out)
+{
+    unsigned t, i;
+
+    put_word(out, state.thread_size);
+    put_word(out, state.thread_count);
+    put_word(out, state.thread - state.threads);
+    put_word(out, state.thread_switches);
+    for (t = 0; t < state.thread_count; t++) {
+        const Thread *thread = &state.threads[t];
+
+        put_word(out, thread->stack);
+        put_word(out, thread->last_run);
+        put_word(out, thread->depth);
+        for (i = 0; i < thread->depth; i++) {
+            put_word(out, thread->frames[i].function);
+            put_word(out, thread->frames[i].return_address);
+            put_word(out, thread->frames[i].stack_pointer);
+        }
+    }
+}
+
 static void save_state(const char *path)
 {
     g_autoptr(GByteArray) out = g_byte_array_new();
@@ -1690,11 +1877,7 @@ static void save_state(const char *path)
     put_word(out, state.hot_loops_reported);
     put_word(out, state.log_text);
     put_word(out, *state.innermost_return_slot);
-    put_word(out, state.depth);
-    for (i = 0; i < state.depth; i++) {
-        put_word(out, state.frames[i].function);
-        put_word(out, state.frames[i].return_address);
-    }
+    put_threads(out);
     put_call_sites(out);
     put_set(out, state.return_targets);
     put_set(out, state.call_targets);
@@ -1773,6 +1956,40 @@ static void take_hooks(StateReader *reader)
     }
 }
 
+static void take_threads(StateReader *reader)
+{
+    uint64_t count, current, depth;
+    unsigned t, i;
+
+    if (take_word(reader) != state.thread_size) {
+        reject_state_file("was saved with another thread_size");
+    }
+    count = take_word(reader);
+    current = take_word(reader);
+    if (count == 0 || count > THREADS_MAX || current >= count) {
+        reject_state_file("holds a thread table this plugin cannot hold");
+    }
+    state.thread_count = count;
+    state.thread = &state.threads[current];
+    state.thread_switches = take_word(reader);
+    for (t = 0; t < state.thread_count; t++) {
+        Thread *thread = &state.threads[t];
+
+        thread->stack = take_word(reader);
+        thread->last_run = take_word(reader);
+        depth = take_word(reader);
+        if (depth > CALL_STACK_DEPTH_MAX) {
+            reject_state_file("holds too deep a call stack");
+        }
+        thread->depth = depth;
+        for (i = 0; i < thread->depth; i++) {
+            thread->frames[i].function = take_word(reader);
+            thread->frames[i].return_address = take_word(reader);
+            thread->frames[i].stack_pointer = take_word(reader);
+        }
+    }
+}
+
 static void take_call_sites(StateReader *reader)
 {
     uint64_t count;
@@ -1829,26 +2046,16 @@ static void restore_state(unsigned int vcpu_index)
 {
     StateReader reader = { state.restored->data,
                            state.restored->data + state.restored->len };
-    uint64_t depth;
-    unsigned i;
 
     if (take_word(&reader) != STATE_FILE_MAGIC) {
-        reject_state_file("does not start with its magic word");
+        reject_state_file("is of another version (or none): it does not start with rehste2");
     }
     qemu_plugin_u64_set(state.executed, vcpu_index, take_word(&reader));
     take_hooks(&reader);
     state.hot_loops_reported = take_word(&reader);
     state.log_text = take_word(&reader);
     *state.innermost_return_slot = take_word(&reader);
-    depth = take_word(&reader);
-    if (depth > CALL_STACK_DEPTH_MAX) {
-        reject_state_file("holds too deep a call stack");
-    }
-    state.depth = depth;
-    for (i = 0; i < state.depth; i++) {
-        state.frames[i].function = take_word(&reader);
-        state.frames[i].return_address = take_word(&reader);
-    }
+    take_threads(&reader);
     take_call_sites(&reader);
     take_set(&reader, state.return_targets);
     take_set(&reader, state.call_targets);
@@ -1877,6 +2084,7 @@ static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index)
     state.return_register =
         find_register(registers, state.traits->return_register);
     state.mode_register = find_register(registers, state.traits->mode_register);
+    state.stack_register = find_register(registers, state.traits->stack_register);
     state.exception_register =
         find_register(registers, state.traits->exception_register);
     for (i = 0; i < GENERAL_REGISTERS; i++) {
@@ -1942,7 +2150,7 @@ static void on_plugin_exit(qemu_plugin_id_t id, void *userdata)
     g_free(state.call_site_filter);
     g_hash_table_destroy(state.functions);
     g_hash_table_destroy(state.loops);
-    g_free(state.frames);
+    g_free(state.threads[0].frames);
     g_free(state.state_out);
     qemu_plugin_scoreboard_free(state.executed_board);
     qemu_plugin_scoreboard_free(state.innermost_return_board);
@@ -2064,6 +2272,14 @@ static bool parse_argument(const char *key, const char *value)
         }
         return true;
     }
+    if (g_str_equal(key, "thread_size")) {
+        if (!parse_positive(key, value, &state.thread_size) ||
+            (state.thread_size & (state.thread_size - 1))) {
+            fprintf(stderr, "rehost: thread_size=%s is not a power of two\n", value);
+            return false;
+        }
+        return true;
+    }
     if (g_str_equal(key, "callstack")) {
         return parse_switch(key, value, &state.callstack);
     }
@@ -2095,7 +2311,7 @@ static bool parse_argument(const char *key, const char *value)
     fprintf(stderr, "rehost: unknown argument %s (budget, hook, initcalls, "
             "panic, halt, user_below, callstack, coverage, hot_loops, nop, "
             "nops_again, log, events_fd, pause_at, state_out, "
-            "state_in)\n", key);
+            "state_in, thread_size)\n", key);
     return false;
 }
 
@@ -2121,7 +2337,10 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
                                            const qemu_info_t *info,
                                            int argc, char **argv)
 {
+    unsigned t;
+
     state.traits = traits_of(info->target_name);
+    state.thread_size = THREAD_SIZE_DEFAULT;
     state.hooks = g_array_new(false, true, sizeof(Hook));
     state.nops = g_array_new(false, true, sizeof(Nop));
     if (!parse_arguments(argc, argv)) {
@@ -2146,7 +2365,14 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
     state.call_site_filter = g_malloc0(CALL_SITE_FILTER_BITS / 8);
     state.functions = g_hash_table_new(NULL, NULL);
     state.loops = g_hash_table_new_full(NULL, NULL, NULL, free_loop);
-    state.frames = g_new(Frame, CALL_STACK_DEPTH_MAX);
+    /* One allocation for every thread's frames: untouched pages cost nothing. */
+    state.threads[0].frames = g_new(Frame, (size_t)THREADS_MAX * CALL_STACK_DEPTH_MAX);
+    for (t = 1; t < THREADS_MAX; t++) {
+        state.threads[t].frames = state.threads[0].frames + (size_t)t * CALL_STACK_DEPTH_MAX;
+    }
+    state.threads[0].stack = UNNAMED_STACK;
+    state.thread_count = 1;
+    state.thread = &state.threads[0];
     state.executed_board = qemu_plugin_scoreboard_new(sizeof(uint64_t));
     state.executed = qemu_plugin_scoreboard_u64(state.executed_board);
     state.innermost_return_board = qemu_plugin_scoreboard_new(sizeof(uint64_t));
