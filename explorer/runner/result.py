@@ -24,8 +24,8 @@ class ResultBounds:
     hot_loops: int = 256
     initcalls: int = 16384
     milestones: int = 1024
-    # The plugin tracks at most 64 kernel threads (THREADS_MAX in native/rehost_plugin/rehost.c).
-    threads: int = 64
+    # The plugin tracks at most 128 kernel threads (THREADS_MAX in native/rehost_plugin/rehost.c).
+    threads: int = 128
 
 
 class BoundedBytes:

@@ -24,9 +24,9 @@
  *             thread's as CallStack, every tracked thread's as ThreadStack.
  * thread_size: the kernel's THREAD_SIZE (default 8192: 32-bit ARM and MIPS with 4 KiB pages), a
  *             power of two. Kernel stacks are THREAD_SIZE-aligned, so sp & ~(THREAD_SIZE - 1)
- *             names the thread running; the stack pointer is read where a call pushes or a
- *             return pops, so a context switch moves the shadow stack with it. No symbol of the
- *             scheduler is needed.
+ *             names the thread running; the stack pointer is read where kernel code (at or
+ *             above user_below) calls or is returned to, so a context switch moves the shadow
+ *             stack with it. No symbol of the scheduler is needed.
  * coverage:   count unique instructions (see proto/rehost.proto: not blocks, whose boundaries
  *             depend on host timing) and unique call targets entered; sent when
  *             the run ends.
@@ -122,7 +122,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
  * dropped with its frames (a boot to user space has a few dozen kernel threads). Threads are
  * kept and sent in table order: the order they were first seen, a dropped one's slot reused.
  */
-#define THREADS_MAX 64
+#define THREADS_MAX 128
 /* THREAD_SIZE_ORDER 1 with 4 KiB pages (arch/arm and arch/mips thread_info.h). */
 #define THREAD_SIZE_DEFAULT 8192
 /* The first thread's stack until the stack pointer is first read, and for ever when the CPU
@@ -192,7 +192,6 @@ typedef struct {
 typedef struct {
     uint64_t function;
     uint64_t return_address;
-    uint64_t stack_pointer; /* at the call; 0 without a stack pointer to read */
 } Frame;
 
 /* A kernel thread's shadow call stack. */
@@ -216,6 +215,9 @@ typedef bool (*BackwardBranchTest)(struct qemu_plugin_tb *tb, LoopBranch *loop);
 typedef bool (*CallTest)(const uint8_t *bytes, size_t size, uint64_t vaddr,
                          bool thumb, CallSite *call);
 typedef size_t (*ReturnPatch)(uint32_t value, uint32_t words[NOP_WORDS_MAX]);
+/* Does the instruction load the stack pointer with a value not derived from it (a context
+ * switch's load of the next thread's)? `bytes` holds at least 4. */
+typedef bool (*StackLoadTest)(const uint8_t *bytes, size_t size);
 /*
  * Did the exception entered at `to_pc` (`cause`: the exception register's value, 0 without
  * one) leave the instruction that raised it unexecuted in QEMU's icount? QEMU winds a block
@@ -238,6 +240,7 @@ typedef struct {
     ReturnPatch return_patch; /* NULL: NOPs unsupported */
     const char *exception_register; /* NULL: the vector alone tells the exception */
     FaultTest leaves_fault_unexecuted;
+    StackLoadTest loads_stack_pointer;
 } TargetTraits;
 
 /*
@@ -281,6 +284,11 @@ typedef struct {
     struct qemu_plugin_scoreboard *innermost_return_board;
     qemu_plugin_u64 innermost_return; /* the top frame's return address, for inline compares */
     uint64_t *innermost_return_slot;  /* vCPU 0's entry of it: pushes and pops write here */
+    /* Non-zero when the stack pointer may have moved to another stack since it was last read
+     * (an inline store at instructions that load it; exceptions): see follow_thread. */
+    struct qemu_plugin_scoreboard *stack_moved_board;
+    qemu_plugin_u64 stack_moved;
+    uint64_t *stack_moved_slot;
     struct qemu_plugin_register *argument_register;
     struct qemu_plugin_register *return_register;
     struct qemu_plugin_register *mode_register;
@@ -908,6 +916,84 @@ static bool mips_leaves_fault_unexecuted(uint64_t to_pc, uint64_t cause)
     }
 }
 
+/*
+ * A32: a data-processing result into sp from another register (mov sp, rN; sub sp, fp, #N),
+ * a load into sp, or LDM with sp in its list (a switch's ldm {..., sp, pc}); not add/sub of sp
+ * itself nor push/pop (sp as the base). Thumb: mov/add sp, rN (high registers); Thumb-2 is not
+ * decoded (the corpus kernels are A32; see the call decoding).
+ */
+static bool arm_loads_stack_pointer(const uint8_t *bytes, size_t size)
+{
+    uint16_t first = bytes[0] | bytes[1] << 8;
+    uint32_t word = guest_word(bytes, false);
+    uint32_t opcode = (word >> 21) & 0xf;
+
+    if (size == 2) {
+        return (first & 0xfd00) == 0x4400 && ((first >> 4 & 0x8) | (first & 0x7)) == 13 &&
+               ((first >> 3) & 0xf) != 13;
+    }
+    if (size != 4 || (word >> 28) == 0xf) {
+        return false;
+    }
+    switch ((word >> 25) & 7) {
+    case 0: case 1: /* data processing; not multiplies, extra loads, misc, compares */
+        if ((!(word & (1 << 25)) && (word & 0x90) == 0x90) ||
+            (opcode >= 8 && opcode <= 11)) {
+            return false;
+        }
+        return ((word >> 12) & 0xf) == 13 &&
+               (opcode == 13 || opcode == 15 || ((word >> 16) & 0xf) != 13);
+    case 2: case 3: /* LDR (not the media space) */
+        return !((word >> 25) & 1 && word & 0x10) && word & (1 << 20) &&
+               ((word >> 12) & 0xf) == 13;
+    case 4: /* LDM */
+        return word & (1 << 20) && word & (1 << 13);
+    default:
+        return false;
+    }
+}
+
+#define MIPS_SP 29
+
+/* MIPS32: lw/ld/lui into sp, addiu/addi into sp from another register, an ALU result into sp
+ * from others (move sp, rN is addu or or). */
+static bool mips_loads_stack_pointer(const uint8_t *bytes, size_t size)
+{
+    uint32_t word, opcode, rs, rt, rd;
+
+    if (size != 4) {
+        return false;
+    }
+    word = guest_word(bytes, state.traits->big_endian);
+    opcode = word >> 26;
+    rs = (word >> 21) & 0x1f;
+    rt = (word >> 16) & 0x1f;
+    rd = (word >> 11) & 0x1f;
+    switch (opcode) {
+    case 0x23: case 0x37: case 0x0f: /* lw, ld, lui */
+        return rt == MIPS_SP;
+    case 0x08: case 0x09: case 0x18: case 0x19: /* addi, addiu, daddi, daddiu */
+        return rt == MIPS_SP && rs != MIPS_SP;
+    case 0x00:
+        switch (word & 0x3f) {
+        case 0x0a: case 0x0b: /* movz movn */
+        case 0x20: case 0x21: case 0x22: case 0x23: /* add addu sub subu */
+        case 0x24: case 0x25: case 0x26: case 0x27: /* and or xor nor */
+        case 0x2c: case 0x2d: case 0x2e: case 0x2f: /* dadd daddu dsub dsubu */
+            return rd == MIPS_SP && rs != MIPS_SP && rt != MIPS_SP;
+        default:
+            return false;
+        }
+    default:
+        return false;
+    }
+}
+
+static bool never_loads_stack_pointer(const uint8_t *bytes, size_t size)
+{
+    return false;
+}
+
 static bool never_unexecuted(uint64_t to_pc, uint64_t cause)
 {
     return false;
@@ -927,11 +1013,14 @@ static bool no_call(const uint8_t *bytes, size_t size, uint64_t vaddr,
 
 static const TargetTraits target_traits[] = {
     { "arm", "r0", "r0", "cpsr", "sp", false, arm_ends_in_backward_branch,
-      arm_is_call, arm_return_patch, NULL, arm_leaves_fault_unexecuted },
+      arm_is_call, arm_return_patch, NULL, arm_leaves_fault_unexecuted,
+      arm_loads_stack_pointer },
     { "mipsel", "r4", "r2", NULL, "r29", false, mips_ends_in_backward_branch,
-      mips_is_call, mips_return_patch, "cause", mips_leaves_fault_unexecuted },
+      mips_is_call, mips_return_patch, "cause", mips_leaves_fault_unexecuted,
+      mips_loads_stack_pointer },
     { "mips", "r4", "r2", NULL, "r29", true, mips_ends_in_backward_branch,
-      mips_is_call, mips_return_patch, "cause", mips_leaves_fault_unexecuted },
+      mips_is_call, mips_return_patch, "cause", mips_leaves_fault_unexecuted,
+      mips_loads_stack_pointer },
 };
 /*
  * Another target still works: every block checks the budget, no register is read, and a
@@ -939,7 +1028,8 @@ static const TargetTraits target_traits[] = {
  */
 static const TargetTraits unknown_target = { "?", NULL, NULL, NULL, NULL, false,
                                              any_branch, no_call, NULL, NULL,
-                                             never_unexecuted };
+                                             never_unexecuted,
+                                             never_loads_stack_pointer };
 
 static const TargetTraits *traits_of(const char *target)
 {
@@ -1142,6 +1232,8 @@ static void on_discontinuity(qemu_plugin_id_t id, unsigned int vcpu_index,
     if (type == QEMU_PLUGIN_DISCON_EXCEPTION) {
         take_back_unexecuted(vcpu_index, from_pc, to_pc);
     }
+    /* A CPU mode of its own may bring its own stack pointer (ARM banks sp per mode). */
+    *state.stack_moved_slot = 1;
     check_budget();
 }
 
@@ -1189,20 +1281,10 @@ static void on_block_below_user_limit(unsigned int vcpu_index, void *userdata)
                instructions_at(vcpu_index, vaddr));
 }
 
-/*
- * A call at `stack_pointer`: frames pushed deeper in the stack (a lower stack pointer) have
- * returned unseen (a longjmp, a return into a block without a return callback), or belong to
- * an exited thread whose kernel stack a new thread got: they go first.
- */
-static void push_frame(uint64_t function, uint64_t return_address,
-                       uint64_t stack_pointer)
+static void push_frame(uint64_t function, uint64_t return_address)
 {
     Thread *thread = state.thread;
 
-    while (thread->depth &&
-           thread->frames[thread->depth - 1].stack_pointer < stack_pointer) {
-        thread->depth--;
-    }
     if (thread->depth == CALL_STACK_DEPTH_MAX) {
         /* Runaway (a missed return pattern): keep the innermost half. */
         memmove(thread->frames, thread->frames + CALL_STACK_DEPTH_MAX / 2,
@@ -1211,7 +1293,6 @@ static void push_frame(uint64_t function, uint64_t return_address,
     }
     thread->frames[thread->depth].function = function;
     thread->frames[thread->depth].return_address = return_address;
-    thread->frames[thread->depth].stack_pointer = stack_pointer;
     thread->depth++;
     *state.innermost_return_slot = return_address;
 }
@@ -1231,8 +1312,13 @@ static void pop_frames(unsigned depth)
         depth ? thread->frames[depth - 1].return_address : NO_RETURN_ADDRESS;
 }
 
-/* The thread whose kernel stack is `stack` becomes the current one, taking a slot if new. */
-static void switch_thread(uint64_t stack)
+/*
+ * The thread whose kernel stack is `stack` becomes the current one, taking a slot if new.
+ * `entered`: it was switched to where it calls rather than returns, i.e. it starts afresh
+ * (ret_from_fork, or an interrupt on an interrupt stack): its kernel stack may be an exited
+ * thread's, whose frames go.
+ */
+static void switch_thread(uint64_t stack, bool entered)
 {
     Thread *thread = NULL;
     unsigned t;
@@ -1257,7 +1343,7 @@ static void switch_thread(uint64_t stack)
             }
         }
     }
-    if (thread->stack != stack) {
+    if (thread->stack != stack || entered) {
         thread->stack = stack;
         thread->depth = 0;
     }
@@ -1267,39 +1353,51 @@ static void switch_thread(uint64_t stack)
 }
 
 /*
- * The thread running is the one whose kernel stack holds the stack pointer: follow a context
- * switch. Only from callbacks with R_REGS (where a call pushes or a return pops: a new thread's
- * first call or return names it). Returns the stack pointer (0 without one).
+ * Kernel threads are followed where kernel code calls and returns, at or above user_below:
+ * below it run the boot loader and the decompressor (one stack, MMU off: more than half of a
+ * boot's blocks) and user space, whose stack pointer names no kernel thread.
  */
-static uint64_t follow_thread(void)
+static bool follows_threads(uint64_t vaddr)
 {
-    uint64_t stack_pointer;
-    uint64_t stack;
-
-    if (!state.stack_register) {
-        return 0;
-    }
-    stack_pointer = read_register(state.stack_register);
-    stack = stack_pointer & ~(state.thread_size - 1);
-    if (stack != state.thread->stack) {
-        switch_thread(stack);
-    }
-    return stack_pointer;
+    return state.stack_register && vaddr >= state.user_below;
 }
 
-/* The registers the call stack's callbacks read: the stack pointer, when there is one. */
-static enum qemu_plugin_cb_flags call_stack_flags(void)
+/* The registers the call stack's callbacks at `vaddr` read: the stack pointer, or none. */
+static enum qemu_plugin_cb_flags call_stack_flags(uint64_t vaddr)
 {
-    return state.stack_register ? QEMU_PLUGIN_CB_R_REGS : QEMU_PLUGIN_CB_NO_REGS;
+    return follows_threads(vaddr) ? QEMU_PLUGIN_CB_R_REGS : QEMU_PLUGIN_CB_NO_REGS;
+}
+
+/*
+ * The thread running is the one whose kernel stack holds the stack pointer: follow a context
+ * switch where a call at `vaddr` pushes (`calling`) or a return to it pops. The stack pointer
+ * is read only when it may have moved to another stack since the last read: an instruction
+ * loaded it (not sp-relative arithmetic: a switch loads the next thread's) or an exception
+ * switched it (a CPU mode's own sp); most calls and returns cost a test of that flag. Only
+ * from callbacks with call_stack_flags(vaddr). A thread's first call or return after a switch
+ * names it; Linux switches with interrupts masked, so a resumed thread's first is the return
+ * from the switch and a call means a new thread (ret_from_fork).
+ */
+static void follow_thread(uint64_t vaddr, bool calling)
+{
+    uint64_t stack;
+
+    if (!follows_threads(vaddr) || !*state.stack_moved_slot) {
+        return;
+    }
+    *state.stack_moved_slot = 0;
+    stack = read_register(state.stack_register) & ~(state.thread_size - 1);
+    if (stack != state.thread->stack) {
+        switch_thread(stack, calling);
+    }
 }
 
 static void on_direct_call(unsigned int vcpu_index, void *userdata)
 {
     const CallSite *call = userdata;
 
-    uint64_t stack_pointer = follow_thread();
-
-    push_frame(call->target, call->return_address, stack_pointer);
+    follow_thread(call->return_address, true);
+    push_frame(call->target, call->return_address);
 }
 
 static void on_indirect_call(unsigned int vcpu_index, void *userdata)
@@ -1315,9 +1413,8 @@ static void on_indirect_call(unsigned int vcpu_index, void *userdata)
         call->last_target = target;
     }
     if (state.callstack) {
-        uint64_t stack_pointer = follow_thread();
-
-        push_frame(target, call->return_address, stack_pointer);
+        follow_thread(call->return_address, true);
+        push_frame(target, call->return_address);
     }
 }
 
@@ -1338,8 +1435,10 @@ static void pop_innermost_returning_to(uint64_t vaddr)
  */
 static void on_return_to_innermost(unsigned int vcpu_index, void *userdata)
 {
-    follow_thread();
-    pop_innermost_returning_to(GPOINTER_TO_SIZE(userdata));
+    uint64_t vaddr = GPOINTER_TO_SIZE(userdata);
+
+    follow_thread(vaddr, false);
+    pop_innermost_returning_to(vaddr);
 }
 
 /*
@@ -1356,7 +1455,7 @@ static void on_return_target(unsigned int vcpu_index, void *userdata)
     unsigned lowest;
     unsigned i;
 
-    follow_thread();
+    follow_thread(vaddr, false);
     thread = state.thread;
     lowest = thread->depth > RETURN_SEARCH_MAX ? thread->depth - RETURN_SEARCH_MAX : 0;
     for (i = thread->depth; i > lowest; i--) {
@@ -1486,13 +1585,30 @@ static void instrument_call(struct qemu_plugin_insn *insn, bool thumb)
     } else {
         g_hash_table_add(state.call_targets, GSIZE_TO_POINTER(call->target));
         if (state.callstack) {
-            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_direct_call,
-                                                   call_stack_flags(), call);
+            qemu_plugin_register_vcpu_insn_exec_cb(
+                insn, on_direct_call, call_stack_flags(call->return_address), call);
         }
     }
     if (state.callstack) {
         g_hash_table_add(state.return_targets,
                          GSIZE_TO_POINTER(call->return_address));
+    }
+}
+
+/* An instruction that may load the stack pointer marks it moved (an inline store): the next
+ * call or return reads it. Only where threads are followed. */
+static void instrument_stack_load(struct qemu_plugin_insn *insn)
+{
+    uint8_t bytes[4] = { 0 };
+    size_t size;
+
+    if (!follows_threads(qemu_plugin_insn_vaddr(insn))) {
+        return;
+    }
+    size = qemu_plugin_insn_data(insn, bytes, sizeof(bytes));
+    if (state.traits->loads_stack_pointer(bytes, size)) {
+        qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
+            insn, QEMU_PLUGIN_INLINE_STORE_U64, state.stack_moved, 1);
     }
 }
 
@@ -1693,11 +1809,11 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         if (g_hash_table_contains(state.return_targets,
                                   GSIZE_TO_POINTER(vaddr))) {
             qemu_plugin_register_vcpu_tb_exec_cb(tb, on_return_target,
-                                                 call_stack_flags(),
+                                                 call_stack_flags(vaddr),
                                                  GSIZE_TO_POINTER(vaddr));
         } else if (may_follow_call(tb)) {
             qemu_plugin_register_vcpu_tb_exec_cond_cb(
-                tb, on_return_to_innermost, call_stack_flags(),
+                tb, on_return_to_innermost, call_stack_flags(vaddr),
                 QEMU_PLUGIN_COND_EQ, state.innermost_return, vaddr,
                 GSIZE_TO_POINTER(vaddr));
         }
@@ -1717,6 +1833,9 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         }
         if (watch_calls) {
             instrument_call(insn, thumb);
+        }
+        if (state.callstack) {
+            instrument_stack_load(insn);
         }
     }
 }
@@ -1756,8 +1875,8 @@ static bool any_hook_needs_registers(void)
  *   hooks: count, then (address, kind, reached) each,
  *   hot loops reported, the log text buffer, the innermost return address,
  *   the threads: thread_size, count, the current one's slot, switches, then for each in table
- *   order (stack, last run, depth, then (function, return address, stack pointer) each,
- *   outermost first),
+ *   order (stack, last run, depth, then (function, return address) each, outermost first),
+ *   whether the stack pointer may have moved since it was last read,
  *   call sites: count, then (address, return address, target, target register, last target),
  *   return targets, direct call targets, log return addresses, functions entered: sets,
  *   instructions covered, coverage bitmaps: count, then (region, COVERAGE_REGION_SIZE bits),
@@ -1853,9 +1972,9 @@ static void put_threads(GByteArray *out)
         for (i = 0; i < thread->depth; i++) {
             put_word(out, thread->frames[i].function);
             put_word(out, thread->frames[i].return_address);
-            put_word(out, thread->frames[i].stack_pointer);
         }
     }
+    put_word(out, *state.stack_moved_slot);
 }
 
 static void save_state(const char *path)
@@ -1985,9 +2104,9 @@ static void take_threads(StateReader *reader)
         for (i = 0; i < thread->depth; i++) {
             thread->frames[i].function = take_word(reader);
             thread->frames[i].return_address = take_word(reader);
-            thread->frames[i].stack_pointer = take_word(reader);
         }
     }
+    *state.stack_moved_slot = take_word(reader);
 }
 
 static void take_call_sites(StateReader *reader)
@@ -2079,6 +2198,8 @@ static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index)
     state.innermost_return_slot =
         qemu_plugin_scoreboard_find(state.innermost_return_board, vcpu_index);
     *state.innermost_return_slot = NO_RETURN_ADDRESS;
+    state.stack_moved_slot = qemu_plugin_scoreboard_find(state.stack_moved_board, vcpu_index);
+    *state.stack_moved_slot = 1;
     state.argument_register =
         find_register(registers, state.traits->argument_register);
     state.return_register =
@@ -2154,6 +2275,7 @@ static void on_plugin_exit(qemu_plugin_id_t id, void *userdata)
     g_free(state.state_out);
     qemu_plugin_scoreboard_free(state.executed_board);
     qemu_plugin_scoreboard_free(state.innermost_return_board);
+    qemu_plugin_scoreboard_free(state.stack_moved_board);
     qemu_plugin_scoreboard_free(state.running_block_board);
     g_hash_table_destroy(state.block_layouts);
     g_byte_array_free(state.layout_buffer, true);
@@ -2378,6 +2500,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
     state.innermost_return_board = qemu_plugin_scoreboard_new(sizeof(uint64_t));
     state.innermost_return =
         qemu_plugin_scoreboard_u64(state.innermost_return_board);
+    state.stack_moved_board = qemu_plugin_scoreboard_new(sizeof(uint64_t));
+    state.stack_moved = qemu_plugin_scoreboard_u64(state.stack_moved_board);
     state.running_block_board = qemu_plugin_scoreboard_new(sizeof(uint64_t));
     state.running_block = qemu_plugin_scoreboard_u64(state.running_block_board);
     state.block_layouts = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
