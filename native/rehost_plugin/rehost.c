@@ -2167,7 +2167,7 @@ static void restore_state(unsigned int vcpu_index)
                            state.restored->data + state.restored->len };
 
     if (take_word(&reader) != STATE_FILE_MAGIC) {
-        reject_state_file("is of another version (or none): it does not start with rehste2");
+        reject_state_file("is of another version than rehste2");
     }
     qemu_plugin_u64_set(state.executed, vcpu_index, take_word(&reader));
     take_hooks(&reader);
