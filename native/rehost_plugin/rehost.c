@@ -81,9 +81,10 @@
  * branch, and a one-instruction block a memory callback (where replayed accesses run);
  * otherwise at most inline operations (the instruction count, the running block, and with
  * callstack=on a compare with the innermost return address, only in blocks right after a
- * call). Execution-time callbacks stay small: pushes and pops write the innermost return
- * address straight into its scoreboard slot, an indirect call touches coverage's hash table
- * only when its target changes.
+ * call, and a store marking the stack pointer moved at instructions that load it). Execution-
+ * time callbacks stay small: pushes and pops write the innermost return address straight into
+ * its scoreboard slot, read the stack pointer only when it was marked moved, and an indirect
+ * call touches coverage's hash table only when its target changes.
  * Single vCPU: the machine has one. It must never change guest state beyond what nop= asks for.
  * Nothing it reports may depend on when blocks were translated (a restored VM starts with an
  * empty translation cache) or where QEMU ended them: translation-time facts only decide where

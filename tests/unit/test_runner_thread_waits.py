@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from itertools import pairwise
+from pathlib import Path
 
-from explorer.firmware.model import Symbol, SymbolTable
+from explorer.firmware.model import Arch, Endian, Firmware, Symbol, SymbolTable
 from explorer.runner.analysis import analyse, describe, to_dict
 from explorer.runner.rehost_pb2 import (
     CallStack,
@@ -17,6 +18,7 @@ from explorer.runner.rehost_pb2 import (
     RunResult,
     ThreadStack,
 )
+from tests.unit.test_search_report_loops import stored_report
 
 # Generic kernel functions, and an example driver's (no board's): one symbol every 0x100 bytes.
 NAMES = (
@@ -193,3 +195,14 @@ def test_the_json_form_carries_the_wait_and_every_thread() -> None:
     assert [thread["stack"] for thread in as_dict["threads"]] == [hex(IDLE_STACK), hex(KERNEL_INIT_STACK)]
     assert [thread["current"] for thread in as_dict["threads"]] == [True, False]
     assert as_dict["busy_workers"] == []
+
+
+def test_show_reports_where_kernel_init_is_blocked(tmp_path: Path) -> None:
+    firmware = Firmware(
+        "0" * 64, 0, Arch.ARM, Endian.LITTLE, "ARMv7", None, (), None, None, None, SYMBOLS, (), None, 0
+    )
+    frames = chain(*SWITCHED_OUT, "schedule_timeout", "wait_for_completion", *IN_INITCALL)
+    report = json.loads(json.dumps(stored_report(tmp_path / "work", idle_run(frames), firmware)))
+    assert report["kernel_init"]["initcall"] == "example_init"
+    assert report["kernel_init"]["waits"] == ["completion"]
+    assert report["kernel_init"]["summary"] in report["run_summary"]

@@ -30,7 +30,7 @@ FIRMWARE = Firmware(
 STATUS = 0x10001004
 
 
-def stored_report(directory: Path, result: RunResult) -> dict:
+def stored_report(directory: Path, result: RunResult, firmware: Firmware = FIRMWARE) -> dict:
     state = State(cpu="cortex-a9")
     identity = state_id(state)
     run_score = score(result).to_bytes()
@@ -46,7 +46,7 @@ def stored_report(directory: Path, result: RunResult) -> dict:
             )
         )
     with Store.open(directory, writer=False) as store:
-        return state_report(store, identity, FIRMWARE)
+        return state_report(store, identity, firmware)
 
 
 def run_with_three_loops(reason: ExitReason.ValueType) -> RunResult:
