@@ -3,13 +3,14 @@
 A search that did not complete the boot stopped at some blocker; the bench groups firmware by
 it (explorer.bench.report.why_stopped) so that work goes to the commonest blocker first. The
 blocker is read off the search's furthest run (the best state's, explorer.search.report.best_run)
-and nothing else: its exit reason and the runner's detail, the call stack at the exit, the MMIO
+and nothing else: its exit reason and the runner's detail, the call stacks at the exit, the MMIO
 its loops polled, its milestones and initcalls, and its log for the fault behind a panic. Never
 the firmware's name, never the board's: two firmware stuck the same way get the same kind.
 
 The kind is the group (KINDS: "stuck polling MMIO", "idle, no timer armed", "panic", ...); the
 cause is the kind with its place, for people ("stuck polling MMIO 0x48200014 in
-omap_irq_soft_reset", "idle in kernel_init after 40 initcalls (last foo_init), no interrupt").
+omap_irq_soft_reset", "idle in kernel_init after 40 initcalls (last foo_init), no interrupt came;
+kernel_init is blocked in: ... (waits: completion; initcall foo_init)").
 Pure functions of the run; this module reads no store and runs nothing.
 """
 
@@ -180,7 +181,10 @@ def _sentence(
         where = f"idle in {facts['milestone'] or 'early boot'}"
         if facts["initcall"]:
             where += f" after {len(analysis.initcalls)} initcalls (last {facts['initcall']})"
-        return f"{where}, " + ("no timer armed" if kind == IDLE_NO_TIMER else "no interrupt came")
+        waiting = "no timer armed" if kind == IDLE_NO_TIMER else "no interrupt came"
+        # kernel_init's own stack (the idle task ran last) says what it waits for.
+        blocked = f"; {analysis.kernel_init.sentence(stuck=True)}" if analysis.kernel_init else ""
+        return f"{where}, {waiting}{blocked}"
     place_ = f" in {function}" if function else f" at {facts['milestone'] or 'no milestone'}"
     if kind == STUCK_POLLING:
         return f"stuck polling MMIO {', '.join(polled)}{place_}"

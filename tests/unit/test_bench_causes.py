@@ -8,7 +8,16 @@ import json
 from explorer.bench import causes
 from explorer.bench.causes import search_error, stop_cause
 from explorer.firmware.model import Symbol, SymbolTable
-from explorer.runner.rehost_pb2 import CallStack, Exit, ExitReason, Frame, Initcall, Milestone, RunResult
+from explorer.runner.rehost_pb2 import (
+    CallStack,
+    Exit,
+    ExitReason,
+    Frame,
+    Initcall,
+    Milestone,
+    RunResult,
+    ThreadStack,
+)
 from tests.unit.test_runner_analysis import SYMBOLS as LOOP_SYMBOLS
 from tests.unit.test_runner_analysis import SYSSTATUS, spinning_run
 
@@ -16,6 +25,7 @@ FUNCTIONS = (
     "start_kernel", "time_init", "timer_probe", "arch_timer_of_init", "kernel_init", "do_one_initcall",
     "foo_init", "bar_init", "readl_poll", "mount_root", "panic", "make_task_dead", "die",
     "do_undefinstr", "__und_svc", "do_DataAbort", "__dabt_svc", "do_idle", "arch_cpu_idle",
+    "wait_for_completion", "kernel_init_freeable",
 )  # fmt: skip
 # One 0x100-byte function per name, from 0xc0100000.
 SYMBOLS = SymbolTable(
@@ -97,6 +107,26 @@ def test_an_idle_run_says_where_kernel_init_was_and_whether_a_timer_was_armed() 
     )
     assert why.kind == causes.IDLE_NO_INTERRUPT
     assert why.cause == "idle in kernel_init after 1 initcalls (last foo_init), no interrupt came"
+
+
+def test_an_idle_run_with_thread_stacks_says_what_kernel_init_waits_for() -> None:
+    idle = stack("arch_cpu_idle", "do_idle")
+    blocked = stack(
+        "wait_for_completion", "foo_init", "do_one_initcall", "kernel_init_freeable", "kernel_init"
+    )
+    no_timer = "idle: the guest waited for an interrupt with no timer armed at 96 ms of its time"
+    threads = [
+        ThreadStack(stack=0xC1400000, frames=idle.frames, current=True),
+        ThreadStack(stack=0xE0008000, frames=blocked.frames),
+    ]
+    result = run(ExitReason.EXIT_BUDGET, no_timer, call_stack=idle, threads=threads)
+    why = stop_cause("budget", in_initcalls(result, "foo_init"), SYMBOLS)
+    assert why.kind == causes.IDLE_NO_TIMER
+    assert why.cause == (
+        "idle in kernel_init after 1 initcalls (last foo_init), no timer armed; kernel_init is blocked in: "
+        "wait_for_completion <- foo_init <- do_one_initcall <- kernel_init_freeable <- kernel_init "
+        "(waits: completion; initcall foo_init)"
+    )
 
 
 def test_an_undefined_instruction_is_told_from_its_exception_entry_and_placed_in_the_failing_function() -> (
