@@ -25,8 +25,9 @@
  * thread_size: the kernel's THREAD_SIZE (default 8192: 32-bit ARM and MIPS with 4 KiB pages), a
  *             power of two. Kernel stacks are THREAD_SIZE-aligned, so sp & ~(THREAD_SIZE - 1)
  *             names the thread running; the stack pointer is read where kernel code (at or
- *             above user_below) calls or is returned to, so a context switch moves the shadow
- *             stack with it. No symbol of the scheduler is needed.
+ *             above user_below) calls or is returned to after an instruction loaded it or an
+ *             exception, so a context switch moves the shadow stack with it (follow_thread).
+ *             No symbol of the scheduler is needed.
  * coverage:   count unique instructions (see proto/rehost.proto: not blocks, whose boundaries
  *             depend on host timing) and unique call targets entered; sent when
  *             the run ends.
@@ -130,8 +131,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
  * exposes no stack pointer to plugins (then one shadow stack serves every thread). */
 #define UNNAMED_STACK UINT64_MAX
 /* A return searches this many frames down the shadow stack for its caller (longjmp, a missed
- * return, a switch to another kernel thread), so a block that merely looks like a return target
- * costs a bounded scan. */
+ * return), so a block that merely looks like a return target costs a bounded scan. */
 #define RETURN_SEARCH_MAX 64
 /* The bytes before a block that may hold a call returning to it, and the smallest target page
  * (ARMv5's 1 KiB): the look-behind stays inside the block's own page. */
