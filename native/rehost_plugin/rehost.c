@@ -25,8 +25,8 @@
  * thread_size: the kernel's THREAD_SIZE (default 8192: 32-bit ARM and MIPS with 4 KiB pages), a
  *             power of two. Kernel stacks are THREAD_SIZE-aligned, so sp & ~(THREAD_SIZE - 1)
  *             names the thread running; the stack pointer is read where kernel code (at or
- *             above user_below) calls or is returned to after an instruction loaded it or an
- *             exception, so a context switch moves the shadow stack with it (follow_thread).
+ *             above user_below) calls or is returned to after an instruction loaded it, so a
+ *             context switch moves the shadow stack with it (follow_thread).
  *             No symbol of the scheduler is needed.
  * coverage:   count unique instructions (see proto/rehost.proto: not blocks, whose boundaries
  *             depend on host timing) and unique call targets entered; sent when
@@ -286,7 +286,7 @@ typedef struct {
     qemu_plugin_u64 innermost_return; /* the top frame's return address, for inline compares */
     uint64_t *innermost_return_slot;  /* vCPU 0's entry of it: pushes and pops write here */
     /* Non-zero when the stack pointer may have moved to another stack since it was last read
-     * (an inline store at instructions that load it; exceptions): see follow_thread. */
+     * (an inline store at instructions that load it): see follow_thread. */
     struct qemu_plugin_scoreboard *stack_moved_board;
     qemu_plugin_u64 stack_moved;
     uint64_t *stack_moved_slot;
@@ -1233,8 +1233,6 @@ static void on_discontinuity(qemu_plugin_id_t id, unsigned int vcpu_index,
     if (type == QEMU_PLUGIN_DISCON_EXCEPTION) {
         take_back_unexecuted(vcpu_index, from_pc, to_pc);
     }
-    /* A CPU mode of its own may bring its own stack pointer (ARM banks sp per mode). */
-    *state.stack_moved_slot = 1;
     check_budget();
 }
 
@@ -1373,9 +1371,12 @@ static enum qemu_plugin_cb_flags call_stack_flags(uint64_t vaddr)
  * The thread running is the one whose kernel stack holds the stack pointer: follow a context
  * switch where a call at `vaddr` pushes (`calling`) or a return to it pops. The stack pointer
  * is read only when it may have moved to another stack since the last read: an instruction
- * loaded it (not sp-relative arithmetic: a switch loads the next thread's) or an exception
- * switched it (a CPU mode's own sp); most calls and returns cost a test of that flag. Only
- * from callbacks with call_stack_flags(vaddr). A thread's first call or return after a switch
+ * loaded it (not sp-relative arithmetic: a switch loads the next thread's, an interrupt entry
+ * its interrupt stack's); most calls and returns cost a test of that flag. Exceptions do not
+ * count: a kernel's handler runs on the stack it interrupted (ARM's banked IRQ/abort-mode sp
+ * serves only the vector stub, which calls nothing), and one from user space enters the task
+ * that returned to it (MIPS loads kernelsp by an instruction); so a fault inside an interrupt
+ * handler stacks its frames on the handler's. Only from callbacks with call_stack_flags(vaddr). A thread's first call or return after a switch
  * names it; Linux switches with interrupts masked, so a resumed thread's first is the return
  * from the switch and a call means a new thread (ret_from_fork).
  */
