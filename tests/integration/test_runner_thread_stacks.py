@@ -19,6 +19,7 @@ from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.analysis import analyse
+from explorer.runner.build import PLUGIN
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin, RunnerLimits, run
 from explorer.runner.machine_config_pb2 import MachineConfig
@@ -46,7 +47,7 @@ def idle_am335x(corpus: Corpus) -> tuple[MachineConfig, Firmware]:
 
 @pytest.fixture(scope="module")
 def plugin(qemu_build: Path) -> Plugin:
-    return Plugin(qemu_build / "lib" / "librehost.so", STANDARD_OBSERVATION)
+    return Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
 
 
 @pytest.fixture(scope="module")
