@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from explorer.firmware.formats import uimage
-from explorer.firmware.model import KernelImage, Layer
+from explorer.firmware.model import Layer
 
 FLASH = "flash"
 
@@ -43,13 +43,14 @@ class BootFiles:
     initrd: Carried | None
 
 
-def boot_files(data: bytes, image: KernelImage) -> BootFiles:
-    """The kernel and initrd to boot for the firmware `data`, whose located kernel is `image`."""
-    outer = image.layers[0]
+def boot_files(data: bytes, layers: tuple[Layer, ...]) -> BootFiles:
+    """The kernel and initrd to boot for the firmware `data`, whose kernel ingestion found inside
+    `layers` (outermost first: Firmware.layers, KernelImage.layers)."""
+    outer = layers[0]
     if outer.kind != FLASH:
         return _from_container(data, outer, "the firmware file", whole_file=True)
     kernel_at = int(outer.detail["kernel_at"])
-    inner = image.layers[1]
+    inner = layers[1]
     carried = _from_container(
         data[kernel_at:], inner, f"the {inner.kind} at {kernel_at:#x} of the flash image"
     )

@@ -30,7 +30,6 @@ from explorer.execution.jobs import RunnerSetup
 from explorer.execution.local import LocalPool
 from explorer.firmware.boot_files import boot_files
 from explorer.firmware.ingest import ingest, read_input
-from explorer.firmware.locate import locate_kernel
 from explorer.firmware.model import Firmware
 from explorer.runner.build import BUILD_COMMAND, PLUGIN
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
@@ -102,8 +101,8 @@ def create_search(work: Path, target: Target, options: SearchOptions) -> tuple[S
 
 
 def _carried_target(work: Path, target: Target) -> tuple[Target, dict[str, str]]:
-    data = read_input(target.kernel, "firmware")
-    carried = boot_files(data, locate_kernel(data))
+    # Ingestion found the kernel's layers (cached by the file's hash): they say what to cut out.
+    carried = boot_files(read_input(target.kernel, "firmware"), ingest(target.kernel).layers)
     origins = {"kernel": f"{target.kernel}", "initrd": f"{target.initrd}" if target.initrd else "none"}
     kernel, initrd = target.kernel, target.initrd
     if carried.kernel is not None:

@@ -50,7 +50,7 @@ def images(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 
 def test_a_flash_image_carries_the_kernel_uimage_and_the_ramdisk_after_it(images: dict[str, bytes]) -> None:
-    carried = boot_files(images["flash"], locate_kernel(images["flash"]))
+    carried = boot_files(images["flash"], locate_kernel(images["flash"]).layers)
     assert carried.kernel is not None and carried.kernel.data == images["kernel"]
     assert carried.kernel.origin == "the uimage at 0x80 of the flash image"
     assert carried.initrd is not None and carried.initrd.data == images["initramfs"]
@@ -58,14 +58,14 @@ def test_a_flash_image_carries_the_kernel_uimage_and_the_ramdisk_after_it(images
 
 
 def test_a_multi_file_uimage_is_split_into_its_kernel_and_initrd(images: dict[str, bytes]) -> None:
-    carried = boot_files(images["multi"], locate_kernel(images["multi"]))
+    carried = boot_files(images["multi"], locate_kernel(images["multi"]).layers)
     assert carried.kernel is not None and carried.kernel.data == images["zimage_dtb"]
     assert carried.initrd is not None and carried.initrd.data == images["initramfs"]
 
 
 @pytest.mark.parametrize("form", ["zimage_dtb", "kernel"])
 def test_a_kernel_the_loader_reads_is_booted_as_it_is(images: dict[str, bytes], form: str) -> None:
-    carried = boot_files(images[form], locate_kernel(images[form]))
+    carried = boot_files(images[form], locate_kernel(images[form]).layers)
     assert (carried.kernel, carried.initrd) == (None, None)
 
 
