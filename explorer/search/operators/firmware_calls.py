@@ -1,8 +1,8 @@
 """Firmware calls: a kernel calling secure or hypervisor firmware that the machine does not have.
 
 The mechanism: 32-bit ARM kernels call the board's firmware with an SMC instruction (the secure
-monitor: PSCI in drivers/firmware/psci, and vendor services such as arch/arm/mach-omap2's
-omap_smc1, drivers/firmware/qcom_scm, arch/arm/firmware/trusted_foundations) or with HVC. Our
+monitor: PSCI in drivers/firmware/psci, and the vendor services of drivers/firmware/ and
+arch/arm/mach-*/, all through arm_smccc_smc or a platform's own SMC wrapper) or with HVC. Our
 CPU has neither EL3 nor EL2, so the instruction is undefined: __und_fault -> die, and the boot
 ends ("Attempted to kill the idle task!" early, an oops in a driver later). The oops names the
 faulting instruction in its "Code:" line (arch/arm/kernel/traps.c, dump_instr: the faulting word
@@ -21,6 +21,11 @@ from explorer.runner.rehost_pb2 import ExitReason
 from explorer.search.operators import Child, Context
 from explorer.search.state import State, derive
 
+# The A32 and T32 encodings of SMC and HVC (Arm ARM), as (mask, value) of the word or halfwords.
+A32_SMC = (0x0FFFFFF0, 0x01600070)  # cond 0001 0110 0000 0000 0000 0111 imm4
+A32_HVC = (0x0FF000F0, 0x01400070)  # cond 0001 0100 imm12 0111 imm4
+T32_SMC = ((0xFFF0, 0xF7F0), (0xFFFF, 0x8000))  # 1111 0111 1111 imm4, 1000 0000 0000 0000
+T32_HVC = ((0xFFF0, 0xF7E0), (0xF000, 0x8000))  # 1111 0111 1110 imm4, 1000 imm12
 # The faulting instruction of an oops: the parenthesised word(s) at the end of the "Code:" line,
 # one 32-bit word for A32 code, one or two halfwords for T32.
 FAULTING_INSTRUCTION = re.compile(r"^Code: .*\(([0-9a-f]{4,8})(?: ([0-9a-f]{4}))?\)", re.MULTILINE)
@@ -58,18 +63,14 @@ def firmware_call(log: str) -> str | None:
 
 
 def _a32(word: int) -> str | None:
-    # SMC: cond 0001 0110 0000 0000 0000 0111 imm4; HVC: cond 0001 0100 imm12 0111 imm4.
-    if word & 0x0FFFFFF0 == 0x01600070:
-        return "smc"
-    if word & 0x0FF000F0 == 0x01400070:
-        return "hvc"
+    for conduit, (mask, value) in (("smc", A32_SMC), ("hvc", A32_HVC)):
+        if word & mask == value:
+            return conduit
     return None
 
 
 def _t32(first: int, second: int) -> str | None:
-    # SMC: 1111 0111 1111 imm4, 1000 0000 0000 0000; HVC: 1111 0111 1110 imm4, 1000 imm12.
-    if first & 0xFFF0 == 0xF7F0 and second == 0x8000:
-        return "smc"
-    if first & 0xFFF0 == 0xF7E0 and second & 0xF000 == 0x8000:
-        return "hvc"
+    for conduit, ((mask1, value1), (mask2, value2)) in (("smc", T32_SMC), ("hvc", T32_HVC)):
+        if first & mask1 == value1 and second & mask2 == value2:
+            return conduit
     return None
