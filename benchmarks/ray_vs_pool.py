@@ -56,7 +56,7 @@ def kernel_jobs(count: int, instruction_budget: int) -> list[Job]:
     firmware = ingest(target.kernel, dtb=target.dtb)
     jobs = []
     for seed in range(count):
-        state = initial_state(firmware, target, seed)  # a new state, not stored yet: ours to finish
+        state = initial_state(firmware, seed)  # a new state, not stored yet: ours to finish
         state.instruction_budget = instruction_budget
         config = bootable(state, target, firmware).SerializeToString()
         jobs.append(Job(state_id(state), config, RUN_DEADLINE_SECONDS))

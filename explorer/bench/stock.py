@@ -117,7 +117,7 @@ def stock_config(model: StockModel, firmware: BenchFirmware) -> MachineConfig:
     """
     target = firmware.target
     facts = ingest(target.kernel, dtb=target.dtb)
-    initial = initial_state(facts, target, seed=0)
+    initial = initial_state(facts, seed=0)
     config = MachineConfig(
         target=initial.target,
         cpu=model.cpu,

@@ -251,7 +251,7 @@ class Search:
             self._generation(self._choose(frontier))
 
     def _first_generation(self) -> None:
-        initial = self._initial or initial_state(self._firmware, self._target, self._options.seed)
+        initial = self._initial or initial_state(self._firmware, self._options.seed)
         if self._options.instruction_budget:
             initial = derive(initial, _budget_setter(self._options.instruction_budget))
         # Not checked: the initial state is made from what the user gave, and a machine no runner

@@ -5,7 +5,7 @@ has that executes the kernel's instruction set, RAM where the kernel can live, a
 budget, and the value model for every other address. It maps no device and no interrupt
 controller: those are for device discovery (explorer.search.operators.devices) to find from
 what the kernel touches. Firmware calls the device tree says the kernel makes (PSCI) are
-answered by QEMU. Invariants: it is a pure function of (firmware, target, seed); it never runs
+answered by QEMU. Invariants: it is a pure function of (firmware, seed); it never runs
 anything and never guesses a device; everything it chooses is a documented default or a fact of
 the firmware or its device tree.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from explorer.errors import BadInput
 from explorer.firmware.model import Arch, Endian, Firmware
 from explorer.runner.config import PSCI_CONDUITS
-from explorer.search.state import State, Target
+from explorer.search.state import State
 
 # Guest instructions after which a run ends. Measured: armmp on the vexpress-a9 map reaches
 # user space at 3.53e9 instructions (about 2.0e9 of them the decompressor and head.S), malta at
@@ -76,7 +76,7 @@ SELF_RELOCATION = "relocate_kernel"
 MIPS_CPU = "24Kf"
 
 
-def initial_state(firmware: Firmware, target: Target, seed: int) -> State:
+def initial_state(firmware: Firmware, seed: int) -> State:
     """The machine a search starts from: CPU, RAM, budget, seed and the read model; no devices.
 
     boot.loader_start is left to the machine's default, the base of the one RAM region: the

@@ -184,7 +184,7 @@ AM335X_TICKING_CMDLINE = "lpj=100000 clocksource=jiffies"
 def ticking_state(firmware: Firmware, target: Target, ack_base: int, ack_size: int) -> State:
     """The initial state of an am335x target with the tick, acked by a write to
     [ack_base, ack_base + ack_size) (0, 0: by the first unmapped read), and INTC_SIR pinned."""
-    state = initial_state(firmware, target, seed=1)
+    state = initial_state(firmware, seed=1)
     state.tick.period_ns = TICK_PERIOD_NS
     state.tick.ack_base = ack_base
     state.tick.ack_size = ack_size

@@ -33,7 +33,7 @@ WALL_DEADLINE_SECONDS = 240
 def test_an_idle_guest_ends_at_its_idle_deadline_every_time(qemu_build: Path) -> None:
     target = Target(kernel=test_firmware.build().elf("idle"))
     firmware = ingest(target.kernel)
-    state = initial_state(firmware, target, seed=0)
+    state = initial_state(firmware, seed=0)
     first, second = (
         boot_state(state, target, firmware, qemu_build, deadline=WALL_DEADLINE_SECONDS) for _ in range(2)
     )

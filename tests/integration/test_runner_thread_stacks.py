@@ -42,7 +42,7 @@ def idle_am335x(corpus: Corpus) -> tuple[MachineConfig, Firmware]:
         cmdline="rdinit=/init lpj=100000",
     )
     firmware = ingest(target.kernel, dtb=target.dtb)
-    return bootable(initial_state(firmware, target, seed=0), target, firmware), firmware
+    return bootable(initial_state(firmware, seed=0), target, firmware), firmware
 
 
 @pytest.fixture(scope="module")

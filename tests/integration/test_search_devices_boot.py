@@ -52,7 +52,7 @@ def test_the_initial_state_runs_each_corpus_kernel_into_setup_arch(
         cmdline="nokaslr" if flavour == "4kc-malta" else "",
     )
     firmware = ingest(target.kernel, dtb=target.dtb)
-    state = initial_state(firmware, target, seed=1)
+    state = initial_state(firmware, seed=1)
     assert state.cpu == cpu and not state.devices and not state.HasField("interrupt_controller")
     state.instruction_budget = SETUP_ARCH_BUDGET
     reached = {milestone.name for milestone in boot_state(state, target, firmware, qemu_build).milestones}
@@ -69,7 +69,7 @@ def test_armmp_on_vexpress_reaches_user_space_from_nothing_with_device_discovery
         cmdline="console=ttyAMA0 rdinit=/init",
     )
     firmware = ingest(target.kernel, dtb=target.dtb)
-    state = initial_state(firmware, target, seed=1)
+    state = initial_state(firmware, seed=1)
     state.instruction_budget = TEST_BUDGET
     lineage: tuple[Evaluated, ...] = ()
     scores: list[Score] = []
@@ -102,7 +102,7 @@ def test_a_gic_400_board_gets_an_a15mpcore_block_and_boots_further(qemu_build: P
         initrd=corpus.initramfs("armhf"),
     )
     firmware = ingest(target.kernel, dtb=target.dtb)
-    state = initial_state(firmware, target, seed=1)
+    state = initial_state(firmware, seed=1)
     result = boot_state(state, target, firmware, qemu_build)
     children = propose(Context(firmware, target, (Evaluated(state_id(state), state, result),)))
     assert children and children[0].state.interrupt_controller.type == "a15mpcore_priv"

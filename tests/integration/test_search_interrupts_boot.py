@@ -45,7 +45,7 @@ def test_a_tick_and_the_pinned_handler_register_take_am335x_from_a_stall_to_user
         cmdline="rdinit=/init lpj=100000",
     )
     firmware = ingest(target.kernel, dtb=target.dtb)
-    state = initial_state(firmware, target, seed=1)
+    state = initial_state(firmware, seed=1)
     stalled = boot_state(
         state, target, firmware, qemu_build, deadline=STALL_DEADLINE_SECONDS, stuck_reads=TEST_STUCK_READS
     )

@@ -33,7 +33,7 @@ def test_the_initial_state_answers_psci_and_the_kernel_passes_setup_arch(
         kernel=corpus.kernel("armmp"), dtb=corpus.dtb("armmp", board), initrd=corpus.initramfs("armhf")
     )
     firmware = ingest(target.kernel, dtb=target.dtb)
-    state = initial_state(firmware, target, seed=0)
+    state = initial_state(firmware, seed=0)
     assert state.psci_conduit == "smc"
     state.instruction_budget = PAST_SETUP_ARCH_BUDGET
     result = boot_state(state, target, firmware, qemu_build)

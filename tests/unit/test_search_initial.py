@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import fdt
 import pytest
 from hypothesis import given
@@ -18,7 +16,7 @@ from explorer.search.initial import (
     MAX_RAM_BYTES,
     initial_state,
 )
-from explorer.search.state import Target, state_id
+from explorer.search.state import state_id
 from tests.helpers import arm_firmware
 
 
@@ -59,7 +57,6 @@ def dtb_with_cpus(*compatibles: str) -> bytes:
     return bytes(tree.to_dtb(version=17))
 
 
-TARGET = Target(kernel=Path("/k"))
 regions = st.tuples(st.integers(0, 0xFFFF).map(lambda page: page << 16), st.integers(1, 0x4000000)).filter(
     lambda region: region[0] + region[1] <= 1 << 32
 )
@@ -75,27 +72,27 @@ def test_initial_state_is_cpu_ram_and_budget_only_and_a_pure_function(
     cpu_class: str, load_address: int | None, memory: tuple[tuple[int, int], ...], seed: int
 ) -> None:
     image = firmware(cpu_class=cpu_class, load_address=load_address, memory=memory)
-    state = initial_state(image, TARGET, seed)
+    state = initial_state(image, seed)
     assert not state.HasField("interrupt_controller") and not state.devices and not state.mmio_rules
     assert not state.nops and not state.hooks
     assert len(state.ram) == 1 and 0 < state.ram[0].size <= MAX_RAM_BYTES
     assert state.seed == seed and state.random_unruled_reads
     assert state.instruction_budget == INSTRUCTION_BUDGET
-    assert state_id(initial_state(image, TARGET, seed)) == state_id(state)
+    assert state_id(initial_state(image, seed)) == state_id(state)
 
 
 def test_ram_is_the_device_trees_first_bank_capped() -> None:
-    state = initial_state(firmware(memory=((0x60000000, 0x40000000), (0xA0000000, 0x1000))), TARGET, 0)
+    state = initial_state(firmware(memory=((0x60000000, 0x40000000), (0xA0000000, 0x1000))), 0)
     assert [(r.base, r.size) for r in state.ram] == [(0x60000000, MAX_RAM_BYTES)]
 
 
 def test_without_a_memory_node_ram_surrounds_the_kernels_load_address() -> None:
-    state = initial_state(firmware(load_address=0x80208000), TARGET, 0)
+    state = initial_state(firmware(load_address=0x80208000), 0)
     assert [(r.base, r.size) for r in state.ram] == [(0x80000000, DEFAULT_RAM_BYTES)]
 
 
 def test_without_a_device_tree_or_load_address_arm_ram_starts_at_zero_as_atag_boards_have_it() -> None:
-    state = initial_state(firmware(cpu_class="ARMv5", with_tree=False), TARGET, 0)
+    state = initial_state(firmware(cpu_class="ARMv5", with_tree=False), 0)
     assert [(r.base, r.size) for r in state.ram] == [(0, DEFAULT_RAM_BYTES)]
 
 
@@ -104,7 +101,7 @@ def test_ram_guessed_without_memory_or_load_address_overlaps_no_device(
     devices: tuple[tuple[int, int], ...],
 ) -> None:
     try:
-        state = initial_state(firmware(devices=devices), TARGET, 0)
+        state = initial_state(firmware(devices=devices), 0)
     except BadInput:
         return
     base, size = state.ram[0].base, state.ram[0].size
@@ -131,14 +128,14 @@ def test_cpu_comes_from_the_device_trees_cpus_when_we_have_a_model_of_the_kernel
     tree = parse_dtb(dtb_with_cpus(*compatibles), "appended")
     assert tree.cpus == compatibles
     image = arm_firmware(cpu_class=cpu_class, device_tree=tree)
-    assert initial_state(image, TARGET, 0).cpu == model
+    assert initial_state(image, 0).cpu == model
 
 
 @pytest.mark.parametrize(
     ("cpu_class", "model"), [("ARMv5", "arm926"), ("ARMv6", "arm1176"), ("ARMv7", "cortex-a15")]
 )
 def test_cpu_without_a_device_tree_is_the_class_default(cpu_class: str, model: str) -> None:
-    state = initial_state(firmware(cpu_class=cpu_class, with_tree=False), TARGET, 0)
+    state = initial_state(firmware(cpu_class=cpu_class, with_tree=False), 0)
     assert state.target == "arm" and state.cpu == model
 
 
@@ -146,7 +143,7 @@ def test_cpu_without_a_device_tree_is_the_class_default(cpu_class: str, model: s
 def test_mips_kernels_get_a_24kf_ram_at_zero_and_the_memory_size_in_the_environment(
     endian: Endian, target: str
 ) -> None:
-    state = initial_state(firmware(Arch.MIPS, endian, "MIPS32r2", with_tree=False), TARGET, 0)
+    state = initial_state(firmware(Arch.MIPS, endian, "MIPS32r2", with_tree=False), 0)
     assert (state.target, state.cpu) == (target, "24Kf")
     assert [(r.base, r.size) for r in state.ram] == [(0, DEFAULT_RAM_BYTES)]
     assert state.boot.env["memsize"] == str(DEFAULT_RAM_BYTES)
@@ -161,7 +158,7 @@ def test_mips_kernels_get_a_24kf_ram_at_zero_and_the_memory_size_in_the_environm
 )
 def test_a_kernel_we_cannot_run_is_refused_in_one_line(image: Firmware, complaint: str) -> None:
     with pytest.raises(BadInput, match=complaint):
-        initial_state(image, TARGET, 0)
+        initial_state(image, 0)
 
 
 def test_a_device_tree_without_cpus_gives_no_cpu_compatibles() -> None:
@@ -186,8 +183,8 @@ def test_psci_calls_the_device_tree_declares_are_answered_by_qemu_from_the_start
 ) -> None:
     tree = parse_dtb(psci_tree(method, status), "given")
     assert tree.psci_method == (method if status == "okay" else None)
-    assert initial_state(arm_firmware(device_tree=tree), TARGET, 0).psci_conduit == conduit
+    assert initial_state(arm_firmware(device_tree=tree), 0).psci_conduit == conduit
 
 
 def test_a_device_tree_without_psci_leaves_the_machine_without_it() -> None:
-    assert initial_state(firmware(), TARGET, 0).psci_conduit == ""
+    assert initial_state(firmware(), 0).psci_conduit == ""
