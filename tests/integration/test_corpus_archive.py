@@ -28,11 +28,6 @@ import explorer.corpus
 from explorer.corpus.lock import read_lock
 from explorer.corpus.manifest import read_manifest
 
-pytestmark = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("apt-ftparchive", "gpg", "dpkg-deb", "apt-get")),
-    reason="needs apt-utils, gpg and dpkg-deb (scripts/setup installs them)",
-)
-
 EXPLORER = (sys.executable, "-m", "explorer")
 RELEASE = "bookworm"
 ARMMP_UPLOADS = (2, 3)
