@@ -9,13 +9,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from explorer.firmware.ingest import ingest
+from explorer.firmware.elf_out import kernel_elf
+from explorer.firmware.ingest import ingest, kernel_image_bytes
 from explorer.firmware.model import DtDevice, Firmware
 
 EXAMPLE = """
 Example:
 
   explorer inspect vmlinuz-6.1.0-50-armmp --dtb vexpress-v2p-ca9.dtb --symbols-out armmp.nm
+
+--elf-out writes an ELF of the kernel (its image at the proven base, every recovered symbol)
+that gdb loads as is: `file armmp.elf`, then `target remote :1234` to `explorer run --gdb 1234`.
 """
 
 
@@ -32,21 +36,27 @@ def inspect(
     symbols_out: Annotated[
         Path | None, typer.Option(help="Write the symbols as `ADDRESS TYPE NAME` lines (nm format).")
     ] = None,
+    elf_out: Annotated[
+        Path | None,
+        typer.Option(help="Write an ELF of the kernel with every recovered symbol, for gdb."),
+    ] = None,
 ) -> None:
     fw = ingest(firmware, dtb)
     if symbols_out is not None:
         symbols_out.write_text(fw.symbols.to_nm())
+    if elf_out is not None:
+        elf_out.write_bytes(kernel_elf(fw, kernel_image_bytes(fw)))
     if as_json:
         print(json.dumps(fw.facts_dict(), indent=2))
     else:
-        _print_report(fw, symbols_out)
+        _print_report(fw, symbols_out, elf_out)
 
 
 def _hex(value: int | None) -> str:
     return "unknown" if value is None else f"0x{value:08x}"
 
 
-def _print_report(fw: Firmware, symbols_out: Path | None) -> None:
+def _print_report(fw: Firmware, symbols_out: Path | None, elf_out: Path | None) -> None:
     console = Console()
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
@@ -64,6 +74,8 @@ def _print_report(fw: Firmware, symbols_out: Path | None) -> None:
     facts.add_row("symbols", f"{len(fw.symbols.symbols)} from {fw.symbols.source}; {fw.symbols.proof}")
     if symbols_out is not None:
         facts.add_row("", f"written to {symbols_out}")
+    if elf_out is not None:
+        facts.add_row("", f"ELF for gdb written to {elf_out}")
     boards = [m for m in fw.machines if m.nr is not None]
     compat = sorted({c for m in fw.machines for c in m.dt_compat})
     facts.add_row("machines", f"{len(boards)} ATAG boards, {len(compat)} DT compatibles")
