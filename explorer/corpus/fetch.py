@@ -38,7 +38,12 @@ from pathlib import Path
 
 from explorer.corpus.apt import FIX_NETWORK, Archive, PackageVersion, PrivateApt, archives, newest_first
 from explorer.corpus.catalogue import FLAVOUR_ARCH, KERNELS, USERSPACE_SUITE, KernelSource
-from explorer.corpus.initramfs import MARKER_INIT_SCRIPT, USERSPACE_MARKER, busybox_initramfs
+from explorer.corpus.initramfs import (
+    MARKER_INIT_SCRIPT,
+    MARKER_INIT_SHA256,
+    USERSPACE_MARKER,
+    busybox_initramfs,
+)
 from explorer.corpus.layout import Corpus, corpus_root
 from explorer.corpus.lock import LOCK_PATH, CorpusLock, read_lock, write_lock
 from explorer.corpus.manifest import (
@@ -137,13 +142,15 @@ def _locked_sha256(entry: PackageVersion | None) -> str | None:
 
 def _is_current(root: Path, manifest: Manifest, lock: CorpusLock, wanted: list[str]) -> bool:
     """Phase 1: every wanted flavour is there, taken for its lock entry, with intact files, and so
-    are its architecture's busybox and initramfs, built with today's marker."""
+    are its architecture's busybox and initramfs, built with today's marker and /init."""
     if manifest.userspace_marker != USERSPACE_MARKER:
         return False
     for flavour in wanted:
         record = manifest.kernels.get(flavour)
         arch = FLAVOUR_ARCH[flavour]
         if record is None or arch not in manifest.arches:
+            return False
+        if manifest.arches[arch].init_sha256 != MARKER_INIT_SHA256:
             return False
         kernel_deb = manifest.deb_of(record.package, arch)
         busybox_deb = manifest.deb_of(BUSYBOX_PACKAGE, arch)
@@ -410,7 +417,7 @@ def _build_initramfs(root: Path, arch: str, busybox: Path) -> ArchRecord:
         partial = root / f"{record.path}.partial"
         partial.write_bytes(image)
         os.replace(partial, root / record.path)
-    return ArchRecord(arch, _file_record(root, busybox), record)
+    return ArchRecord(arch, _file_record(root, busybox), record, MARKER_INIT_SHA256)
 
 
 def _prune(root: Path, manifest: Manifest, report: Report) -> None:

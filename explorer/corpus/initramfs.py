@@ -7,16 +7,27 @@ the same bytes, which keeps runs that boot it reproducible.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import stat
 from dataclasses import dataclass
 
 # What /init prints once user space runs. The shell computes the "42", so the marker's bytes
 # exist nowhere in the archive or in guest memory until a user-space program has executed.
 USERSPACE_MARKER = "explorer-init: user space reached, 6*7=42"
+# After the marker, for people (`explorer run`): busybox's applets as commands, /proc and /sys,
+# and a shell on the console; job control stays off (/dev/console is never a controlling
+# terminal). Leaving the shell powers the machine off. Nothing before the marker changes, so a
+# search's runs see what they saw before up to it.
 MARKER_INIT_SCRIPT = """#!/bin/sh
 echo "explorer-init: user space reached, 6*7=$((6 * 7))"
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox --install -s /bin
+/bin/sh
 exec /bin/busybox poweroff -f
 """
+# The corpus rebuilds an initramfs made with another /init (explorer.corpus.manifest.ArchRecord).
+MARKER_INIT_SHA256 = hashlib.sha256(MARKER_INIT_SCRIPT.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

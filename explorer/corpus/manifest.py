@@ -78,6 +78,9 @@ class ArchRecord:
     arch: str
     busybox: FileRecord
     initramfs: FileRecord
+    # Of the /init the initramfs was built with (explorer.corpus.initramfs.MARKER_INIT_SHA256):
+    # another means a rebuild; empty in manifests written before it was recorded.
+    init_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,9 @@ class Manifest:
                 for name, k in d["kernels"].items()
             },
             arches={
-                name: ArchRecord(a["arch"], file(a["busybox"]), file(a["initramfs"]))
+                name: ArchRecord(
+                    a["arch"], file(a["busybox"]), file(a["initramfs"]), a.get("init_sha256", "")
+                )
                 for name, a in d["arches"].items()
             },
         )
