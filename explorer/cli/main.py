@@ -21,11 +21,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from explorer.cli import bench, boot, corpus, inspect, runner, search
+    from explorer.cli import bench, boot, corpus, inspect, run, runner, search
 
     inspect.register(app)
     boot.register(app)
     search.register(app)
+    run.register(app)
     bench.register(app)
     app.add_typer(corpus.app, name="corpus")
     app.add_typer(runner.app, name="runner")

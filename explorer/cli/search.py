@@ -30,7 +30,7 @@ from explorer.runner.config import write_config
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import Plugin, RunnerLimits, run
 from explorer.search.engine import SNAPSHOT_COUNTERS, GenerationReport, SearchOptions
-from explorer.search.report import search_summary, state_report
+from explorer.search.report import best_run, search_summary, state_report
 from explorer.search.score import Score
 from explorer.search.session import (
     EXECUTORS,
@@ -263,7 +263,7 @@ def replay(
     deadline: Annotated[float, typer.Option(help="Wall-clock seconds before the run is killed.")] = 600.0,
 ) -> None:
     qemu_dir = find_runner(qemu)
-    config, _ = _bootable(work, state)
+    config, _ = stored_config(work, state)
     plugin = Plugin(qemu_dir / PLUGIN, STANDARD_OBSERVATION)
     finished = run(
         config, qemu_dir, plugin=plugin, limits=RunnerLimits(deadline_seconds=deadline), console=True
@@ -277,7 +277,7 @@ def export(
     state: Annotated[str, typer.Argument(help="State id or prefix (`explorer show DIR` names the best).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="MachineConfig JSON file to write.")],
 ) -> None:
-    config, identity = _bootable(work, state)
+    config, identity = stored_config(work, state)
     write_config(config, output)
     print(f"wrote state {identity[:SHORT_ID]} to {output}: boot it with `explorer boot {output}`")
 
@@ -311,10 +311,14 @@ def _snapshot_counters(store: Store) -> dict[str, float]:
     return {name: counters[name] for name in SNAPSHOT_COUNTERS if name in counters}
 
 
-def _bootable(work: Path, prefix: str) -> tuple[Any, str]:
+def stored_config(work: Path, prefix: str | None) -> tuple[Any, str]:
+    """The config a runner boots for state `prefix` of the search in `work` (None: its best), and its id."""
     with Store.open(work, writer=False) as store:
         target = Target.from_dict(store.metadata()["target"])
-        identity = store.resolve(prefix)
+        best = best_run(store) if prefix is None else None
+        if prefix is None and best is None:
+            raise BadInput(f"{work} has no run yet: let the search run a generation first")
+        identity = store.resolve(prefix) if best is None else best.state_id
         data = store.state(identity)
     assert data is not None  # resolve returns only stored states
     return bootable(parse_state(data), target, ingest(target.kernel, dtb=target.dtb)), identity

@@ -186,10 +186,12 @@ def command_line(
     plugin: Plugin | None,
     events_fd: int | None,
     stock: StockBoard | None = None,
+    console: str = "stdio",
 ) -> list[str]:
     """QEMU's arguments for one run; the console's port is stdio (a pipe to the driver, or the terminal).
 
     With `stock`, that board instead of the rehosting machine (`config_path` is then not used).
+    `console` is the console port's -serial backend (explorer.runner.interactive: a multiplexer).
     """
     machine = ["-M", f"rehosting,config={config_path}"] if stock is None else _stock_arguments(config, stock)
     console_port = 0 if stock is None else stock.console_port
@@ -201,7 +203,7 @@ def command_line(
         "none",
         *(["-serial", "null"] * console_port),
         "-serial",
-        "stdio",
+        console,
         # A guest reset ends the run instead of booting again.
         "-no-reboot",
         *DETERMINISTIC_TIME,
@@ -389,7 +391,7 @@ class _Runner:
                 with_events.CopyFrom(self._config)
                 with_events.events_fd = events_write
                 write_config(with_events, self._config_path)
-            with _terminal_restored(self._console):
+            with terminal_restored(self._console):
                 started = time.monotonic()
                 self._deadline = started + self._limits.deadline_seconds
                 process = self._start(events_write)
@@ -640,7 +642,7 @@ class _Runner:
 
 
 @contextlib.contextmanager
-def _terminal_restored(console: bool) -> Iterator[None]:
+def terminal_restored(console: bool) -> Iterator[None]:
     """On the terminal QEMU switches it to raw mode, and a killed QEMU cannot switch it back."""
     if not (console and sys.stdin.isatty()):
         yield
