@@ -102,7 +102,7 @@ def _boot(kernel: Path, busybox: Path, board: Board, watch: list[int]) -> tuple[
     with tempfile.TemporaryDirectory(prefix="explorer-groundtruth-") as tmp:
         initrd = Path(tmp) / "initramfs.cpio.gz"
         initrd.write_bytes(busybox_initramfs(busybox.read_bytes(), INIT_SCRIPT))
-        port = _free_port()
+        port = free_port()
         qemu = [
             board.qemu, *board.machine_args, "-nographic", "-no-reboot",
             "-kernel", str(kernel), "-initrd", str(initrd), "-append", board.append,
@@ -132,7 +132,8 @@ def _boot(kernel: Path, busybox: Path, board: Board, watch: list[int]) -> tuple[
         return console, gdb_log.read_text()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])

@@ -1,0 +1,199 @@
+"""`explorer run` as a person uses it: a shell on the found machine's console, gdb with the kernel's names.
+
+The machine is the one `explorer search` finds for Debian's armmp kernel with the vexpress-v2p-ca9
+device tree and the marker initramfs, exported with `explorer export`. Its console UART (the
+tree's serial0, a PL011) is placed into the exported config here, with the console= argument
+that makes the kernel write there, until the search places the console itself (issue 15).
+A pseudo-terminal stands in for the person's terminal: the test reads what they would see and
+types what they would type, the escape key included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import fdt
+import pytest
+
+from explorer.corpus import USERSPACE_MARKER, Corpus
+from explorer.firmware.ingest import ingest
+from explorer.firmware.model import Firmware
+from explorer.runner.config import read_config, write_config
+from explorer.runner.machine_config_pb2 import MachineConfig
+from explorer.search.models import gic_interrupt_ids, placement
+from tests.integration.groundtruth import free_port
+
+pytestmark = pytest.mark.qemu
+
+# Hang guards, not performance claims: a search on a loaded 2-core machine, a boot to the shell.
+SEARCH_SECONDS = 1200
+CONSOLE_SECONDS = 600
+ESCAPE_QUIT = b"\x01x"  # Ctrl-A x
+# The name the kernel gives the first port of each UART model (the tree's serial0 alias).
+FIRST_TTY = {"pl011": "ttyAMA0", "serial-mm": "ttyS0"}
+
+
+def explorer_command(*arguments: str | Path) -> list[str]:
+    return [sys.executable, "-m", "explorer", *map(str, arguments)]
+
+
+class Terminal:
+    """A command on a pseudo-terminal of its own, read and typed into as a person would."""
+
+    def __init__(self, command: list[str]) -> None:
+        self._master, slave = pty.openpty()
+        self.process = subprocess.Popen(
+            command, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+        )
+        os.close(slave)
+        self.seen = b""
+
+    def expect(self, pattern: bytes, seconds: float = CONSOLE_SECONDS) -> re.Match[bytes]:
+        """Read until `pattern` (a regular expression) appears after what earlier calls consumed."""
+        searched = 0
+        while (match := re.compile(pattern).search(self.seen, searched)) is None:
+            ready, _, _ = select.select([self._master], [], [], seconds)
+            chunk = self._read() if ready else b""
+            if not chunk:
+                tail = self.seen[-3000:].decode(errors="replace")
+                pytest.fail(
+                    f"{pattern!r} never came (the stream ended or the hang guard passed); it showed:\n{tail}"
+                )
+            self.seen += chunk
+        self.seen = self.seen[match.end() :]
+        return match
+
+    def type(self, keys: bytes) -> None:
+        os.write(self._master, keys)
+
+    def finish(self) -> tuple[int, str]:
+        """Wait for the command to exit; its status and the rest of what it printed."""
+        status = self.process.wait(timeout=CONSOLE_SECONDS)
+        while (chunk := self._read()) != b"":
+            self.seen += chunk
+        os.close(self._master)
+        return status, self.seen.decode(errors="replace")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def _read(self) -> bytes:
+        try:
+            return os.read(self._master, 1 << 16)
+        except OSError:  # EIO: every process holding the terminal has exited
+            return b""
+
+
+@pytest.fixture(scope="module")
+def vexpress_search(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A search's work directory in which armmp boots to user space on the vexpress-v2p-ca9 tree."""
+    work = tmp_path_factory.mktemp("run") / "vexpress"
+    searched = subprocess.run(
+        explorer_command(
+            "search", corpus.kernel("armmp"), "--dtb", corpus.dtb("armmp", "vexpress-v2p-ca9"),
+            "--initrd", corpus.initramfs("armhf"), "--budget", "15m", "--work", work,
+        ),
+        capture_output=True, text=True, timeout=SEARCH_SECONDS, check=False,
+    )  # fmt: skip
+    # The search stops once a run completed the boot: past user space (the marker, then the shell).
+    assert searched.returncode == 0 and "completed the boot" in searched.stderr, (
+        searched.stdout + searched.stderr
+    )
+    return work
+
+
+def console_uart_placed(config: MachineConfig, firmware: Firmware, dtb: Path) -> MachineConfig:
+    """`config` with the console UART's model first among its devices (the machine gives QEMU's first
+    serial port to the first device with one) and the kernel told to write its console there.
+
+    The UART is the node /chosen's stdout-path names, else the tree's serial0 alias; its model is
+    explorer.search.models' placement of that node, its interrupt the node's own.
+    """
+    tree = fdt.parse_dtb(dtb.read_bytes())
+    stdout_path = tree.get_property("stdout-path", "/chosen")
+    name = stdout_path.value.split(":", 1)[0] if stdout_path is not None else "serial0"
+    path = name if name.startswith("/") else tree.get_property(name, "/aliases").value
+    assert firmware.device_tree is not None
+    node = next(node for node in firmware.device_tree.devices if node.path == path)
+    model = placement(node, firmware.device_tree, config.cpu)
+    assert model is not None, f"no model for the console UART {path}"
+    interrupts = gic_interrupt_ids(node, node.interrupt_parent or "")[: model.irq_outputs]
+    placed = MachineConfig()
+    placed.CopyFrom(config)
+    del placed.devices[:]
+    placed.devices.extend([model.device(interrupts), *config.devices])
+    if stdout_path is None:
+        placed.boot.cmdline = f"{config.boot.cmdline} console={FIRST_TTY[model.type]}".strip()
+    return placed
+
+
+@pytest.fixture(scope="module")
+def exported_with_console(vexpress_search: Path, corpus: Corpus) -> Path:
+    """The best state, exported by `explorer export`, with its console UART placed."""
+    exported = vexpress_search.parent / "best.json"
+    best = json.loads(
+        subprocess.run(
+            explorer_command("show", vexpress_search, "--json"), capture_output=True, check=True
+        ).stdout
+    )["best_state"]
+    subprocess.run(explorer_command("export", vexpress_search, best, "-o", exported), check=True)
+    dtb = corpus.dtb("armmp", "vexpress-v2p-ca9")
+    config = read_config(exported)
+    write_config(console_uart_placed(config, ingest(corpus.kernel("armmp"), dtb=dtb), dtb), exported)
+    return exported
+
+
+def test_a_person_gets_a_shell_on_the_console_of_the_exported_machine_and_quits_with_the_escape_key(
+    exported_with_console: Path,
+) -> None:
+    terminal = Terminal(explorer_command("run", exported_with_console))
+    try:
+        terminal.expect(rb"Ctrl-A x quits")
+        terminal.expect(re.escape(USERSPACE_MARKER.encode()))
+        terminal.expect(rb"/ # ")
+        terminal.type(b"echo $((6*7))\r")
+        # The shell echoes the line as typed; its output is the next line: 42, computed by the guest.
+        terminal.expect(rb"echo \$\(\(6\*7\)\)\r*\n")
+        terminal.expect(rb"^42\r*\n")
+        terminal.type(ESCAPE_QUIT)
+        status, rest = terminal.finish()
+    finally:
+        terminal.kill()
+    assert status == 0, rest
+    assert "the machine stopped (QEMU exit status 0)" in rest
+
+
+def test_gdb_stops_the_best_state_of_a_search_and_bt_names_the_kernel_functions(
+    vexpress_search: Path, corpus: Corpus, tmp_path: Path
+) -> None:
+    elf = tmp_path / "armmp.elf"
+    subprocess.run(explorer_command("inspect", corpus.kernel("armmp"), "--elf-out", elf), check=True)
+    port = free_port()
+    terminal = Terminal(explorer_command("run", vexpress_search, "--gdb", port))
+    try:
+        terminal.expect(rb"gdb: target remote localhost:\d+")
+        # Connecting stops the machine wherever it is; a breakpoint in the idle loop, which every
+        # boot enters, stops it where the kernel is sure to be running at its link address.
+        gdb = subprocess.run(
+            ["gdb-multiarch", "-nx", "-batch", "-ex", f"file {elf}", "-ex", f"target remote localhost:{port}",
+             "-ex", "break do_idle", "-ex", "continue", "-ex", "bt", "-ex", "delete", "-ex", "detach"],
+            capture_output=True, text=True, timeout=CONSOLE_SECONDS, check=False,
+        )  # fmt: skip
+        terminal.type(ESCAPE_QUIT)
+        status, rest = terminal.finish()
+    finally:
+        terminal.kill()
+    frames = re.findall(r"^#(\d+)\s+(?:0x[0-9a-f]+ in )?(\w+) \(", gdb.stdout, re.MULTILINE)
+    assert frames[:1] == [("0", "do_idle")], gdb.stdout + gdb.stderr
+    # The idle loop is entered from cpu_startup_entry, which the boot CPU runs from rest_init.
+    assert [name for _, name in frames[1:3]] == ["cpu_startup_entry", "rest_init"], gdb.stdout
+    assert status == 0, rest
