@@ -14,6 +14,7 @@ import pytest
 import explorer.corpus
 from explorer.corpus import FLAVOUR_ARCH, Corpus
 from explorer.corpus.catalogue import KERNELS
+from explorer.corpus.initramfs import MARKER_INIT_SCRIPT
 from explorer.corpus.manifest import MANIFEST_NAME, read_manifest, sha256_file
 from explorer.errors import BadInput, CorpusError
 from explorer.firmware.locate import locate_kernel
@@ -200,3 +201,22 @@ def test_load_without_a_fetch_says_what_to_run(tmp_path: Path) -> None:
 
 def test_load_finds_what_fetch_made(corpus: Corpus) -> None:
     assert explorer.corpus.load(corpus.root) == corpus
+
+
+def test_an_initramfs_built_with_another_init_is_rebuilt_offline_with_todays(
+    corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A whole copy (hard links: the fetch replaces files, never writes into them) whose manifest
+    # predates the /init recorded per architecture: all there and intact, but made by another /init.
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus.root, copy, copy_function=os.link)
+    older = json.loads((corpus.root / MANIFEST_NAME).read_text())
+    for arch in older["arches"].values():
+        del arch["init_sha256"]
+    (copy / MANIFEST_NAME).write_text(json.dumps(older))
+    assert {record.init_sha256 for record in read_manifest(copy).arches.values()} == {""}
+    monkeypatch.setenv("PATH", path_without_apt(tmp_path))
+
+    assert explorer.corpus.fetch(root=copy).corpus.manifest == corpus.manifest
+    archive = gzip.decompress((copy / corpus.manifest.arches["armhf"].initramfs.path).read_bytes())
+    assert MARKER_INIT_SCRIPT.encode() in archive
