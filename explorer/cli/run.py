@@ -20,6 +20,7 @@ from explorer.search.state import SHORT_ID
 EXAMPLE = f"""
 Examples:
 
+\b
   explorer run work/armmp                 # the search's best state
   explorer run work/armmp 51c1c8f37265    # one state of it
   explorer run armmp-vexpress-best.json   # a config `explorer export` wrote

@@ -29,6 +29,7 @@ def explorer(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
         ["show"],
         ["replay"],
         ["export"],
+        ["run"],
         ["runner", "build"],
         ["runner", "path"],
         ["runner", "check"],
@@ -70,3 +71,24 @@ def test_unreadable_firmware_path_exits_2(path: str, tmp_path: Path) -> None:
     result = explorer("inspect", str(tmp_path / path), cache=tmp_path / "cache")
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["does-not-exist.json"],  # neither a work directory nor a config file
+        ["{config}", "51c1c8"],  # a state names a state of a search, not of a config file
+        ["{empty}"],  # a directory that holds no search
+    ],
+)
+def test_run_of_something_that_is_no_machine_gives_one_line_and_exit_2(
+    arguments: list[str], tmp_path: Path
+) -> None:
+    config, empty = tmp_path / "machine.json", tmp_path / "empty"
+    config.write_text('{"target": "arm", "cpu": "cortex-a9"}')
+    empty.mkdir()
+    filled = [argument.format(config=config, empty=empty) for argument in arguments]
+    result = explorer("run", *filled, cache=tmp_path / "cache")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("explorer: error: "), result.stderr
