@@ -56,8 +56,9 @@ class Terminal:
         os.close(slave)
         self.seen = b""
 
-    def expect(self, pattern: bytes, seconds: float = CONSOLE_SECONDS) -> re.Match[bytes]:
-        """Read until `pattern` (a regular expression) appears after what earlier calls consumed."""
+    def expect(self, pattern: bytes, seconds: float = CONSOLE_SECONDS) -> bytes:
+        """Read until `pattern` (a regular expression) appears after what earlier calls consumed;
+        what this call consumed, up to the end of the match."""
         searched = 0
         while (match := re.compile(pattern).search(self.seen, searched)) is None:
             ready, _, _ = select.select([self._master], [], [], seconds)
@@ -68,8 +69,8 @@ class Terminal:
                     f"{pattern!r} never came (the stream ended or the hang guard passed); it showed:\n{tail}"
                 )
             self.seen += chunk
-        self.seen = self.seen[match.end() :]
-        return match
+        consumed, self.seen = self.seen[: match.end()], self.seen[match.end() :]
+        return consumed
 
     def type(self, keys: bytes) -> None:
         os.write(self._master, keys)
@@ -161,15 +162,15 @@ def exported_with_console(work: Path, corpus: Corpus, board: str) -> Path:
     return exported
 
 
-@pytest.mark.parametrize("board", BOARDS)
-def test_a_person_gets_a_shell_on_the_console_of_the_exported_machine_and_quits_with_the_escape_key(
-    board: str, search_of: Callable[[str], Path], corpus: Corpus
-) -> None:
-    exported = exported_with_console(search_of(board), corpus, board)
-    terminal = Terminal(explorer_command("run", exported))
+def boot_to_the_shell_compute_and_quit(config: Path) -> bytes:
+    """`explorer run CONFIG` on a terminal: the marker, the shell computes 6*7, Ctrl-A x quits, exit 0.
+
+    Returns what the console showed up to the marker.
+    """
+    terminal = Terminal(explorer_command("run", config))
     try:
         terminal.expect(rb"Ctrl-A x quits")
-        terminal.expect(re.escape(USERSPACE_MARKER.encode()))
+        boot = terminal.expect(re.escape(USERSPACE_MARKER.encode()))
         terminal.expect(rb"/ # ")
         terminal.type(b"echo $((6*7))\r")
         # The shell echoes the line as typed; its output is the next line: 42, computed by the guest.
@@ -181,6 +182,30 @@ def test_a_person_gets_a_shell_on_the_console_of_the_exported_machine_and_quits_
         terminal.kill()
     assert status == 0, rest
     assert "the machine stopped (QEMU exit status 0)" in rest
+    return boot
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_a_person_gets_a_shell_on_the_console_of_the_exported_machine_and_quits_with_the_escape_key(
+    board: str, search_of: Callable[[str], Path], corpus: Corpus
+) -> None:
+    boot = boot_to_the_shell_compute_and_quit(exported_with_console(search_of(board), corpus, board))
+    # The console shows the kernel's log from its start (replayed when the console registers).
+    assert b"Booting Linux on physical CPU" in boot and b"Memory: " in boot
+
+
+def test_the_states_nops_are_written_and_the_run_goes_on_past_user_space(
+    search_of: Callable[[str], Path], corpus: Corpus, tmp_path: Path
+) -> None:
+    # A NOP on the function that prints the kernel's "Memory: ..." line: its line is gone, and
+    # the plugin that wrote it lets the run go on to the shell.
+    config = read_config(exported_with_console(search_of(BOARDS[0]), corpus, BOARDS[0]))
+    address = ingest(corpus.kernel("armmp")).symbols.address_of("mem_init_print_info")
+    assert address is not None and config.user_space_below
+    config.nops.add(address=address, return_value=0, name="mem_init_print_info")
+    write_config(config, tmp_path / "nopped.json")
+    boot = boot_to_the_shell_compute_and_quit(tmp_path / "nopped.json")
+    assert b"Booting Linux on physical CPU" in boot and b"Memory: " not in boot
 
 
 def test_gdb_stops_the_best_state_of_a_search_and_bt_names_the_kernel_functions(
