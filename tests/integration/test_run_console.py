@@ -26,7 +26,11 @@ import pytest
 from explorer.corpus import USERSPACE_MARKER, Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
+from explorer.runner.build import PLUGIN
 from explorer.runner.config import read_config, write_config
+from explorer.runner.interactive import PAST_USER_SPACE
+from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
+from explorer.runner.launch import GUEST_NS_PER_INSTRUCTION, Plugin, run
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.search.models import gic_interrupt_ids, placement
 from tests.integration.groundtruth import free_port
@@ -37,6 +41,8 @@ pytestmark = pytest.mark.qemu
 SEARCH_SECONDS = 2400
 CONSOLE_SECONDS = 600
 ESCAPE_QUIT = b"\x01x"  # Ctrl-A x
+# Instructions for a run of the found vexpress machine to the marker, and a little more.
+SHORT_BUDGET = 5_000_000_000
 # The name the kernel gives the first port of each UART model (the tree's serial0 alias).
 FIRST_TTY = {"pl011": "ttyAMA0", "serial-mm": "ttyS0"}
 
@@ -206,6 +212,34 @@ def test_the_states_nops_are_written_and_the_run_goes_on_past_user_space(
     write_config(config, tmp_path / "nopped.json")
     boot = boot_to_the_shell_compute_and_quit(tmp_path / "nopped.json")
     assert b"Booting Linux on physical CPU" in boot and b"Memory: " not in boot
+
+
+def test_the_console_up_to_the_marker_is_the_search_runs_byte_for_byte(
+    search_of: Callable[[str], Path], corpus: Corpus, qemu_build: Path
+) -> None:
+    exported = exported_with_console(search_of(BOARDS[0]), corpus, BOARDS[0])
+    # The runner as the search runs it (the standard observation, the budget, the events), going
+    # on past user space so that the marker gets printed.
+    plugin = Plugin(qemu_build / PLUGIN, (*STANDARD_OBSERVATION, PAST_USER_SPACE))
+    config = read_config(exported)
+    # Past the marker the shell waits for input; the run then ends once the guest clock (which
+    # idling advances at once) reaches its idle deadline: a short one keeps that short. The
+    # marker comes at about 3.5 billion instructions and 25 s of guest time.
+    config.instruction_budget = SHORT_BUDGET
+    config.idle_deadline_ns = SHORT_BUDGET * GUEST_NS_PER_INSTRUCTION
+    searched = run(config, qemu_build, plugin=plugin).result.console
+    marker = USERSPACE_MARKER.encode()
+    assert marker in searched
+    terminal = Terminal(explorer_command("run", exported))
+    try:
+        terminal.expect(rb"Ctrl-A x quits\r*\n")
+        shown = terminal.expect(re.escape(marker))
+        terminal.type(ESCAPE_QUIT)
+        terminal.finish()
+    finally:
+        terminal.kill()
+    # The terminal turns each of the guest's line ends (CR LF) into CR CR LF (its output post-processing).
+    assert shown.replace(b"\r\r\n", b"\r\n") == searched[: searched.index(marker) + len(marker)]
 
 
 def test_gdb_stops_the_best_state_of_a_search_and_bt_names_the_kernel_functions(
