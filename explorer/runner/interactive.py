@@ -7,8 +7,11 @@ NOPs written by the rehost plugin at the same points (the first kernel block, an
 the kernel has patched its own code), but nothing that ends or watches the run: no budget, no
 stuck-poll or idle end (they need the events pipe, which this run has none of), no milestone,
 initcall, panic or halt hooks (a panic shows on the console as it would on the board), and user
-space is passed (`past_user=on`) instead of ending the run. So the console prints, up to the
-marker, what the search's run of the same config printed, byte for byte.
+space is passed (`past_user=on`) instead of ending the run. A state without NOPs runs without
+the plugin, which never changes the guest otherwise. So the console prints, up to the marker,
+what the search's run of the same config printed, byte for byte (tests/integration/
+test_run_console.py). The guest's clock is counted in instructions as in the search: while the
+guest idles it jumps to the next timer, so it runs ahead of the wall clock.
 
 The guest's first serial port and QEMU's monitor share the terminal through QEMU's multiplexer:
 Ctrl-A x quits, Ctrl-A c switches to the monitor and back, Ctrl-A h lists the keys; Ctrl-C goes
