@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from explorer.firmware.model import SymbolTable
-from explorer.runner.analysis import RunAnalysis, analyse, explaining_loops, place
+from explorer.runner.analysis import RunAnalysis, analyse, place
 from explorer.runner.kernel_hooks import MILESTONES
 from explorer.runner.rehost_pb2 import RunResult
+from explorer.runner.summary import explaining_loops
 from explorer.search.engine import BOOT_COMPLETED as SEARCH_BOOT_COMPLETED
 from explorer.search.engine import BUDGET_SPENT
 from explorer.search.operators.nops import DYING, TRAMPOLINES, crash_of, is_panic_path

@@ -26,9 +26,11 @@ from explorer.execution.jobs import Outcome, RunnerSetup
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.build import PLUGIN, find_runner
+from explorer.runner.command import Plugin
 from explorer.runner.config import write_config
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.search.engine import SNAPSHOT_COUNTERS, GenerationReport, SearchOptions
 from explorer.search.report import search_summary, state_report
 from explorer.search.score import Score

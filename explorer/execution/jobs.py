@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.errors import RunnerError
-from explorer.runner.launch import Plugin, Run, RunnerLimits, run
+from explorer.runner.command import Plugin
+from explorer.runner.containment import RunnerLimits
+from explorer.runner.launch import Run, run
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import Exit, ExitReason, RunResult
 from explorer.runner.result import serialize

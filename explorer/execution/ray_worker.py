@@ -52,7 +52,7 @@ from explorer.execution.ray_shipping import (
 )
 from explorer.paths import cache_root
 from explorer.runner.build import MANIFEST, PLUGIN, binary, build_identity, builds_directory
-from explorer.runner.launch import Plugin
+from explorer.runner.command import Plugin
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.snapshot import MANIFEST_FILE
 

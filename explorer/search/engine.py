@@ -2,17 +2,9 @@
 
 Phases of one generation (Hypothesis-style: each a method, each with its invariant):
   choose   the strategy picks a frontier entry (seeded by the search seed and generation number);
-  propose  the operators turn it and its lineage into children, tier by tier: first the
-           structural ones (device discovery from the device tree and from ISA ports, value
-           collapse); only when they have nothing new is the state *stalled*, and the cheap
-           fixes (kernel arguments, a timer tick) are asked, and only when those have nothing
-           either, the searches that cost a generation of 30+ runs (bitwise values, NOP
-           escalation): as the original design does, a spin loop or a panic is examined once
-           nothing simpler is left. Every child is checked here, once for all operators, as the
-           runner would check it (explorer.runner.config.validate of its bootable config): one
-           no runner would boot is *dropped*, kept with the check's one line and never booted,
-           and counts as nothing new (a tier that proposed only dropped children hands on to
-           the next). Invariant: no proposal ends a search;
+  propose  the operators turn it and its lineage into children, tier by tier, each child checked
+           as a runner would check it, one no runner would boot dropped with its reason
+           (explorer.search.proposal). Invariant: no proposal ends a search;
   run      the executor boots every new child (children already stored are never booted again:
            a state's run is a function of the state); with snapshots (SearchOptions.snapshots),
            the children whose boot is the parent's up to a point (explorer.search.snapshots)
@@ -49,27 +41,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from explorer.errors import BadInput
 from explorer.execution.executor import Executor
 from explorer.execution.jobs import Job, Outcome, SnapshotUse
 from explorer.firmware.model import Firmware
-from explorer.runner.config import validate
 from explorer.runner.result import deserialize
 from explorer.search.initial import initial_state
 from explorer.search.operators import (
     Child,
     Context,
     Evaluated,
-    Operator,
-    bitwise,
-    collapse,
-    devices,
-    firmware_calls,
-    interrupts,
-    isa,
-    kernel_arguments,
-    nops,
 )
+from explorer.search.proposal import OperatorPhases, Proposal, propose
 from explorer.search.score import Score, boot_completed, score
 from explorer.search.snapshots import (
     DEFAULT_SNAPSHOT_LIMIT_BYTES,
@@ -80,23 +62,6 @@ from explorer.search.snapshots import (
 from explorer.search.state import State, Target, bootable, canonical_bytes, derive, parse_state, state_id
 from explorer.search.strategy import strategy_named
 from explorer.store import EdgeRecord, FrontierEntry, Generation, RunRecord, Store
-
-
-@dataclass(frozen=True)
-class OperatorPhases:
-    # Asked first, for every state.
-    structural: tuple[Operator, ...] = (
-        firmware_calls.propose,
-        devices.propose,
-        isa.propose,
-        collapse.propose,
-    )
-    # Asked in turn while the tiers before have nothing new for a state (which is then stalled).
-    stall_tiers: tuple[tuple[Operator, ...], ...] = (
-        (kernel_arguments.propose, interrupts.propose),
-        (bitwise.propose, nops.propose),
-    )
-
 
 # Ancestors an operator sees (NOP escalation looks a few generations back; more is only cost).
 LINEAGE_DEPTH = 16
@@ -141,24 +106,6 @@ class SearchOptions:
     def from_dict(cls, data: dict[str, Any]) -> SearchOptions:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         return cls(**known)
-
-
-@dataclass(frozen=True)
-class Dropped:
-    """A proposed child no runner would boot, and why (explorer.runner.config.validate's line)."""
-
-    child: Child
-    why: str
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """What expanding a state proposed: children to boot, children dropped, and whether the
-    structural operators had nothing new for it (it is stalled)."""
-
-    children: list[Child]
-    dropped: list[Dropped]
-    stalled: bool
 
 
 @dataclass(frozen=True)
@@ -262,46 +209,15 @@ class Search:
     def _generation(self, entry: FrontierEntry) -> None:
         number = self._store.generations()
         lineage = self._lineage(entry.state_id)
-        self._commit(number, entry, lineage[0], self._propose(lineage))
+        context = Context(self._firmware, self._target, lineage)
+        proposal = propose(context, self._operators, self._stored, self._options.max_children)
+        self._commit(number, entry, lineage[0], proposal)
 
     # -- phases ------------------------------------------------------------------------------
 
     def _choose(self, frontier: Sequence[FrontierEntry]) -> FrontierEntry:
         rng = random.Random(f"{self._options.seed}:{self._store.generations()}")
         return self._strategy(frontier, rng)
-
-    def _propose(self, lineage: tuple[Evaluated, ...]) -> Proposal:
-        context = Context(self._firmware, self._target, lineage)
-        dropped: dict[str, Dropped] = {}
-        children = self._new_children(context, self._operators.structural, dropped)
-        if children:
-            return Proposal(children, list(dropped.values()), stalled=False)
-        for tier in self._operators.stall_tiers:
-            children = self._new_children(context, tier, dropped)
-            if children:
-                break
-        return Proposal(children, list(dropped.values()), stalled=True)
-
-    def _new_children(
-        self, context: Context, operators: Sequence[Operator], dropped: dict[str, Dropped]
-    ) -> list[Child]:
-        """Bootable children not stored yet, each once, in the order proposed, at most
-        max_children; those no runner would boot go into `dropped` (by state id) instead."""
-        seen: set[str] = set()
-        fresh: list[Child] = []
-        for propose in operators:
-            for child in propose(context):
-                identity = state_id(child.state)
-                # A stored state was booted, or dropped: either way, it is nothing new.
-                if identity in seen or identity in dropped or self._store.state(identity) is not None:
-                    continue
-                why = unbootable(child.state, self._target, self._firmware)
-                if why is not None:
-                    dropped[identity] = Dropped(child, why)
-                    continue
-                seen.add(identity)
-                fresh.append(child)
-        return fresh[: self._options.max_children]
 
     def _run(self, parent: Evaluated | None, children: Sequence[Child]) -> dict[str, Outcome]:
         jobs = {
@@ -484,6 +400,9 @@ class Search:
             lineage.append(evaluated)
         return tuple(lineage)
 
+    def _stored(self, identity: str) -> bool:
+        return self._store.state(identity) is not None
+
     def _store_wall(self) -> float:
         return float(self._store.counters().get("wall_seconds", 0.0))
 
@@ -506,16 +425,6 @@ def evaluated_state(store: Store, identity: str) -> tuple[Evaluated, str | None]
         if edge.operator != INITIAL_OPERATOR:
             made_by = Child(parse_state(data), edge.operator, edge.reason, edge.detail)
     return Evaluated(identity, parse_state(data), deserialize(run.result), made_by), parent
-
-
-def unbootable(state: State, target: Target, firmware: Firmware) -> str | None:
-    """Why no runner would boot `state` (the one line of explorer.runner.config.validate, which
-    every runner asks before it starts QEMU), or None when one would."""
-    try:
-        validate(bootable(state, target, firmware))
-    except BadInput as error:
-        return str(error)
-    return None
 
 
 def stop_record(store: Store, ended: str) -> dict[str, Any]:

@@ -32,8 +32,8 @@ from explorer.firmware.boot_files import boot_files
 from explorer.firmware.ingest import ingest, read_input
 from explorer.firmware.model import Firmware
 from explorer.runner.build import BUILD_COMMAND, PLUGIN
+from explorer.runner.command import Plugin
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import Plugin
 from explorer.search.engine import Observer, Search, SearchOptions
 from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES, SnapshotCache
 from explorer.search.state import Target

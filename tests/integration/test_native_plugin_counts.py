@@ -23,9 +23,11 @@ import pytest
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import Plugin
 from explorer.runner.config import config_from_dict
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.runner.machine_config_pb2 import HookKind, MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.runner.result import serialize

@@ -18,8 +18,10 @@ import pytest
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import Plugin
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.search.operators import Context, Evaluated, bitwise
 from explorer.search.snapshots import SnapshotCache, divergence_point, sharing_plan

@@ -20,8 +20,9 @@ from explorer.corpus import Corpus
 from explorer.execution.executor import Executor
 from explorer.execution.local import LocalPool
 from explorer.firmware.ingest import ingest
-from explorer.search.engine import OperatorPhases, Search, SearchOptions, evaluated_state
+from explorer.search.engine import Search, SearchOptions, evaluated_state
 from explorer.search.operators import Child, Context, bitwise
+from explorer.search.proposal import OperatorPhases
 from explorer.search.session import runner_setup
 from explorer.search.snapshots import SAFETY_MARGIN, SNAPSHOTS_DIRECTORY, SnapshotCache, divergence_point
 from explorer.search.state import State, Target

@@ -23,7 +23,7 @@ from explorer.execution.ray_executor import cluster_address
 from explorer.execution.ray_shipping import ShippedBuild, ShippedFile, Shipper
 from explorer.execution.ray_worker import localized, materialized, worker_build
 from explorer.runner.build import MANIFEST, PLUGIN, binary
-from explorer.runner.launch import Plugin
+from explorer.runner.command import Plugin
 from explorer.runner.machine_config_pb2 import MachineConfig
 from tests.integration.conftest import free_port
 from tests.unit.test_cli import explorer
