@@ -52,7 +52,7 @@ from explorer.runner.protocol import EventDecoder, encode_frame
 from explorer.runner.rehost_pb2 import Event, Exit, ExitReason, RunResult
 from explorer.runner.result import BoundedBytes, ResultBuilder
 from explorer.runner.save_restore import Resuming, Saving, qmp_arguments
-from explorer.runner.snapshot import read_manifest
+from explorer.runner.snapshot import Snapshot, read_manifest
 
 _READ_CHUNK = 1 << 16
 # How long a runner past its deadline may take to quit after SIGTERM before it is killed.
@@ -78,10 +78,7 @@ def run(
     limits: RunnerLimits | None = None,
     console: bool = False,
     stock: StockBoard | None = None,
-    snapshot_at: int | None = None,
-    snapshot_dir: Path | None = None,
-    resume_from: Path | None = None,
-    resume_at: int | None = None,
+    snapshot: Snapshot | None = None,
 ) -> Run:
     """Boot `config` in one QEMU until it ends or the deadline passes; always returns with QEMU reaped.
 
@@ -90,24 +87,30 @@ def run(
     `console`, the guest's serial port is the terminal (and the result's console is empty). With
     `stock`, the config boots on that QEMU board instead of the rehosting machine.
 
-    With `snapshot_at` (and `snapshot_dir`), the run stops at the end of the first block entered
-    once that many instructions have executed, saves itself into `snapshot_dir` and returns a
-    partial result of what it saw so far, its exit's icount being the point; a run that ends
-    before the point returns as usual and saves nothing (`snapshot_dir` then holds no
-    manifest). With `resume_from`, the run continues from that snapshot (made by this build;
-    at `resume_at`, when given) and its result starts with the snapshotting run's events.
+    With a `snapshot` to save, the run stops at the end of the first block entered once
+    snapshot.point instructions have executed, saves itself into snapshot.directory and returns
+    a partial result of what it saw so far, its exit's icount being the point; a run that ends
+    before the point returns as usual and saves nothing (the directory then holds no manifest).
+    With one to continue from, the run continues from that snapshot (made by this build, at that
+    point) and its result starts with the snapshotting run's events.
     """
     validate(config)
     if plugin is None and config_plugin_arguments(config):
         raise RunnerError(
             "the config has hooks, NOPs, a budget or a user-space bound, but no plugin to apply them"
         )
-    saving = _saving(qemu_dir, plugin, console, stock, snapshot_at, snapshot_dir)
-    resuming = None
-    if resume_from is not None:
-        if plugin is None or stock is not None:
-            raise RunnerError("resuming from a snapshot needs the rehost plugin and the rehosting machine")
-        resuming = Resuming(resume_from, read_manifest(resume_from, qemu_dir, resume_at))
+    saving = resuming = None
+    if snapshot is not None:
+        if plugin is None or stock is not None or (console and snapshot.save):
+            raise RunnerError(
+                "a snapshot needs the rehost plugin, the rehosting machine and no terminal console"
+            )
+        if snapshot.save and snapshot.point <= 0:
+            raise RunnerError(f"a snapshot is taken at a positive instruction count, not {snapshot.point}")
+        if snapshot.save:
+            saving = Saving(snapshot, build_identity(qemu_dir))
+        else:
+            resuming = Resuming(snapshot, read_manifest(snapshot.directory, qemu_dir, snapshot.point))
     limits = limits or RunnerLimits()
     if saving is not None:
         room = saving.file_size_bytes(config)
@@ -116,23 +119,6 @@ def run(
         qemu = qemu_binary(qemu_dir, config.target)
         machine = _Machine(config, qemu, plugin, stock, console)
         return _Runner(machine, Path(scratch), limits, saving, resuming).run()
-
-
-def _saving(
-    qemu_dir: Path,
-    plugin: Plugin | None,
-    console: bool,
-    stock: StockBoard | None,
-    snapshot_at: int | None,
-    snapshot_dir: Path | None,
-) -> Saving | None:
-    if snapshot_at is None and snapshot_dir is None:
-        return None
-    if snapshot_at is None or snapshot_dir is None or snapshot_at <= 0:
-        raise RunnerError("a snapshot needs both a positive snapshot_at and a snapshot_dir")
-    if plugin is None or stock is not None or console:
-        raise RunnerError("a snapshot needs the rehost plugin, the rehosting machine and no terminal console")
-    return Saving(snapshot_at, snapshot_dir, build_identity(qemu_dir))
 
 
 @dataclass(frozen=True)

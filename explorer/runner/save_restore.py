@@ -51,6 +51,7 @@ from explorer.runner.snapshot import (
     PLUGIN_STATE_FILE,
     VM_FILE,
     Manifest,
+    Snapshot,
     plugin_state_icount,
     resumed_capture,
     write_manifest,
@@ -66,9 +67,12 @@ _TOO_SLOW = "QEMU did not save or restore the VM within the run's deadline"
 class Saving:
     """Where and at which instruction count a run stops to save itself, and with which build."""
 
-    icount: int
-    directory: Path
+    snapshot: Snapshot
     build: str
+
+    @property
+    def directory(self) -> Path:
+        return self.snapshot.directory
 
     def prepare(self) -> None:
         """An empty place for this save: the manifest is written last, so a directory without one
@@ -82,7 +86,7 @@ class Saving:
         return sum(region.size for region in config.ram) + SNAPSHOT_FILE_OVERHEAD_BYTES
 
     def plugin_arguments(self) -> tuple[str, ...]:
-        return (f"pause_at={self.icount}", f"state_out={self.directory / PLUGIN_STATE_FILE}")
+        return (f"pause_at={self.snapshot.point}", f"state_out={self.directory / PLUGIN_STATE_FILE}")
 
     def save(self, qmp_path: Path, pid: int, deadline: float) -> None:
         """The plugin has asked the machine to stop the VM at the point: once it has, save it, and
@@ -112,7 +116,7 @@ class Saving:
             self.directory,
             Manifest(
                 build=self.build,
-                requested_icount=self.icount,
+                requested_icount=self.snapshot.point,
                 icount=stopped_at,
                 config=config.SerializeToString(deterministic=True),
                 console_dropped=console.dropped,
@@ -125,8 +129,12 @@ class Saving:
 class Resuming:
     """The snapshot a run continues from (its manifest read and checked: explorer.runner.snapshot)."""
 
-    directory: Path
+    snapshot: Snapshot
     manifest: Manifest
+
+    @property
+    def directory(self) -> Path:
+        return self.snapshot.directory
 
     def plugin_arguments(self) -> tuple[str, ...]:
         return (f"state_in={self.directory / PLUGIN_STATE_FILE}",)

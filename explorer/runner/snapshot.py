@@ -12,8 +12,12 @@ snapshotting run stopped, as if it were one uninterrupted run:
 - `manifest.json`: the build that made it, the point asked for and the point reached, and the
   snapshotting config's bytes (for the master, which decides which children may share it).
 
-How a run saves itself and continues from a snapshot (the plugin's pause, QMP) is
-explorer.runner.save_restore's.
+A job's part in one (`Snapshot`: save the boot of a state at a point, or continue from that
+save) is one value from the search's engine to the runner, unchanged on its way but for where
+its directory is on the machine that runs the job; its content address is `snapshot_key` (the
+build, the state, the point), the name of its directory in every cache
+(explorer.execution.snapshot_cache). How a run saves itself and continues from a snapshot (the
+plugin's pause, QMP) is explorer.runner.save_restore's.
 
 A snapshot is only valid with the build that made it: `read_manifest` refuses another. This
 module knows nothing about which runs may share a snapshot: that is the search's to decide.
@@ -22,6 +26,7 @@ module knows nothing about which runs may share a snapshot: that is the search's
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +46,33 @@ _PLUGIN_STATE_COUNT_OFFSET = 8
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """A job's part in sharing a boot: the boot of `state_id` saved at `point`, in `directory`.
+
+    With `save`, the job boots its config (the state's) to the point and saves it into
+    `directory`; without, it continues from the save there instead of booting from reset.
+    """
+
+    # The state whose boot is saved (for the children continuing from it: their parent).
+    state_id: str
+    # The plugin's instruction count the save is asked for.
+    point: int
+    # Where the snapshot is, or is to be written, on the machine that runs the job.
+    directory: Path
+    save: bool
+
+
+def snapshot_key(build: str, state_id: str, point: int) -> str:
+    """The content address of a snapshot: the runner build, the state whose boot it saved, the point."""
+    return hashlib.sha256(f"{build}\0{state_id}\0{point}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What a snapshot directory says about itself."""
 
     build: str
-    # The count asked for (snapshot_at) and the plugin's count at the stop: the end of the block
+    # The count asked for (Snapshot.point) and the plugin's count at the stop: the end of the block
     # entered at or past the requested count.
     requested_icount: int
     icount: int

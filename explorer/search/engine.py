@@ -42,9 +42,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from explorer.execution.executor import Executor
-from explorer.execution.jobs import Job, Outcome, SnapshotUse
+from explorer.execution.jobs import Job, Outcome
+from explorer.execution.snapshot_cache import SnapshotCache
 from explorer.firmware.model import Firmware
 from explorer.runner.result import deserialize
+from explorer.runner.snapshot import Snapshot
 from explorer.search.initial import initial_state
 from explorer.search.operators import (
     Child,
@@ -53,12 +55,7 @@ from explorer.search.operators import (
 )
 from explorer.search.proposal import OperatorPhases, Proposal, propose
 from explorer.search.score import Score, boot_completed, score
-from explorer.search.snapshots import (
-    DEFAULT_SNAPSHOT_LIMIT_BYTES,
-    SnapshotCache,
-    divergence_point,
-    sharing_plan,
-)
+from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES, divergence_point, sharing_plan
 from explorer.search.state import State, Target, bootable, canonical_bytes, derive, parse_state, state_id
 from explorer.search.strategy import strategy_named
 from explorer.store import EdgeRecord, FrontierEntry, Generation, RunRecord, Store
@@ -66,8 +63,6 @@ from explorer.store import EdgeRecord, FrontierEntry, Generation, RunRecord, Sto
 # Ancestors an operator sees (NOP escalation looks a few generations back; more is only cost).
 LINEAGE_DEPTH = 16
 INITIAL_OPERATOR = "initial"
-# The state_id of a job that saves a snapshot (never a state: ids are hex digits).
-SAVE_JOB_PREFIX = "snapshot:"
 # The store counters a search with snapshots adds (a search without never has them).
 SNAPSHOT_COUNTERS = ("snapshots_taken", "runs_from_snapshots", "snapshot_seconds")
 # The store counter of children dropped unbooted (a search that dropped none never has it).
@@ -229,32 +224,30 @@ class Search:
             for child in children
         }
         if self._snapshots is None or parent is None:
-            return self._executed(list(jobs.values()))
-        snapshots = self._shared_snapshots(self._snapshots, parent, children)
-        sharing = {child for _, group in snapshots.values() for child in group}
+            return _by_state(self._executed(list(jobs.values())))
+        cache = self._snapshots
+        shared = self._shared_snapshots(cache, parent, children)
+        sharing = {child for _, group in shared.values() for child in group}
         saves = [
-            self._save_job(self._snapshots, parent, point)
-            for point, (found, _) in snapshots.items()
-            if found is None
+            self._save_job(cache, parent, point) for point, (found, _) in shared.items() if found is None
         ]
         # The prefix boots run beside the children that boot in full; the others wait for them.
-        outcomes = self._executed([*saves, *(job for child, job in jobs.items() if child not in sharing)])
-        kept: dict[int, Path | None] = {point: found for point, (found, _) in snapshots.items()}
-        for save in saves:
-            assert save.snapshot is not None
-            outcome = outcomes.pop(save.state_id, None)
-            if outcome is not None:
-                point = save.snapshot.point
+        finished = self._executed([*saves, *(job for child, job in jobs.items() if child not in sharing)])
+        kept: dict[int, Path | None] = {point: found for point, (found, _) in shared.items()}
+        for outcome in finished:
+            saved = outcome.job.snapshot
+            if saved is not None and saved.save:
                 self._count("snapshot_seconds", outcome.wall_seconds)
-                kept[point] = self._snapshots.keep(save.snapshot.directory, parent.state_id, point)
-                self._count("snapshots_taken", float(kept[point] is not None))
+                kept[saved.point] = cache.keep(saved.directory, parent.state_id, saved.point)
+                self._count("snapshots_taken", float(kept[saved.point] is not None))
+        outcomes = _by_state(finished)
         continued = []
-        for point, (_, group) in snapshots.items():
+        for point, (_, group) in shared.items():
             directory = kept[point]
-            use = SnapshotUse(directory, point, save=False) if directory is not None else None
+            use = Snapshot(parent.state_id, point, directory, save=False) if directory is not None else None
             continued += [replace(jobs[child], snapshot=use) for child in group]
         self._count("runs_from_snapshots", sum(job.snapshot is not None for job in continued))
-        outcomes.update(self._executed(continued))
+        outcomes.update(_by_state(self._executed(continued)))
         return outcomes
 
     def _shared_snapshots(
@@ -277,20 +270,20 @@ class Search:
     def _save_job(self, cache: SnapshotCache, parent: Evaluated, point: int) -> Job:
         """A job booting the parent to `point` and saving it into a staging directory of the cache."""
         config = bootable(parent.state, self._target, self._firmware).SerializeToString()
-        use = SnapshotUse(cache.staging(parent.state_id, point), point, save=True)
-        return Job(f"{SAVE_JOB_PREFIX}{point}", config, self._options.run_deadline_seconds, use)
+        snapshot = Snapshot(parent.state_id, point, cache.staging(parent.state_id, point), save=True)
+        return Job(parent.state_id, config, self._options.run_deadline_seconds, snapshot)
 
-    def _executed(self, jobs: Sequence[Job]) -> dict[str, Outcome]:
+    def _executed(self, jobs: Sequence[Job]) -> list[Outcome]:
         """Run `jobs` on the executor; the outcomes that finished within the budget."""
-        outcomes: dict[str, Outcome] = {}
+        outcomes: list[Outcome] = []
         if not jobs:
             return outcomes
         waiting_since = time.monotonic()
         for outcome in self._executor.run(jobs, stop_at=self._started + self._options.budget_seconds):
             now = time.monotonic()
             self._waiting += now - waiting_since
-            outcomes[outcome.state_id] = outcome
-            if self._observer is not None and not outcome.state_id.startswith(SAVE_JOB_PREFIX):
+            outcomes.append(outcome)
+            if self._observer is not None and not outcome.saved:
                 self._observer.run_finished(outcome, score(deserialize(outcome.result)))
             waiting_since = time.monotonic()
         self._waiting += time.monotonic() - waiting_since
@@ -437,6 +430,11 @@ def stop_record(store: Store, ended: str) -> dict[str, Any]:
         "frontier": len(store.frontier()),
         "dropped": int(store.counters().get(DROPPED_COUNTER, 0)),
     }
+
+
+def _by_state(outcomes: Sequence[Outcome]) -> dict[str, Outcome]:
+    """The runs among `outcomes` (not the saves), by state id."""
+    return {outcome.state_id: outcome for outcome in outcomes if not outcome.saved}
 
 
 def _budget_setter(budget: int) -> Callable[[State], None]:

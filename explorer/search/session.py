@@ -35,7 +35,7 @@ from explorer.runner.build import BUILD_COMMAND, PLUGIN
 from explorer.runner.command import Plugin
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.search.engine import Observer, Search, SearchOptions
-from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES, SnapshotCache
+from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES, snapshot_cache
 from explorer.search.state import Target
 from explorer.search.strategy import strategy_named
 from explorer.store import Store
@@ -179,7 +179,7 @@ def run_search(
     On `executor`, which the caller opened and closes; None: a local pool of `options.workers`
     runners with `setup`, closed however the search ends (a KeyboardInterrupt goes through).
     With options.snapshots and a local pool, children continue from snapshots kept in the work
-    directory (explorer.search.snapshots.SnapshotCache).
+    directory (explorer.execution.snapshot_cache.SnapshotCache).
     """
     if executor is not None:
         return _search(store, facts, target, options, setup, executor, observer).run()
@@ -198,5 +198,5 @@ def _search(
 ) -> Search:
     snapshots = None
     if options.snapshots:
-        snapshots = SnapshotCache(store.directory, setup.qemu_dir, options.snapshot_limit_bytes)
+        snapshots = snapshot_cache(store.directory, setup.qemu_dir, options.snapshot_limit_bytes)
     return Search(store, facts, target, options, executor, observer, snapshots=snapshots)

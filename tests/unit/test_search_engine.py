@@ -54,7 +54,7 @@ class FakeExecutor:
             result = RunResult(milestones=[Milestone(name=name) for name in MILESTONES[: reached + 1]])
             if reached >= 3:
                 result.exit.CopyFrom(Exit(reason=ExitReason.EXIT_USER_SPACE))
-            yield Outcome(job.state_id, serialize(result), 0.01)
+            yield Outcome(job, serialize(result), 0.01)
 
     def close(self) -> None:
         pass
