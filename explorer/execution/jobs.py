@@ -54,11 +54,6 @@ class Outcome:
     def state_id(self) -> str:
         return self.job.state_id
 
-    @property
-    def saved(self) -> bool:
-        """Whether this is a save job's outcome (its result is the partial run up to the point)."""
-        return self.job.snapshot is not None and self.job.snapshot.save
-
 
 @dataclass(frozen=True)
 class RunnerSetup:

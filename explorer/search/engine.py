@@ -1,6 +1,7 @@
 """The search: generation after generation, expand the state the strategy chooses, boot its children.
 
-Phases of one generation (Hypothesis-style: each a method, each with its invariant):
+Phases of one generation (Hypothesis-style: each a method, each with its invariant; `_generation`
+calls them in this order):
   choose   the strategy picks a frontier entry (seeded by the search seed and generation number);
   propose  the operators turn it and its lineage into children, tier by tier, each child checked
            as a runner would check it, one no runner would boot dropped with its reason
@@ -13,14 +14,15 @@ Phases of one generation (Hypothesis-style: each a method, each with its invaria
            they continue from it. The prefix boots are master-side work: they count in the
            generation's wall and runner-wait time like runs, and in the counters
            snapshot_seconds (their wall time), snapshots_taken and runs_from_snapshots, never
-           as runs. Invariant: a search stores exactly the same states and byte-identical runs
-           with snapshots as without;
-  commit   one store transaction: the children, their edges (parent, operator, reason), their
-           runs, their frontier entries, the counters; the dropped children with the reason on
-           their edges (no run, no frontier entry: stored, they are never proposed again); the
-           expanded state leaves the frontier only when it proposed nothing new (otherwise it
-           goes back, just older than its children, so that its next expansion asks the next
-           tier).
+           as runs. Each run's result is decoded once, as it arrives (`ChildRun`: the observer
+           and the commit read that). Invariant: a search stores exactly the same states and
+           byte-identical runs with snapshots as without;
+  commit   one store transaction, booting nothing: the children, their edges (parent,
+           operator, reason), their runs, their frontier entries, the counters; the dropped
+           children with the reason on their edges (no run, no frontier entry: stored, they are
+           never proposed again); the expanded state leaves the frontier only when it proposed
+           nothing new (otherwise it goes back, just older than its children, so that its next
+           expansion asks the next tier).
 A kill at any moment loses at most the generation in flight: resuming re-chooses the same
 state (it is still on the frontier) and re-proposes the same children.
 
@@ -45,6 +47,7 @@ from explorer.execution.executor import Executor
 from explorer.execution.jobs import Job, Outcome
 from explorer.execution.snapshot_cache import SnapshotCache
 from explorer.firmware.model import Firmware
+from explorer.runner.rehost_pb2 import RunResult
 from explorer.runner.result import deserialize
 from explorer.runner.snapshot import Snapshot
 from explorer.search.initial import initial_state
@@ -101,6 +104,29 @@ class SearchOptions:
     def from_dict(cls, data: dict[str, Any]) -> SearchOptions:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         return cls(**known)
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """A child's finished run: its outcome, and its result and score, decoded once."""
+
+    outcome: Outcome
+    result: RunResult
+    score: Score
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> ChildRun:
+        result = deserialize(outcome.result)
+        return cls(outcome, result, score(result))
+
+
+@dataclass(frozen=True)
+class Save:
+    """A save job's outcome: where the snapshot was written (if it was), its point, its wall time."""
+
+    directory: Path
+    point: int
+    wall_seconds: float
 
 
 @dataclass(frozen=True)
@@ -199,14 +225,16 @@ class Search:
         # Not checked: the initial state is made from what the user gave, and a machine no runner
         # accepts is their error to see (BadInput from the runner), not a proposal to drop.
         child = Child(initial, INITIAL_OPERATOR, "the kernel on a CPU and RAM, nothing else")
-        self._commit(0, None, None, Proposal([child], [], stalled=False))
+        proposal = Proposal([child], [], stalled=False)
+        self._commit(0, None, None, proposal, self._run(0, None, None, proposal.children))
 
     def _generation(self, entry: FrontierEntry) -> None:
+        """choose (done: `entry`), propose, run, commit."""
         number = self._store.generations()
         lineage = self._lineage(entry.state_id)
-        context = Context(self._firmware, self._target, lineage)
-        proposal = propose(context, self._operators, self._stored, self._options.max_children)
-        self._commit(number, entry, lineage[0], proposal)
+        proposal = self._propose(lineage)
+        runs = self._run(number, entry, lineage[0], proposal.children)
+        self._commit(number, entry, lineage[0], proposal, runs)
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -214,7 +242,18 @@ class Search:
         rng = random.Random(f"{self._options.seed}:{self._store.generations()}")
         return self._strategy(frontier, rng)
 
-    def _run(self, parent: Evaluated | None, children: Sequence[Child]) -> dict[str, Outcome]:
+    def _propose(self, lineage: tuple[Evaluated, ...]) -> Proposal:
+        context = Context(self._firmware, self._target, lineage)
+        return propose(context, self._operators, self._stored, self._options.max_children)
+
+    def _run(
+        self, number: int, expanded: FrontierEntry | None, parent: Evaluated | None, children: Sequence[Child]
+    ) -> dict[str, ChildRun]:
+        """Boot the children (those the budget leaves unfinished are missing), each run decoded once."""
+        if self._observer is not None:
+            self._observer.generation_started(number, expanded.state_id if expanded else None, len(children))
+        if not children:
+            return {}
         jobs = {
             state_id(child.state): Job(
                 state_id(child.state),
@@ -224,7 +263,7 @@ class Search:
             for child in children
         }
         if self._snapshots is None or parent is None:
-            return _by_state(self._executed(list(jobs.values())))
+            return self._executed(list(jobs.values()))[0]
         cache = self._snapshots
         shared = self._shared_snapshots(cache, parent, children)
         sharing = {child for _, group in shared.values() for child in group}
@@ -232,23 +271,20 @@ class Search:
             self._save_job(cache, parent, point) for point, (found, _) in shared.items() if found is None
         ]
         # The prefix boots run beside the children that boot in full; the others wait for them.
-        finished = self._executed([*saves, *(job for child, job in jobs.items() if child not in sharing)])
+        runs, saved = self._executed([*saves, *(job for child, job in jobs.items() if child not in sharing)])
         kept: dict[int, Path | None] = {point: found for point, (found, _) in shared.items()}
-        for outcome in finished:
-            saved = outcome.job.snapshot
-            if saved is not None and saved.save:
-                self._count("snapshot_seconds", outcome.wall_seconds)
-                kept[saved.point] = cache.keep(saved.directory, parent.state_id, saved.point)
-                self._count("snapshots_taken", float(kept[saved.point] is not None))
-        outcomes = _by_state(finished)
+        for save in saved:
+            self._count("snapshot_seconds", save.wall_seconds)
+            kept[save.point] = cache.keep(save.directory, parent.state_id, save.point)
+            self._count("snapshots_taken", float(kept[save.point] is not None))
         continued = []
         for point, (_, group) in shared.items():
             directory = kept[point]
             use = Snapshot(parent.state_id, point, directory, save=False) if directory is not None else None
             continued += [replace(jobs[child], snapshot=use) for child in group]
         self._count("runs_from_snapshots", sum(job.snapshot is not None for job in continued))
-        outcomes.update(_by_state(self._executed(continued)))
-        return outcomes
+        runs.update(self._executed(continued)[0])
+        return runs
 
     def _shared_snapshots(
         self, cache: SnapshotCache, parent: Evaluated, children: Sequence[Child]
@@ -273,45 +309,54 @@ class Search:
         snapshot = Snapshot(parent.state_id, point, cache.staging(parent.state_id, point), save=True)
         return Job(parent.state_id, config, self._options.run_deadline_seconds, snapshot)
 
-    def _executed(self, jobs: Sequence[Job]) -> list[Outcome]:
-        """Run `jobs` on the executor; the outcomes that finished within the budget."""
-        outcomes: list[Outcome] = []
+    def _executed(self, jobs: Sequence[Job]) -> tuple[dict[str, ChildRun], list[Save]]:
+        """Run `jobs` on the executor: of those that finished within the budget, the children's runs
+        by state id (each result decoded here, once) and the saves."""
+        runs: dict[str, ChildRun] = {}
+        saves: list[Save] = []
         if not jobs:
-            return outcomes
+            return runs, saves
         waiting_since = time.monotonic()
         for outcome in self._executor.run(jobs, stop_at=self._started + self._options.budget_seconds):
             now = time.monotonic()
             self._waiting += now - waiting_since
-            outcomes.append(outcome)
-            if self._observer is not None and not outcome.saved:
-                self._observer.run_finished(outcome, score(deserialize(outcome.result)))
+            snapshot = outcome.job.snapshot
+            if snapshot is not None and snapshot.save:
+                saves.append(Save(snapshot.directory, snapshot.point, outcome.wall_seconds))
+            else:
+                run = ChildRun.of(outcome)
+                runs[outcome.state_id] = run
+                if self._observer is not None:
+                    self._observer.run_finished(outcome, run.score)
             waiting_since = time.monotonic()
         self._waiting += time.monotonic() - waiting_since
-        return outcomes
+        return runs, saves
 
     def _count(self, counter: str, amount: float) -> None:
         self._snapshot_counters[counter] = self._snapshot_counters.get(counter, 0.0) + amount
 
     def _commit(
-        self, number: int, expanded: FrontierEntry | None, parent: Evaluated | None, proposal: Proposal
+        self,
+        number: int,
+        expanded: FrontierEntry | None,
+        parent: Evaluated | None,
+        proposal: Proposal,
+        runs: dict[str, ChildRun],
     ) -> None:
         children = proposal.children
-        if self._observer is not None:
-            self._observer.generation_started(number, expanded.state_id if expanded else None, len(children))
-        outcomes = self._run(parent, children) if children else {}
         # Children whose runs the budget cut short are left out: not stored, so a resumed search
         # proposes and boots them again; their parent stays on the frontier (below). A generation
         # whose every run was cut commits nothing at all.
-        finished = [child for child in children if state_id(child.state) in outcomes]
+        finished = [child for child in children if state_id(child.state) in runs]
         if children and not finished:
             return
         children = finished
         depth = expanded.depth + 1 if expanded is not None else 0
-        states, edges, runs, frontier = [], [], [], []
+        states, edges, records, frontier = [], [], [], []
         for child in children:
             identity = state_id(child.state)
-            outcome = outcomes[identity]
-            run_score = score(deserialize(outcome.result)).to_bytes()
+            run = runs[identity]
+            run_score = run.score.to_bytes()
             states.append((identity, canonical_bytes(child.state)))
             edges.append(
                 EdgeRecord(
@@ -323,9 +368,11 @@ class Search:
                     generation=number,
                 )
             )
-            runs.append(RunRecord(identity, outcome.result, run_score, outcome.wall_seconds, number))
-            self._best = max(self._best, Score.from_bytes(run_score))
-            self._completed = self._completed or boot_completed(deserialize(outcome.result))
+            records.append(
+                RunRecord(identity, run.outcome.result, run_score, run.outcome.wall_seconds, number)
+            )
+            self._best = max(self._best, run.score)
+            self._completed = self._completed or boot_completed(run.result)
             frontier.append((run_score, identity, depth))
         for dropped in proposal.dropped:
             identity = state_id(dropped.child.state)
@@ -353,7 +400,7 @@ class Search:
                 expanded=expanded.state_id if expanded is not None else None,
                 states=states,
                 edges=edges,
-                runs=runs,
+                runs=records,
                 frontier=frontier,
                 counters={
                     "stalled_generations": float(proposal.stalled),
@@ -430,11 +477,6 @@ def stop_record(store: Store, ended: str) -> dict[str, Any]:
         "frontier": len(store.frontier()),
         "dropped": int(store.counters().get(DROPPED_COUNTER, 0)),
     }
-
-
-def _by_state(outcomes: Sequence[Outcome]) -> dict[str, Outcome]:
-    """The runs among `outcomes` (not the saves), by state id."""
-    return {outcome.state_id: outcome for outcome in outcomes if not outcome.saved}
 
 
 def _budget_setter(budget: int) -> Callable[[State], None]:
