@@ -40,11 +40,11 @@ from explorer.execution.local import LocalPool
 from explorer.firmware.ingest import ingest
 from explorer.runner.build import find_runner
 from explorer.runner.result import deserialize
+from explorer.search.boot_sharing import snapshot_cache
 from explorer.search.engine import SNAPSHOT_COUNTERS, Search, SearchOptions
 from explorer.search.operators import Child, Context, bitwise
 from explorer.search.proposal import OperatorPhases
 from explorer.search.session import create_search, run_search, runner_setup
-from explorer.search.snapshots import snapshot_cache
 from explorer.search.state import State, Target
 from explorer.store import Store
 

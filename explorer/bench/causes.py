@@ -2,7 +2,7 @@
 
 A search that did not complete the boot stopped at some blocker; the bench groups firmware by
 it (explorer.bench.report.why_stopped) so that work goes to the commonest blocker first. The
-blocker is read off the search's furthest run (the best state's, explorer.search.report.best_run)
+blocker is read off the search's furthest run (the best state's, explorer.search.findings.best_run)
 and nothing else: its exit reason and the runner's detail, the call stacks at the exit, the MMIO
 its loops polled, its milestones and initcalls, and its log for the fault behind a panic. Never
 the firmware's name, never the board's: two firmware stuck the same way get the same kind.

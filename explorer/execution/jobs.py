@@ -10,7 +10,7 @@ which worker ran it never shows in a result; a job that cannot start (QEMU refus
 is an outcome too, a crashed partial run with QEMU's one line, never an exception that would
 lose the generation.
 
-Snapshots (explorer.search.snapshots decides which): a job may boot its config only to a point
+Snapshots (explorer.search.boot_sharing decides which): a job may boot its config only to a point
 and save the VM there (its `snapshot`, an explorer.runner.snapshot.Snapshot, with save), or
 continue from such a save instead of booting from reset; either way its outcome is what a full
 boot gives (a continued run's RunResult is byte for byte the full boot's), and a save that

@@ -8,7 +8,7 @@ calls them in this order):
            (explorer.search.proposal). Invariant: no proposal ends a search;
   run      the executor boots every new child (children already stored are never booted again:
            a state's run is a function of the state); with snapshots (SearchOptions.snapshots),
-           the children whose boot is the parent's up to a point (explorer.search.snapshots)
+           the children whose boot is the parent's up to a point (explorer.search.boot_sharing)
            continue from a save of the parent's boot there instead of booting from reset: the
            parent boots to the point once per generation (unless that save is cached), then
            they continue from it. The prefix boots are master-side work: they count in the
@@ -50,6 +50,7 @@ from explorer.firmware.model import Firmware
 from explorer.runner.rehost_pb2 import RunResult
 from explorer.runner.result import deserialize
 from explorer.runner.snapshot import Snapshot
+from explorer.search.boot_sharing import DEFAULT_SNAPSHOT_LIMIT_BYTES, divergence_point, sharing_plan
 from explorer.search.initial import initial_state
 from explorer.search.operators import (
     Child,
@@ -58,7 +59,6 @@ from explorer.search.operators import (
 )
 from explorer.search.proposal import OperatorPhases, Proposal, propose
 from explorer.search.score import Score, boot_completed, score
-from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES, divergence_point, sharing_plan
 from explorer.search.state import State, Target, bootable, canonical_bytes, derive, parse_state, state_id
 from explorer.search.strategy import strategy_named
 from explorer.store import EdgeRecord, FrontierEntry, Generation, RunRecord, Store
@@ -290,7 +290,7 @@ class Search:
         self, cache: SnapshotCache, parent: Evaluated, children: Sequence[Child]
     ) -> dict[int, tuple[Path | None, list[str]]]:
         """Each point of the parent's boot children continue from: its cached snapshot (None: to be
-        taken) and those children (explorer.search.snapshots.sharing_plan)."""
+        taken) and those children (explorer.search.boot_sharing.sharing_plan)."""
         points = {
             state_id(child.state): divergence_point(parent.state, parent.result, child.state)
             for child in children

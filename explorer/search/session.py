@@ -9,7 +9,7 @@ search started; a resumed session uses them unchanged except for its own budget 
 and refuses a kernel that changed since. Which executor runs a session (a local pool, or Ray)
 is never stored: each session runs on the one its own command line names, and the search cannot
 tell them apart. Nor does a resumed session inherit whether children continue from snapshots
-(explorer.search.snapshots) or how much of them to keep: each session chooses its own, on either
+(explorer.search.boot_sharing) or how much of them to keep: each session chooses its own, on either
 executor (Ray ships them through its object store: explorer.execution.ray_shipping); results are
 the same either way, and the snapshots kept in the work directory serve every later session.
 """
@@ -34,8 +34,8 @@ from explorer.firmware.model import Firmware
 from explorer.runner.build import BUILD_COMMAND, PLUGIN
 from explorer.runner.command import Plugin
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
+from explorer.search.boot_sharing import DEFAULT_SNAPSHOT_LIMIT_BYTES, snapshot_cache
 from explorer.search.engine import Observer, Search, SearchOptions
-from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES, snapshot_cache
 from explorer.search.state import Target
 from explorer.search.strategy import strategy_named
 from explorer.store import Store

@@ -31,7 +31,7 @@ from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.runner.result import serialize
 from explorer.runner.snapshot import MANIFEST_FILE, Snapshot
-from explorer.search.snapshots import divergence_point
+from explorer.search.boot_sharing import divergence_point
 from explorer.search.state import State, Target, bootable
 from tests.integration.rehosting import BOOT_DEADLINE_SECONDS, ticking_idle_am335x
 
@@ -211,7 +211,7 @@ def test_a_ticking_guest_continued_from_a_snapshot_equals_its_full_boot(
     tmp_path: Path,
 ) -> None:
     # The machine's tick travels in the migration stream (deadline, raised flag, timer expiry);
-    # what makes the search share ticking parents' boots (explorer.search.snapshots). At a point
+    # what makes the search share ticking parents' boots (explorer.search.boot_sharing). At a point
     # in kernel_init's initcalls, with ticks between them, and one in the idle that follows, where
     # the guest only runs when a tick wakes it.
     reached = {milestone.name: milestone.icount for milestone in ticking_full.milestones}

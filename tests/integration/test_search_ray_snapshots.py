@@ -26,8 +26,8 @@ from explorer.execution.ray_executor import RayExecutor
 from explorer.execution.ray_shipping import SNAPSHOT_FILES
 from explorer.runner.build import build_identity
 from explorer.runner.snapshot import Snapshot, read_manifest, snapshot_key
+from explorer.search.boot_sharing import SNAPSHOTS_DIRECTORY
 from explorer.search.session import runner_setup
-from explorer.search.snapshots import SNAPSHOTS_DIRECTORY
 from tests.firmware import build as test_firmware
 from tests.integration.conftest import LocalRayCluster
 from tests.integration.test_search_firmware import program_config

@@ -24,8 +24,8 @@ from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import run
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.runner.snapshot import Snapshot
+from explorer.search.boot_sharing import divergence_point, sharing_plan, snapshot_cache
 from explorer.search.operators import Context, Evaluated, bitwise
-from explorer.search.snapshots import divergence_point, sharing_plan, snapshot_cache
 from explorer.search.state import State, Target, bootable, state_id
 from tests.integration.rehosting import BOOT_DEADLINE_SECONDS
 

@@ -2,7 +2,7 @@
 
 The firmware is the tests' own values.elf (tests/firmware/): a whole search in seconds. Its runs
 are too short for a child to share its parent's boot (every child diverges in the first half of
-its parent's run: explorer.search.snapshots.WORTHWHILE_SHARE), so no snapshot is taken; what this
+its parent's run: explorer.search.boot_sharing.WORTHWHILE_SHARE), so no snapshot is taken; what this
 shows is that the options reach the search (it counts snapshot use, `status` and `show --json`
 say so) and that a resume keeps the cache in WORK/snapshots/. Children that do continue
 from a snapshot, on a real kernel: tests/integration/test_search_snapshots_invariant.py.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from explorer.search.snapshots import SNAPSHOTS_DIRECTORY
+from explorer.search.boot_sharing import SNAPSHOTS_DIRECTORY
 from tests.firmware import build as test_firmware
 
 pytestmark = pytest.mark.qemu

@@ -20,11 +20,11 @@ from explorer.corpus import Corpus
 from explorer.execution.executor import Executor
 from explorer.execution.local import LocalPool
 from explorer.firmware.ingest import ingest
+from explorer.search.boot_sharing import SAFETY_MARGIN, SNAPSHOTS_DIRECTORY, divergence_point, snapshot_cache
 from explorer.search.engine import Search, SearchOptions, evaluated_state
 from explorer.search.operators import Child, Context, bitwise
 from explorer.search.proposal import OperatorPhases
 from explorer.search.session import runner_setup
-from explorer.search.snapshots import SAFETY_MARGIN, SNAPSHOTS_DIRECTORY, divergence_point, snapshot_cache
 from explorer.search.state import State, Target
 from explorer.store import Store
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from explorer import corpus
-from explorer.bench.runner import append_result, read_results, run_ground_truth
+from explorer.bench.campaign import append_result, read_results, run_ground_truth
 from explorer.bench.sets import SETS_DIRECTORY, BenchFirmware, BenchSet
 from explorer.bench.stock import STOCK_MODELS, stock_model, stock_row
 from explorer.execution.jobs import RunnerSetup

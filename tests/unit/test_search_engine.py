@@ -25,9 +25,9 @@ from explorer.runner.machine_config_pb2 import MachineConfig, Nop, RamRegion
 from explorer.runner.rehost_pb2 import Exit, ExitReason, Milestone, RunResult
 from explorer.runner.result import serialize
 from explorer.search.engine import Search, SearchOptions
+from explorer.search.findings import search_summary
 from explorer.search.operators import Child, Context
 from explorer.search.proposal import OperatorPhases
-from explorer.search.report import search_summary
 from explorer.search.state import Target, derive, parse_state
 from explorer.store import Store
 from tests.helpers import arm_firmware

@@ -36,8 +36,8 @@ from explorer.runner.rehost_pb2 import (
     MmioAccess,
     RunResult,
 )
+from explorer.search.device_models import placement
 from explorer.search.engine import LINEAGE_DEPTH
-from explorer.search.models import placement
 from explorer.search.operators import Child, Context, Evaluated, Operator
 from explorer.search.proposal import OperatorPhases, unbootable
 from explorer.search.state import State, Target, state_id

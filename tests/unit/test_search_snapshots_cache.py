@@ -25,7 +25,7 @@ from explorer.runner.snapshot import (
     snapshot_key,
     write_manifest,
 )
-from explorer.search.snapshots import SNAPSHOTS_DIRECTORY, snapshot_cache
+from explorer.search.boot_sharing import SNAPSHOTS_DIRECTORY, snapshot_cache
 
 REPO = Path(__file__).resolve().parents[2]
 PARENT = "ab" * 32
@@ -105,7 +105,7 @@ def test_leftovers_of_a_killed_save_are_removed_when_a_cache_opens_a_live_writer
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from explorer.search.snapshots import snapshot_cache; "
+            "import sys; from pathlib import Path; from explorer.search.boot_sharing import snapshot_cache; "
             "snapshot_cache(Path(sys.argv[1]), Path(sys.argv[2])).staging(sys.argv[3], int(sys.argv[4]))",
             str(tmp_path),
             str(build),

@@ -18,11 +18,11 @@ from explorer.execution.jobs import Job, Outcome
 from explorer.runner.machine_config_pb2 import MachineConfig, MmioRule, RamRegion
 from explorer.runner.rehost_pb2 import Exit, ExitReason, MmioAccess, RunResult
 from explorer.runner.result import serialize
+from explorer.search.boot_sharing import SAFETY_MARGIN, snapshot_cache
 from explorer.search.engine import Search, SearchOptions
 from explorer.search.operators import Child, Context
 from explorer.search.proposal import OperatorPhases
 from explorer.search.score import Score
-from explorer.search.snapshots import SAFETY_MARGIN, snapshot_cache
 from explorer.search.state import Target, bootable, derive, parse_state, state_id
 from explorer.store import Store
 from tests.helpers import arm_firmware

@@ -31,7 +31,7 @@ from pathlib import Path
 from explorer.execution.snapshot_cache import SnapshotCache
 from explorer.runner.machine_config_pb2 import Device
 from explorer.runner.rehost_pb2 import MmioAccess, RunResult
-from explorer.search.models import MODEL_SPANS
+from explorer.search.device_models import MODEL_SPANS
 from explorer.search.state import SEARCH_MMIO_EVENT_LIMIT, State, canonical_bytes
 
 # Instructions kept between a point and the first access that may differ. The save stops at the
