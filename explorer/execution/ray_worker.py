@@ -175,13 +175,17 @@ def _holds(directory: Path, shipped: ShippedSnapshot) -> bool:
         return False  # evicted by another worker process meanwhile
 
 
-def run_saving(job: Job, snapshot: Snapshot, setup: RunnerSetup, cache: SnapshotCache) -> TaskResult:
+def run_saving(job: Job, snapshot: Snapshot, setup: RunnerSetup, cache: SnapshotCache | None) -> TaskResult:
     """Boot `job` to its point and save it: the partial run, and the snapshot's files if it saved one.
 
     The snapshot is written into a staging directory of this worker's cache and kept there, under
-    its content address, for the tasks continuing from it here.
+    its content address, for the tasks continuing from it here; without a cache (`worker_snapshots`
+    could not make one), into a temporary directory, and not kept.
     """
-    staging = cache.staging(snapshot.state_id, snapshot.point)
+    if cache is None:
+        staging = Path(tempfile.mkdtemp(prefix="explorer-save-"))
+    else:
+        staging = cache.staging(snapshot.state_id, snapshot.point)
     try:
         outcome = run_job(replace(job, snapshot=replace(snapshot, directory=staging)), setup)
         if not (staging / MANIFEST_FILE).is_file():
@@ -190,10 +194,20 @@ def run_saving(job: Job, snapshot: Snapshot, setup: RunnerSetup, cache: Snapshot
             contents = {name: (staging / name).read_bytes() for name in SNAPSHOT_FILES}
         except OSError:
             return TaskResult(outcome)  # an incomplete save: the children boot in full
-        cache.keep(staging, snapshot.state_id, snapshot.point)
+        if cache is not None:
+            cache.keep(staging, snapshot.state_id, snapshot.point)
         return TaskResult(outcome, contents)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def worker_snapshots(cache: Path, qemu_dir: Path) -> SnapshotCache | None:
+    """This worker's snapshot cache, cache/ray/snapshots/; None when its disk refuses one (then a
+    continue job boots in full, and a save is not kept here)."""
+    try:
+        return SnapshotCache(cache / "ray" / "snapshots", qemu_dir, WORKER_SNAPSHOT_LIMIT_BYTES)
+    except OSError:
+        return None
 
 
 def run_shipped(shipped: ShippedJob, build: ShippedBuild, plugin_arguments: tuple[str, ...]) -> TaskResult:
@@ -210,11 +224,11 @@ def run_shipped(shipped: ShippedJob, build: ShippedBuild, plugin_arguments: tupl
     snapshot = shipped.job.snapshot
     if snapshot is None:
         return TaskResult(run_job(job, setup))
-    snapshots = SnapshotCache(cache / "ray" / "snapshots", qemu_dir, WORKER_SNAPSHOT_LIMIT_BYTES)
+    snapshots = worker_snapshots(cache, qemu_dir)
     if snapshot.save:
         return run_saving(job, snapshot, setup, snapshots)
     directory = None
-    if shipped.snapshot is not None:
+    if shipped.snapshot is not None and snapshots is not None:
         directory = received_snapshot(shipped.snapshot, snapshot, snapshots, ray.get)
     if directory is not None:
         job = replace(job, snapshot=replace(snapshot, directory=directory))

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from explorer.execution.ray_executor import write_snapshot
 from explorer.execution.ray_shipping import SNAPSHOT_FILES, ShippedFile, ShippedSnapshot, Shipper
-from explorer.execution.ray_worker import received_snapshot
+from explorer.execution.ray_worker import received_snapshot, worker_snapshots
 from explorer.execution.snapshot_cache import SnapshotCache
 from explorer.runner.snapshot import MANIFEST_FILE, Manifest, Snapshot, write_manifest
 from tests.unit.test_ray_executor import BUILD_HASH, ObjectStore, job, make_build, write
@@ -142,6 +142,12 @@ def test_a_snapshot_received_other_than_its_sha256s_makes_a_full_boot(tmp_path: 
     cache = worker_cache(tmp_path / "snapshots")
     assert received_snapshot(shipped, continuing(tmp_path / "master"), cache, store.fetch) is None
     assert list((tmp_path / "snapshots").iterdir()) == []
+
+
+def test_a_snapshot_cache_a_worker_cannot_make_makes_a_full_boot(tmp_path: Path) -> None:
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "snapshots").write_bytes(b"a file where the cache's directory should be")
+    assert worker_snapshots(tmp_path, make_build(tmp_path / "qemu" / BUILD_HASH).qemu_dir) is None
 
 
 def test_a_lost_object_makes_a_full_boot(tmp_path: Path) -> None:
