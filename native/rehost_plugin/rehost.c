@@ -983,7 +983,8 @@ static bool arm_waits_for_event(const uint8_t *bytes, size_t size)
     if (size == 2) {
         return (word & 0xffff) == 0xbf20;
     }
-    return size == 4 && ((word & 0x0fffffff) == 0x0320f002 || word == 0x8002f3af);
+    return size == 4 && (((word & 0x0fffffff) == 0x0320f002 && word >> 28 != 0xf) ||
+                         word == 0x8002f3af);
 }
 
 static bool never_waits_for_event(const uint8_t *bytes, size_t size)
