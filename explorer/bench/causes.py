@@ -43,6 +43,7 @@ STUCK_POLLING = "stuck polling MMIO"
 IDLE_NO_TIMER = "idle, no timer armed"
 IDLE_NO_INTERRUPT = "idle, no interrupt"
 SPINNING = "spinning without MMIO"
+SPINNING_MASKED = "spinning with interrupts masked"
 BUDGET_RUNNING = "instruction budget spent running"
 TIMEOUT_RUNNING = "wall-clock deadline while running"
 HALTED = "halted"
@@ -52,13 +53,15 @@ QEMU_CRASHED = "QEMU crashed"
 KILLED = "run killed"
 KINDS = (
     BOOT_COMPLETED, SEARCH_ERROR, CONFIG_REJECTED, NO_RUN, BUG, UNDEFINED_INSTRUCTION, KERNEL_FAULT,
-    PREFETCH_ABORT, PANIC, STUCK_POLLING, IDLE_NO_TIMER, IDLE_NO_INTERRUPT, SPINNING, BUDGET_RUNNING,
-    TIMEOUT_RUNNING, HALTED, POWERED_OFF, USER_SPACE, QEMU_CRASHED, KILLED,
+    PREFETCH_ABORT, PANIC, STUCK_POLLING, IDLE_NO_TIMER, IDLE_NO_INTERRUPT, SPINNING, SPINNING_MASKED,
+    BUDGET_RUNNING, TIMEOUT_RUNNING, HALTED, POWERED_OFF, USER_SPACE, QEMU_CRASHED, KILLED,
 )  # fmt: skip
 
 # The runner's details (native/rehosting_machine/rehosting.c): a poll no value satisfied, and an
-# idle CPU with no timer armed (otherwise an idle CPU whose timer never interrupted it).
+# idle CPU with no timer armed (otherwise an idle CPU whose timer never interrupted it); the
+# plugin's (native/rehost_plugin): a wait for an event nothing can end.
 _STUCK_DETAIL = re.compile(r"stuck: \d+ reads of (0x[0-9a-f]+)(?: \(last at pc (0x[0-9a-f]+)\))?")
+_SPIN_DETAIL = re.compile(r"spin: \d+ waits for an event at pc (0x[0-9a-f]+) with interrupts masked")
 _IDLE_DETAIL = "idle:"
 _NO_TIMER_DETAIL = "no timer armed"
 # The fault behind a crash, from its call stack (ARM exception entries, their C handlers, the
@@ -143,6 +146,9 @@ def _named(
         pc = stuck.group(2)
         where = place(int(pc, 16), symbols).function if pc else _innermost(names)
         return STUCK_POLLING, where or _innermost(names), (stuck.group(1),)
+    spin = _SPIN_DETAIL.search(analysis.exit_detail)
+    if spin:
+        return SPINNING_MASKED, place(int(spin.group(1), 16), symbols).function or _innermost(names), ()
     if analysis.exit_detail.startswith(_IDLE_DETAIL):
         kind = IDLE_NO_TIMER if _NO_TIMER_DETAIL in analysis.exit_detail else IDLE_NO_INTERRUPT
         return kind, None, ()
