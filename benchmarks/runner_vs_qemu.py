@@ -40,16 +40,11 @@ from explorer import corpus
 from explorer.firmware.ingest import ingest
 from explorer.runner import build as runner_build
 from explorer.runner.boards import vexpress_a9
+from explorer.runner.command import DETERMINISTIC_TIME, Plugin, command_line, config_plugin_arguments
 from explorer.runner.config import write_config
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
-from explorer.runner.launch import (
-    DETERMINISTIC_TIME,
-    Plugin,
-    RunnerLimits,
-    command_line,
-    config_plugin_arguments,
-    run,
-)
+from explorer.runner.launch import run
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason
 

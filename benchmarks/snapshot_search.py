@@ -40,10 +40,11 @@ from explorer.execution.local import LocalPool
 from explorer.firmware.ingest import ingest
 from explorer.runner.build import find_runner
 from explorer.runner.result import deserialize
-from explorer.search.engine import SNAPSHOT_COUNTERS, OperatorPhases, Search, SearchOptions
+from explorer.search.boot_sharing import snapshot_cache
+from explorer.search.engine import SNAPSHOT_COUNTERS, Search, SearchOptions
 from explorer.search.operators import Child, Context, bitwise
+from explorer.search.proposal import OperatorPhases
 from explorer.search.session import create_search, run_search, runner_setup
-from explorer.search.snapshots import SnapshotCache
 from explorer.search.state import State, Target
 from explorer.store import Store
 
@@ -94,7 +95,7 @@ def am335x_bitwise_search(children: int) -> Callable[[Path, Path, bool], None]:
         )
         operators = OperatorPhases(structural=(bitwise_of_the_initial_state,), stall_tiers=())
         with Store.create(work, {"options": options.to_dict()}) as store:
-            cache = SnapshotCache(work, qemu) if snapshots else None
+            cache = snapshot_cache(work, qemu) if snapshots else None
             pool = LocalPool(1, runner_setup(qemu))
             try:
                 Search(store, firmware, target, options, pool, None, operators, initial, cache).run()

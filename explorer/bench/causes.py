@@ -2,7 +2,7 @@
 
 A search that did not complete the boot stopped at some blocker; the bench groups firmware by
 it (explorer.bench.report.why_stopped) so that work goes to the commonest blocker first. The
-blocker is read off the search's furthest run (the best state's, explorer.search.report.best_run)
+blocker is read off the search's furthest run (the best state's, explorer.search.findings.best_run)
 and nothing else: its exit reason and the runner's detail, the call stacks at the exit, the MMIO
 its loops polled, its milestones and initcalls, and its log for the fault behind a panic. Never
 the firmware's name, never the board's: two firmware stuck the same way get the same kind.
@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from explorer.firmware.model import SymbolTable
-from explorer.runner.analysis import RunAnalysis, analyse, explaining_loops, place
+from explorer.runner.analysis import RunAnalysis, analyse, place
 from explorer.runner.kernel_hooks import MILESTONES
 from explorer.runner.rehost_pb2 import RunResult
+from explorer.runner.summary import explaining_loops
 from explorer.search.engine import BOOT_COMPLETED as SEARCH_BOOT_COMPLETED
 from explorer.search.engine import BUDGET_SPENT
 from explorer.search.operators.nops import DYING, TRAMPOLINES, crash_of, is_panic_path
@@ -42,6 +43,7 @@ STUCK_POLLING = "stuck polling MMIO"
 IDLE_NO_TIMER = "idle, no timer armed"
 IDLE_NO_INTERRUPT = "idle, no interrupt"
 SPINNING = "spinning without MMIO"
+SPINNING_MASKED = "spinning with interrupts masked"
 BUDGET_RUNNING = "instruction budget spent running"
 TIMEOUT_RUNNING = "wall-clock deadline while running"
 HALTED = "halted"
@@ -51,13 +53,15 @@ QEMU_CRASHED = "QEMU crashed"
 KILLED = "run killed"
 KINDS = (
     BOOT_COMPLETED, SEARCH_ERROR, CONFIG_REJECTED, NO_RUN, BUG, UNDEFINED_INSTRUCTION, KERNEL_FAULT,
-    PREFETCH_ABORT, PANIC, STUCK_POLLING, IDLE_NO_TIMER, IDLE_NO_INTERRUPT, SPINNING, BUDGET_RUNNING,
-    TIMEOUT_RUNNING, HALTED, POWERED_OFF, USER_SPACE, QEMU_CRASHED, KILLED,
+    PREFETCH_ABORT, PANIC, STUCK_POLLING, IDLE_NO_TIMER, IDLE_NO_INTERRUPT, SPINNING, SPINNING_MASKED,
+    BUDGET_RUNNING, TIMEOUT_RUNNING, HALTED, POWERED_OFF, USER_SPACE, QEMU_CRASHED, KILLED,
 )  # fmt: skip
 
 # The runner's details (native/rehosting_machine/rehosting.c): a poll no value satisfied, and an
-# idle CPU with no timer armed (otherwise an idle CPU whose timer never interrupted it).
+# idle CPU with no timer armed (otherwise an idle CPU whose timer never interrupted it); the
+# plugin's (native/rehost_plugin): a wait for an event nothing can end.
 _STUCK_DETAIL = re.compile(r"stuck: \d+ reads of (0x[0-9a-f]+)(?: \(last at pc (0x[0-9a-f]+)\))?")
+_SPIN_DETAIL = re.compile(r"spin: \d+ waits for an event at pc (0x[0-9a-f]+) with interrupts masked")
 _IDLE_DETAIL = "idle:"
 _NO_TIMER_DETAIL = "no timer armed"
 # The fault behind a crash, from its call stack (ARM exception entries, their C handlers, the
@@ -142,6 +146,9 @@ def _named(
         pc = stuck.group(2)
         where = place(int(pc, 16), symbols).function if pc else _innermost(names)
         return STUCK_POLLING, where or _innermost(names), (stuck.group(1),)
+    spin = _SPIN_DETAIL.search(analysis.exit_detail)
+    if spin:
+        return SPINNING_MASKED, place(int(spin.group(1), 16), symbols).function or _innermost(names), ()
     if analysis.exit_detail.startswith(_IDLE_DETAIL):
         kind = IDLE_NO_TIMER if _NO_TIMER_DETAIL in analysis.exit_detail else IDLE_NO_INTERRUPT
         return kind, None, ()

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from explorer.bench.campaign import STOCK_FILE, read_results
 from explorer.bench.plots import (
     MILESTONE_PLOT,
     RUNS_PER_SECOND_PLOT,
@@ -40,7 +41,6 @@ from explorer.bench.plots import (
     plot_runs_per_second,
     plot_success_rate,
 )
-from explorer.bench.runner import STOCK_FILE, read_results
 from explorer.bench.stock import NOT_IN_BUILD
 from explorer.bench.timeline import Timeline, level_of, read_timelines
 from explorer.search.engine import EXHAUSTED

@@ -27,8 +27,10 @@ from explorer.bench.sets import BenchFirmware
 from explorer.errors import RunnerError
 from explorer.execution.jobs import RunnerSetup
 from explorer.firmware.ingest import ingest
+from explorer.runner.command import StockBoard, stock_machines
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import watching_kernel
-from explorer.runner.launch import Run, RunnerLimits, StockBoard, run, stock_machines
+from explorer.runner.launch import Run, run
 from explorer.runner.machine_config_pb2 import MachineConfig, RamRegion
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.search.engine import SearchOptions

@@ -1,7 +1,7 @@
 """Timelines: how far a bench entry's search had booted at each moment of its wall time.
 
 A timeline is read from the entry's store (OUT/SET/FIRMWARE/STRATEGY/REPEAT, the layout of
-explorer.bench.runner), opened for reading only: one point per committed generation, at the
+explorer.bench.campaign), opened for reading only: one point per committed generation, at the
 search's wall time when that generation was committed, with the best milestone any run had
 reached by then. Invariants:
 - it starts at (0 s, no milestone): before its first generation a search has booted nothing;
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from explorer.bench.runner import STORE_FILE
+from explorer.bench.campaign import STORE_FILE
 from explorer.errors import StoreError
 from explorer.runner.kernel_hooks import MILESTONES
 from explorer.search.score import Score
@@ -65,7 +65,7 @@ def store_timeline(store: Store) -> list[tuple[float, int]] | None:
 
 
 def entry_store_directory(set_directory: Path, row: dict[str, Any]) -> Path:
-    """Where the search of a results row keeps its store (explorer.bench.runner's layout)."""
+    """Where the search of a results row keeps its store (explorer.bench.campaign's layout)."""
     return set_directory / row["firmware"] / row["strategy"] / str(row["repeat"])
 
 

@@ -1,7 +1,7 @@
 """`explorer bench SET`: every strategy on every firmware of a set, with a report.
 
 Parsing, progress and printing only: the set is explorer.bench.sets, the runs
-explorer.bench.runner, the tables and plots explorer.bench.report. Killed or interrupted, the same
+explorer.bench.campaign, the tables and plots explorer.bench.report. Killed or interrupted, the same
 command continues where it stopped (finished entries are kept, an interrupted search is resumed);
 --report-only rebuilds the report of the finished entries and runs nothing.
 """
@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from explorer.bench.campaign import RESULTS_FILE, BenchPlan, Entry, read_results, run_bench, set_directory
 from explorer.bench.report import REPORT_FILE, write_report
-from explorer.bench.runner import RESULTS_FILE, BenchPlan, Entry, read_results, run_bench, set_directory
 from explorer.bench.sets import SETS_DIRECTORY, BenchFirmware, load_set, sliced
 from explorer.cli.search import (
     DEFAULT_SNAPSHOT_LIMIT,

@@ -16,12 +16,15 @@ import typer
 from explorer.errors import BadInput
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware, SymbolTable
-from explorer.runner.analysis import analyse, describe, to_dict
+from explorer.runner.analysis import analyse
 from explorer.runner.build import PLUGIN, find_runner
+from explorer.runner.command import Plugin
 from explorer.runner.config import read_config
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.runner.result import serialize
+from explorer.runner.summary import describe, to_dict
 
 EXAMPLE = """
 Example:

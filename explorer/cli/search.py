@@ -1,7 +1,7 @@
 """`explorer search | resume | status | show | replay | export`: the search from the command line.
 
 Parsing, progress and printing only: the search is explorer.search.engine, the store
-explorer.store, the report explorer.search.report. A search holds its work directory's writer
+explorer.store, the report explorer.search.findings. A search holds its work directory's writer
 lock for its whole life; status and show are readers and work while it runs.
 """
 
@@ -26,11 +26,13 @@ from explorer.execution.jobs import Outcome, RunnerSetup
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.build import PLUGIN, find_runner
+from explorer.runner.command import Plugin
 from explorer.runner.config import write_config
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.search.engine import SNAPSHOT_COUNTERS, GenerationReport, SearchOptions
-from explorer.search.report import best_run, search_summary, state_report
+from explorer.search.findings import best_run, search_summary, state_report
 from explorer.search.score import Score
 from explorer.search.session import (
     EXECUTORS,

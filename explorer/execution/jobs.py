@@ -1,6 +1,6 @@
 """Jobs: what an executor runs (one bootable config each), what it hands back, and one job's run.
 
-`Job`, `SnapshotUse`, `RunnerSetup` and `Outcome` are what travel between the master and a
+`Job`, `RunnerSetup` and `Outcome` are what travel between the master and a
 worker, whichever executor carries them (explorer.execution.local, explorer.execution.ray_executor);
 `run_job` boots one job in one runner, in whatever process calls it. Nothing here schedules,
 reads or scores a result: an outcome's RunResult stays serialized bytes until the search decodes it.
@@ -10,11 +10,11 @@ which worker ran it never shows in a result; a job that cannot start (QEMU refus
 is an outcome too, a crashed partial run with QEMU's one line, never an exception that would
 lose the generation.
 
-Snapshots (explorer.search.snapshots): a job may boot its config only to a point and save the
-VM there (`SnapshotUse(save=True)`), or continue from such a save (`save=False`) instead of
-booting from reset; either way its outcome is what a full boot gives (a continued run's
-RunResult is byte for byte the full boot's), and a save that cannot be used falls back to a
-full boot, never to a different result.
+Snapshots (explorer.search.boot_sharing decides which): a job may boot its config only to a point
+and save the VM there (its `snapshot`, an explorer.runner.snapshot.Snapshot, with save), or
+continue from such a save instead of booting from reset; either way its outcome is what a full
+boot gives (a continued run's RunResult is byte for byte the full boot's), and a save that
+cannot be used falls back to a full boot, never to a different result.
 """
 
 from __future__ import annotations
@@ -23,20 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.errors import RunnerError
-from explorer.runner.launch import Plugin, Run, RunnerLimits, run
+from explorer.runner.command import Plugin
+from explorer.runner.containment import RunnerLimits
+from explorer.runner.launch import Run, run
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import Exit, ExitReason, RunResult
 from explorer.runner.result import serialize
-
-
-@dataclass(frozen=True)
-class SnapshotUse:
-    """A job's part in sharing a boot: save the VM at `point` into `directory`, or continue from it."""
-
-    directory: Path
-    # The plugin's instruction count the save was asked for (explorer.runner.launch.run's snapshot_at).
-    point: int
-    save: bool
+from explorer.runner.snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -45,15 +38,21 @@ class Job:
     # The bootable MachineConfig (explorer.search.state.bootable), serialized.
     config: bytes
     deadline_seconds: float
-    snapshot: SnapshotUse | None = None
+    # Passed to the runner unchanged (but for where its directory is: explorer.execution.ray_worker).
+    snapshot: Snapshot | None = None
 
 
 @dataclass(frozen=True)
 class Outcome:
-    state_id: str
+    # The job as its executor was given it.
+    job: Job
     # The serialized RunResult (explorer.runner.result.serialize).
     result: bytes
     wall_seconds: float
+
+    @property
+    def state_id(self) -> str:
+        return self.job.state_id
 
 
 @dataclass(frozen=True)
@@ -74,43 +73,26 @@ def run_job(job: Job, setup: RunnerSetup) -> Outcome:
     config = MachineConfig()
     config.ParseFromString(job.config)
     limits = RunnerLimits(deadline_seconds=job.deadline_seconds)
-    snapshot = job.snapshot
     try:
-        if snapshot is not None and snapshot.save:
-            finished = run(
-                config,
-                setup.qemu_dir,
-                plugin=setup.plugin,
-                limits=limits,
-                snapshot_at=snapshot.point,
-                snapshot_dir=snapshot.directory,
-            )
-        elif snapshot is not None:
-            finished = _continued_or_full(config, setup, limits, snapshot)
+        if job.snapshot is not None and not job.snapshot.save:
+            finished = _continued_or_full(config, setup, limits, job.snapshot)
         else:
-            finished = run(config, setup.qemu_dir, plugin=setup.plugin, limits=limits)
+            finished = run(config, setup.qemu_dir, plugin=setup.plugin, limits=limits, snapshot=job.snapshot)
     except RunnerError as error:
         refused = RunResult(
             exit=Exit(reason=ExitReason.EXIT_CRASHED, detail=str(error)),
             partial=True,
             partial_reason=f"the runner did not start: {error}",
         )
-        return Outcome(job.state_id, serialize(refused), 0.0)
-    return Outcome(job.state_id, serialize(finished.result), finished.wall_seconds)
+        return Outcome(job, serialize(refused), 0.0)
+    return Outcome(job, serialize(finished.result), finished.wall_seconds)
 
 
 def _continued_or_full(
-    config: MachineConfig, setup: RunnerSetup, limits: RunnerLimits, snapshot: SnapshotUse
+    config: MachineConfig, setup: RunnerSetup, limits: RunnerLimits, snapshot: Snapshot
 ) -> Run:
     try:
-        return run(
-            config,
-            setup.qemu_dir,
-            plugin=setup.plugin,
-            limits=limits,
-            resume_from=snapshot.directory,
-            resume_at=snapshot.point,
-        )
+        return run(config, setup.qemu_dir, plugin=setup.plugin, limits=limits, snapshot=snapshot)
     except RunnerError:
         # The snapshot is gone or damaged (the cache never fails a search): boot from reset.
         return run(config, setup.qemu_dir, plugin=setup.plugin, limits=limits)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from explorer.execution.jobs import Job, Outcome, RunnerSetup, run_job
-from explorer.runner.launch import die_with_parent
+from explorer.runner.containment import die_with_parent
 
 
 class LocalPool:

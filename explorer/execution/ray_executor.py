@@ -22,6 +22,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,7 @@ class RayExecutor:
         self.workers = int(ray.cluster_resources().get("CPU", 0))
 
     def run(self, jobs: Sequence[Job], stop_at: float | None = None) -> Iterator[Outcome]:
-        for job in jobs:
-            shipped, build = self._shipper.job(job)
+        for job, (shipped, build) in zip(jobs, self._shipper.jobs(jobs), strict=True):
             self._in_flight[_run_remotely.remote(shipped, build, self._plugin_arguments)] = job
         while self._in_flight:
             timeout = None if stop_at is None else max(0.0, stop_at - time.monotonic())
@@ -98,7 +98,8 @@ class RayExecutor:
             # A save the master cannot write (its disk full) is no snapshot: the children boot in full.
             with contextlib.suppress(OSError):
                 write_snapshot(result.saved, job.snapshot.directory)
-        return result.outcome
+        # The job as the master gave it: the worker ran a copy with its own paths.
+        return replace(result.outcome, job=job)
 
     def _cancel_in_flight(self) -> None:
         for task in self._in_flight:

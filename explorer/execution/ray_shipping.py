@@ -9,11 +9,11 @@ master's; what does travel is content addressed:
   under the build identity (explorer.runner.build: native/build.py's content hash of everything
   that makes it). The master puts them whether or not a worker will need them (about 45 MB per
   target, once per session); a worker fetches only what it lacks (explorer.execution.ray_worker);
-- snapshots (explorer.search.snapshots, the engine's `Job.snapshot`): a continue job's snapshot
-  is read and put by the master once per directory while it is among the SHIPPED_SNAPSHOTS_KEPT
-  last used (a generation's), under `snapshot_digest`, the sha256 of its files' names and
-  sha256s (measured on one host, a 34 MB snapshot: put 0.11 s); a save job's snapshot comes
-  back as the files of its `TaskResult`.
+- snapshots (the job's explorer.runner.snapshot.Snapshot, which travels as it is): a continue
+  job's snapshot files are read and put by the master once per snapshot while the jobs of one
+  `Shipper.jobs` call (one executor run: a generation's) use it, each with its sha256 (measured
+  on one host, a 34 MB snapshot: put 0.11 s); a save job's snapshot comes back as the files of
+  its `TaskResult`. A worker keeps them under the snapshot's content address (snapshot_key).
 
 Code is not shipped: every node runs the same explorer and Ray as the master (installed there,
 or the same checkout). This module never imports Ray (the master's `put` is given to `Shipper`),
@@ -23,26 +23,29 @@ never runs a job and never writes a worker's cache.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from explorer.errors import BadInput
-from explorer.execution.jobs import Job, Outcome, RunnerSetup, SnapshotUse
+from explorer.execution.jobs import Job, Outcome, RunnerSetup
 from explorer.runner.build import MANIFEST, PLUGIN, binary, build_identity
 from explorer.runner.machine_config_pb2 import MachineConfig
-from explorer.runner.snapshot import CONSOLE_FILE, EVENTS_FILE, MANIFEST_FILE, PLUGIN_STATE_FILE, VM_FILE
-from explorer.search.snapshots import MAX_SNAPSHOTS_PER_GENERATION
+from explorer.runner.snapshot import (
+    CONSOLE_FILE,
+    EVENTS_FILE,
+    MANIFEST_FILE,
+    PLUGIN_STATE_FILE,
+    VM_FILE,
+    Snapshot,
+)
 
 # The MachineConfig.boot fields that name files on the master.
 BOOT_FILES = ("kernel", "dtb", "initrd")
 # A snapshot directory's files (explorer.runner.snapshot), the manifest last: it is written last,
 # because a directory without one holds no snapshot.
 SNAPSHOT_FILES = (VM_FILE, PLUGIN_STATE_FILE, EVENTS_FILE, CONSOLE_FILE, MANIFEST_FILE)
-# Snapshots the master keeps put (their ObjectRefs held) after use: one generation's at most.
-SHIPPED_SNAPSHOTS_KEPT = MAX_SNAPSHOTS_PER_GENERATION
 
 # Puts bytes where workers can fetch them, and returns the handle they fetch by (ray.put).
 Put = Callable[[bytes], Any]
@@ -71,27 +74,21 @@ class ShippedBuild:
 
 @dataclass(frozen=True)
 class ShippedSnapshot:
-    """A snapshot directory's files, put where workers can fetch them, and the point it was saved at."""
+    """A snapshot directory's files, put where workers can fetch them: by file name (SNAPSHOT_FILES)."""
 
-    # snapshot_digest of the files: the directory's name in a worker's cache.
-    digest: str
-    point: int
-    # By file name (SNAPSHOT_FILES).
     files: dict[str, ShippedFile]
 
 
 @dataclass(frozen=True)
 class ShippedJob:
-    """A job whose config names files on the master, those files' contents by boot field, and its
-    part in sharing a boot, without the master's paths."""
+    """A job whose config names files on the master, those files' contents by boot field, and the
+    files of the snapshot it continues from; the job's snapshot, if any, still names the master's
+    directory, which the worker replaces with its own."""
 
-    # The job as a full boot (its `snapshot` None: the fields below say what the worker does).
     job: Job
     files: dict[str, ShippedFile]
-    # A save job: the point to boot to and save at.
-    save_at: int | None = None
-    # A continue job: the snapshot to continue from (None also when the master could not read it).
-    resume: ShippedSnapshot | None = None
+    # A continue job's snapshot files (its job's snapshot is None when the master could not read them).
+    snapshot: ShippedSnapshot | None = None
 
 
 @dataclass(frozen=True)
@@ -103,20 +100,14 @@ class TaskResult:
     saved: dict[str, bytes] | None = None
 
 
-def snapshot_digest(file_digests: Mapping[str, str]) -> str:
-    """The content address of a snapshot directory: the sha256 of its files' names and sha256s."""
-    listing = "".join(f"{name}\0{digest}\n" for name, digest in sorted(file_digests.items()))
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
 class Shipper:
     """The master's side of shipping: each distinct file is read, hashed and put once.
 
     Kept for one executor, that is one search session, whose files do not change under it
     (a resumed session refuses a changed kernel). Snapshots are the exception: the engine's
-    cache evicts them, so only the SHIPPED_SNAPSHOTS_KEPT last used stay put. A directory of the
-    cache is named by what its snapshot is of (the build, the state, the point), so content put
-    for a directory stays a valid snapshot of it even if the cache took it again since.
+    cache evicts them, so only those the jobs of the last `jobs` call use stay put. A directory
+    of the cache is named by what its snapshot is of (the build, the state, the point), so
+    content put for a directory stays a valid snapshot of it even if the cache took it again.
     """
 
     def __init__(self, setup: RunnerSetup, put: Put) -> None:
@@ -130,22 +121,29 @@ class Shipper:
         self._by_path: dict[Path, ShippedFile] = {}
         self._by_digest: dict[str, ShippedFile] = {}
         self._builds: dict[str, ShippedBuild] = {}
-        self._snapshots: OrderedDict[tuple[Path, int], ShippedSnapshot] = OrderedDict()
+        self._snapshots: dict[Snapshot, ShippedSnapshot] = {}
 
-    def job(self, job: Job) -> tuple[ShippedJob, ShippedBuild]:
-        """`job` with its files and its snapshot's, and the build its target needs."""
+    def jobs(self, jobs: Sequence[Job]) -> list[tuple[ShippedJob, ShippedBuild]]:
+        """Each job with its files and its snapshot's, and the build its target needs; the
+        snapshots put for an earlier call's jobs and not used by these are let go."""
+        earlier, self._snapshots = self._snapshots, {}
+        return [self._job(job, earlier) for job in jobs]
+
+    def _job(self, job: Job, earlier: dict[Snapshot, ShippedSnapshot]) -> tuple[ShippedJob, ShippedBuild]:
         config = MachineConfig()
         config.ParseFromString(job.config)
         files = {name: self.file(Path(path)) for name in BOOT_FILES if (path := getattr(config.boot, name))}
-        full_boot = replace(job, snapshot=None)
-        use = job.snapshot
-        if use is None:
-            shipped = ShippedJob(full_boot, files)
-        elif use.save:
-            shipped = ShippedJob(full_boot, files, save_at=use.point)
-        else:
-            shipped = ShippedJob(full_boot, files, resume=self.snapshot(use))
-        return shipped, self.build(config.target)
+        build = self.build(config.target)
+        if job.snapshot is None or job.snapshot.save:
+            return ShippedJob(job, files), build
+        snapshot = (
+            self._snapshots.get(job.snapshot) or earlier.get(job.snapshot) or self.snapshot(job.snapshot)
+        )
+        if snapshot is None:
+            # Evicted since the engine chose it: the job boots in full.
+            return ShippedJob(replace(job, snapshot=None), files), build
+        self._snapshots[job.snapshot] = snapshot
+        return ShippedJob(job, files, snapshot), build
 
     def build(self, target: str) -> ShippedBuild:
         if target not in self._builds:
@@ -168,22 +166,15 @@ class Shipper:
             self._by_path[path] = self._by_digest[digest]
         return self._by_path[path]
 
-    def snapshot(self, use: SnapshotUse) -> ShippedSnapshot | None:
-        """The snapshot `use` continues from, put once while among the last used; None if it is
-        unreadable (evicted since the engine chose it: the job boots in full)."""
-        key = (use.directory, use.point)
-        if key not in self._snapshots:
-            try:
-                contents = {name: (use.directory / name).read_bytes() for name in SNAPSHOT_FILES}
-            except OSError:
-                return None
-            files = {
+    def snapshot(self, snapshot: Snapshot) -> ShippedSnapshot | None:
+        """The files of the snapshot in snapshot.directory, put; None if they are unreadable."""
+        try:
+            contents = {name: (snapshot.directory / name).read_bytes() for name in SNAPSHOT_FILES}
+        except OSError:
+            return None
+        return ShippedSnapshot(
+            {
                 name: ShippedFile(hashlib.sha256(content).hexdigest(), self._put(content))
                 for name, content in contents.items()
             }
-            digest = snapshot_digest({name: file.sha256 for name, file in files.items()})
-            self._snapshots[key] = ShippedSnapshot(digest, use.point, files)
-        self._snapshots.move_to_end(key)
-        while len(self._snapshots) > SHIPPED_SNAPSHOTS_KEPT:
-            self._snapshots.popitem(last=False)
-        return self._snapshots[key]
+        )

@@ -5,19 +5,21 @@ on the worker, else the master's build by hash in the worker's cache, where `exp
 build` made it, else the shipped one, written into <cache>/ray/builds/<hash>/), writes the job's
 files into the worker's file cache <cache>/ray/files/<sha256>/<name> and boots a copy of the
 config rewritten to those paths (`run_job`). Snapshots live in the worker's snapshot cache
-<cache>/ray/snapshots/<digest>/: a save job boots into a directory of the worker's own and keeps
-it there, its files going back to the master; a continue job's snapshot is unpacked there once
-and later tasks on that worker reuse it, every file checked against its sha256 before each use
-(measured on one host, a 34 MB snapshot: received 0.23 s, checked for reuse 0.06 s). A worker
-keeps the snapshots it saved or received within WORKER_SNAPSHOT_LIMIT_BYTES, the least recently
-used evicted first.
+(explorer.execution.snapshot_cache, the master's kind) in <cache>/ray/snapshots/, under their
+content address: a save job boots into a staging directory of that cache and keeps it there,
+its files going back to the master; a continue job's snapshot is unpacked there once and later
+tasks on that worker reuse it, every file checked against its sha256 before each use
+(measured on one host, a 34 MB snapshot: received 0.23 s, checked for reuse 0.06 s). The job's
+Snapshot goes to the runner as it came but for its directory, the worker's. A worker keeps the
+snapshots it saved or received within WORKER_SNAPSHOT_LIMIT_BYTES, the least recently used
+evicted first.
 
 Invariants: a file in a worker's cache is whole and has the content its name says: it is
 written to a temporary name, checked against the sha256 the master sent, then renamed. A worker
 never runs another build than the master's: its own build of another hash, or one lacking the
 job's binaries or with another manifest, refuses with one line naming both hashes (a RunnerError
 the master raises, and the search stops there). A snapshot that cannot reach a worker whole
-(content other than its digest, an object Ray lost) makes that job a full boot, the same outcome
+(content other than its sha256s, an object Ray lost) makes that job a full boot, the same outcome
 by the engine's invariant, never a failure; a worker never uses a path of the master's. A worker
 never reads or scores a result, and never submits or cancels tasks (explorer.execution.ray_executor).
 """
@@ -30,7 +32,6 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -40,7 +41,7 @@ import ray
 import ray.exceptions
 
 from explorer.errors import RunnerError
-from explorer.execution.jobs import Job, RunnerSetup, SnapshotUse, run_job
+from explorer.execution.jobs import Job, RunnerSetup, run_job
 from explorer.execution.ray_shipping import (
     SNAPSHOT_FILES,
     ShippedBuild,
@@ -48,22 +49,18 @@ from explorer.execution.ray_shipping import (
     ShippedJob,
     ShippedSnapshot,
     TaskResult,
-    snapshot_digest,
 )
+from explorer.execution.snapshot_cache import SnapshotCache
 from explorer.paths import cache_root
 from explorer.runner.build import MANIFEST, PLUGIN, binary, build_identity, builds_directory
-from explorer.runner.launch import Plugin
+from explorer.runner.command import Plugin
 from explorer.runner.machine_config_pb2 import MachineConfig
-from explorer.runner.snapshot import MANIFEST_FILE
+from explorer.runner.snapshot import MANIFEST_FILE, Snapshot
 
 _FILE_MODE = 0o644
 _PROGRAM_MODE = 0o755
 # What a worker's cache keeps of snapshots (30-45 MB each on a Linux boot).
 WORKER_SNAPSHOT_LIMIT_BYTES = 2 << 30
-# A save a worker is writing lives in <cache>/ray/snapshots/<SAVING_PREFIX>*, never taken for a
-# snapshot; one older than STALE_SAVE_SECONDS was left by a worker that died, and eviction removes it.
-SAVING_PREFIX = ".saving-"
-STALE_SAVE_SECONDS = 24 * 3600
 
 # Reads a shipped file's content back from where the master put it (ray.get on a worker).
 Fetch = Callable[[Any], bytes]
@@ -146,84 +143,71 @@ def refuse_another_build(directory: Path, build: ShippedBuild, needed: Sequence[
         )
 
 
-def received_snapshot(shipped: ShippedSnapshot, snapshots: Path, fetch: Fetch) -> Path | None:
-    """This worker's copy of a shipped snapshot, under snapshots/<digest>/; None if it cannot be had whole.
+def received_snapshot(
+    shipped: ShippedSnapshot, snapshot: Snapshot, cache: SnapshotCache, fetch: Fetch
+) -> Path | None:
+    """This worker's copy of a shipped snapshot, in its cache; None if it cannot be had whole.
 
-    A file already there is checked against its sha256 first and fetched again if it differs;
-    fetched content that is not its sha256 is never written (`materialized`).
+    One already there is used when every file is what was sent (its sha256), else fetched again
+    whole; fetched content that is not its sha256 is never written (`materialized`).
     """
-    directory = snapshots / shipped.digest
+    found = cache.get(snapshot.state_id, snapshot.point)
+    if found is not None and _holds(found, shipped):
+        return found
+    cache.remove(snapshot.state_id, snapshot.point)
+    staging = cache.staging(snapshot.state_id, snapshot.point)
     try:
         for name in SNAPSHOT_FILES:
-            path = directory / name
-            if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() != shipped.files[name].sha256:
-                path.unlink()
-            materialized(shipped.files[name], path, fetch, _FILE_MODE)
-        os.utime(directory)
+            materialized(shipped.files[name], staging / name, fetch, _FILE_MODE)
     except (RunnerError, OSError, ray.exceptions.RayError):
+        shutil.rmtree(staging, ignore_errors=True)
         return None
-    evict_snapshots(snapshots, WORKER_SNAPSHOT_LIMIT_BYTES, keep=directory)
-    return directory
+    return cache.keep(staging, snapshot.state_id, snapshot.point)
 
 
-def run_saving(job: Job, point: int, setup: RunnerSetup, snapshots: Path) -> TaskResult:
-    """Boot `job` to `point` and save it: the partial run, and the snapshot's files if it saved one.
-
-    The snapshot is written into a directory of this worker's and kept in its cache, under its
-    digest, for the tasks continuing from it here.
-    """
-    snapshots.mkdir(parents=True, exist_ok=True)
-    saving = Path(tempfile.mkdtemp(dir=snapshots, prefix=SAVING_PREFIX))
+def _holds(directory: Path, shipped: ShippedSnapshot) -> bool:
     try:
-        outcome = run_job(replace(job, snapshot=SnapshotUse(saving, point, save=True)), setup)
-        if not (saving / MANIFEST_FILE).is_file():
+        return all(
+            hashlib.sha256((directory / name).read_bytes()).hexdigest() == shipped.files[name].sha256
+            for name in SNAPSHOT_FILES
+        )
+    except OSError:
+        return False  # evicted by another worker process meanwhile
+
+
+def run_saving(job: Job, snapshot: Snapshot, setup: RunnerSetup, cache: SnapshotCache | None) -> TaskResult:
+    """Boot `job` to its point and save it: the partial run, and the snapshot's files if it saved one.
+
+    The snapshot is written into a staging directory of this worker's cache and kept there, under
+    its content address, for the tasks continuing from it here; without a cache (`worker_snapshots`
+    could not make one), into a temporary directory, and not kept.
+    """
+    if cache is None:
+        staging = Path(tempfile.mkdtemp(prefix="explorer-save-"))
+    else:
+        staging = cache.staging(snapshot.state_id, snapshot.point)
+    try:
+        outcome = run_job(replace(job, snapshot=replace(snapshot, directory=staging)), setup)
+        if not (staging / MANIFEST_FILE).is_file():
             return TaskResult(outcome)
         try:
-            contents = {name: (saving / name).read_bytes() for name in SNAPSHOT_FILES}
+            contents = {name: (staging / name).read_bytes() for name in SNAPSHOT_FILES}
         except OSError:
             return TaskResult(outcome)  # an incomplete save: the children boot in full
-        digest = snapshot_digest(
-            {name: hashlib.sha256(content).hexdigest() for name, content in contents.items()}
-        )
-        kept = snapshots / digest
-        # Another worker process may have kept the same snapshot first: then theirs stays.
-        with contextlib.suppress(OSError):
-            saving.rename(kept)
-        evict_snapshots(snapshots, WORKER_SNAPSHOT_LIMIT_BYTES, keep=kept)
+        if cache is not None:
+            cache.keep(staging, snapshot.state_id, snapshot.point)
         return TaskResult(outcome, contents)
     finally:
-        shutil.rmtree(saving, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
-def evict_snapshots(snapshots: Path, limit_bytes: int, keep: Path) -> None:
-    """Remove the least recently used snapshots (directory mtime) until the rest fit in `limit_bytes`.
-
-    `keep` (the one a task is about to use) is never removed, nor a save still being written;
-    one older than STALE_SAVE_SECONDS is a dead worker's leftover and goes. Other worker
-    processes of this node may evict at the same time: what is already gone is skipped.
-    """
-    entries: list[tuple[float, int, Path]] = []
-    now = time.time()
-    for entry in snapshots.iterdir():
-        try:
-            used = entry.stat().st_mtime
-            if entry.name.startswith(SAVING_PREFIX):
-                if now - used > STALE_SAVE_SECONDS:
-                    shutil.rmtree(entry, ignore_errors=True)
-                continue
-            size = sum(path.stat().st_size for path in entry.iterdir())
-        except OSError:
-            continue
-        if entry != keep:
-            entries.append((used, size, entry))
-        else:
-            limit_bytes -= size
-    total = sum(size for _, size, _ in entries)
-    for _, size, entry in sorted(entries):
-        if total <= limit_bytes:
-            return
-        shutil.rmtree(entry, ignore_errors=True)
-        total -= size
+def worker_snapshots(cache: Path, qemu_dir: Path) -> SnapshotCache | None:
+    """This worker's snapshot cache, cache/ray/snapshots/; None when its disk refuses one (then a
+    continue job boots in full, and a save is not kept here)."""
+    try:
+        return SnapshotCache(cache / "ray" / "snapshots", qemu_dir, WORKER_SNAPSHOT_LIMIT_BYTES)
+    except OSError:
+        return None
 
 
 def run_shipped(shipped: ShippedJob, build: ShippedBuild, plugin_arguments: tuple[str, ...]) -> TaskResult:
@@ -235,13 +219,17 @@ def run_shipped(shipped: ShippedJob, build: ShippedBuild, plugin_arguments: tupl
     cache = cache_root()
     qemu_dir = worker_build(build, config.target, Path(own) if own else None, cache, ray.get)
     local = localized(config, shipped.files, cache, ray.get)
-    job = replace(shipped.job, config=local.SerializeToString())
+    job = replace(shipped.job, config=local.SerializeToString(), snapshot=None)
     setup = RunnerSetup(qemu_dir, Plugin(qemu_dir / PLUGIN, plugin_arguments))
-    snapshots = cache / "ray" / "snapshots"
-    if shipped.save_at is not None:
-        return run_saving(job, shipped.save_at, setup, snapshots)
-    if shipped.resume is not None:
-        directory = received_snapshot(shipped.resume, snapshots, ray.get)
-        if directory is not None:
-            job = replace(job, snapshot=SnapshotUse(directory, shipped.resume.point, save=False))
+    snapshot = shipped.job.snapshot
+    if snapshot is None:
+        return TaskResult(run_job(job, setup))
+    snapshots = worker_snapshots(cache, qemu_dir)
+    if snapshot.save:
+        return run_saving(job, snapshot, setup, snapshots)
+    directory = None
+    if shipped.snapshot is not None and snapshots is not None:
+        directory = received_snapshot(shipped.snapshot, snapshot, snapshots, ray.get)
+    if directory is not None:
+        job = replace(job, snapshot=replace(snapshot, directory=directory))
     return TaskResult(run_job(job, setup))

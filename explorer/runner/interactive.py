@@ -28,15 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.errors import RunnerError
+from explorer.runner.command import Plugin, command_line, config_plugin_arguments, qemu_binary
 from explorer.runner.config import validate, write_config
-from explorer.runner.launch import (
-    Plugin,
-    command_line,
-    config_plugin_arguments,
-    die_with_parent,
-    qemu_binary,
-    terminal_restored,
-)
+from explorer.runner.containment import die_with_parent, terminal_restored
 from explorer.runner.machine_config_pb2 import HookKind, MachineConfig
 
 # QEMU's multiplexer escape (its -echr default): Ctrl-A, then x to quit, c for the monitor.

@@ -12,13 +12,12 @@ snapshotting run stopped, as if it were one uninterrupted run:
 - `manifest.json`: the build that made it, the point asked for and the point reached, and the
   snapshotting config's bytes (for the master, which decides which children may share it).
 
-How the VM is stopped at the point: at the first block entered at or past the count, the plugin
-says so with a Paused frame and asks the rehosting machine to stop the VM (a write only the
-plugin can make: native/rehosting_machine/rehosting_control.h); the machine stops the guest's
-clock and asks the vCPU to stop from the vCPU's own thread, so it stops at the end of that
-block, the same instruction on every run, whatever the host's timing (a stop from outside, QMP
-`stop` or a gdbstub breakpoint, lands wherever the vCPU happens to be). The driver waits for
-the VM to be paused, then `migrate file:` and `quit`.
+A job's part in one (`Snapshot`: save the boot of a state at a point, or continue from that
+save) is one value from the search's engine to the runner, unchanged on its way but for where
+its directory is on the machine that runs the job; its content address is `snapshot_key` (the
+build, the state, the point), the name of its directory in every cache
+(explorer.execution.snapshot_cache). How a run saves itself and continues from a snapshot (the
+plugin's pause, QMP) is explorer.runner.save_restore's.
 
 A snapshot is only valid with the build that made it: `read_manifest` refuses another. This
 module knows nothing about which runs may share a snapshot: that is the search's to decide.
@@ -27,11 +26,8 @@ module knows nothing about which runs may share a snapshot: that is the search's
 from __future__ import annotations
 
 import base64
-import contextlib
+import hashlib
 import json
-import os
-import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +43,28 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 # The plugin's state file starts with its magic word, then the instruction count at the save.
 _PLUGIN_STATE_COUNT_OFFSET = 8
-_POLL_SECONDS = 0.002
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A job's part in sharing a boot: the boot of `state_id` saved at `point`, in `directory`.
+
+    With `save`, the job boots its config (the state's) to the point and saves it into
+    `directory`; without, it continues from the save there instead of booting from reset.
+    """
+
+    # The state whose boot is saved (for the children continuing from it: their parent).
+    state_id: str
+    # The plugin's instruction count the save is asked for.
+    point: int
+    # Where the snapshot is, or is to be written, on the machine that runs the job.
+    directory: Path
+    save: bool
+
+
+def snapshot_key(build: str, state_id: str, point: int) -> str:
+    """The content address of a snapshot: the runner build, the state whose boot it saved, the point."""
+    return hashlib.sha256(f"{build}\0{state_id}\0{point}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -55,7 +72,7 @@ class Manifest:
     """What a snapshot directory says about itself."""
 
     build: str
-    # The count asked for (snapshot_at) and the plugin's count at the stop: the end of the block
+    # The count asked for (Snapshot.point) and the plugin's count at the stop: the end of the block
     # entered at or past the requested count.
     requested_icount: int
     icount: int
@@ -130,109 +147,3 @@ def plugin_state_icount(directory: Path) -> int:
     with (directory / PLUGIN_STATE_FILE).open("rb") as state:
         state.seek(_PLUGIN_STATE_COUNT_OFFSET)
         return int.from_bytes(state.read(8), "little")
-
-
-class QmpClosed(RunnerError):
-    """QEMU closed its end of the QMP socket (it is exiting)."""
-
-
-class Qmp:
-    """Just enough of QMP (JSON lines over a unix socket) to save, restore and quit one QEMU.
-
-    Every wait is bounded by the run's deadline: a QEMU that stops answering is the driver's to
-    kill, never a reason to hang.
-    """
-
-    def __init__(self, path: Path, pid: int, deadline: float) -> None:
-        self._deadline = deadline
-        self._socket = socket.socket(socket.AF_UNIX)
-        # QEMU creates the socket as it starts: until then, connecting fails.
-        while True:
-            try:
-                self._socket.connect(str(path))
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if not _running(pid):
-                    self._socket.close()
-                    raise RunnerError("QEMU exited before it opened its QMP socket") from None
-                self._remaining()
-                time.sleep(_POLL_SECONDS)
-        self._buffer = b""
-        self._read_message()  # the greeting
-        self.execute("qmp_capabilities")
-
-    def close(self) -> None:
-        self._socket.close()
-
-    def send(self, command: str, **arguments: object) -> None:
-        """Send a command without waiting for its reply (`reply` reads it)."""
-        message = {"execute": command, **({"arguments": arguments} if arguments else {})}
-        self._socket.settimeout(self._remaining())
-        self._socket.sendall(json.dumps(message).encode() + b"\n")
-
-    def reply(self, command: str) -> object:
-        """The reply to the oldest command sent and not yet answered (events in between are skipped)."""
-        while True:
-            message = self._read_message()
-            if "error" in message:
-                raise RunnerError(f"QEMU refused {command}: {message['error'].get('desc', message['error'])}")
-            if "return" in message:
-                return message["return"]
-
-    def execute(self, command: str, **arguments: object) -> object:
-        self.send(command, **arguments)
-        return self.reply(command)
-
-    def quit(self) -> None:
-        """Have QEMU quit, waiting until it took the command (its reply, or its end of the socket
-        closing): QEMU drops the commands still queued of a client that disconnects, so closing at
-        once could lose the `quit`, and the run would wait for its deadline."""
-        self.send("quit")
-        with contextlib.suppress(QmpClosed):
-            self.reply("quit")
-
-    def wait_until_paused(self) -> None:
-        """Until the VM is paused (the machine stopped it at the plugin's request)."""
-        while True:
-            status = self.execute("query-status")
-            if isinstance(status, dict) and status.get("status") == "paused":
-                return
-            self._remaining()
-            time.sleep(_POLL_SECONDS)
-
-    def wait_for_migration(self) -> None:
-        """Until the migration (outgoing or incoming) has completed; RunnerError if it fails."""
-        while True:
-            info = self.execute("query-migrate")
-            status = info.get("status") if isinstance(info, dict) else None
-            if status == "completed":
-                return
-            if status in ("failed", "cancelled"):
-                detail = info.get("error-desc", status) if isinstance(info, dict) else status
-                raise RunnerError(f"QEMU could not migrate the VM: {detail}")
-            self._remaining()
-            time.sleep(_POLL_SECONDS * 5)
-
-    def _remaining(self) -> float:
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            raise RunnerError("QEMU did not save or restore the VM within the run's deadline")
-        return remaining
-
-    def _read_message(self) -> dict:
-        while b"\n" not in self._buffer:
-            self._socket.settimeout(self._remaining())
-            try:
-                chunk = self._socket.recv(1 << 16)
-            except TimeoutError:
-                raise RunnerError("QEMU did not save or restore the VM within the run's deadline") from None
-            if not chunk:
-                raise QmpClosed("QEMU closed its QMP socket")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
-
-
-def _running(pid: int) -> bool:
-    """Whether the child `pid` has not exited yet (without reaping it: see launch._Runner._watch)."""
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None

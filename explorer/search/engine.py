@@ -1,34 +1,28 @@
 """The search: generation after generation, expand the state the strategy chooses, boot its children.
 
-Phases of one generation (Hypothesis-style: each a method, each with its invariant):
+Phases of one generation (Hypothesis-style: each a method, each with its invariant; `_generation`
+calls them in this order):
   choose   the strategy picks a frontier entry (seeded by the search seed and generation number);
-  propose  the operators turn it and its lineage into children, tier by tier: first the
-           structural ones (device discovery from the device tree and from ISA ports, value
-           collapse); only when they have nothing new is the state *stalled*, and the cheap
-           fixes (kernel arguments, a timer tick) are asked, and only when those have nothing
-           either, the searches that cost a generation of 30+ runs (bitwise values, NOP
-           escalation): as the original design does, a spin loop or a panic is examined once
-           nothing simpler is left. Every child is checked here, once for all operators, as the
-           runner would check it (explorer.runner.config.validate of its bootable config): one
-           no runner would boot is *dropped*, kept with the check's one line and never booted,
-           and counts as nothing new (a tier that proposed only dropped children hands on to
-           the next). Invariant: no proposal ends a search;
+  propose  the operators turn it and its lineage into children, tier by tier, each child checked
+           as a runner would check it, one no runner would boot dropped with its reason
+           (explorer.search.proposal). Invariant: no proposal ends a search;
   run      the executor boots every new child (children already stored are never booted again:
            a state's run is a function of the state); with snapshots (SearchOptions.snapshots),
-           the children whose boot is the parent's up to a point (explorer.search.snapshots)
+           the children whose boot is the parent's up to a point (explorer.search.boot_sharing)
            continue from a save of the parent's boot there instead of booting from reset: the
            parent boots to the point once per generation (unless that save is cached), then
            they continue from it. The prefix boots are master-side work: they count in the
            generation's wall and runner-wait time like runs, and in the counters
            snapshot_seconds (their wall time), snapshots_taken and runs_from_snapshots, never
-           as runs. Invariant: a search stores exactly the same states and byte-identical runs
-           with snapshots as without;
-  commit   one store transaction: the children, their edges (parent, operator, reason), their
-           runs, their frontier entries, the counters; the dropped children with the reason on
-           their edges (no run, no frontier entry: stored, they are never proposed again); the
-           expanded state leaves the frontier only when it proposed nothing new (otherwise it
-           goes back, just older than its children, so that its next expansion asks the next
-           tier).
+           as runs. Each run's result is decoded once, as it arrives (`ChildRun`: the observer
+           and the commit read that). Invariant: a search stores exactly the same states and
+           byte-identical runs with snapshots as without;
+  commit   one store transaction, booting nothing: the children, their edges (parent,
+           operator, reason), their runs, their frontier entries, the counters; the dropped
+           children with the reason on their edges (no run, no frontier entry: stored, they are
+           never proposed again); the expanded state leaves the frontier only when it proposed
+           nothing new (otherwise it goes back, just older than its children, so that its next
+           expansion asks the next tier).
 A kill at any moment loses at most the generation in flight: resuming re-chooses the same
 state (it is still on the frontier) and re-proposes the same children.
 
@@ -49,60 +43,29 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from explorer.errors import BadInput
 from explorer.execution.executor import Executor
-from explorer.execution.jobs import Job, Outcome, SnapshotUse
+from explorer.execution.jobs import Job, Outcome
+from explorer.execution.snapshot_cache import SnapshotCache
 from explorer.firmware.model import Firmware
-from explorer.runner.config import validate
+from explorer.runner.rehost_pb2 import RunResult
 from explorer.runner.result import deserialize
+from explorer.runner.snapshot import Snapshot
+from explorer.search.boot_sharing import DEFAULT_SNAPSHOT_LIMIT_BYTES, divergence_point, sharing_plan
 from explorer.search.initial import initial_state
 from explorer.search.operators import (
     Child,
     Context,
     Evaluated,
-    Operator,
-    bitwise,
-    collapse,
-    devices,
-    firmware_calls,
-    interrupts,
-    isa,
-    kernel_arguments,
-    nops,
 )
+from explorer.search.proposal import OperatorPhases, Proposal, propose
 from explorer.search.score import Score, boot_completed, score
-from explorer.search.snapshots import (
-    DEFAULT_SNAPSHOT_LIMIT_BYTES,
-    SnapshotCache,
-    divergence_point,
-    sharing_plan,
-)
 from explorer.search.state import State, Target, bootable, canonical_bytes, derive, parse_state, state_id
 from explorer.search.strategy import strategy_named
 from explorer.store import EdgeRecord, FrontierEntry, Generation, RunRecord, Store
 
-
-@dataclass(frozen=True)
-class OperatorPhases:
-    # Asked first, for every state.
-    structural: tuple[Operator, ...] = (
-        firmware_calls.propose,
-        devices.propose,
-        isa.propose,
-        collapse.propose,
-    )
-    # Asked in turn while the tiers before have nothing new for a state (which is then stalled).
-    stall_tiers: tuple[tuple[Operator, ...], ...] = (
-        (kernel_arguments.propose, interrupts.propose),
-        (bitwise.propose, nops.propose),
-    )
-
-
 # Ancestors an operator sees (NOP escalation looks a few generations back; more is only cost).
 LINEAGE_DEPTH = 16
 INITIAL_OPERATOR = "initial"
-# The state_id of a job that saves a snapshot (never a state: ids are hex digits).
-SAVE_JOB_PREFIX = "snapshot:"
 # The store counters a search with snapshots adds (a search without never has them).
 SNAPSHOT_COUNTERS = ("snapshots_taken", "runs_from_snapshots", "snapshot_seconds")
 # The store counter of children dropped unbooted (a search that dropped none never has it).
@@ -144,21 +107,26 @@ class SearchOptions:
 
 
 @dataclass(frozen=True)
-class Dropped:
-    """A proposed child no runner would boot, and why (explorer.runner.config.validate's line)."""
+class ChildRun:
+    """A child's finished run: its outcome, and its result and score, decoded once."""
 
-    child: Child
-    why: str
+    outcome: Outcome
+    result: RunResult
+    score: Score
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> ChildRun:
+        result = deserialize(outcome.result)
+        return cls(outcome, result, score(result))
 
 
 @dataclass(frozen=True)
-class Proposal:
-    """What expanding a state proposed: children to boot, children dropped, and whether the
-    structural operators had nothing new for it (it is stalled)."""
+class Save:
+    """A save job's outcome: where the snapshot was written (if it was), its point, its wall time."""
 
-    children: list[Child]
-    dropped: list[Dropped]
-    stalled: bool
+    directory: Path
+    point: int
+    wall_seconds: float
 
 
 @dataclass(frozen=True)
@@ -257,12 +225,16 @@ class Search:
         # Not checked: the initial state is made from what the user gave, and a machine no runner
         # accepts is their error to see (BadInput from the runner), not a proposal to drop.
         child = Child(initial, INITIAL_OPERATOR, "the kernel on a CPU and RAM, nothing else")
-        self._commit(0, None, None, Proposal([child], [], stalled=False))
+        proposal = Proposal([child], [], stalled=False)
+        self._commit(0, None, None, proposal, self._run(0, None, None, proposal.children))
 
     def _generation(self, entry: FrontierEntry) -> None:
+        """choose (done: `entry`), propose, run, commit."""
         number = self._store.generations()
         lineage = self._lineage(entry.state_id)
-        self._commit(number, entry, lineage[0], self._propose(lineage))
+        proposal = self._propose(lineage)
+        runs = self._run(number, entry, lineage[0], proposal.children)
+        self._commit(number, entry, lineage[0], proposal, runs)
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -272,38 +244,16 @@ class Search:
 
     def _propose(self, lineage: tuple[Evaluated, ...]) -> Proposal:
         context = Context(self._firmware, self._target, lineage)
-        dropped: dict[str, Dropped] = {}
-        children = self._new_children(context, self._operators.structural, dropped)
-        if children:
-            return Proposal(children, list(dropped.values()), stalled=False)
-        for tier in self._operators.stall_tiers:
-            children = self._new_children(context, tier, dropped)
-            if children:
-                break
-        return Proposal(children, list(dropped.values()), stalled=True)
+        return propose(context, self._operators, self._stored, self._options.max_children)
 
-    def _new_children(
-        self, context: Context, operators: Sequence[Operator], dropped: dict[str, Dropped]
-    ) -> list[Child]:
-        """Bootable children not stored yet, each once, in the order proposed, at most
-        max_children; those no runner would boot go into `dropped` (by state id) instead."""
-        seen: set[str] = set()
-        fresh: list[Child] = []
-        for propose in operators:
-            for child in propose(context):
-                identity = state_id(child.state)
-                # A stored state was booted, or dropped: either way, it is nothing new.
-                if identity in seen or identity in dropped or self._store.state(identity) is not None:
-                    continue
-                why = unbootable(child.state, self._target, self._firmware)
-                if why is not None:
-                    dropped[identity] = Dropped(child, why)
-                    continue
-                seen.add(identity)
-                fresh.append(child)
-        return fresh[: self._options.max_children]
-
-    def _run(self, parent: Evaluated | None, children: Sequence[Child]) -> dict[str, Outcome]:
+    def _run(
+        self, number: int, expanded: FrontierEntry | None, parent: Evaluated | None, children: Sequence[Child]
+    ) -> dict[str, ChildRun]:
+        """Boot the children (those the budget leaves unfinished are missing), each run decoded once."""
+        if self._observer is not None:
+            self._observer.generation_started(number, expanded.state_id if expanded else None, len(children))
+        if not children:
+            return {}
         jobs = {
             state_id(child.state): Job(
                 state_id(child.state),
@@ -313,39 +263,34 @@ class Search:
             for child in children
         }
         if self._snapshots is None or parent is None:
-            return self._executed(list(jobs.values()))
-        snapshots = self._shared_snapshots(self._snapshots, parent, children)
-        sharing = {child for _, group in snapshots.values() for child in group}
+            return self._executed(list(jobs.values()))[0]
+        cache = self._snapshots
+        shared = self._shared_snapshots(cache, parent, children)
+        sharing = {child for _, group in shared.values() for child in group}
         saves = [
-            self._save_job(self._snapshots, parent, point)
-            for point, (found, _) in snapshots.items()
-            if found is None
+            self._save_job(cache, parent, point) for point, (found, _) in shared.items() if found is None
         ]
         # The prefix boots run beside the children that boot in full; the others wait for them.
-        outcomes = self._executed([*saves, *(job for child, job in jobs.items() if child not in sharing)])
-        kept: dict[int, Path | None] = {point: found for point, (found, _) in snapshots.items()}
-        for save in saves:
-            assert save.snapshot is not None
-            outcome = outcomes.pop(save.state_id, None)
-            if outcome is not None:
-                point = save.snapshot.point
-                self._count("snapshot_seconds", outcome.wall_seconds)
-                kept[point] = self._snapshots.keep(save.snapshot.directory, parent.state_id, point)
-                self._count("snapshots_taken", float(kept[point] is not None))
+        runs, saved = self._executed([*saves, *(job for child, job in jobs.items() if child not in sharing)])
+        kept: dict[int, Path | None] = {point: found for point, (found, _) in shared.items()}
+        for save in saved:
+            self._count("snapshot_seconds", save.wall_seconds)
+            kept[save.point] = cache.keep(save.directory, parent.state_id, save.point)
+            self._count("snapshots_taken", float(kept[save.point] is not None))
         continued = []
-        for point, (_, group) in snapshots.items():
+        for point, (_, group) in shared.items():
             directory = kept[point]
-            use = SnapshotUse(directory, point, save=False) if directory is not None else None
+            use = Snapshot(parent.state_id, point, directory, save=False) if directory is not None else None
             continued += [replace(jobs[child], snapshot=use) for child in group]
         self._count("runs_from_snapshots", sum(job.snapshot is not None for job in continued))
-        outcomes.update(self._executed(continued))
-        return outcomes
+        runs.update(self._executed(continued)[0])
+        return runs
 
     def _shared_snapshots(
         self, cache: SnapshotCache, parent: Evaluated, children: Sequence[Child]
     ) -> dict[int, tuple[Path | None, list[str]]]:
         """Each point of the parent's boot children continue from: its cached snapshot (None: to be
-        taken) and those children (explorer.search.snapshots.sharing_plan)."""
+        taken) and those children (explorer.search.boot_sharing.sharing_plan)."""
         points = {
             state_id(child.state): divergence_point(parent.state, parent.result, child.state)
             for child in children
@@ -361,48 +306,57 @@ class Search:
     def _save_job(self, cache: SnapshotCache, parent: Evaluated, point: int) -> Job:
         """A job booting the parent to `point` and saving it into a staging directory of the cache."""
         config = bootable(parent.state, self._target, self._firmware).SerializeToString()
-        use = SnapshotUse(cache.staging(parent.state_id, point), point, save=True)
-        return Job(f"{SAVE_JOB_PREFIX}{point}", config, self._options.run_deadline_seconds, use)
+        snapshot = Snapshot(parent.state_id, point, cache.staging(parent.state_id, point), save=True)
+        return Job(parent.state_id, config, self._options.run_deadline_seconds, snapshot)
 
-    def _executed(self, jobs: Sequence[Job]) -> dict[str, Outcome]:
-        """Run `jobs` on the executor; the outcomes that finished within the budget."""
-        outcomes: dict[str, Outcome] = {}
+    def _executed(self, jobs: Sequence[Job]) -> tuple[dict[str, ChildRun], list[Save]]:
+        """Run `jobs` on the executor: of those that finished within the budget, the children's runs
+        by state id (each result decoded here, once) and the saves."""
+        runs: dict[str, ChildRun] = {}
+        saves: list[Save] = []
         if not jobs:
-            return outcomes
+            return runs, saves
         waiting_since = time.monotonic()
         for outcome in self._executor.run(jobs, stop_at=self._started + self._options.budget_seconds):
             now = time.monotonic()
             self._waiting += now - waiting_since
-            outcomes[outcome.state_id] = outcome
-            if self._observer is not None and not outcome.state_id.startswith(SAVE_JOB_PREFIX):
-                self._observer.run_finished(outcome, score(deserialize(outcome.result)))
+            snapshot = outcome.job.snapshot
+            if snapshot is not None and snapshot.save:
+                saves.append(Save(snapshot.directory, snapshot.point, outcome.wall_seconds))
+            else:
+                run = ChildRun.of(outcome)
+                runs[outcome.state_id] = run
+                if self._observer is not None:
+                    self._observer.run_finished(outcome, run.score)
             waiting_since = time.monotonic()
         self._waiting += time.monotonic() - waiting_since
-        return outcomes
+        return runs, saves
 
     def _count(self, counter: str, amount: float) -> None:
         self._snapshot_counters[counter] = self._snapshot_counters.get(counter, 0.0) + amount
 
     def _commit(
-        self, number: int, expanded: FrontierEntry | None, parent: Evaluated | None, proposal: Proposal
+        self,
+        number: int,
+        expanded: FrontierEntry | None,
+        parent: Evaluated | None,
+        proposal: Proposal,
+        runs: dict[str, ChildRun],
     ) -> None:
         children = proposal.children
-        if self._observer is not None:
-            self._observer.generation_started(number, expanded.state_id if expanded else None, len(children))
-        outcomes = self._run(parent, children) if children else {}
         # Children whose runs the budget cut short are left out: not stored, so a resumed search
         # proposes and boots them again; their parent stays on the frontier (below). A generation
         # whose every run was cut commits nothing at all.
-        finished = [child for child in children if state_id(child.state) in outcomes]
+        finished = [child for child in children if state_id(child.state) in runs]
         if children and not finished:
             return
         children = finished
         depth = expanded.depth + 1 if expanded is not None else 0
-        states, edges, runs, frontier = [], [], [], []
+        states, edges, records, frontier = [], [], [], []
         for child in children:
             identity = state_id(child.state)
-            outcome = outcomes[identity]
-            run_score = score(deserialize(outcome.result)).to_bytes()
+            run = runs[identity]
+            run_score = run.score.to_bytes()
             states.append((identity, canonical_bytes(child.state)))
             edges.append(
                 EdgeRecord(
@@ -414,9 +368,11 @@ class Search:
                     generation=number,
                 )
             )
-            runs.append(RunRecord(identity, outcome.result, run_score, outcome.wall_seconds, number))
-            self._best = max(self._best, Score.from_bytes(run_score))
-            self._completed = self._completed or boot_completed(deserialize(outcome.result))
+            records.append(
+                RunRecord(identity, run.outcome.result, run_score, run.outcome.wall_seconds, number)
+            )
+            self._best = max(self._best, run.score)
+            self._completed = self._completed or boot_completed(run.result)
             frontier.append((run_score, identity, depth))
         for dropped in proposal.dropped:
             identity = state_id(dropped.child.state)
@@ -444,7 +400,7 @@ class Search:
                 expanded=expanded.state_id if expanded is not None else None,
                 states=states,
                 edges=edges,
-                runs=runs,
+                runs=records,
                 frontier=frontier,
                 counters={
                     "stalled_generations": float(proposal.stalled),
@@ -484,6 +440,9 @@ class Search:
             lineage.append(evaluated)
         return tuple(lineage)
 
+    def _stored(self, identity: str) -> bool:
+        return self._store.state(identity) is not None
+
     def _store_wall(self) -> float:
         return float(self._store.counters().get("wall_seconds", 0.0))
 
@@ -506,16 +465,6 @@ def evaluated_state(store: Store, identity: str) -> tuple[Evaluated, str | None]
         if edge.operator != INITIAL_OPERATOR:
             made_by = Child(parse_state(data), edge.operator, edge.reason, edge.detail)
     return Evaluated(identity, parse_state(data), deserialize(run.result), made_by), parent
-
-
-def unbootable(state: State, target: Target, firmware: Firmware) -> str | None:
-    """Why no runner would boot `state` (the one line of explorer.runner.config.validate, which
-    every runner asks before it starts QEMU), or None when one would."""
-    try:
-        validate(bootable(state, target, firmware))
-    except BadInput as error:
-        return str(error)
-    return None
 
 
 def stop_record(store: Store, ended: str) -> dict[str, Any]:

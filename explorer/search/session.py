@@ -9,7 +9,7 @@ search started; a resumed session uses them unchanged except for its own budget 
 and refuses a kernel that changed since. Which executor runs a session (a local pool, or Ray)
 is never stored: each session runs on the one its own command line names, and the search cannot
 tell them apart. Nor does a resumed session inherit whether children continue from snapshots
-(explorer.search.snapshots) or how much of them to keep: each session chooses its own, on either
+(explorer.search.boot_sharing) or how much of them to keep: each session chooses its own, on either
 executor (Ray ships them through its object store: explorer.execution.ray_shipping); results are
 the same either way, and the snapshots kept in the work directory serve every later session.
 """
@@ -32,10 +32,10 @@ from explorer.firmware.boot_files import boot_files
 from explorer.firmware.ingest import ingest, read_input
 from explorer.firmware.model import Firmware
 from explorer.runner.build import BUILD_COMMAND, PLUGIN
+from explorer.runner.command import Plugin
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import Plugin
+from explorer.search.boot_sharing import DEFAULT_SNAPSHOT_LIMIT_BYTES, snapshot_cache
 from explorer.search.engine import Observer, Search, SearchOptions
-from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES, SnapshotCache
 from explorer.search.state import Target
 from explorer.search.strategy import strategy_named
 from explorer.store import Store
@@ -179,7 +179,7 @@ def run_search(
     On `executor`, which the caller opened and closes; None: a local pool of `options.workers`
     runners with `setup`, closed however the search ends (a KeyboardInterrupt goes through).
     With options.snapshots and a local pool, children continue from snapshots kept in the work
-    directory (explorer.search.snapshots.SnapshotCache).
+    directory (explorer.execution.snapshot_cache.SnapshotCache).
     """
     if executor is not None:
         return _search(store, facts, target, options, setup, executor, observer).run()
@@ -198,5 +198,5 @@ def _search(
 ) -> Search:
     snapshots = None
     if options.snapshots:
-        snapshots = SnapshotCache(store.directory, setup.qemu_dir, options.snapshot_limit_bytes)
+        snapshots = snapshot_cache(store.directory, setup.qemu_dir, options.snapshot_limit_bytes)
     return Search(store, facts, target, options, executor, observer, snapshots=snapshots)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.firmware.model import Firmware
+from explorer.runner.command import GUEST_NS_PER_INSTRUCTION
 from explorer.runner.kernel_hooks import watching_kernel
-from explorer.runner.launch import GUEST_NS_PER_INSTRUCTION
 from explorer.runner.machine_config_pb2 import MachineConfig
 
 # Hex digits of a state id shown to people (the full id is 64).

@@ -10,6 +10,9 @@
  * budget:     end the run once N guest instructions have executed. Checked in blocks that end
  *             in a backward branch (every loop has one) and on interrupts and exceptions, so it
  *             may overshoot by the instructions of one loop iteration.
+ *             Always (ARM): a spin nothing can end ends the run the same way, detail
+ *             "spin: ..." (on_wait_for_event): a WFE with interrupts masked and the same
+ *             registers SPIN_WAITS_MAX times in a row.
  * hook:       milestone NAME the first time ADDR executes (start_kernel ...).
  * initcalls:  the address of do_one_initcall: an initcall on every entry, its function being
  *             the first argument.
@@ -82,7 +85,7 @@
  *
  * Decisions are made at translation time: a block gets a callback only when it holds a hooked
  * address or a call, starts at a return address or below user_below, or ends in a backward
- * branch, and a one-instruction block a memory callback (where replayed accesses run);
+ * branch, a WFE a callback, and a one-instruction block a memory callback (where replayed accesses run);
  * otherwise at most inline operations (the instruction count, the running block, and with
  * callstack=on a compare with the innermost return address, only in blocks right after a
  * call, and a store marking the stack pointer moved at instructions that load it). Execution-
@@ -115,6 +118,16 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define PANIC_MESSAGE_MAX 160
 #define ARM_CPSR_MODE_MASK 0x1f
 #define ARM_CPSR_MODE_USER 0x10
+#define ARM_CPSR_IRQ_MASKED 0x80
+/*
+ * A wait for an event that nothing can end (see on_wait_for_event): the run ends once the same
+ * WFE has run this many times in a row with interrupts masked and the same registers. Each
+ * WFE returns to QEMU's main loop (a yield), a few microseconds: a spinlock deadlock ran about
+ * 300,000 instructions a second instead of 100 million, and took minutes to its budget.
+ */
+#define SPIN_WAITS_MAX 65536
+/* What a spin compares between two of its waits: r0-r12, sp, lr, cpsr (the pc is the WFE's). */
+#define SPIN_REGISTERS 16
 /* PIPE_BUF: a frame this small is written atomically, whoever else writes to the pipe. */
 #define FRAME_MAX 4096
 #define VARINT_MAX 10
@@ -222,6 +235,8 @@ typedef size_t (*ReturnPatch)(uint32_t value, uint32_t words[NOP_WORDS_MAX]);
 /* Does the instruction load the stack pointer with a value not derived from it (a context
  * switch's load of the next thread's)? `bytes` holds at least 4. */
 typedef bool (*StackLoadTest)(const uint8_t *bytes, size_t size);
+/* Is this instruction a wait for an event (ARM WFE)? */
+typedef bool (*WaitForEventTest)(const uint8_t *bytes, size_t size);
 /*
  * Did the exception entered at `to_pc` (`cause`: the exception register's value, 0 without
  * one) leave the instruction that raised it unexecuted in QEMU's icount? QEMU winds a block
@@ -245,6 +260,7 @@ typedef struct {
     const char *exception_register; /* NULL: the vector alone tells the exception */
     FaultTest leaves_fault_unexecuted;
     StackLoadTest loads_stack_pointer;
+    WaitForEventTest waits_for_event;
 } TargetTraits;
 
 /*
@@ -301,6 +317,11 @@ typedef struct {
     struct qemu_plugin_register *stack_register; /* NULL: one stack for every thread */
     struct qemu_plugin_register *general_registers[GENERAL_REGISTERS];
     GByteArray *register_buffer;
+    /* The latest wait for an event with interrupts masked: where, the registers, how many
+     * such waits in a row had both the same (0: none). */
+    uint64_t spin_pc;
+    uint64_t spin_registers[SPIN_REGISTERS];
+    uint64_t spin_waits;
     GHashTable *call_sites;      /* call instruction address -> CallSite */
     GHashTable *return_targets;  /* set of return addresses of translated calls */
     GHashTable *call_targets;    /* set of direct call targets translated so far */
@@ -959,6 +980,23 @@ static bool arm_loads_stack_pointer(const uint8_t *bytes, size_t size)
     }
 }
 
+/* WFE: A32 (any condition), T16 and T32 encodings (a T32 one's halfwords as they are read). */
+static bool arm_waits_for_event(const uint8_t *bytes, size_t size)
+{
+    uint32_t word = guest_word(bytes, false);
+
+    if (size == 2) {
+        return (word & 0xffff) == 0xbf20;
+    }
+    return size == 4 && (((word & 0x0fffffff) == 0x0320f002 && word >> 28 != 0xf) ||
+                         word == 0x8002f3af);
+}
+
+static bool never_waits_for_event(const uint8_t *bytes, size_t size)
+{
+    return false;
+}
+
 #define MIPS_SP 29
 
 /* MIPS32: lw/ld/lui into sp, addiu/addi into sp from another register, an ALU result into sp
@@ -1020,13 +1058,13 @@ static bool no_call(const uint8_t *bytes, size_t size, uint64_t vaddr,
 static const TargetTraits target_traits[] = {
     { "arm", "r0", "r0", "cpsr", "sp", false, arm_ends_in_backward_branch,
       arm_is_call, arm_return_patch, NULL, arm_leaves_fault_unexecuted,
-      arm_loads_stack_pointer },
+      arm_loads_stack_pointer, arm_waits_for_event },
     { "mipsel", "r4", "r2", NULL, "r29", false, mips_ends_in_backward_branch,
       mips_is_call, mips_return_patch, "cause", mips_leaves_fault_unexecuted,
-      mips_loads_stack_pointer },
+      mips_loads_stack_pointer, never_waits_for_event },
     { "mips", "r4", "r2", NULL, "r29", true, mips_ends_in_backward_branch,
       mips_is_call, mips_return_patch, "cause", mips_leaves_fault_unexecuted,
-      mips_loads_stack_pointer },
+      mips_loads_stack_pointer, never_waits_for_event },
 };
 /*
  * Another target still works: every block checks the budget, no register is read, and a
@@ -1035,7 +1073,8 @@ static const TargetTraits target_traits[] = {
 static const TargetTraits unknown_target = { "?", NULL, NULL, NULL, NULL, false,
                                              any_branch, no_call, NULL, NULL,
                                              never_unexecuted,
-                                             never_loads_stack_pointer };
+                                             never_loads_stack_pointer,
+                                             never_waits_for_event };
 
 static const TargetTraits *traits_of(const char *target)
 {
@@ -1202,6 +1241,64 @@ static void on_pause(unsigned int vcpu_index, void *userdata)
 static void on_budget_check(unsigned int vcpu_index, void *userdata)
 {
     end_run(EXPLORER__REHOST__EXIT_REASON__EXIT_BUDGET, "budget", "");
+}
+
+/*
+ * A WFE ran (only where the target names its mode register: ARM). On one CPU with interrupts
+ * masked, a wait for an event is a spin nothing outside it can end: no other CPU can release
+ * the lock or set the flag, no interrupt handler can run, and the machine has one vCPU. Only
+ * the spinning code itself could end it, and when the same WFE comes round again and again with
+ * every register the same (flags included) its next turn does what the last one did: the
+ * kernel's spinlock waiting for itself (spin_lock_irqsave on a lock its own CPU holds, as a
+ * console driver whose interrupt handler printed). The run ends there, as the budget would
+ * end it much later with the same stack, milestones and log: EXIT_BUDGET, detail
+ * "spin: N waits for an event at pc 0xPC with interrupts masked". Any other wait (interrupts
+ * open, other registers: a delay loop reading a counter) starts the count again.
+ */
+static void on_wait_for_event(unsigned int vcpu_index, void *userdata)
+{
+    uint64_t pc = GPOINTER_TO_SIZE(userdata);
+    uint64_t registers[SPIN_REGISTERS] = { 0 };
+    g_autofree char *detail = NULL;
+    int i;
+
+    registers[SPIN_REGISTERS - 1] = read_register(state.mode_register);
+    if (!(registers[SPIN_REGISTERS - 1] & ARM_CPSR_IRQ_MASKED)) {
+        state.spin_waits = 0;
+        return;
+    }
+    for (i = 0; i < SPIN_REGISTERS - 1; i++) {
+        struct qemu_plugin_register *handle = i == 13 ? state.stack_register :
+                                              state.general_registers[i];
+
+        registers[i] = handle ? read_register(handle) : 0;
+    }
+    if (state.spin_waits && pc == state.spin_pc &&
+        !memcmp(registers, state.spin_registers, sizeof(registers))) {
+        state.spin_waits++;
+    } else {
+        state.spin_pc = pc;
+        memcpy(state.spin_registers, registers, sizeof(registers));
+        state.spin_waits = 1;
+    }
+    if (state.spin_waits >= SPIN_WAITS_MAX) {
+        detail = g_strdup_printf("spin: %" PRIu64 " waits for an event at pc 0x%" PRIx64
+                                 " with interrupts masked", state.spin_waits, pc);
+        end_run(EXPLORER__REHOST__EXIT_REASON__EXIT_BUDGET, "spin", detail);
+    }
+}
+
+/* A WFE gets the spin check, on a target whose mode register tells masked interrupts. */
+static void instrument_wait_for_event(struct qemu_plugin_insn *insn)
+{
+    uint8_t bytes[4] = { 0 };
+    size_t size = qemu_plugin_insn_data(insn, bytes, sizeof(bytes));
+
+    if (state.mode_register && state.traits->waits_for_event(bytes, size)) {
+        qemu_plugin_register_vcpu_insn_exec_cb(
+            insn, on_wait_for_event, QEMU_PLUGIN_CB_R_REGS,
+            GSIZE_TO_POINTER(qemu_plugin_insn_vaddr(insn)));
+    }
 }
 
 static void check_budget(void)
@@ -1859,6 +1956,7 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         if (state.callstack && !user_code) {
             instrument_stack_load(insn);
         }
+        instrument_wait_for_event(insn);
     }
 }
 
@@ -1902,13 +2000,14 @@ static bool any_hook_needs_registers(void)
  *   call sites: count, then (address, return address, target, target register, last target),
  *   return targets, direct call targets, log return addresses, functions entered: sets,
  *   instructions covered, coverage bitmaps: count, then (region, COVERAGE_REGION_SIZE bits),
- *   loops: count, then (start, branch, iterations, window start, reported) each.
+ *   loops: count, then (start, branch, iterations, window start, reported) each,
+ *   the spin: its waits in a row, its pc, its SPIN_REGISTERS registers.
  * The translation-time facts (call sites, targets) are kept because a return into a frame
  * pushed before the point must still be recognised in a restored VM whose calls were
  * translated before it. Not kept: kernel_mapped and nops_applied, so that the restored run's
  * first kernel block writes its own NOPs (the same bytes, or the child's).
  */
-#define STATE_FILE_MAGIC 0x33657473686572ULL /* "rehste3": version 3, user space reached */
+#define STATE_FILE_MAGIC 0x34657473686572ULL /* "rehste4": version 4, user space reached */
 
 static void put_word(GByteArray *out, uint64_t word)
 {
@@ -2027,6 +2126,11 @@ static void save_state(const char *path)
     put_set(out, state.functions);
     put_coverage(out);
     put_loops(out);
+    put_word(out, state.spin_waits);
+    put_word(out, state.spin_pc);
+    for (i = 0; i < SPIN_REGISTERS; i++) {
+        put_word(out, state.spin_registers[i]);
+    }
     if (!g_file_set_contents(path, (const gchar *)out->data, out->len, &error)) {
         fprintf(stderr, "rehost: state_out: %s\n", error->message);
         exit(1);
@@ -2188,9 +2292,10 @@ static void restore_state(unsigned int vcpu_index)
 {
     StateReader reader = { state.restored->data,
                            state.restored->data + state.restored->len };
+    int i;
 
     if (take_word(&reader) != STATE_FILE_MAGIC) {
-        reject_state_file("is of another version than rehste2");
+        reject_state_file("is of another version than rehste4");
     }
     qemu_plugin_u64_set(state.executed, vcpu_index, take_word(&reader));
     take_hooks(&reader);
@@ -2206,6 +2311,11 @@ static void restore_state(unsigned int vcpu_index)
     take_set(&reader, state.functions);
     take_coverage(&reader);
     take_loops(&reader, vcpu_index);
+    state.spin_waits = take_word(&reader);
+    state.spin_pc = take_word(&reader);
+    for (i = 0; i < SPIN_REGISTERS; i++) {
+        state.spin_registers[i] = take_word(&reader);
+    }
     if (reader.next != reader.end) {
         reject_state_file("has bytes after its state");
     }

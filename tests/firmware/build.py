@@ -19,7 +19,10 @@ the way one search operator must get past:
 - devices.elf (+ devices.dtb): a PL011 in loopback and an SP804 that must count: device
   discovery from the device tree;
 - idle.elf: waits for ever for an interrupt nothing raises: the machine's idle deadline must end
-  its run (no operator is meant to get it past).
+  its run (no operator is meant to get it past);
+- deadlock.elf: spins with interrupts masked on a lock its own CPU holds, waiting for an event
+  (WFE) nothing can send, after a countdown that waits for events too: the plugin must end the
+  first spin and not the second (no operator is meant to get it past).
 
 Each gets to run_init_process and then machine_power_off once it is past. ARM (A32) code only:
 the plugin's NOPs and call stack do not handle Thumb-2. Built with Debian's gcc-arm-none-eabi
@@ -50,6 +53,7 @@ PROGRAM_SOURCES = {
     "devices": ("devices.c",),
     "escalate": ("escalate.c",),
     "idle": ("idle.c",),
+    "deadlock": ("deadlock.c",),
 }
 PROGRAMS = tuple(PROGRAM_SOURCES)
 COMMON_SOURCES = ("head.S", "kernel.c")

@@ -18,10 +18,12 @@ from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.boards import vexpress_a9
 from explorer.runner.build import PLUGIN, binary
+from explorer.runner.command import Plugin, config_plugin_arguments
 from explorer.runner.config import to_json
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import MILESTONES as MILESTONES  # re-exported for the plugin tests
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
-from explorer.runner.launch import Plugin, RunnerLimits, config_plugin_arguments, run
+from explorer.runner.launch import run
 from explorer.runner.machine_config_pb2 import MachineConfig, MmioRule
 from explorer.runner.rehost_pb2 import RunResult
 from explorer.search.initial import initial_state

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from explorer.bench.runner import read_results, run_ground_truth
+from explorer.bench.campaign import read_results, run_ground_truth
 from explorer.bench.sets import BenchSet, load_set
 from explorer.bench.stock import NOT_IN_BUILD, StockBooter, StockModel, model_of
 from explorer.corpus import Corpus

@@ -23,12 +23,15 @@ import pytest
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import Plugin
 from explorer.runner.config import config_from_dict
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.runner.machine_config_pb2 import HookKind, MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.runner.result import serialize
+from explorer.runner.snapshot import Snapshot
 from tests.integration.rehosting import BOOT_DEADLINE_SECONDS, empty_am335x_config
 from tests.integration.test_native_mmio import (
     BRANCH_TO_SELF,
@@ -109,10 +112,20 @@ def test_the_child_resumed_from_its_parents_snapshot_serializes_like_its_full_bo
     first_read = next(a.icount for a in child_full.mmio_accesses if a.address == INTC_SYSSTATUS)
     point = first_read - BEFORE_THE_FIRST_READ
     prefix = run(
-        parent, qemu_build, plugin=plugin, limits=LIMITS, snapshot_at=point, snapshot_dir=tmp_path
+        parent,
+        qemu_build,
+        plugin=plugin,
+        limits=LIMITS,
+        snapshot=Snapshot("saved", point, tmp_path, save=True),
     ).result
     assert prefix.partial and prefix.exit.icount < first_read
-    resumed = run(child, qemu_build, plugin=plugin, limits=LIMITS, resume_from=tmp_path, resume_at=point)
+    resumed = run(
+        child,
+        qemu_build,
+        plugin=plugin,
+        limits=LIMITS,
+        snapshot=Snapshot("saved", point, tmp_path, save=False),
+    )
     assert serialize(resumed.result) == serialize(child_full)
 
 

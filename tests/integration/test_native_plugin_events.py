@@ -16,8 +16,10 @@ from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import Plugin
 from explorer.runner.config import config_from_dict
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.containment import RunnerLimits
+from explorer.runner.launch import run
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from tests.integration.rehosting import (
     BOOT_DEADLINE_SECONDS,

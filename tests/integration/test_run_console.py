@@ -27,12 +27,13 @@ from explorer.corpus import USERSPACE_MARKER, Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import GUEST_NS_PER_INSTRUCTION, Plugin
 from explorer.runner.config import read_config, write_config
 from explorer.runner.interactive import PAST_USER_SPACE
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import GUEST_NS_PER_INSTRUCTION, Plugin, run
+from explorer.runner.launch import run
 from explorer.runner.machine_config_pb2 import MachineConfig
-from explorer.search.models import gic_interrupt_ids, placement
+from explorer.search.device_models import gic_interrupt_ids, placement
 from tests.integration.groundtruth import free_port
 
 pytestmark = pytest.mark.qemu
@@ -136,7 +137,7 @@ def console_uart_placed(config: MachineConfig, firmware: Firmware, dtb: Path) ->
     serial port to the first device with one) and the kernel told to write its console there.
 
     The UART is the node /chosen's stdout-path names, else the tree's serial0 alias; its model is
-    explorer.search.models' placement of that node, its interrupt the node's own.
+    explorer.search.device_models' placement of that node, its interrupt the node's own.
     """
     tree = fdt.parse_dtb(dtb.read_bytes())
     stdout_path = tree.get_property("stdout-path", "/chosen")

@@ -21,8 +21,10 @@ from explorer.firmware.ingest import ingest
 from explorer.runner import launch
 from explorer.runner.boards import vexpress_a9
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import Plugin
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.runner.result import serialize
 from tests.integration.rehosting import BOOT_DEADLINE_SECONDS, boot_state, ticking_idle_am335x

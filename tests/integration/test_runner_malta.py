@@ -19,12 +19,15 @@ from explorer.errors import BadInput
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import Plugin
 from explorer.runner.config import config_from_dict, to_json, validate
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import MILESTONES, STANDARD_OBSERVATION, watching_kernel
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.runner.result import serialize
+from explorer.runner.snapshot import Snapshot
 from tests.integration.rehosting import BOOT_DEADLINE_SECONDS
 from tests.integration.test_native_mips import malta_config
 
@@ -146,7 +149,19 @@ def test_a_malta_run_continued_from_a_snapshot_equals_its_full_boot(
     point = int(full.exit.icount * share)
     plugin = Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
     limits = RunnerLimits(deadline_seconds=BOOT_DEADLINE_SECONDS)
-    prefix = run(malta, qemu_build, plugin=plugin, limits=limits, snapshot_at=point, snapshot_dir=tmp_path)
+    prefix = run(
+        malta,
+        qemu_build,
+        plugin=plugin,
+        limits=limits,
+        snapshot=Snapshot("saved", point, tmp_path, save=True),
+    )
     assert prefix.result.partial and point <= prefix.result.exit.icount < point + 10_000, prefix.result.exit
-    resumed = run(malta, qemu_build, plugin=plugin, limits=limits, resume_from=tmp_path, resume_at=point)
+    resumed = run(
+        malta,
+        qemu_build,
+        plugin=plugin,
+        limits=limits,
+        snapshot=Snapshot("saved", point, tmp_path, save=False),
+    )
     assert serialize(resumed.result) == serialize(full)

@@ -21,7 +21,8 @@ from explorer.corpus import USERSPACE_MARKER, Corpus
 from explorer.errors import RunnerError
 from explorer.runner.build import binary
 from explorer.runner.config import config_from_dict, write_config
-from explorer.runner.launch import Run, RunnerLimits, run
+from explorer.runner.containment import RunnerLimits
+from explorer.runner.launch import Run, run
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.runner.result import serialize
@@ -191,7 +192,8 @@ CONSOLE_DRIVER = """
 import sys
 from pathlib import Path
 from explorer.runner.config import read_config
-from explorer.runner.launch import RunnerLimits, run
+from explorer.runner.containment import RunnerLimits
+from explorer.runner.launch import run
 finished = run(read_config(Path(sys.argv[2])), Path(sys.argv[1]), limits=RunnerLimits(deadline_seconds=3),
                console=True)
 print("exit reason", finished.result.exit.reason, "console kept", len(finished.result.console))

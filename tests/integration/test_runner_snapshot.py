@@ -23,13 +23,15 @@ from explorer.errors import RunnerError
 from explorer.firmware.ingest import ingest
 from explorer.runner.boards import vexpress_a9
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import Plugin
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.runner.result import serialize
-from explorer.runner.snapshot import MANIFEST_FILE
-from explorer.search.snapshots import divergence_point
+from explorer.runner.snapshot import MANIFEST_FILE, Snapshot
+from explorer.search.boot_sharing import divergence_point
 from explorer.search.state import State, Target, bootable
 from tests.integration.rehosting import BOOT_DEADLINE_SECONDS, ticking_idle_am335x
 
@@ -86,7 +88,11 @@ def early_snapshot(
 ) -> tuple[Path, RunResult]:
     directory = tmp_path_factory.mktemp("early")
     prefix = run(
-        parent, qemu_build, plugin=plugin, limits=LIMITS, snapshot_at=points.early, snapshot_dir=directory
+        parent,
+        qemu_build,
+        plugin=plugin,
+        limits=LIMITS,
+        snapshot=Snapshot("saved", points.early, directory, save=True),
     ).result
     return directory, prefix
 
@@ -100,12 +106,20 @@ def test_a_run_resumed_from_a_snapshot_serializes_like_the_full_boot(
     tmp_path: Path,
 ) -> None:
     prefix = run(
-        parent, qemu_build, plugin=plugin, limits=LIMITS, snapshot_at=points.late, snapshot_dir=tmp_path
+        parent,
+        qemu_build,
+        plugin=plugin,
+        limits=LIMITS,
+        snapshot=Snapshot("saved", points.late, tmp_path, save=True),
     ).result
     assert prefix.partial and points.late <= prefix.exit.icount < points.late + 10_000
     assert 0 < len(prefix.mmio_accesses) < len(parent_full.mmio_accesses)
     resumed = run(
-        parent, qemu_build, plugin=plugin, limits=LIMITS, resume_from=tmp_path, resume_at=points.late
+        parent,
+        qemu_build,
+        plugin=plugin,
+        limits=LIMITS,
+        snapshot=Snapshot("saved", points.late, tmp_path, save=False),
     )
     assert serialize(resumed.result) == serialize(parent_full)
 
@@ -116,6 +130,7 @@ def test_a_child_differing_after_the_point_resumed_from_the_parents_snapshot_equ
     plugin: Plugin,
     parent_full: RunResult,
     early_snapshot: tuple[Path, RunResult],
+    points: Points,
 ) -> None:
     directory, prefix = early_snapshot
     touched_before = {access.address for access in prefix.mmio_accesses}
@@ -131,7 +146,8 @@ def test_a_child_differing_after_the_point_resumed_from_the_parents_snapshot_equ
     rule.constant = first_late_read.value ^ 1
     child_full = run(child, qemu_build, plugin=plugin, limits=LIMITS).result
     assert serialize(child_full) != serialize(parent_full)  # the rule matters
-    resumed = run(child, qemu_build, plugin=plugin, limits=LIMITS, resume_from=directory).result
+    continuing = Snapshot("saved", points.early, directory, save=False)
+    resumed = run(child, qemu_build, plugin=plugin, limits=LIMITS, snapshot=continuing).result
     assert serialize(resumed) == serialize(child_full)
 
 
@@ -160,10 +176,17 @@ def test_a_snapshot_of_another_build_or_point_or_with_a_garbage_manifest_is_refu
                 (copy / part.name).symlink_to(part)
         (copy / MANIFEST_FILE).write_text(body)
         with pytest.raises(RunnerError, match=why) as refused:
-            run(parent, qemu_build, plugin=plugin, limits=LIMITS, resume_from=copy)
+            continuing = Snapshot("saved", points.early, copy, save=False)
+            run(parent, qemu_build, plugin=plugin, limits=LIMITS, snapshot=continuing)
         assert "\n" not in str(refused.value)
     with pytest.raises(RunnerError, match=f"at instruction {points.early}, not {points.late}"):
-        run(parent, qemu_build, plugin=plugin, limits=LIMITS, resume_from=directory, resume_at=points.late)
+        run(
+            parent,
+            qemu_build,
+            plugin=plugin,
+            limits=LIMITS,
+            snapshot=Snapshot("saved", points.late, directory, save=False),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +211,7 @@ def test_a_ticking_guest_continued_from_a_snapshot_equals_its_full_boot(
     tmp_path: Path,
 ) -> None:
     # The machine's tick travels in the migration stream (deadline, raised flag, timer expiry);
-    # what makes the search share ticking parents' boots (explorer.search.snapshots). At a point
+    # what makes the search share ticking parents' boots (explorer.search.boot_sharing). At a point
     # in kernel_init's initcalls, with ticks between them, and one in the idle that follows, where
     # the guest only runs when a tick wakes it.
     reached = {milestone.name: milestone.icount for milestone in ticking_full.milestones}
@@ -198,10 +221,20 @@ def test_a_ticking_guest_continued_from_a_snapshot_equals_its_full_boot(
         point = ticking_full.mmio_accesses[-1].icount + 1_000_000
         assert reached["prepare_namespace"] < point  # the idle end carries no count: the save says
     prefix = run(
-        ticking, qemu_build, plugin=plugin, limits=LIMITS, snapshot_at=point, snapshot_dir=tmp_path
+        ticking,
+        qemu_build,
+        plugin=plugin,
+        limits=LIMITS,
+        snapshot=Snapshot("saved", point, tmp_path, save=True),
     ).result
     assert prefix.partial and point <= prefix.exit.icount < point + 10_000, prefix.exit
-    resumed = run(ticking, qemu_build, plugin=plugin, limits=LIMITS, resume_from=tmp_path, resume_at=point)
+    resumed = run(
+        ticking,
+        qemu_build,
+        plugin=plugin,
+        limits=LIMITS,
+        snapshot=Snapshot("saved", point, tmp_path, save=False),
+    )
     assert serialize(resumed.result) == serialize(ticking_full)
 
 
@@ -238,6 +271,18 @@ def test_a_timer_due_where_the_vm_stops_fires_alike_in_the_continuation(
     # continued, to give it room.
     for attempt in range(5):
         directory = tmp_path / str(attempt)
-        run(parent, qemu_build, plugin=plugin, limits=LIMITS, snapshot_at=point, snapshot_dir=directory)
-        resumed = run(child, qemu_build, plugin=plugin, limits=LIMITS, resume_from=directory, resume_at=point)
+        run(
+            parent,
+            qemu_build,
+            plugin=plugin,
+            limits=LIMITS,
+            snapshot=Snapshot("saved", point, directory, save=True),
+        )
+        resumed = run(
+            child,
+            qemu_build,
+            plugin=plugin,
+            limits=LIMITS,
+            snapshot=Snapshot("saved", point, directory, save=False),
+        )
         assert serialize(resumed.result) == serialize(child_full), f"save {attempt}"

@@ -20,11 +20,14 @@ from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.analysis import analyse
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import Plugin
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.runner.result import serialize
+from explorer.runner.snapshot import Snapshot
 from explorer.search.initial import initial_state
 from explorer.search.state import Target, bootable
 
@@ -98,8 +101,13 @@ def test_a_run_continued_from_a_snapshot_among_many_threads_equals_the_full_boot
     # Halfway through the initcalls: kernel_init, kthreadd and the first workers are running.
     point = full_boot.initcalls[len(full_boot.initcalls) // 2].icount
     prefix = run(
-        config, qemu_build, plugin=plugin, limits=LIMITS, snapshot_at=point, snapshot_dir=tmp_path
+        config,
+        qemu_build,
+        plugin=plugin,
+        limits=LIMITS,
+        snapshot=Snapshot("saved", point, tmp_path, save=True),
     ).result
     assert prefix.partial and prefix.exit.icount >= point
-    resumed = run(config, qemu_build, plugin=plugin, limits=LIMITS, resume_from=tmp_path).result
+    continuing = Snapshot("saved", point, tmp_path, save=False)
+    resumed = run(config, qemu_build, plugin=plugin, limits=LIMITS, snapshot=continuing).result
     assert serialize(resumed) == serialize(full_boot)

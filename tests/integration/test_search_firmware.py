@@ -23,9 +23,11 @@ import pytest
 from explorer.firmware.ingest import ingest
 from explorer.runner.analysis import RunAnalysis, analyse
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import Plugin
 from explorer.runner.config import config_from_dict, read_config
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION, watching_kernel
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import RunResult
 from tests.firmware import build as test_firmware

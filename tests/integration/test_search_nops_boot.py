@@ -16,9 +16,9 @@ from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.boards import vexpress_a9
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import Plugin
 from explorer.runner.config import config_from_dict
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import Plugin
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.runner.result import deserialize
 from explorer.search.operators import Context, Evaluated

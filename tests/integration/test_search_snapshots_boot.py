@@ -4,7 +4,7 @@ armmp on an am335x (BeagleBone Black) with only CPU and RAM spins at about 2.08e
 polling the interrupt controller's SYSSTATUS (tests/integration/test_search_values.py); its
 bitwise children change only that register. The point divergence_point gives them (from QEMU's
 icount on the parent's MmioAccess events) must be late in the boot, and the parent saved there
-(explorer.runner.launch.run's snapshot_at) must not have read the register yet: the saving run's
+(explorer.runner.launch.run's snapshot.point) must not have read the register yet: the saving run's
 MMIO accesses are the parent's up to the point, without the poll. The cache then keeps the real
 snapshot under its key.
 """
@@ -18,11 +18,14 @@ import pytest
 from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import Plugin
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.runner.rehost_pb2 import ExitReason
+from explorer.runner.snapshot import Snapshot
+from explorer.search.boot_sharing import divergence_point, sharing_plan, snapshot_cache
 from explorer.search.operators import Context, Evaluated, bitwise
-from explorer.search.snapshots import SnapshotCache, divergence_point, sharing_plan
 from explorer.search.state import State, Target, bootable, state_id
 from tests.integration.rehosting import BOOT_DEADLINE_SECONDS
 
@@ -62,16 +65,20 @@ def test_the_parent_saved_at_its_childrens_point_has_not_yet_read_what_they_chan
     assert len(sharing) == len(children) > 30
     assert init_irq < point < min(polls)  # past the decompressor and most of the boot
 
-    cache = SnapshotCache(tmp_path, qemu_build)
+    cache = snapshot_cache(tmp_path, qemu_build)
     staging = cache.staging(state_id(parent), point)
     # The boot to the point and the save take seconds.
     save_limits = RunnerLimits(deadline_seconds=SAVE_DEADLINE_SECONDS)
     saved = run(
-        config, qemu_build, plugin=plugin, limits=save_limits, snapshot_at=point, snapshot_dir=staging
+        config,
+        qemu_build,
+        plugin=plugin,
+        limits=save_limits,
+        snapshot=Snapshot(state_id(parent), point, staging, save=True),
     )
     saved = saved.result
     assert point <= saved.exit.icount < min(polls)
     assert INTC_SYSSTATUS not in {access.address for access in saved.mmio_accesses}
     assert list(saved.mmio_accesses) == list(full.mmio_accesses[: len(saved.mmio_accesses)])
     kept = cache.keep(staging, state_id(parent), point)
-    assert kept is not None and SnapshotCache(tmp_path, qemu_build).get(state_id(parent), point) == kept
+    assert kept is not None and snapshot_cache(tmp_path, qemu_build).get(state_id(parent), point) == kept

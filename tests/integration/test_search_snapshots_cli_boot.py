@@ -2,7 +2,7 @@
 
 The firmware is the tests' own values.elf (tests/firmware/): a whole search in seconds. Its runs
 are too short for a child to share its parent's boot (every child diverges in the first half of
-its parent's run: explorer.search.snapshots.WORTHWHILE_SHARE), so no snapshot is taken; what this
+its parent's run: explorer.search.boot_sharing.WORTHWHILE_SHARE), so no snapshot is taken; what this
 shows is that the options reach the search (it counts snapshot use, `status` and `show --json`
 say so) and that a resume keeps the cache in WORK/snapshots/. Children that do continue
 from a snapshot, on a real kernel: tests/integration/test_search_snapshots_invariant.py.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from explorer.search.snapshots import SNAPSHOTS_DIRECTORY
+from explorer.search.boot_sharing import SNAPSHOTS_DIRECTORY
 from tests.firmware import build as test_firmware
 
 pytestmark = pytest.mark.qemu
@@ -51,11 +51,25 @@ def test_snapshot_options_reach_the_search_and_the_cache_survives_a_resume(
     assert "snapshots: 0 taken in 0 s, 0 runs continued from one" in status.stdout
     shown = json.loads(explorer(qemu_build, "show", str(work), "--json").stdout)
     assert shown["runs_from_snapshots"] == 0 and "snapshots_taken" not in shown
-    # A resume opens the cache again: what earlier sessions kept stays, a save cut short goes.
+    # A resume opens the cache again: what earlier sessions kept stays, a save cut short (staged
+    # by a process that is gone) goes.
     kept = work / SNAPSHOTS_DIRECTORY / "kept-by-an-earlier-session"
-    cut_short = work / SNAPSHOTS_DIRECTORY / "killed-while-saving.partial"
     kept.mkdir()
-    cut_short.mkdir()
+    staged = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from explorer.search.boot_sharing import snapshot_cache; "
+            "print(snapshot_cache(Path(sys.argv[1]), Path(sys.argv[2])).staging('cut short', 1))",
+            str(work),
+            str(qemu_build),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cut_short = Path(staged.stdout.strip())
+    assert cut_short.is_dir()
     resumed = explorer(
         qemu_build, "resume", str(work), "--budget", "1m", "--snapshots", "--snapshot-limit", "1G"
     )

@@ -20,10 +20,11 @@ from explorer.corpus import Corpus
 from explorer.execution.executor import Executor
 from explorer.execution.local import LocalPool
 from explorer.firmware.ingest import ingest
-from explorer.search.engine import OperatorPhases, Search, SearchOptions, evaluated_state
+from explorer.search.boot_sharing import SAFETY_MARGIN, SNAPSHOTS_DIRECTORY, divergence_point, snapshot_cache
+from explorer.search.engine import Search, SearchOptions, evaluated_state
 from explorer.search.operators import Child, Context, bitwise
+from explorer.search.proposal import OperatorPhases
 from explorer.search.session import runner_setup
-from explorer.search.snapshots import SAFETY_MARGIN, SNAPSHOTS_DIRECTORY, SnapshotCache, divergence_point
 from explorer.search.state import State, Target
 from explorer.store import Store
 
@@ -55,7 +56,7 @@ def searched(
     setup = runner_setup(qemu_build)
     operators = OperatorPhases(structural=(first_bitwise_children,), stall_tiers=())
     with Store.create(work, {"options": options.to_dict()}) as store:
-        cache = SnapshotCache(work, qemu_build) if snapshots else None
+        cache = snapshot_cache(work, qemu_build) if snapshots else None
         pool = executor or LocalPool(1, setup)
         try:
             ended = Search(store, firmware, target, options, pool, None, operators, initial, cache).run()

@@ -19,8 +19,10 @@ from explorer.corpus import Corpus
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import Plugin
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.runner.rehost_pb2 import RunResult
 from explorer.search.operators import Child, Context, Evaluated, bitwise, collapse
 from explorer.search.score import score

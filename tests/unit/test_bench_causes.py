@@ -84,6 +84,17 @@ def test_a_poll_the_runner_ended_names_the_address_and_the_function_of_its_pc() 
     )
 
 
+def test_a_spin_the_plugin_ended_is_placed_in_the_function_of_its_wait() -> None:
+    detail = f"spin: 65536 waits for an event at pc 0x{at('bar_init', 0x24):x} with interrupts masked"
+    result = in_initcalls(
+        run(ExitReason.EXIT_BUDGET, detail, call_stack=stack("bar_init", "foo_init")), "foo_init"
+    )
+    why = stop_cause("exhausted", result, SYMBOLS)
+    assert why.kind == causes.SPINNING_MASKED
+    assert why.cause == "spinning with interrupts masked in bar_init"
+    assert (why.function, why.polled, why.initcall) == ("bar_init", (), "foo_init")
+
+
 def test_a_run_that_ended_in_a_loop_reading_a_device_is_stuck_polling_it() -> None:
     why = stop_cause("budget", spinning_run(), LOOP_SYMBOLS)
     assert why.kind == causes.STUCK_POLLING

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from explorer.bench.campaign import RESULTS_FILE, STOCK_FILE, append_result
 from explorer.bench.plots import MILESTONE_PLOT, RUNS_PER_SECOND_PLOT, SUCCESS_RATE_PLOT
 from explorer.bench.report import REPORT_FILE, report_markdown, to_markdown, write_report
-from explorer.bench.runner import RESULTS_FILE, STOCK_FILE, append_result
 from explorer.bench.stock import NOT_IN_BUILD
 from tests.unit.test_bench_plots import row, write_store
 

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from explorer.bench import causes
+from explorer.bench.campaign import ERROR, RESULTS_FILE, BenchPlan, Entry, error_row, read_results, run_bench
 from explorer.bench.report import NOT_RECORDED, report_markdown, to_json, why_stopped, write_report
-from explorer.bench.runner import ERROR, RESULTS_FILE, BenchPlan, Entry, error_row, read_results, run_bench
 from explorer.bench.sets import BenchFirmware, BenchSet
 from explorer.execution.jobs import RunnerSetup
-from explorer.runner.launch import Plugin
+from explorer.runner.command import Plugin
 from explorer.search.state import Target
 from tests.unit.test_bench_plots import row
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from explorer.bench.campaign import BenchPlan, append_result, entries, read_results
 from explorer.bench.report import summarize, to_csv, to_json, to_markdown
-from explorer.bench.runner import BenchPlan, append_result, entries, read_results
 from explorer.bench.sets import BenchFirmware, BenchSet
 from explorer.errors import BadInput
 from explorer.runner.kernel_hooks import MILESTONES

@@ -10,12 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from explorer import corpus
-from explorer.bench.runner import append_result, read_results, run_ground_truth
+from explorer.bench.campaign import append_result, read_results, run_ground_truth
 from explorer.bench.sets import SETS_DIRECTORY, BenchFirmware, BenchSet
 from explorer.bench.stock import STOCK_MODELS, stock_model, stock_row
 from explorer.execution.jobs import RunnerSetup
+from explorer.runner.command import Plugin, StockBoard, command_line
 from explorer.runner.kernel_hooks import MILESTONES
-from explorer.runner.launch import Plugin, Run, StockBoard, command_line
+from explorer.runner.launch import Run
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import Exit, ExitReason, Milestone, RunResult
 from explorer.search.state import Target

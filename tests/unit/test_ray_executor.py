@@ -23,7 +23,7 @@ from explorer.execution.ray_executor import cluster_address
 from explorer.execution.ray_shipping import ShippedBuild, ShippedFile, Shipper
 from explorer.execution.ray_worker import localized, materialized, worker_build
 from explorer.runner.build import MANIFEST, PLUGIN, binary
-from explorer.runner.launch import Plugin
+from explorer.runner.command import Plugin
 from explorer.runner.machine_config_pb2 import MachineConfig
 from tests.integration.conftest import free_port
 from tests.unit.test_cli import explorer
@@ -80,14 +80,14 @@ def test_each_distinct_file_is_put_once_per_search(tmp_path: Path) -> None:
     kernel = write(tmp_path / "zImage", b"kernel")
     dtb = write(tmp_path / "board.dtb", b"dtb")
     same_as_dtb = write(tmp_path / "copy.dtb", b"dtb")
-    first, build = shipper.job(job("a", kernel=kernel, dtb=dtb))
-    second, again = shipper.job(job("b", kernel=kernel, dtb=same_as_dtb))
+    first, build = shipper.jobs([job("a", kernel=kernel, dtb=dtb)])[0]
+    second, again = shipper.jobs([job("b", kernel=kernel, dtb=same_as_dtb)])[0]
     assert set(first.files) == {"kernel", "dtb"} and second.files == first.files
     assert again is build and set(build.files) == {binary("arm"), PLUGIN, MANIFEST}
     assert build.build_hash == BUILD_HASH
     # kernel, dtb, the arm QEMU, the plugin and the manifest: nothing twice.
     assert sorted(store.objects) == sorted([b"kernel", b"dtb", b"qemu for arm", b"plugin", MANIFEST_TEXT])
-    _, mips = shipper.job(job("c", target="mipsel", kernel=kernel))
+    _, mips = shipper.jobs([job("c", target="mipsel", kernel=kernel)])[0]
     assert set(mips.files) == {binary("mipsel"), PLUGIN, MANIFEST}
     assert len(store.objects) == 6
 
@@ -102,7 +102,7 @@ def test_a_directory_that_is_not_a_build_is_refused(tmp_path: Path) -> None:
 def test_a_file_that_went_away_is_one_line(tmp_path: Path) -> None:
     shipper = Shipper(make_build(tmp_path / BUILD_HASH), ObjectStore().put)
     with pytest.raises(BadInput, match=r"cannot read .*zImage"):
-        shipper.job(job("a", kernel=tmp_path / "zImage"))
+        shipper.jobs([job("a", kernel=tmp_path / "zImage")])[0]
 
 
 # Files on disk: a busy machine's I/O, not the code, would decide a per-example deadline.
@@ -117,7 +117,7 @@ def test_a_localized_config_names_copies_with_the_same_bytes(
     store = ObjectStore()
     shipper = Shipper(make_build(master / BUILD_HASH), store.put)
     paths = {field: write(master / f"{field}.bin", content) for field, content in contents.items()}
-    sent, _ = shipper.job(job("a", **paths))
+    sent, _ = shipper.jobs([job("a", **paths)])[0]
     original = MachineConfig()
     original.ParseFromString(sent.job.config)
 

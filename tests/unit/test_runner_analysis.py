@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from explorer.firmware.model import Symbol, SymbolTable
-from explorer.runner.analysis import analyse, describe, explaining_loops, place, polled_addresses, to_dict
+from explorer.runner.analysis import analyse, place, polled_addresses
 from explorer.runner.rehost_pb2 import (
     CallStack,
     Exit,
@@ -20,6 +20,7 @@ from explorer.runner.rehost_pb2 import (
     MmioAccess,
     RunResult,
 )
+from explorer.runner.summary import describe, explaining_loops, to_dict
 
 SYMBOLS = SymbolTable(
     (

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from explorer.errors import RunnerError
+from explorer.runner.command import DETERMINISTIC_TIME
 from explorer.runner.interactive import PAST_USER_SPACE, for_people, interactive_command
-from explorer.runner.launch import DETERMINISTIC_TIME
 from explorer.runner.machine_config_pb2 import HookKind, MachineConfig, MmioRule
 
 QEMU = Path("/q/bin/qemu-system-arm")

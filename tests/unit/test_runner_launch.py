@@ -19,15 +19,10 @@ import pytest
 
 from explorer.errors import RunnerError
 from explorer.runner.build import PLUGIN, binary
+from explorer.runner.command import DETERMINISTIC_TIME, Plugin, command_line, config_plugin_arguments
 from explorer.runner.config import config_from_dict
-from explorer.runner.launch import (
-    DETERMINISTIC_TIME,
-    Plugin,
-    RunnerLimits,
-    command_line,
-    config_plugin_arguments,
-    run,
-)
+from explorer.runner.containment import RunnerLimits
+from explorer.runner.launch import run
 from explorer.runner.machine_config_pb2 import HookKind, MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason
 from tests.helpers import sigint_at_its_default

@@ -7,7 +7,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from explorer.firmware.model import Arch, Endian, Firmware, Symbol, SymbolTable
-from explorer.runner.analysis import analyse, describe, to_dict
+from explorer.runner.analysis import analyse
 from explorer.runner.rehost_pb2 import (
     CallStack,
     Exit,
@@ -18,6 +18,7 @@ from explorer.runner.rehost_pb2 import (
     RunResult,
     ThreadStack,
 )
+from explorer.runner.summary import describe, to_dict
 from tests.unit.test_search_report_loops import stored_report
 
 # Generic kernel functions, and an example driver's (no board's): one symbol every 0x100 bytes.

@@ -13,7 +13,7 @@ from explorer.firmware.model import (
 )
 from explorer.runner.machine_config_pb2 import Device, MmioRule
 from explorer.runner.rehost_pb2 import MmioAccess, RunResult
-from explorer.search.models import gic_irq_count, placement
+from explorer.search.device_models import gic_irq_count, placement
 from explorer.search.operators import Child, Context, Evaluated
 from explorer.search.operators.devices import propose
 from explorer.search.state import State, canonical_bytes, state_id

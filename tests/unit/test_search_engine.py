@@ -24,9 +24,10 @@ from explorer.runner.kernel_hooks import MILESTONES
 from explorer.runner.machine_config_pb2 import MachineConfig, Nop, RamRegion
 from explorer.runner.rehost_pb2 import Exit, ExitReason, Milestone, RunResult
 from explorer.runner.result import serialize
-from explorer.search.engine import OperatorPhases, Search, SearchOptions
+from explorer.search.engine import Search, SearchOptions
+from explorer.search.findings import search_summary
 from explorer.search.operators import Child, Context
-from explorer.search.report import search_summary
+from explorer.search.proposal import OperatorPhases
 from explorer.search.state import Target, derive, parse_state
 from explorer.store import Store
 from tests.helpers import arm_firmware
@@ -53,7 +54,7 @@ class FakeExecutor:
             result = RunResult(milestones=[Milestone(name=name) for name in MILESTONES[: reached + 1]])
             if reached >= 3:
                 result.exit.CopyFrom(Exit(reason=ExitReason.EXIT_USER_SPACE))
-            yield Outcome(job.state_id, serialize(result), 0.01)
+            yield Outcome(job, serialize(result), 0.01)
 
     def close(self) -> None:
         pass

@@ -1,6 +1,6 @@
 """Every operator, on random states and random runs: none raises, and no proposal can end a search.
 
-The engine checks each child as the runner would (explorer.search.engine.unbootable) and drops one
+The engine checks each child as the runner would (explorer.search.proposal.unbootable) and drops one
 no runner would boot, with the check's line as the reason: that guard must answer for every child
 any operator makes, never raise. The operators themselves must not need it: a state the engine
 booted (one the check accepts) has only children the check accepts too.
@@ -36,9 +36,10 @@ from explorer.runner.rehost_pb2 import (
     MmioAccess,
     RunResult,
 )
-from explorer.search.engine import LINEAGE_DEPTH, OperatorPhases, unbootable
-from explorer.search.models import placement
+from explorer.search.device_models import placement
+from explorer.search.engine import LINEAGE_DEPTH
 from explorer.search.operators import Child, Context, Evaluated, Operator
+from explorer.search.proposal import OperatorPhases, unbootable
 from explorer.search.state import State, Target, state_id
 from tests.helpers import arm_firmware
 

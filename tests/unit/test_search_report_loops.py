@@ -8,7 +8,7 @@ from pathlib import Path
 from explorer.firmware.model import Arch, Endian, Firmware, Symbol, SymbolTable
 from explorer.runner.rehost_pb2 import CallStack, Exit, ExitReason, Frame, HotLoop, MmioAccess, RunResult
 from explorer.runner.result import serialize
-from explorer.search.report import state_report
+from explorer.search.findings import state_report
 from explorer.search.score import score
 from explorer.search.state import State, canonical_bytes, state_id
 from explorer.store import EdgeRecord, Generation, RunRecord, Store

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from explorer.runner.machine_config_pb2 import Device, MmioRule, Nop
 from explorer.runner.rehost_pb2 import Exit, ExitReason, MmioAccess, RunResult
-from explorer.search.snapshots import (
+from explorer.search.boot_sharing import (
     MAX_SNAPSHOTS_PER_GENERATION,
     MIN_SHARING_CHILDREN,
     SAFETY_MARGIN,

@@ -7,11 +7,14 @@ read_manifest checks); tests/integration/test_search_snapshots_invariant.py keep
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from explorer.execution.snapshot_cache import SnapshotCache
 from explorer.runner.snapshot import (
     CONSOLE_FILE,
     EVENTS_FILE,
@@ -19,10 +22,12 @@ from explorer.runner.snapshot import (
     PLUGIN_STATE_FILE,
     VM_FILE,
     Manifest,
+    snapshot_key,
     write_manifest,
 )
-from explorer.search.snapshots import SNAPSHOTS_DIRECTORY, SnapshotCache, snapshot_key
+from explorer.search.boot_sharing import SNAPSHOTS_DIRECTORY, snapshot_cache
 
+REPO = Path(__file__).resolve().parents[2]
 PARENT = "ab" * 32
 POINT = 2_000_000_000
 
@@ -48,10 +53,10 @@ def taken(cache: SnapshotCache, build: Path, parent: str, point: int, vm_bytes: 
 
 def test_a_kept_snapshot_is_found_under_its_key_and_survives_a_new_cache(tmp_path: Path) -> None:
     build = qemu_build(tmp_path)
-    kept = taken(SnapshotCache(tmp_path, build), build, PARENT, POINT)
+    kept = taken(snapshot_cache(tmp_path, build), build, PARENT, POINT)
     assert kept == tmp_path / SNAPSHOTS_DIRECTORY / snapshot_key(build.name, PARENT, POINT)
-    assert SnapshotCache(tmp_path, build).get(PARENT, POINT) == kept
-    assert SnapshotCache(tmp_path, build).get(PARENT, POINT + 1) is None
+    assert snapshot_cache(tmp_path, build).get(PARENT, POINT) == kept
+    assert snapshot_cache(tmp_path, build).get(PARENT, POINT + 1) is None
 
 
 def test_the_key_names_build_parent_and_point() -> None:
@@ -65,7 +70,7 @@ def test_the_key_names_build_parent_and_point() -> None:
 
 def test_a_snapshot_of_another_build_is_removed_not_used(tmp_path: Path) -> None:
     build = qemu_build(tmp_path)
-    cache = SnapshotCache(tmp_path, build)
+    cache = snapshot_cache(tmp_path, build)
     foreign = tmp_path / SNAPSHOTS_DIRECTORY / cache.key(PARENT, POINT)
     foreign.mkdir()
     write_snapshot(foreign, "0000000000000000", POINT)
@@ -75,7 +80,7 @@ def test_a_snapshot_of_another_build_is_removed_not_used(tmp_path: Path) -> None
 
 def test_a_damaged_entry_is_removed_not_fatal(tmp_path: Path) -> None:
     build = qemu_build(tmp_path)
-    cache = SnapshotCache(tmp_path, build)
+    cache = snapshot_cache(tmp_path, build)
     kept = taken(cache, build, PARENT, POINT)
     assert kept is not None
     (kept / MANIFEST_FILE).write_text("{not json")
@@ -85,17 +90,36 @@ def test_a_damaged_entry_is_removed_not_fatal(tmp_path: Path) -> None:
 
 def test_a_save_that_wrote_nothing_is_not_kept(tmp_path: Path) -> None:
     build = qemu_build(tmp_path)
-    cache = SnapshotCache(tmp_path, build)
+    cache = snapshot_cache(tmp_path, build)
     staging = cache.staging(PARENT, POINT)
     assert cache.keep(staging, PARENT, POINT) is None
     assert list((tmp_path / SNAPSHOTS_DIRECTORY).iterdir()) == []
 
 
-def test_leftovers_of_a_killed_save_are_removed_when_a_cache_opens(tmp_path: Path) -> None:
+def test_leftovers_of_a_killed_save_are_removed_when_a_cache_opens_a_live_writers_stay(
+    tmp_path: Path,
+) -> None:
     build = qemu_build(tmp_path)
-    SnapshotCache(tmp_path, build).staging(PARENT, POINT)
-    SnapshotCache(tmp_path, build)
-    assert list((tmp_path / SNAPSHOTS_DIRECTORY).iterdir()) == []
+    # A save staged by a process that has ended since (killed half-way).
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from explorer.search.boot_sharing import snapshot_cache; "
+            "snapshot_cache(Path(sys.argv[1]), Path(sys.argv[2])).staging(sys.argv[3], int(sys.argv[4]))",
+            str(tmp_path),
+            str(build),
+            PARENT,
+            str(POINT),
+        ],
+        check=True,
+        cwd=REPO,
+    )
+    assert len(list((tmp_path / SNAPSHOTS_DIRECTORY).iterdir())) == 1
+    writing = snapshot_cache(tmp_path, build).staging(PARENT, POINT + 1)
+    assert list((tmp_path / SNAPSHOTS_DIRECTORY).iterdir()) == [writing]
+    snapshot_cache(tmp_path, build)
+    assert writing.exists()
 
 
 @settings(deadline=None, max_examples=20)
@@ -104,7 +128,7 @@ def test_the_cache_stays_within_its_limit_and_evicts_the_least_recently_used(tmp
     tmp_path = tmp_path_factory.mktemp("cache")
     build = qemu_build(tmp_path)
     one = 64 << 10
-    cache = SnapshotCache(tmp_path, build, limit_bytes=3 * one + (8 << 10))
+    cache = snapshot_cache(tmp_path, build, limit_bytes=3 * one + (8 << 10))
     last_used: dict[int, int] = {}
     for time, point in enumerate(uses):
         if cache.get(PARENT, point) is None:

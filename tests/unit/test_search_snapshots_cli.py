@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from explorer.cli import bench, search
 from explorer.cli.search import DEFAULT_SNAPSHOT_LIMIT, parse_size
 from explorer.errors import BadInput
-from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES
+from explorer.search.boot_sharing import DEFAULT_SNAPSHOT_LIMIT_BYTES
 from explorer.store import Generation, Store
 from tests.unit.test_cli import explorer
 

@@ -18,10 +18,11 @@ from explorer.execution.jobs import Job, Outcome
 from explorer.runner.machine_config_pb2 import MachineConfig, MmioRule, RamRegion
 from explorer.runner.rehost_pb2 import Exit, ExitReason, MmioAccess, RunResult
 from explorer.runner.result import serialize
-from explorer.search.engine import SAVE_JOB_PREFIX, OperatorPhases, Search, SearchOptions
+from explorer.search.boot_sharing import SAFETY_MARGIN, snapshot_cache
+from explorer.search.engine import Search, SearchOptions
 from explorer.search.operators import Child, Context
+from explorer.search.proposal import OperatorPhases
 from explorer.search.score import Score
-from explorer.search.snapshots import SAFETY_MARGIN, SnapshotCache
 from explorer.search.state import Target, bootable, derive, parse_state, state_id
 from explorer.store import Store
 from tests.helpers import arm_firmware
@@ -70,9 +71,9 @@ class SnapshottingExecutor:
                 if self.saves:
                     write_snapshot(use.directory, self.qemu_dir.name, use.point)
                 saved = RunResult(exit=Exit(reason=ExitReason.EXIT_BUDGET, icount=use.point), partial=True)
-                yield Outcome(job.state_id, serialize(saved), SAVE_SECONDS)
+                yield Outcome(job, serialize(saved), SAVE_SECONDS)
             else:
-                yield Outcome(job.state_id, serialize(full_boot(parse_state(job.config))), 0.01)
+                yield Outcome(job, serialize(full_boot(parse_state(job.config))), 0.01)
 
     def close(self) -> None:
         pass
@@ -113,7 +114,7 @@ def searched(
     options = SearchOptions(budget_seconds=60, workers=1, snapshots=snapshots)
     phases = OperatorPhases(structural=(status_values,), stall_tiers=())
     with Store.create(work, {}) as store:
-        cache = SnapshotCache(work, executor.qemu_dir) if snapshots else None
+        cache = snapshot_cache(work, executor.qemu_dir) if snapshots else None
         Search(store, FIRMWARE, TARGET, options, executor, observer, phases, INITIAL, cache).run()
         return {
             "runs": {run.state_id: run.result for run in store.runs()},
@@ -136,7 +137,7 @@ def test_children_continue_from_one_save_of_their_parent_just_before_what_they_c
     point = READ_AT - SAFETY_MARGIN
     assert initial.snapshot is None
     assert save.snapshot is not None and save.snapshot.save and save.snapshot.point == point
-    assert save.state_id.startswith(SAVE_JOB_PREFIX)
+    assert save.state_id == initial.state_id and save.snapshot.state_id == initial.state_id
     assert save.config == bootable(INITIAL, TARGET, FIRMWARE).SerializeToString()
     assert {job.state_id for job in continued} == set(shared["runs"]) - {initial.state_id}  # type: ignore[arg-type]
     for job in continued:
@@ -157,14 +158,14 @@ def test_a_later_session_continues_from_the_kept_snapshot_without_saving_again(t
     qemu = tmp_path / "build"
     first = SnapshottingExecutor(qemu)
     searched(tmp_path / "first", first, snapshots=True)
-    assert sum(job.state_id.startswith(SAVE_JOB_PREFIX) for job in first.jobs) == 1
+    assert sum(job.snapshot is not None and job.snapshot.save for job in first.jobs) == 1
     # A new store beside the first one's snapshots (as a resumed search finds them): the
     # parent's run is the same, so is the point, and the kept snapshot is used.
     (tmp_path / "second").mkdir()
     (tmp_path / "first" / "snapshots").rename(tmp_path / "second" / "snapshots")
     second = SnapshottingExecutor(qemu)
     shared = searched(tmp_path / "second", second, snapshots=True)
-    assert not any(job.state_id.startswith(SAVE_JOB_PREFIX) for job in second.jobs)
+    assert not any(job.snapshot is not None and job.snapshot.save for job in second.jobs)
     assert sum(job.snapshot is not None for job in second.jobs) == CHILDREN
     assert "snapshots_taken" not in shared["counters"]  # type: ignore[operator]
 
@@ -175,7 +176,8 @@ def test_a_save_that_fails_leaves_the_children_to_boot_in_full(tmp_path: Path) -
     executor = SnapshottingExecutor(qemu, saves=False)
     shared = searched(tmp_path / "shared", executor, snapshots=True)
     assert shared["runs"] == full["runs"]
-    children = [job for job in executor.jobs if job.state_id in shared["runs"]][1:]  # type: ignore[operator]
+    saves = [job for job in executor.jobs if job.snapshot is not None and job.snapshot.save]
+    children = [job for job in executor.jobs[1:] if job not in saves]
     assert len(children) == CHILDREN and all(job.snapshot is None for job in children)
     counters = shared["counters"]
     assert counters["snapshots_taken"] == 0 and counters["runs_from_snapshots"] == 0  # type: ignore[index]
@@ -190,7 +192,7 @@ def test_the_first_generation_and_unshared_children_take_no_snapshot(tmp_path: P
         options = SearchOptions(budget_seconds=60, workers=1, snapshots=True)
         only_one = OperatorPhases(structural=(lambda context: status_values(context)[:1],), stall_tiers=())
         Search(
-            store, FIRMWARE, TARGET, options, executor, None, only_one, INITIAL, SnapshotCache(work, qemu)
+            store, FIRMWARE, TARGET, options, executor, None, only_one, INITIAL, snapshot_cache(work, qemu)
         ).run()
     # One child: saving the parent's prefix costs what the child would spend on it.
     assert [job.snapshot for job in executor.jobs] == [None, None]

@@ -5,7 +5,7 @@ state maps to no device). Each access is attributed to the device-tree node whos
 it (the smallest such node that our QEMU has a model for, else the smallest node) and, without
 a node, to its 4 KiB page. Then:
 
-- a node with a QEMU model (explorer.search.models) is placed at its address, its interrupts
+- a node with a QEMU model (explorer.search.device_models) is placed at its address, its interrupts
   translated to GIC interrupt IDs. The interrupt controller comes first: without one no device
   can have an IRQ, so it is proposed as soon as the run touched it or any touched node names it
   as interrupt parent, and adding it wires the devices mapped before it. It replaces the state's
@@ -39,7 +39,7 @@ from explorer.firmware.model import DeviceTreeFacts, DtDevice, Firmware
 from explorer.runner.analysis import place
 from explorer.runner.machine_config_pb2 import Device, Echo, MmioRule
 from explorer.runner.rehost_pb2 import MmioAccess
-from explorer.search.models import MODEL_SPANS, Placement, gic_interrupt_ids, irq_values, placement
+from explorer.search.device_models import MODEL_SPANS, Placement, gic_interrupt_ids, irq_values, placement
 from explorer.search.operators import Child, Context
 from explorer.search.state import State, derive
 

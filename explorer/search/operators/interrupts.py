@@ -48,7 +48,7 @@ from explorer.firmware.model import DeviceTreeFacts, DtDevice, Firmware
 from explorer.runner.analysis import place
 from explorer.runner.machine_config_pb2 import MmioRule
 from explorer.runner.rehost_pb2 import MmioAccess
-from explorer.search.models import placement
+from explorer.search.device_models import placement
 from explorer.search.operators import Child, Context
 from explorer.search.operators.kernel_arguments import STUCK_ENDINGS
 from explorer.search.state import State, derive

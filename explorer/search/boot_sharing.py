@@ -8,15 +8,15 @@ for byte the RunResult of its full boot (tests/integration/test_runner_snapshot.
 
 This module decides *where* a child may share its parent's boot (`divergence_point`: pure, from
 the two states and the parent's run), which children of a generation share which snapshot
-(`sharing_plan`), and keeps the saved snapshots (`SnapshotCache`, beside the store). It never
-boots anything: explorer.search.engine does, when a search runs with snapshots
-(SearchOptions.snapshots). That is sound because the plugin counts every instruction exactly once,
-even in a block an exception or an I/O access cuts short, and a guest idling between the ticks
-of the machine's timer interrupt is woken at the same instruction on every run (native/README.md,
-"Counts" and `tick`), so a continued run is its full boot, and a search stores
-the same runs with snapshots as without (tests/integration/test_search_snapshots_invariant.py;
-the whole am335x search to user space, 27 of its 36 runs continued from saves of ticking
-parents: BENCHMARKS.md).
+(`sharing_plan`), and where a search keeps the saved snapshots (WORK/snapshots/, an
+explorer.execution.snapshot_cache.SnapshotCache beside the store). It never boots anything:
+explorer.search.engine does, when a search runs with snapshots (SearchOptions.snapshots). That
+is sound because the plugin counts every instruction exactly once, even in a block an exception
+or an I/O access cuts short, and a guest idling between the ticks of the machine's timer
+interrupt is woken at the same instruction on every run (native/README.md, "Counts" and
+`tick`), so a continued run is its full boot, and a search stores the same runs with snapshots
+as without (tests/integration/test_search_snapshots_invariant.py; the whole am335x search to
+user space, 27 of its 36 runs continued from saves of ticking parents: BENCHMARKS.md).
 
 Invariant (what makes sharing safe): a point is only ever *earlier* than the first instruction
 at which the child's run can differ from the parent's. Every doubt gives None (boot in full).
@@ -24,18 +24,14 @@ at which the child's run can differ from the parent's. Every doubt gives None (b
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
-from explorer.errors import RunnerError
-from explorer.runner.build import build_identity
+from explorer.execution.snapshot_cache import SnapshotCache
 from explorer.runner.machine_config_pb2 import Device
 from explorer.runner.rehost_pb2 import MmioAccess, RunResult
-from explorer.runner.snapshot import read_manifest
-from explorer.search.models import MODEL_SPANS
+from explorer.search.device_models import MODEL_SPANS
 from explorer.search.state import SEARCH_MMIO_EVENT_LIMIT, State, canonical_bytes
 
 # Instructions kept between a point and the first access that may differ. The save stops at the
@@ -156,100 +152,20 @@ def _stream_truncated(state: State, result: RunResult) -> bool:
 
 # What a search keeps of snapshots unless told otherwise (`--snapshot-limit`).
 DEFAULT_SNAPSHOT_LIMIT_BYTES = 4 << 30
+# WORK/snapshots/: the snapshot cache beside a search's store.
 SNAPSHOTS_DIRECTORY = "snapshots"
-# Where a snapshot is written before it is known good; the next cache opened removes leftovers.
-_STAGING_SUFFIX = ".partial"
 
 
-def snapshot_key(build: str, parent_id: str, point: int) -> str:
-    """The content address of a snapshot: the runner build, the state it boots, the point it stops at."""
-    return hashlib.sha256(f"{build}\0{parent_id}\0{point}".encode()).hexdigest()
-
-
-class SnapshotCache:
-    """Snapshots beside a search's store: WORK/snapshots/<snapshot_key>/, at most `limit_bytes` in all.
-
-    One writer (the search's master process). Entries are content-addressed, so they survive a
-    resume and a stale one cannot be mistaken for another. An entry that is not a complete
-    snapshot of this build at its point (a kill half-way, another build, a damaged file) is
-    removed when found and reported as absent: a cache never fails a search. Beyond the limit,
-    the least recently used entries go first (use = an entry's directory mtime).
-    """
-
-    def __init__(self, work: Path, qemu_dir: Path, limit_bytes: int = DEFAULT_SNAPSHOT_LIMIT_BYTES) -> None:
-        self._root = work / SNAPSHOTS_DIRECTORY
-        self._qemu_dir = qemu_dir
-        self._build = build_identity(qemu_dir)
-        self._limit = limit_bytes
-        self._root.mkdir(exist_ok=True)
-        for staging in self._root.glob(f"*{_STAGING_SUFFIX}"):
-            shutil.rmtree(staging, ignore_errors=True)
-
-    def key(self, parent_id: str, point: int) -> str:
-        return snapshot_key(self._build, parent_id, point)
-
-    def get(self, parent_id: str, point: int) -> Path | None:
-        """The snapshot of `parent_id` at `point`, marked as just used; None if there is no good one."""
-        directory = self._root / self.key(parent_id, point)
-        if not directory.exists():
-            return None
-        try:
-            read_manifest(directory, self._qemu_dir, point)
-        except RunnerError:
-            shutil.rmtree(directory, ignore_errors=True)
-            return None
-        os.utime(directory)
-        return directory
-
-    def staging(self, parent_id: str, point: int) -> Path:
-        """An empty directory for the snapshot of `parent_id` at `point` to be written into."""
-        directory = self._root / f"{self.key(parent_id, point)}{_STAGING_SUFFIX}"
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir()
-        return directory
-
-    def keep(self, staging: Path, parent_id: str, point: int) -> Path | None:
-        """File a written snapshot under its key, then evict down to the limit; None if it is no good."""
-        final = self._root / self.key(parent_id, point)
-        try:
-            read_manifest(staging, self._qemu_dir, point)
-        except RunnerError:
-            shutil.rmtree(staging, ignore_errors=True)
-            return None
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
-        self._evict(keep=final)
-        return final if final.exists() else None
-
-    def size_bytes(self) -> int:
-        return sum(_tree_bytes(entry) for entry in self._entries())
-
-    def _entries(self) -> list[Path]:
-        return [
-            entry
-            for entry in self._root.iterdir()
-            if entry.is_dir() and not entry.name.endswith(_STAGING_SUFFIX)
-        ]
-
-    def _evict(self, keep: Path) -> None:
-        """Remove the least recently used entries until the cache fits; `keep` goes last, if it must."""
-        entries = sorted(self._entries(), key=lambda entry: (entry == keep, entry.stat().st_mtime))
-        total = sum(_tree_bytes(entry) for entry in entries)
-        for entry in entries:
-            if total <= self._limit:
-                return
-            total -= _tree_bytes(entry)
-            shutil.rmtree(entry, ignore_errors=True)
+def snapshot_cache(
+    work: Path, qemu_dir: Path, limit_bytes: int = DEFAULT_SNAPSHOT_LIMIT_BYTES
+) -> SnapshotCache:
+    """The snapshots kept beside the store in `work`, of the runner build in `qemu_dir`."""
+    return SnapshotCache(work / SNAPSHOTS_DIRECTORY, qemu_dir, limit_bytes)
 
 
 def remove_snapshots(work: Path) -> None:
     """Remove the snapshots kept beside the store in `work` (a search that will not run again)."""
     shutil.rmtree(work / SNAPSHOTS_DIRECTORY, ignore_errors=True)
-
-
-def _tree_bytes(directory: Path) -> int:
-    """Bytes on disk (the VM file is sparse: its apparent size would overstate it)."""
-    return sum(path.stat().st_blocks * 512 for path in directory.rglob("*") if path.is_file())
 
 
 # Snapshots one generation takes at most (each costs a boot of the parent to its point).

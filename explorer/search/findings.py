@@ -14,9 +14,10 @@ from google.protobuf import json_format
 
 from explorer.errors import BadInput
 from explorer.firmware.model import Firmware
-from explorer.runner.analysis import analyse, describe, hot_loops_to_dict, thread_waits_to_dict
+from explorer.runner.analysis import analyse
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.runner.result import deserialize
+from explorer.runner.summary import describe, hot_loops_to_dict, thread_waits_to_dict
 from explorer.search.engine import BOOT_COMPLETED, BUDGET_SPENT, EXHAUSTED, STOPPED
 from explorer.search.score import Score
 from explorer.search.state import SHORT_ID, State, parse_state

@@ -20,7 +20,7 @@ The ground truth comes after every entry (so an interrupted bench resumes its en
 it always did): each firmware with a stock QEMU model is booted there once, and its row goes to
 stock.jsonl under the same rules (a firmware with a row is never booted again).
 The bench never scores runs itself: its numbers come from the search's store
-(explorer.search.report), and why a search stopped from its furthest run (explorer.bench.causes).
+(explorer.search.findings), and why a search stopped from its furthest run (explorer.bench.causes).
 A search that raises a user-facing error (BadInput: a config the machine refuses, a kernel
 ingestion rejects) is that entry's result, a row saying so, and the bench goes on.
 """
@@ -43,10 +43,10 @@ from explorer.execution.executor import Executor
 from explorer.execution.jobs import RunnerSetup
 from explorer.firmware.model import Firmware
 from explorer.runner.result import deserialize
+from explorer.search.boot_sharing import DEFAULT_SNAPSHOT_LIMIT_BYTES, remove_snapshots
 from explorer.search.engine import Observer, SearchOptions
-from explorer.search.report import machine_summary, search_summary
+from explorer.search.findings import machine_summary, search_summary
 from explorer.search.session import create_search, resumed_session, run_search
-from explorer.search.snapshots import DEFAULT_SNAPSHOT_LIMIT_BYTES, remove_snapshots
 from explorer.search.state import parse_state
 from explorer.search.strategy import strategy_named
 from explorer.store import Store
