@@ -32,10 +32,12 @@ Phases of one generation (Hypothesis-style: each a method, each with its invaria
 A kill at any moment loses at most the generation in flight: resuming re-chooses the same
 state (it is still on the frontier) and re-proposes the same children.
 
-The search ends when a run completes the boot (explorer.search.score.boot_completed: user
-space), the frontier is empty, the wall-clock budget is spent (runs still going then are
-abandoned, and only the finished ones are committed), or the user interrupts it (then nothing of
-the generation in flight is committed). Why a session ended is stored (metadata STOPPED, with
+The search ends when a run completes the boot (explorer.search.score.boot_completed: the
+console milestone, user space printing the marker on the console, where the target's initrd
+prints it and the search can place the console's UART; else user space), the frontier is
+empty, the wall-clock budget is spent (runs still going then are abandoned, and only the
+finished ones are committed), or the user interrupts it (then nothing of the generation in
+flight is committed). Why a session ended is stored (metadata STOPPED, with
 what was left: the states still on the frontier, the children dropped) for `explorer show`;
 while a session runs, and after one that was interrupted or killed, it holds None.
 """
@@ -55,6 +57,7 @@ from explorer.execution.jobs import Job, Outcome, SnapshotUse
 from explorer.firmware.model import Firmware
 from explorer.runner.config import validate
 from explorer.runner.result import deserialize
+from explorer.search.console import console_expected
 from explorer.search.initial import initial_state
 from explorer.search.operators import (
     Child,
@@ -219,7 +222,11 @@ class Search:
         self._waiting = 0.0
         self._waiting_committed = 0.0
         self._best = best_score(store)
-        self._completed = any(boot_completed(deserialize(run.result)) for run in store.runs())
+        # The console is the goal where it can be seen (explorer.search.score.boot_completed).
+        self._console_goal = target.prints_marker and console_expected(firmware, target.cmdline)
+        self._completed = any(
+            boot_completed(deserialize(run.result), self._console_goal) for run in store.runs()
+        )
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -251,12 +258,12 @@ class Search:
             self._generation(self._choose(frontier))
 
     def _first_generation(self) -> None:
-        initial = self._initial or initial_state(self._firmware, self._options.seed)
+        initial = self._initial or initial_state(self._firmware, self._options.seed, self._target.cmdline)
         if self._options.instruction_budget:
             initial = derive(initial, _budget_setter(self._options.instruction_budget))
         # Not checked: the initial state is made from what the user gave, and a machine no runner
         # accepts is their error to see (BadInput from the runner), not a proposal to drop.
-        child = Child(initial, INITIAL_OPERATOR, "the kernel on a CPU and RAM, nothing else")
+        child = Child(initial, INITIAL_OPERATOR, _initial_reason(initial))
         self._commit(0, None, None, Proposal([child], [], stalled=False))
 
     def _generation(self, entry: FrontierEntry) -> None:
@@ -416,7 +423,8 @@ class Search:
             )
             runs.append(RunRecord(identity, outcome.result, run_score, outcome.wall_seconds, number))
             self._best = max(self._best, Score.from_bytes(run_score))
-            self._completed = self._completed or boot_completed(deserialize(outcome.result))
+            completed = boot_completed(deserialize(outcome.result), self._console_goal)
+            self._completed = self._completed or completed
             frontier.append((run_score, identity, depth))
         for dropped in proposal.dropped:
             identity = state_id(dropped.child.state)
@@ -508,6 +516,13 @@ def evaluated_state(store: Store, identity: str) -> tuple[Evaluated, str | None]
     return Evaluated(identity, parse_state(data), deserialize(run.result), made_by), parent
 
 
+def _initial_reason(initial: State) -> str:
+    if not initial.devices:
+        return "the kernel on a CPU and RAM, nothing else"
+    console = initial.devices[0]
+    return f"the kernel on a CPU and RAM, and its console's UART: {console.type} at 0x{console.mmio[0]:x}"
+
+
 def unbootable(state: State, target: Target, firmware: Firmware) -> str | None:
     """Why no runner would boot `state` (the one line of explorer.runner.config.validate, which
     every runner asks before it starts QEMU), or None when one would."""
@@ -539,4 +554,4 @@ def _budget_setter(budget: int) -> Callable[[State], None]:
 
 def best_score(store: Store) -> Score:
     """The best score of any stored run (all zero before the first run)."""
-    return max((Score.from_bytes(run.score) for run in store.runs()), default=Score(False, 0, 0, False, 0, 0))
+    return max((Score.from_bytes(run.score) for run in store.runs()), default=Score(False, False, 0, 0, False, 0, 0))
