@@ -554,4 +554,5 @@ def _budget_setter(budget: int) -> Callable[[State], None]:
 
 def best_score(store: Store) -> Score:
     """The best score of any stored run (all zero before the first run)."""
-    return max((Score.from_bytes(run.score) for run in store.runs()), default=Score(False, False, 0, 0, False, 0, 0))
+    nothing = Score(False, False, 0, 0, False, 0, 0)
+    return max((Score.from_bytes(run.score) for run in store.runs()), default=nothing)
