@@ -98,6 +98,7 @@ def row(firmware: str, strategy: str, repeat: int, wall: float, levels: Sequence
         "boot_completed": completed,
         "furthest_milestone": best,
         "reached_userspace": completed,
+        "reached_console": best == CONSOLE,
         "wall_seconds": wall,
         "wall_seconds_to_userspace": wall if completed else None,
         "runs": len(levels),
