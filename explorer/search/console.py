@@ -26,7 +26,11 @@ from dataclasses import dataclass
 
 from explorer.firmware.model import Arch, DtDevice, Firmware
 from explorer.search.models import TTY_PREFIX, Placement, placement
+from explorer.search.state import State
 
+# QEMU's ISA 16550 and the ISA IRQ of the first one (COM1), the console of PC-style MIPS boards.
+ISA_SERIAL = "isa-serial"
+ISA_SERIAL_IRQ = 4
 # The alias of the board's first serial port, the console when nothing names one.
 FIRST_SERIAL_ALIAS = "serial0"
 # console=ttyS2,115200n8: the tty's name and its number.
@@ -81,6 +85,25 @@ def console_uart(firmware: Firmware, cmdline: str = "") -> ConsoleUart | None:
         return None
     argument = f"console={TTY_PREFIX[model.type]}0"
     return ConsoleUart(node, model, f"alias {FIRST_SERIAL_ALIAS} (no console named)", argument)
+
+
+def console_interrupt_wired(state: State) -> bool:
+    """Does the machine deliver the interrupt of its console UART (the first device with a serial
+    port, in the machine's order: memory-mapped devices, then ISA devices)?
+
+    The kernel writes its own lines to the console by polling, but user space's writes wait for
+    the UART's transmit interrupt: without it the marker is never printed, however the boot goes
+    (a board whose interrupt controller has no model: the search's tick stands in for the timer's
+    interrupt only).
+    """
+    for device in state.devices:
+        if device.type in TTY_PREFIX:
+            return any(irq.WhichOneof("kind") == "number_value" for irq in device.irqs)
+    for device in state.isa_devices:
+        if device.type == ISA_SERIAL:
+            lines = state.isa.irqs
+            return len(lines) > ISA_SERIAL_IRQ and lines[ISA_SERIAL_IRQ].WhichOneof("kind") == "number_value"
+    return False
 
 
 def console_expected(firmware: Firmware, cmdline: str = "") -> bool:

@@ -34,7 +34,8 @@ state (it is still on the frontier) and re-proposes the same children.
 
 The search ends when a run completes the boot (explorer.search.score.boot_completed: the
 console milestone, user space printing the marker on the console, where the target's initrd
-prints it and the search can place the console's UART; else user space), the frontier is
+prints it, the search can place the console's UART and the run's machine delivers its interrupt;
+else user space), the frontier is
 empty, the wall-clock budget is spent (runs still going then are abandoned, and only the
 finished ones are committed), or the user interrupts it (then nothing of the generation in
 flight is committed). Why a session ended is stored (metadata STOPPED, with
@@ -56,8 +57,9 @@ from explorer.execution.executor import Executor
 from explorer.execution.jobs import Job, Outcome, SnapshotUse
 from explorer.firmware.model import Firmware
 from explorer.runner.config import validate
+from explorer.runner.rehost_pb2 import RunResult
 from explorer.runner.result import deserialize
-from explorer.search.console import console_expected
+from explorer.search.console import console_expected, console_interrupt_wired
 from explorer.search.initial import initial_state
 from explorer.search.operators import (
     Child,
@@ -225,8 +227,19 @@ class Search:
         # The console is the goal where it can be seen (explorer.search.score.boot_completed).
         self._console_goal = target.prints_marker and console_expected(firmware, target.cmdline)
         self._completed = any(
-            boot_completed(deserialize(run.result), self._console_goal) for run in store.runs()
+            self._completes(self._stored_state(run.state_id), deserialize(run.result)) for run in store.runs()
         )
+
+    def _stored_state(self, identity: str) -> State:
+        data = self._store.state(identity)
+        assert data is not None  # every stored run's state is stored with it
+        return parse_state(data)
+
+    def _completes(self, state: State, result: RunResult) -> bool:
+        """Did this run complete the boot: the console milestone where the search's console can be
+        seen and the run's machine delivers its console's interrupt (user space writes to the
+        console wait for it), else user space."""
+        return boot_completed(result, self._console_goal and console_interrupt_wired(state))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -423,8 +436,7 @@ class Search:
             )
             runs.append(RunRecord(identity, outcome.result, run_score, outcome.wall_seconds, number))
             self._best = max(self._best, Score.from_bytes(run_score))
-            completed = boot_completed(deserialize(outcome.result), self._console_goal)
-            self._completed = self._completed or completed
+            self._completed = self._completed or self._completes(child.state, deserialize(outcome.result))
             frontier.append((run_score, identity, depth))
         for dropped in proposal.dropped:
             identity = state_id(dropped.child.state)

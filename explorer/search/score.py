@@ -94,10 +94,11 @@ def boot_completed(result: RunResult, console_goal: bool = False) -> bool:
     program with no user space (the tests' bare-metal firmware), a clean power-off or halt after
     init was started.
 
-    The console is the goal where it can be seen: the target's initrd prints the marker and the
-    search can place the console's UART (explorer.search.console.console_expected). Elsewhere
-    nothing could ever print the marker, and the goal stays user space: a Linux kernel with an
-    initramfs reaches it before anything else can end its run.
+    The console is the goal where it can be seen: the target's initrd prints the marker, the
+    search can place the console's UART (explorer.search.console.console_expected) and the run's
+    machine delivers its interrupt (console_interrupt_wired: user space's writes wait for it).
+    Elsewhere nothing could print the marker, and the goal stays user space: a Linux kernel with
+    an initramfs reaches it before anything else can end its run.
     """
     if console_goal:
         return reached_console(result)

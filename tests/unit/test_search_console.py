@@ -8,8 +8,10 @@ import pytest
 
 from explorer.firmware.devicetree import parse_dtb
 from explorer.firmware.model import Arch, Endian
-from explorer.search.console import console_expected, console_uart
+from explorer.runner.machine_config_pb2 import MachineConfig
+from explorer.search.console import console_expected, console_interrupt_wired, console_uart
 from explorer.search.initial import initial_state
+from explorer.search.models import irq_values
 from tests.helpers import arm_firmware
 
 # Three UARTs of three kinds; `{chosen}` is filled in per test.
@@ -111,6 +113,23 @@ def test_the_initial_state_puts_the_console_first_unwired_and_adds_its_argument(
 def test_the_initial_state_adds_no_argument_when_the_tree_names_the_console() -> None:
     state = initial_state(board_firmware('stdout-path = "serial2:115200n8";'), seed=3, cmdline="rdinit=/init")
     assert [device.type for device in state.devices] == ["serial-mm"] and state.boot.cmdline == ""
+
+
+def test_the_console_interrupt_is_wired_once_its_first_serial_device_has_an_irq() -> None:
+    state = initial_state(board_firmware(), seed=3)
+    assert not console_interrupt_wired(state)
+    state.devices[0].irqs.extend(irq_values((37,)))
+    state.devices.add(type="serial-mm", mmio=[0x44E09000])
+    assert console_interrupt_wired(state)
+    state.devices[0].ClearField("irqs")
+    state.devices[0].irqs.extend(irq_values((None,)))
+    assert not console_interrupt_wired(state)
+    malta = MachineConfig(target="mipsel")
+    malta.isa_devices.add(type="mc146818rtc")
+    malta.isa_devices.add(type="isa-serial")
+    assert not console_interrupt_wired(malta)
+    malta.isa.irqs.extend(irq_values((None, None, None, None, 2)))
+    assert console_interrupt_wired(malta)
 
 
 def test_a_console_is_expected_on_mips_boards_and_not_without_a_tree_on_arm() -> None:
