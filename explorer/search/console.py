@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 
 from explorer.firmware.model import Arch, DtDevice, Firmware
-from explorer.search.models import TTY_PREFIX, Placement, placement
+from explorer.search.models import OTHER_TTY_PREFIX, TTY_PREFIX, Placement, placement
 from explorer.search.state import State
 
 # QEMU's ISA 16550 and the ISA IRQ of the first one (COM1), the console of PC-style MIPS boards.
@@ -69,7 +69,7 @@ def console_uart(firmware: Firmware, cmdline: str = "") -> ConsoleUart | None:
         last = named[-1]
         node = by_path.get(tree.aliases.get(f"serial{last['index']}", ""))
         model = _model(node, firmware)
-        if node is None or model is None or TTY_PREFIX.get(model.type) != last["name"]:
+        if node is None or model is None or last["name"] not in _tty_names(node, model):
             return None
         return ConsoleUart(node, model, last.group(0))
     if tree.stdout_path:
@@ -110,6 +110,11 @@ def console_expected(firmware: Firmware, cmdline: str = "") -> bool:
     """Can a search place the console at all: a console UART with a model, or a MIPS board's ISA
     COM1 (the PC's first 16550, which the isa operator places once the kernel touches its ports)."""
     return firmware.arch == Arch.MIPS or console_uart(firmware, cmdline) is not None
+
+
+def _tty_names(node: DtDevice, model: Placement) -> set[str]:
+    """The names the kernel may give the node's ports: its model's, and another driver's."""
+    return {TTY_PREFIX[model.type]} | {OTHER_TTY_PREFIX[c] for c in node.compatible if c in OTHER_TTY_PREFIX}
 
 
 def _model(node: DtDevice | None, firmware: Firmware) -> Placement | None:

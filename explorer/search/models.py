@@ -214,3 +214,11 @@ _PLACERS: dict[str, Callable[[DtDevice, DeviceTreeFacts, str], Placement | None]
 # The name the kernel gives a model's serial ports (ttyS0, ttyAMA1, ...), for a console=
 # argument: drivers number a DT port by its `serialN` alias.
 TTY_PREFIX = {"pl011": "ttyAMA", "serial-mm": "ttyS", "imx.serial": "ttymxc"}
+# Compatibles that a second driver also serves under its own tty name: the OMAP UART is ttyS with
+# 8250_omap and ttyO with omap-serial, whichever the kernel was built with.
+OTHER_TTY_PREFIX = {
+    "ti,omap2-uart": "ttyO",
+    "ti,omap3-uart": "ttyO",
+    "ti,omap4-uart": "ttyO",
+    "ti,am3352-uart": "ttyO",
+}

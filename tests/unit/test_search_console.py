@@ -68,6 +68,8 @@ def board_firmware(chosen: str = ""):
         # the port's alias, its name must be the model's.
         ('stdout-path = "serial2:115200n8";', "console=ttyAMA0", "pl011", 0x10009000, None),
         ("", "console=ttyAMA0 console=ttyS1,115200", "serial-mm", 0x44E09000, None),
+        # The OMAP UART is ttyO with omap-serial (8250_omap calls it ttyS).
+        ("", "console=ttyO1,115200n8", "serial-mm", 0x44E09000, None),
         # The tree's bootargs count when the machine passes no arguments of its own.
         ('bootargs = "console=ttyS1";', "", "serial-mm", 0x44E09000, None),
         # Nothing names a console: serial0, and the argument that makes the kernel write there.
