@@ -1768,7 +1768,9 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     uint64_t vaddr = qemu_plugin_tb_vaddr(tb);
     size_t count = qemu_plugin_tb_n_insns(tb);
-    /* User code (past_user=on): its calls are no kernel thread's frames. */
+    /* Code below user_below once the kernel runs mapped: user code (past_user=on), whose
+     * calls are no kernel thread's frames (on ARM also the kernel's identity-mapped code,
+     * which a boot runs only before, in head.S, and at a restart). */
     bool user_code = state.kernel_mapped && vaddr < state.user_below;
     bool watch_calls = !user_code &&
                        (state.callstack || state.coverage || state.log_function);
