@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from explorer.firmware.model import SymbolTable
-from explorer.runner.analysis import RunAnalysis, analyse, place
+from explorer.runner.analysis import RunAnalysis, analyse, place, reached_user_space
 from explorer.runner.kernel_hooks import MILESTONES
 from explorer.runner.rehost_pb2 import RunResult
 from explorer.runner.summary import explaining_loops
@@ -161,6 +161,10 @@ def _named(
         if ended_in:
             return SPINNING, ended_in[0].loop.start.function, ()
         return (BUDGET_RUNNING if reason == "budget" else TIMEOUT_RUNNING), _innermost(names), ()
+    if reached_user_space(result):
+        # A run past user space (MachineConfig.past_user_space) that ended without the marker on
+        # the console: init powered off or halted after user space, not before it.
+        return USER_SPACE, _innermost(names), ()
     plain = {"halt": HALTED, "poweroff": POWERED_OFF, "user_space": USER_SPACE, "crashed": QEMU_CRASHED}
     return plain.get(reason, KILLED), _innermost(names), ()
 

@@ -5,7 +5,7 @@
  *   -plugin librehost.so,budget=N,hook=NAME@0xADDR,initcalls=0xADDR,panic=0xADDR,
  *           halt=NAME@0xADDR,user_below=0xADDR,callstack=on,coverage=on,hot_loops=N,
  *           nop=0xADDR:VALUE,nops_again=0xADDR,log=0xADDR,events_fd=FD,
- *           pause_at=N,state_out=PATH,state_in=PATH,thread_size=N
+ *           pause_at=N,state_out=PATH,state_in=PATH,thread_size=N,past_user=on
  *
  * budget:     end the run once N guest instructions have executed. Checked in blocks that end
  *             in a backward branch (every loop has one) and on interrupts and exceptions, so it
@@ -22,6 +22,9 @@
  * user_below: the kernel's PAGE_OFFSET: the run ends at the first block below it that runs in
  *             user mode (ARM: CPSR mode USR; MIPS: kuseg is user-only, so the address alone
  *             decides), once the kernel runs mapped.
+ * past_user:  on: that first user block is a Milestone named user_space instead of the end of
+ *             the run, which goes on until something else ends it (the marker initramfs's
+ *             /init powers off once it has printed its line on the console).
  * callstack:  keep a shadow call stack per kernel thread (calls push, a block starting at a
  *             pushed return address pops to it) and send them when the run ends: the current
  *             thread's as CallStack, every tracked thread's as ThreadStack.
@@ -277,6 +280,8 @@ typedef struct {
     int events_fd; /* -1: no events */
     uint64_t budget;
     uint64_t user_below; /* 0: not watched */
+    bool past_user;      /* user space is a milestone, not the end (past_user=on) */
+    bool user_reached;   /* that milestone was sent */
     bool kernel_mapped;  /* code at or above user_below has been translated */
     bool callstack;
     bool coverage;
@@ -1366,12 +1371,24 @@ static void on_block_below_user_limit(unsigned int vcpu_index, void *userdata)
     g_autofree char *text = NULL;
     g_autofree char *line = NULL;
 
-    if (state.mode_register &&
-        (read_register(state.mode_register) & ARM_CPSR_MODE_MASK) !=
-        ARM_CPSR_MODE_USER) {
+    if (state.user_reached ||
+        (state.mode_register &&
+         (read_register(state.mode_register) & ARM_CPSR_MODE_MASK) !=
+         ARM_CPSR_MODE_USER)) {
         return;
     }
     text = g_strdup_printf("0x%" PRIx64, vaddr);
+    if (state.past_user) {
+        Hook user_space = { .name = (char *)"user_space", .vaddr = vaddr };
+        uint64_t icount = instructions_at(vcpu_index, vaddr);
+
+        state.user_reached = true;
+        line = g_strdup_printf("milestone user_space %s at insn %" PRIu64,
+                               text, icount);
+        report(line);
+        send_milestone(&user_space, icount);
+        return;
+    }
     line = g_strdup_printf("user_space %s", text);
     end_run_at(EXPLORER__REHOST__EXIT_REASON__EXIT_USER_SPACE, line, text,
                instructions_at(vcpu_index, vaddr));
@@ -1848,7 +1865,12 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     uint64_t vaddr = qemu_plugin_tb_vaddr(tb);
     size_t count = qemu_plugin_tb_n_insns(tb);
-    bool watch_calls = state.callstack || state.coverage || state.log_function;
+    /* Code below user_below once the kernel runs mapped: user code (past_user=on), whose
+     * calls are no kernel thread's frames (on ARM also the kernel's identity-mapped code,
+     * which a boot runs only before, in head.S, and at a restart). */
+    bool user_code = state.kernel_mapped && vaddr < state.user_below;
+    bool watch_calls = !user_code &&
+                       (state.callstack || state.coverage || state.log_function);
     bool thumb = watch_calls && block_is_thumb(tb);
     const BlockLayout *layout = block_layout(tb, count);
     LoopBranch branch;
@@ -1894,7 +1916,7 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
                                                  QEMU_PLUGIN_CB_NO_REGS, NULL);
         }
         state.kernel_mapped = true;
-    } else if (state.kernel_mapped) {
+    } else if (state.kernel_mapped && !state.user_reached) {
         qemu_plugin_register_vcpu_tb_exec_cb(tb, on_block_below_user_limit,
                                              state.mode_register ?
                                              QEMU_PLUGIN_CB_R_REGS :
@@ -1904,7 +1926,7 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     if (state.coverage) {
         cover_instructions(tb, count);
     }
-    if (state.callstack) {
+    if (state.callstack && !user_code) {
         if (g_hash_table_contains(state.return_targets,
                                   GSIZE_TO_POINTER(vaddr))) {
             qemu_plugin_register_vcpu_tb_exec_cb(tb, on_return_target,
@@ -1933,7 +1955,7 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         if (watch_calls) {
             instrument_call(insn, thumb);
         }
-        if (state.callstack) {
+        if (state.callstack && !user_code) {
             instrument_stack_load(insn);
         }
         instrument_wait_for_event(insn);
@@ -1972,7 +1994,7 @@ static bool any_hook_needs_registers(void)
  * The plugin's state at a snapshot point, as u64 words: everything a full boot would still
  * know after the point, in this order:
  *   STATE_FILE_MAGIC, instructions executed,
- *   hooks: count, then (address, kind, reached) each,
+ *   hooks: count, then (address, kind, reached) each, whether user space was reached,
  *   hot loops reported, the log text buffer, the innermost return address,
  *   the threads: thread_size, count, the current one's slot, switches, then for each in table
  *   order (stack, last run, depth, then (function, return address) each, outermost first),
@@ -1987,7 +2009,7 @@ static bool any_hook_needs_registers(void)
  * translated before it. Not kept: kernel_mapped and nops_applied, so that the restored run's
  * first kernel block writes its own NOPs (the same bytes, or the child's).
  */
-#define STATE_FILE_MAGIC 0x33657473686572ULL /* "rehste3": version 3, the spin's waits */
+#define STATE_FILE_MAGIC 0x34657473686572ULL /* "rehste4": version 4, the spin's waits and user space reached */
 
 static void put_word(GByteArray *out, uint64_t word)
 {
@@ -2094,6 +2116,7 @@ static void save_state(const char *path)
         put_word(out, hook->kind);
         put_word(out, hook->reached);
     }
+    put_word(out, state.user_reached);
     put_word(out, state.hot_loops_reported);
     put_word(out, state.log_text);
     put_word(out, *state.innermost_return_slot);
@@ -2274,10 +2297,11 @@ static void restore_state(unsigned int vcpu_index)
     int i;
 
     if (take_word(&reader) != STATE_FILE_MAGIC) {
-        reject_state_file("is of another version than rehste3");
+        reject_state_file("is of another version than rehste4");
     }
     qemu_plugin_u64_set(state.executed, vcpu_index, take_word(&reader));
     take_hooks(&reader);
+    state.user_reached = take_word(&reader);
     state.hot_loops_reported = take_word(&reader);
     state.log_text = take_word(&reader);
     *state.innermost_return_slot = take_word(&reader);
@@ -2520,6 +2544,9 @@ static bool parse_argument(const char *key, const char *value)
     if (g_str_equal(key, "coverage")) {
         return parse_switch(key, value, &state.coverage);
     }
+    if (g_str_equal(key, "past_user")) {
+        return parse_switch(key, value, &state.past_user);
+    }
     if (g_str_equal(key, "user_below")) {
         if (!parse_address(value, &state.user_below)) {
             fprintf(stderr, "rehost: user_below=%s is not an ADDRESS\n", value);
@@ -2545,7 +2572,7 @@ static bool parse_argument(const char *key, const char *value)
     fprintf(stderr, "rehost: unknown argument %s (budget, hook, initcalls, "
             "panic, halt, user_below, callstack, coverage, hot_loops, nop, "
             "nops_again, log, events_fd, pause_at, state_out, "
-            "state_in, thread_size)\n", key);
+            "state_in, thread_size, past_user)\n", key);
     return false;
 }
 
