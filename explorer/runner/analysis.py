@@ -19,6 +19,7 @@ ended in. These are names of kernel mechanisms every board shares, never of a bo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -41,6 +42,9 @@ KERNEL_INIT = "kernel_init"
 # A workqueue worker runs each work item through this (kernel/workqueue.c).
 WORK_RUNNER = "process_one_work"
 WORKER = "a worker"
+# The runner's detail of a run it ended at the stuck-read limit (native/rehosting_machine/
+# rehosting.c, end_run_if_stuck): the address read that many times, and the pc of the last read.
+STUCK_DETAIL = re.compile(r"stuck: \d+ reads of (0x[0-9a-f]+)(?: \(last at pc (0x[0-9a-f]+)\))?")
 # How a blocked thread gets off the CPU: the scheduler's own frames say how it waits, not what
 # for (resume is MIPS's context switch, __switch_to ARM's).
 SCHEDULER_FRAMES = frozenset(
@@ -325,6 +329,22 @@ def _waits(frames: tuple[NamedFrame, ...]) -> tuple[str, ...]:
     ):
         waits.append("deferred probe")
     return tuple(waits)
+
+
+@dataclass(frozen=True)
+class StuckPoll:
+    """The address a run ended reading at the stuck-read limit, and the pc of its last read."""
+
+    address: int
+    pc: int | None
+
+
+def stuck_poll(detail: str) -> StuckPoll | None:
+    """The poll an exit's detail names (the runner's stuck-read limit), None for any other detail."""
+    found = STUCK_DETAIL.search(detail)
+    if found is None:
+        return None
+    return StuckPoll(int(found.group(1), 16), int(found.group(2), 16) if found.group(2) else None)
 
 
 def polled_addresses(result: RunResult, start_pc: int, end_pc: int) -> tuple[int, ...]:

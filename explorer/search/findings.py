@@ -210,4 +210,7 @@ def _rule(rule: Any) -> dict[str, Any]:
     elif kind == "forced_bits":
         described["and_mask"] = hex(rule.forced_bits.and_mask)
         described["or_mask"] = hex(rule.forced_bits.or_mask)
+    elif kind == "counter":
+        described["hz"] = rule.counter.hz
+        described["down"] = rule.counter.down
     return described
