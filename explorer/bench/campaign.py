@@ -259,8 +259,9 @@ def result_row(entry: Entry, store: Store, ended: str, firmware: Firmware) -> di
     """The numbers of one finished entry, from its store, and why it stopped (`why`: its furthest
     run's explorer.bench.causes.StopCause, named with `firmware`'s symbols).
 
-    wall_seconds_to_userspace: the search's wall time when its boot completed (user space; for
-    firmware without one, such as the tests' bare-metal programs, the clean power-off after init:
+    wall_seconds_to_userspace: the search's wall time when its boot completed (the console
+    milestone, or user space where no console can be seen; for firmware without one, such as
+    the tests' bare-metal programs, the clean power-off after init:
     explorer.search.score.boot_completed), None if it did not. A search stops right after the
     generation that completes the boot is committed, so this is the store's wall-time counter then.
     """
@@ -282,6 +283,7 @@ def result_row(entry: Entry, store: Store, ended: str, firmware: Firmware) -> di
         "boot_completed": completed,
         "furthest_milestone": summary["furthest_milestone"],
         "reached_userspace": summary["reached_userspace"],
+        "reached_console": summary["reached_console"],
         "wall_seconds": summary["wall_seconds"],
         "wall_seconds_to_userspace": summary["wall_seconds"] if completed else None,
         "runs": summary["runs"],
@@ -305,6 +307,7 @@ def error_row(entry: Entry, plan: BenchPlan, message: str) -> dict[str, Any]:
         "boot_completed": False,
         "furthest_milestone": None,
         "reached_userspace": False,
+        "reached_console": False,
         "wall_seconds": 0.0,
         "wall_seconds_to_userspace": None,
         **dict.fromkeys(("runs", "generations", "devices", "values_pinned", "nops"), 0),

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from explorer.firmware.model import SymbolTable
-from explorer.runner.analysis import RunAnalysis, analyse, place
+from explorer.runner.analysis import RunAnalysis, analyse, place, reached_user_space, stuck_poll
 from explorer.runner.kernel_hooks import MILESTONES
 from explorer.runner.rehost_pb2 import RunResult
 from explorer.runner.summary import explaining_loops
@@ -57,10 +57,10 @@ KINDS = (
     BUDGET_RUNNING, TIMEOUT_RUNNING, HALTED, POWERED_OFF, USER_SPACE, QEMU_CRASHED, KILLED,
 )  # fmt: skip
 
-# The runner's details (native/rehosting_machine/rehosting.c): a poll no value satisfied, and an
-# idle CPU with no timer armed (otherwise an idle CPU whose timer never interrupted it); the
-# plugin's (native/rehost_plugin): a wait for an event nothing can end.
-_STUCK_DETAIL = re.compile(r"stuck: \d+ reads of (0x[0-9a-f]+)(?: \(last at pc (0x[0-9a-f]+)\))?")
+# The runner's details (native/rehosting_machine/rehosting.c) of an idle CPU with no timer armed
+# (otherwise an idle CPU whose timer never interrupted it), and the plugin's (native/rehost_plugin)
+# of a wait for an event nothing can end; a poll no value satisfied is
+# explorer.runner.analysis.stuck_poll's.
 _SPIN_DETAIL = re.compile(r"spin: \d+ waits for an event at pc (0x[0-9a-f]+) with interrupts masked")
 _IDLE_DETAIL = "idle:"
 _NO_TIMER_DETAIL = "no timer armed"
@@ -141,11 +141,10 @@ def _named(
     if reason == "panic" or any(name in DYING for name in names):
         where = next((name for _, name in crash.frames if name), None) if crash else _innermost(names)
         return _fault(names, analysis), where, ()
-    stuck = _STUCK_DETAIL.search(analysis.exit_detail)
+    stuck = stuck_poll(analysis.exit_detail)
     if stuck:
-        pc = stuck.group(2)
-        where = place(int(pc, 16), symbols).function if pc else _innermost(names)
-        return STUCK_POLLING, where or _innermost(names), (stuck.group(1),)
+        where = place(stuck.pc, symbols).function if stuck.pc is not None else _innermost(names)
+        return STUCK_POLLING, where or _innermost(names), (f"0x{stuck.address:x}",)
     spin = _SPIN_DETAIL.search(analysis.exit_detail)
     if spin:
         return SPINNING_MASKED, place(int(spin.group(1), 16), symbols).function or _innermost(names), ()
@@ -161,6 +160,10 @@ def _named(
         if ended_in:
             return SPINNING, ended_in[0].loop.start.function, ()
         return (BUDGET_RUNNING if reason == "budget" else TIMEOUT_RUNNING), _innermost(names), ()
+    if reached_user_space(result):
+        # A run past user space (MachineConfig.past_user_space) that ended without the marker on
+        # the console: init powered off or halted after user space, not before it.
+        return USER_SPACE, _innermost(names), ()
     plain = {"halt": HALTED, "poweroff": POWERED_OFF, "user_space": USER_SPACE, "crashed": QEMU_CRASHED}
     return plain.get(reason, KILLED), _innermost(names), ()
 

@@ -91,7 +91,7 @@ def plot_best_milestone_over_time(
         Line2D([], [], color=strategy_colour(strategy), linewidth=2, label=strategy)
         for strategy in strategies
     ]
-    if any(timeline.points[-1][1] == level_of(USER_SPACE) for timeline in timelines):
+    if any(timeline.points[-1][1] >= level_of(USER_SPACE) for timeline in timelines):
         handles.append(Line2D([], [], color="grey", marker="o", linestyle="", label="reached user space"))
     if any(name in stock and stock[name]["ended"] != NOT_IN_BUILD for name in firmware):
         handles.append(Line2D([], [], color=_STOCK_COLOUR, linestyle="--", label="stock QEMU"))
@@ -124,7 +124,7 @@ def _milestone_panel(
         levels.append(levels[-1])
         colour = strategy_colour(timeline.strategy)
         axes.step(times, levels, where="post", color=colour, linewidth=1.4)
-        if timeline.points[-1][1] == level_of(USER_SPACE):
+        if timeline.points[-1][1] >= level_of(USER_SPACE):
             axes.plot(times[-1], levels[-1], marker="o", markersize=4, color=colour)
     if stock is not None and stock["ended"] != NOT_IN_BUILD:
         level = level_of(stock["furthest_milestone"])

@@ -1,7 +1,8 @@
 """The bench report: results.jsonl rows turned into CSV, JSON, Markdown tables and PNG plots.
 
 Per firmware and strategy (over its repeats): how many completed the boot, the furthest
-milestone any reached, user space, and the medians of time to completion, runs, generations,
+milestone any reached, user space, the console (user space printed the marker on it), and the
+medians of time to completion, runs, generations,
 devices mapped, values pinned and NOPs. Per strategy (over all firmware): success rate, median
 time to completion, and the spread over repeats (the lowest and highest success rate of one
 repeat, the fastest and slowest completion).
@@ -14,8 +15,10 @@ The tables are functions of the rows (and stock rows) alone. write_report writes
 beside results.jsonl: the tables, report.md with the plots (explorer.bench.plots) embedded, and
 the plots, whose timelines it reads from the finished entries' stores (explorer.bench.timeline,
 read-only). It runs nothing, so a report can be rebuilt from a bench directory at any time.
-"Completed" is the search's own goal (explorer.search.score.boot_completed: user space, or a
-clean power-off after init for firmware without one).
+"Completed" is the search's own goal (explorer.search.score.boot_completed: the console
+milestone where the console can be seen, else user space, or a clean power-off after init for
+firmware without one). Rows written before the console milestone have no reached_console: read
+as not reached.
 
 Why searches stopped (`why_stopped`): the searches that did not complete, grouped by the kind of
 blocker their furthest run stopped at (each row's `why`, explorer.bench.causes), the commonest
@@ -55,6 +58,7 @@ COLUMNS = (
     "boot_completed",
     "furthest_milestone",
     "reached_userspace",
+    "reached_console",
     "wall_seconds",
     "wall_seconds_to_userspace",
     "runs",
@@ -155,9 +159,10 @@ def to_markdown(rows: Sequence[dict[str, Any]], stock: Sequence[dict[str, Any]] 
     summary = summarize(rows)
     stock_of = {row["firmware"]: row for row in stock}
     lines = [
-        "| firmware | strategy | completed | furthest | stock QEMU | user space | time to completion (s) "
-        "| stock time to user space (s) | runs | generations | devices | values | NOPs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| firmware | strategy | completed | furthest | stock QEMU | user space | console "
+        "| time to completion (s) | stock time to user space (s) | runs | generations | devices | values "
+        "| NOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for item in summary["firmware"]:
         ground = stock_of.get(item["firmware"])
@@ -165,6 +170,7 @@ def to_markdown(rows: Sequence[dict[str, Any]], stock: Sequence[dict[str, Any]] 
             f"| {item['firmware']} | {item['strategy']} | {item['completed']}/{item['repeats']} "
             f"| {item['furthest_milestone'] or 'none'} | {_stock_reached(ground)} "
             f"| {'yes' if item['reached_userspace'] else 'no'} "
+            f"| {'yes' if item['reached_console'] else 'no'} "
             f"| {_number(item['median_seconds_to_completion'])} "
             f"| {_number(ground['wall_seconds_to_userspace']) if ground else 'not run'} "
             f"| {_number(item['median_runs'])} "
@@ -309,6 +315,7 @@ def _firmware_summary(firmware: str, strategy: str, group: list[dict[str, Any]])
         "completed": len(times),
         "furthest_milestone": furthest,
         "reached_userspace": any(row["reached_userspace"] for row in group),
+        "reached_console": any(row.get("reached_console", False) for row in group),
         "median_seconds_to_completion": _median(times),
         **{f"median_{key}": _median([row[key] for row in group]) for key in _COUNTED},
     }

@@ -22,13 +22,14 @@ from typing import Any
 from explorer.bench.campaign import STORE_FILE
 from explorer.errors import StoreError
 from explorer.runner.kernel_hooks import MILESTONES
-from explorer.search.score import Score
+from explorer.search.score import CONSOLE, Score
 from explorer.store import Store
 
 USER_SPACE = "user space"
 # How far a boot got, as the y axis of a timeline: no milestone, each boot milestone in the order
-# a boot reaches them, then user space. A name's level is its index.
-LEVELS: tuple[str | None, ...] = (None, *MILESTONES, USER_SPACE)
+# a boot reaches them, then user space, then the console (the marker printed). A name's level is
+# its index.
+LEVELS: tuple[str | None, ...] = (None, *MILESTONES, USER_SPACE, CONSOLE)
 
 
 def level_of(milestone: str | None) -> int:

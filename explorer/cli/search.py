@@ -56,6 +56,8 @@ QemuOption = Annotated[
 ]
 # Value rules (and dropped children) `show` prints before it only counts the rest (--json has them all).
 RULES_SHOWN = 12
+# Lines of the guest console `explorer show` prints (--json has all of it).
+CONSOLE_TAIL_LINES = 10
 BudgetOption = Annotated[str, typer.Option(help="Wall-clock budget: 90s, 15m, 2h, 1h30m.")]
 # Not stored with the search: `resume` runs on whatever its own command line names.
 ExecutorOption = Annotated[
@@ -224,7 +226,7 @@ def status(work: Annotated[Path, typer.Argument(help="Work directory of a search
     with Store.open(work, writer=False) as store:
         summary = search_summary(store)
         shared = _snapshot_counters(store)
-    milestone = "user space" if summary["reached_userspace"] else summary["furthest_milestone"] or "none yet"
+    milestone = summary["furthest_milestone"] or "none yet"
     print(
         f"{work}: {summary['generations']} generations, {summary['runs']} runs, "
         f"frontier {summary['frontier']}, {summary['wall_seconds']:.0f} s; furthest: {milestone}"
@@ -347,7 +349,7 @@ def _search(
             ended = run_search(store, facts, target, options, setup, progress, runs)
     finally:
         summary = search_summary(store)
-        milestone = "user space" if summary["reached_userspace"] else summary["furthest_milestone"] or "none"
+        milestone = summary["furthest_milestone"] or "none"
         console.print(
             f"search {ended}: {summary['generations']} generations, {summary['runs']} runs, "
             f"{summary['wall_seconds']:.0f} s; furthest: {milestone}; "
@@ -437,7 +439,7 @@ def _print_dropped(console: Console, dropped: list[dict[str, Any]]) -> None:
 
 def _print_report(work: Path, summary: dict[str, Any], report: dict[str, Any]) -> None:
     console = Console()
-    milestone = "user space" if summary["reached_userspace"] else summary["furthest_milestone"] or "none"
+    milestone = summary["furthest_milestone"] or "none"
     console.print(
         f"[bold]{work}[/]: {summary['generations']} generations, {summary['runs']} runs, "
         f"{summary['wall_seconds']:.0f} s; furthest: {milestone}"
@@ -474,6 +476,10 @@ def _print_report(work: Path, summary: dict[str, Any], report: dict[str, Any]) -
     console.print("[bold]its run[/]:")
     for line in report["run_summary"]:
         console.print("  " + line, markup=False, highlight=False)
+    if report["console"]:
+        console.print("[bold]its console[/] (the last lines):")
+        for line in report["console"].splitlines()[-CONSOLE_TAIL_LINES:]:
+            console.print("  " + line, markup=False, highlight=False)
     _print_dropped(console, summary["dropped"])
     console.print(f"replay: explorer replay {work} {report['state'][:SHORT_ID]}")
     console.print(f"export: explorer export {work} {report['state'][:SHORT_ID]} -o state.json")

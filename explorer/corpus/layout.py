@@ -85,7 +85,7 @@ class Corpus:
         return self.root / self._arch_record(arch).busybox.path
 
     def initramfs(self, arch: str) -> Path:
-        """A gzip'd initramfs for `arch` whose /init prints `USERSPACE_MARKER`, then starts a shell."""
+        """A gzip'd initramfs for `arch` whose /init prints `USERSPACE_MARKER` and powers off."""
         return self.root / self._arch_record(arch).initramfs.path
 
     def _kernel_record(self, flavour: str) -> KernelRecord:

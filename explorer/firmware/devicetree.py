@@ -59,6 +59,7 @@ def parse_dtb(blob: bytes, source: str) -> DeviceTreeFacts:
             if value is not None:
                 phandles.setdefault(value, node)
     chosen = next((n for n in nodes if n.path == "/chosen"), None)
+    aliases = next((n for n in nodes if n.path == "/aliases"), None)
     memory: list[tuple[int, int]] = []
     devices: list[DtDevice] = []
     for node in nodes:
@@ -93,6 +94,7 @@ def parse_dtb(blob: bytes, source: str) -> DeviceTreeFacts:
         if chosen
         else None,
         psci_method=_psci_method(nodes),
+        aliases=_aliases(aliases) if aliases else {},
         cpus=tuple(
             compatible
             for node in nodes
@@ -100,6 +102,12 @@ def parse_dtb(blob: bytes, source: str) -> DeviceTreeFacts:
             for compatible in _strings(node, "compatible")
         ),
     )
+
+
+def _aliases(node: _Node) -> dict[str, str]:
+    """/aliases as name -> path: only the properties that are absolute node paths."""
+    paths = {name: _string(node, name) for name in node.props if name not in ("phandle", "linux,phandle")}
+    return {name: path for name, path in sorted(paths.items()) if path and path.startswith("/")}
 
 
 def _psci_method(nodes: list[_Node]) -> str | None:

@@ -25,7 +25,7 @@ from explorer.firmware.symbols import recover_symbols
 from explorer.paths import cache_root
 
 # Bump when ingestion would give different facts for the same image: old cache entries are then ignored.
-INGEST_VERSION = 2  # 2: the device tree's CPU compatibles and PSCI method
+INGEST_VERSION = 3  # 2: the device tree's CPU compatibles and PSCI method; 3: its aliases
 
 _FACTS = "facts.json"
 _SYMBOLS = "symbols.nm"

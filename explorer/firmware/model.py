@@ -169,6 +169,8 @@ class DeviceTreeFacts:
     stdout_path: str | None
     cpus: tuple[str, ...] = ()  # the compatibles of the /cpus/cpu@N nodes, in order
     psci_method: str | None = None  # how the kernel calls PSCI firmware (/psci "method"), if it does
+    # /aliases: name -> node path ("serial0" -> "/soc/serial@1c28000"), as the tree spells them
+    aliases: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -181,6 +183,7 @@ class DeviceTreeFacts:
             "stdout_path": self.stdout_path,
             "cpus": list(self.cpus),
             "psci_method": self.psci_method,
+            "aliases": dict(self.aliases),
         }
 
     @classmethod
@@ -195,6 +198,7 @@ class DeviceTreeFacts:
             d["stdout_path"],
             tuple(d["cpus"]),
             d["psci_method"],
+            dict(d["aliases"]),
         )
 
 

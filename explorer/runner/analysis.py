@@ -19,9 +19,11 @@ ended in. These are names of kernel mechanisms every board shares, never of a bo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from explorer.corpus.initramfs import USERSPACE_MARKER
 from explorer.firmware.model import SymbolTable
 from explorer.runner.kernel_hooks import INITCALL_RUNNER
 from explorer.runner.rehost_pb2 import ExitReason, Frame, HotLoop, RunResult
@@ -29,6 +31,9 @@ from explorer.runner.rehost_pb2 import ExitReason, Frame, HotLoop, RunResult
 # Endings where the guest was still running when the run was stopped: what it was doing then,
 # the loops on its call stack, is what the run ended in.
 STUCK_ENDINGS = ("budget", "timeout")
+# The milestone a run past user space reports at the first user-mode instruction
+# (MachineConfig.past_user_space), where a run not past it ends with EXIT_USER_SPACE.
+USER_SPACE_MILESTONE = "user_space"
 # How much of the end of the log an analysis keeps.
 LOG_TAIL_LINES = 10
 
@@ -37,6 +42,9 @@ KERNEL_INIT = "kernel_init"
 # A workqueue worker runs each work item through this (kernel/workqueue.c).
 WORK_RUNNER = "process_one_work"
 WORKER = "a worker"
+# The runner's detail of a run it ended at the stuck-read limit (native/rehosting_machine/
+# rehosting.c, end_run_if_stuck): the address read that many times, and the pc of the last read.
+STUCK_DETAIL = re.compile(r"stuck: \d+ reads of (0x[0-9a-f]+)(?: \(last at pc (0x[0-9a-f]+)\))?")
 # How a blocked thread gets off the CPU: the scheduler's own frames say how it waits, not what
 # for (resume is MIPS's context switch, __switch_to ARM's).
 SCHEDULER_FRAMES = frozenset(
@@ -170,6 +178,26 @@ class RunAnalysis:
     log_source: str  # "log", "console" or "" (neither was captured)
 
 
+def reached_user_space(result: RunResult) -> bool:
+    """The run executed a user-mode instruction: it ended there, or went on past it."""
+    return result.exit.reason == ExitReason.EXIT_USER_SPACE or any(
+        milestone.name == USER_SPACE_MILESTONE for milestone in result.milestones
+    )
+
+
+def reached_console(result: RunResult) -> bool:
+    """User space printed the marker initramfs's line on the console (the first serial port)."""
+    return USERSPACE_MARKER.encode() in result.console
+
+
+def console_text(result: RunResult) -> str:
+    """The console's bytes for people: invalid UTF-8 replaced, bytes left out marked."""
+    text = result.console.decode("utf-8", "replace")
+    if result.console_dropped:
+        return text + f"\n[{result.console_dropped} console bytes left out of the middle]"
+    return text
+
+
 def place(address: int, symbols: SymbolTable) -> Place:
     """`address` named by the symbol whose code holds it; None outside the kernel's symbols."""
     if not symbols.symbols or address > symbols.symbols[-1].address:
@@ -227,7 +255,7 @@ def kernel_init_wait(
     kernel_init's when it holds it. None for a run that reached user space (kernel_init has
     become init) and when no stack holds kernel_init.
     """
-    if _ending(result) == "user_space":
+    if reached_user_space(result):
         return None
     stacks = [(thread.frames, thread.current) for thread in threads] or [(call_stack, True)]
     found = next(((frames, current) for frames, current in stacks if _holds(frames, KERNEL_INIT)), None)
@@ -243,7 +271,7 @@ def busy_workers(
     """Where the workqueue workers that were running a work item (process_one_work on their
     stack) stood at the exit: what kernel_init's flush_work or a deferred probe waits on. None
     for a run that reached user space."""
-    if _ending(result) == "user_space":
+    if reached_user_space(result):
         return ()
     return tuple(
         _thread_wait(WORKER, thread.frames, thread.current, result, hot_loops)
@@ -301,6 +329,22 @@ def _waits(frames: tuple[NamedFrame, ...]) -> tuple[str, ...]:
     ):
         waits.append("deferred probe")
     return tuple(waits)
+
+
+@dataclass(frozen=True)
+class StuckPoll:
+    """The address a run ended reading at the stuck-read limit, and the pc of its last read."""
+
+    address: int
+    pc: int | None
+
+
+def stuck_poll(detail: str) -> StuckPoll | None:
+    """The poll an exit's detail names (the runner's stuck-read limit), None for any other detail."""
+    found = STUCK_DETAIL.search(detail)
+    if found is None:
+        return None
+    return StuckPoll(int(found.group(1), 16), int(found.group(2), 16) if found.group(2) else None)
 
 
 def polled_addresses(result: RunResult, start_pc: int, end_pc: int) -> tuple[int, ...]:

@@ -99,6 +99,8 @@ def config_plugin_arguments(config: MachineConfig) -> tuple[str, ...]:
         arguments.append(f"budget={config.instruction_budget}")
     if config.user_space_below:
         arguments.append(f"user_below={config.user_space_below:#x}")
+    if config.past_user_space:
+        arguments.append("past_user=on")
     return tuple(arguments)
 
 

@@ -2,7 +2,8 @@
 
 Our ARM QEMU (native/devices/arm-softmmu.mak, native/patches/0001: the `rehosting` machine
 selects A9MPCORE, A15MPCORE, ARM_GIC, ARM_TIMER, PL011, PL031, PL310, SERIAL_MM, REALVIEW, plus
-what VEXPRESS pulls in) provides the types named here. A model is chosen by a node's
+what VEXPRESS pulls in, and the i.MX UART the stock i.MX boards pull in) provides the types named
+here. A model is chosen by a node's
 `compatible` only: the binding of a compatible fixes the register layout, so placing the
 model at the node's `reg` is right by construction. Interrupts are translated from the GIC
 binding's three cells (SPI n -> GIC interrupt ID 32 + n) into Device.irqs, the machine's
@@ -41,7 +42,9 @@ A15_CPU_INTERFACE_OFFSET = 0x1000
 VEXPRESS_SYS_ID = 0x1190F500
 VEXPRESS_PROC_ID = {"cortex-a9": 0x0C000191, "cortex-a15": 0x14000237, "cortex-a7": 0x14000237}
 # A 16550 has 8 registers; a node whose reg spans 32 bytes or more spaces them 4 bytes apart
-# (the DT `reg-shift` is 2 on every such board: dw-apb, Kirkwood, Tegra, ...).
+# (the DT `reg-shift` is 2 on every such board: dw-apb, Kirkwood, Tegra, ...; the OMAP UART's
+# binding has none, its driver fixes 2, and its registers past the 16550's are left to the
+# value model).
 UART_8250_REGISTERS = 8
 UART_8250_WIDE_SHIFT = 2
 # Bytes each model's (first) MMIO region spans in our QEMU, to keep placements from overlapping.
@@ -55,6 +58,7 @@ MODEL_SPANS = {
     "pl181": 0x1000,
     "l2x0": 0x1000,
     "realview_sysctl": 0x1000,
+    "imx.serial": 0x1000,
 }
 
 
@@ -198,4 +202,23 @@ _PLACERS: dict[str, Callable[[DtDevice, DeviceTreeFacts, str], Placement | None]
     "ns16550a": _uart_8250,
     "ns16550": _uart_8250,
     "snps,dw-apb-uart": _uart_8250,
+    "ti,omap2-uart": _uart_8250,
+    "ti,omap3-uart": _uart_8250,
+    "ti,omap4-uart": _uart_8250,
+    "ti,am3352-uart": _uart_8250,
+    "fsl,imx6ul-uart": _simple("imx.serial", 1),
+    "fsl,imx6q-uart": _simple("imx.serial", 1),
+    "fsl,imx21-uart": _simple("imx.serial", 1),
+}
+
+# The name the kernel gives a model's serial ports (ttyS0, ttyAMA1, ...), for a console=
+# argument: drivers number a DT port by its `serialN` alias.
+TTY_PREFIX = {"pl011": "ttyAMA", "serial-mm": "ttyS", "imx.serial": "ttymxc"}
+# Compatibles that a second driver also serves under its own tty name: the OMAP UART is ttyS with
+# 8250_omap and ttyO with omap-serial, whichever the kernel was built with.
+OTHER_TTY_PREFIX = {
+    "ti,omap2-uart": "ttyO",
+    "ti,omap3-uart": "ttyO",
+    "ti,omap4-uart": "ttyO",
+    "ti,am3352-uart": "ttyO",
 }

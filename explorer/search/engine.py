@@ -26,10 +26,13 @@ calls them in this order):
 A kill at any moment loses at most the generation in flight: resuming re-chooses the same
 state (it is still on the frontier) and re-proposes the same children.
 
-The search ends when a run completes the boot (explorer.search.score.boot_completed: user
-space), the frontier is empty, the wall-clock budget is spent (runs still going then are
-abandoned, and only the finished ones are committed), or the user interrupts it (then nothing of
-the generation in flight is committed). Why a session ended is stored (metadata STOPPED, with
+The search ends when a run completes the boot (explorer.search.score.boot_completed: the
+console milestone, user space printing the marker on the console, where the target's initrd
+prints it, the search can place the console's UART and the run's machine delivers its interrupt;
+else user space), the frontier is
+empty, the wall-clock budget is spent (runs still going then are abandoned, and only the
+finished ones are committed), or the user interrupts it (then nothing of the generation in
+flight is committed). Why a session ended is stored (metadata STOPPED, with
 what was left: the states still on the frontier, the children dropped) for `explorer show`;
 while a session runs, and after one that was interrupted or killed, it holds None.
 """
@@ -51,6 +54,7 @@ from explorer.runner.rehost_pb2 import RunResult
 from explorer.runner.result import deserialize
 from explorer.runner.snapshot import Snapshot
 from explorer.search.boot_sharing import DEFAULT_SNAPSHOT_LIMIT_BYTES, divergence_point, sharing_plan
+from explorer.search.console import console_expected, console_interrupt_wired
 from explorer.search.initial import initial_state
 from explorer.search.operators import (
     Child,
@@ -187,7 +191,22 @@ class Search:
         self._waiting = 0.0
         self._waiting_committed = 0.0
         self._best = best_score(store)
-        self._completed = any(boot_completed(deserialize(run.result)) for run in store.runs())
+        # The console is the goal where it can be seen (explorer.search.score.boot_completed).
+        self._console_goal = target.prints_marker and console_expected(firmware, target.cmdline)
+        self._completed = any(
+            self._completes(self._stored_state(run.state_id), deserialize(run.result)) for run in store.runs()
+        )
+
+    def _stored_state(self, identity: str) -> State:
+        data = self._store.state(identity)
+        assert data is not None  # every stored run's state is stored with it
+        return parse_state(data)
+
+    def _completes(self, state: State, result: RunResult) -> bool:
+        """Did this run complete the boot: the console milestone where the search's console can be
+        seen and the run's machine delivers its console's interrupt (user space writes to the
+        console wait for it), else user space."""
+        return boot_completed(result, self._console_goal and console_interrupt_wired(state))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -219,12 +238,12 @@ class Search:
             self._generation(self._choose(frontier))
 
     def _first_generation(self) -> None:
-        initial = self._initial or initial_state(self._firmware, self._options.seed)
+        initial = self._initial or initial_state(self._firmware, self._options.seed, self._target.cmdline)
         if self._options.instruction_budget:
             initial = derive(initial, _budget_setter(self._options.instruction_budget))
         # Not checked: the initial state is made from what the user gave, and a machine no runner
         # accepts is their error to see (BadInput from the runner), not a proposal to drop.
-        child = Child(initial, INITIAL_OPERATOR, "the kernel on a CPU and RAM, nothing else")
+        child = Child(initial, INITIAL_OPERATOR, _initial_reason(initial))
         proposal = Proposal([child], [], stalled=False)
         self._commit(0, None, None, proposal, self._run(0, None, None, proposal.children))
 
@@ -372,7 +391,7 @@ class Search:
                 RunRecord(identity, run.outcome.result, run_score, run.outcome.wall_seconds, number)
             )
             self._best = max(self._best, run.score)
-            self._completed = self._completed or boot_completed(run.result)
+            self._completed = self._completed or self._completes(child.state, run.result)
             frontier.append((run_score, identity, depth))
         for dropped in proposal.dropped:
             identity = state_id(dropped.child.state)
@@ -467,6 +486,13 @@ def evaluated_state(store: Store, identity: str) -> tuple[Evaluated, str | None]
     return Evaluated(identity, parse_state(data), deserialize(run.result), made_by), parent
 
 
+def _initial_reason(initial: State) -> str:
+    if not initial.devices:
+        return "the kernel on a CPU and RAM, nothing else"
+    console = initial.devices[0]
+    return f"the kernel on a CPU and RAM, and its console's UART: {console.type} at 0x{console.mmio[0]:x}"
+
+
 def stop_record(store: Store, ended: str) -> dict[str, Any]:
     """What the metadata STOPPED holds once a session ended `ended` (Search.run's answer): the
     generations committed, the states still on the frontier (never expanded to the end: left
@@ -488,4 +514,5 @@ def _budget_setter(budget: int) -> Callable[[State], None]:
 
 def best_score(store: Store) -> Score:
     """The best score of any stored run (all zero before the first run)."""
-    return max((Score.from_bytes(run.score) for run in store.runs()), default=Score(False, 0, 0, False, 0, 0))
+    nothing = Score(False, False, 0, 0, False, 0, 0)
+    return max((Score.from_bytes(run.score) for run in store.runs()), default=nothing)

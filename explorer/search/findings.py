@@ -14,7 +14,7 @@ from google.protobuf import json_format
 
 from explorer.errors import BadInput
 from explorer.firmware.model import Firmware
-from explorer.runner.analysis import analyse
+from explorer.runner.analysis import analyse, console_text, reached_console
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.runner.result import deserialize
 from explorer.runner.summary import describe, hot_loops_to_dict, thread_waits_to_dict
@@ -141,6 +141,7 @@ def search_summary(store: Store) -> dict[str, Any]:
     return {
         "furthest_milestone": best_score.furthest_milestone if best_score else None,
         "reached_userspace": bool(best_score and best_score.user_space),
+        "reached_console": bool(best_score and best_score.console),
         "runs": int(counters.get("runs", 0)),
         "generations": store.generations(),
         "wall_seconds": round(wall, 3),
@@ -179,6 +180,9 @@ def state_report(store: Store, identity: str, firmware: Firmware) -> dict[str, A
         **hot_loops_to_dict(analysis),
         **thread_waits_to_dict(analysis),
         "log_tail": log_lines[-LOG_TAIL_LINES:],
+        # User space printed the marker on the console; the console's text (the first serial port).
+        "reached_console": reached_console(result),
+        "console": console_text(result),
         "machine": machine_summary(parse_state(data)),
         "path": path_to(store, identity),
     }
@@ -206,4 +210,7 @@ def _rule(rule: Any) -> dict[str, Any]:
     elif kind == "forced_bits":
         described["and_mask"] = hex(rule.forced_bits.and_mask)
         described["or_mask"] = hex(rule.forced_bits.or_mask)
+    elif kind == "counter":
+        described["hz"] = rule.counter.hz
+        described["down"] = rule.counter.down
     return described

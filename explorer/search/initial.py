@@ -2,12 +2,14 @@
 
 The initial state is the smallest machine that can run the kernel at all: a CPU model our QEMU
 has that executes the kernel's instruction set, RAM where the kernel can live, an instruction
-budget, and the value model for every other address. It maps no device and no interrupt
-controller: those are for device discovery (explorer.search.operators.devices) to find from
-what the kernel touches. Firmware calls the device tree says the kernel makes (PSCI) are
-answered by QEMU. Invariants: it is a pure function of (firmware, seed); it never runs
-anything and never guesses a device; everything it chooses is a documented default or a fact of
-the firmware or its device tree.
+budget, and the value model for every other address, plus the one device a person needs to see
+the result: the UART the kernel's console is on (explorer.search.console), first in device order
+so that QEMU's first serial port feeds it. It maps no other device and no interrupt controller:
+those are for device discovery (explorer.search.operators.devices) to find from what the kernel
+touches (it wires the console's interrupt once it places the controller). Firmware calls the
+device tree says the kernel makes (PSCI) are answered by QEMU. Invariants: it is a pure function
+of (firmware, seed, kernel arguments); it never runs anything and never guesses a device;
+everything it chooses is a documented default or a fact of the firmware or its device tree.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from explorer.errors import BadInput
 from explorer.firmware.model import Arch, Endian, Firmware
 from explorer.runner.config import PSCI_CONDUITS
+from explorer.search.console import console_uart
 from explorer.search.state import State
 
 # Guest instructions after which a run ends. Measured: armmp on the vexpress-a9 map reaches
@@ -76,8 +79,11 @@ SELF_RELOCATION = "relocate_kernel"
 MIPS_CPU = "24Kf"
 
 
-def initial_state(firmware: Firmware, seed: int) -> State:
-    """The machine a search starts from: CPU, RAM, budget, seed and the read model; no devices.
+def initial_state(firmware: Firmware, seed: int, cmdline: str = "") -> State:
+    """The machine a search starts from: CPU, RAM, budget, seed, the read model and the console.
+
+    `cmdline`: the kernel arguments the search's target passes (a console= among them names the
+    console; without one, and without a device tree that names it, the state adds one).
 
     boot.loader_start is left to the machine's default, the base of the one RAM region: the
     zImage and its ATAGs or DTB are placed from there, which suits every RAM chosen here.
@@ -108,6 +114,12 @@ def initial_state(firmware: Firmware, seed: int) -> State:
         # A kernel that moves itself to a random address would run where no hook is: the search
         # watches the kernel by its symbols' link addresses.
         state.boot.cmdline = "nokaslr"
+    console = console_uart(firmware, cmdline)
+    if console is not None:
+        # Unwired: no interrupt controller yet (device discovery wires it with the controller).
+        state.devices.append(console.placement.device(()))
+        if console.argument is not None:
+            state.boot.cmdline = f"{state.boot.cmdline} {console.argument}".strip()
     if firmware.device_tree is not None and firmware.device_tree.psci_method in PSCI_CONDUITS[1:]:
         # The board's secure firmware answers PSCI calls (setup_arch -> psci_dt_init asks its
         # version at once); with no EL3 or EL2 on our CPU the call would be undefined: QEMU

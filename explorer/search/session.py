@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from explorer.corpus.initramfs import prints_marker
 from explorer.errors import BadInput
 from explorer.execution.executor import Executor
 from explorer.execution.jobs import RunnerSetup
@@ -90,6 +91,8 @@ def create_search(work: Path, target: Target, options: SearchOptions) -> tuple[S
     The store's metadata says where each came from ("boot_files")."""
     strategy_named(options.strategy)
     booted, origins = _carried_target(work, target)
+    if booted.initrd is not None:
+        booted = dataclasses.replace(booted, prints_marker=prints_marker(read_input(booted.initrd, "initrd")))
     facts = ingest(booted.kernel, dtb=booted.dtb)
     metadata = {
         "target": booted.to_dict(),

@@ -47,6 +47,9 @@ class Target:
     initrd: Path | None = None
     cmdline: str = ""
     board_id: int | None = None
+    # The initrd's /init prints the marker line on the console (the marker initramfs): runs go
+    # on past user space to see it (MachineConfig.past_user_space).
+    prints_marker: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -55,6 +58,7 @@ class Target:
             "initrd": str(self.initrd) if self.initrd else None,
             "cmdline": self.cmdline,
             "board_id": self.board_id,
+            "prints_marker": self.prints_marker,
         }
 
     @classmethod
@@ -66,6 +70,7 @@ class Target:
             initrd=Path(str(data["initrd"])) if data.get("initrd") else None,
             cmdline=str(data.get("cmdline") or ""),
             board_id=int(board_id) if isinstance(board_id, int) else None,
+            prints_marker=bool(data.get("prints_marker", False)),
         )
 
 
@@ -110,4 +115,5 @@ def bootable(state: State, target: Target, firmware: Firmware) -> MachineConfig:
     # A guest idle with no timer armed ends when its clock reaches the time its instruction
     # budget stands for, instead of at the wall-clock deadline.
     config.idle_deadline_ns = state.instruction_budget * GUEST_NS_PER_INSTRUCTION
+    config.past_user_space = target.prints_marker
     return watching_kernel(config, firmware)

@@ -1865,7 +1865,9 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     uint64_t vaddr = qemu_plugin_tb_vaddr(tb);
     size_t count = qemu_plugin_tb_n_insns(tb);
-    /* User code (past_user=on): its calls are no kernel thread's frames. */
+    /* Code below user_below once the kernel runs mapped: user code (past_user=on), whose
+     * calls are no kernel thread's frames (on ARM also the kernel's identity-mapped code,
+     * which a boot runs only before, in head.S, and at a restart). */
     bool user_code = state.kernel_mapped && vaddr < state.user_below;
     bool watch_calls = !user_code &&
                        (state.callstack || state.coverage || state.log_function);
@@ -2007,7 +2009,7 @@ static bool any_hook_needs_registers(void)
  * translated before it. Not kept: kernel_mapped and nops_applied, so that the restored run's
  * first kernel block writes its own NOPs (the same bytes, or the child's).
  */
-#define STATE_FILE_MAGIC 0x34657473686572ULL /* "rehste4": version 4, user space reached */
+#define STATE_FILE_MAGIC 0x34657473686572ULL /* "rehste4": version 4, the spin's waits and user space reached */
 
 static void put_word(GByteArray *out, uint64_t word)
 {

@@ -13,7 +13,8 @@
  * and the catch-all's value model and recording (proto/machine_config.proto's JSON mapping):
  *   "seed": S                               every random value derives from it
  *   "mmio_rules": [ {"address": A, "constant": V | "sequence": {"values": [...]} |
- *                    "forced_bits": {"and_mask", "or_mask"} | "echo": {} | "random": {}} ]
+ *                    "forced_bits": {"and_mask", "or_mask"} | "echo": {} | "random": {} |
+ *                    "counter": {"hz": F, "down": false}} ]
  *   "random_unruled_reads": false           addresses without a rule read 0, or seeded random
  *   "events_fd": N, "mmio_event_limit": M   the first M accesses (EVENTS_PER_SITE per address,
  *                                           pc and direction) go to fd N as MmioAccess events
@@ -191,6 +192,7 @@ typedef enum RehostingRuleKind {
     RULE_FORCED_BITS,
     RULE_ECHO,
     RULE_RANDOM,
+    RULE_COUNTER,
 } RehostingRuleKind;
 
 typedef struct RehostingMmioRule {
@@ -203,6 +205,8 @@ typedef struct RehostingMmioRule {
     bool written;
     uint64_t last_write;
     uint64_t draws;    /* random: values drawn so far */
+    uint64_t hz;       /* counter: ticks per second of virtual time */
+    bool down;         /* counter: counts down from all ones */
 } RehostingMmioRule;
 
 typedef struct RehostingEventSite {
@@ -344,6 +348,19 @@ static uint64_t unruled_value(const RehostingConfig *config, hwaddr addr,
         seeded_random(config->seed, addr, order) : 0;
 }
 
+/*
+ * A free-running counter: the ticks of virtual time at the rule's rate, so it holds no state of
+ * its own (a snapshot restores the clock) and, under icount, reads the same in every run. The
+ * caller masks it to the access size, where it wraps as a narrower hardware counter does.
+ */
+static uint64_t counter_value(const RehostingMmioRule *rule)
+{
+    uint64_t ticks = muldiv64(qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL),
+                              (uint32_t)rule->hz, NANOSECONDS_PER_SECOND);
+
+    return rule->down ? ~ticks : ticks;
+}
+
 static uint64_t rule_value(RehostingConfig *config, RehostingMmioRule *rule,
                            hwaddr addr, uint64_t order)
 {
@@ -364,6 +381,8 @@ static uint64_t rule_value(RehostingConfig *config, RehostingMmioRule *rule,
         return written;
     case RULE_RANDOM:
         return seeded_random(config->seed, addr, rule->draws++);
+    case RULE_COUNTER:
+        return counter_value(rule);
     }
     g_assert_not_reached();
 }
@@ -622,6 +641,7 @@ static RehostingMmioRule *load_mmio_rule(RehostingConfig *config,
         [RULE_FORCED_BITS] = "forced_bits",
         [RULE_ECHO] = "echo",
         [RULE_RANDOM] = "random",
+        [RULE_COUNTER] = "counter",
     };
     RehostingMmioRule *rule = g_new0(RehostingMmioRule, 1);
     g_autofree char *what = NULL;
@@ -637,7 +657,8 @@ static RehostingMmioRule *load_mmio_rule(RehostingConfig *config,
     }
     if (found != 1) {
         rehosting_config_fail(config, "%s must give exactly one of constant, "
-                              "sequence, forced_bits, echo, random", where);
+                              "sequence, forced_bits, echo, random, counter",
+                              where);
     }
     what = g_strdup_printf("%s.%s", where, kinds[rule->kind]);
     if (rule->kind == RULE_CONSTANT) {
@@ -656,6 +677,21 @@ static RehostingMmioRule *load_mmio_rule(RehostingConfig *config,
             rehosting_config_get_u64(config, body, "and_mask", what) : 0;
         rule->or_mask = qdict_haskey(body, "or_mask") ?
             rehosting_config_get_u64(config, body, "or_mask", what) : 0;
+    } else if (rule->kind == RULE_COUNTER) {
+        QObject *down = qdict_get(body, "down");
+
+        rule->hz = rehosting_config_get_u64(config, body, "hz", what);
+        /* muldiv64 multiplies by 32 bits. */
+        if (!rule->hz || rule->hz > UINT32_MAX) {
+            rehosting_config_fail(config, "%s.hz must be from 1 to %u", what,
+                                  UINT32_MAX);
+        }
+        /* proto3 JSON leaves out a false bool. */
+        if (down && !qobject_to(QBool, down)) {
+            rehosting_config_fail(config, "%s.down must be true or false",
+                                  what);
+        }
+        rule->down = down && qbool_get_bool(qobject_to(QBool, down));
     }
     return rule;
 }

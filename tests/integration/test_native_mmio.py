@@ -9,6 +9,7 @@ machine writes to (config key "events_fd"), program counters named by the recove
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import selectors
@@ -253,6 +254,31 @@ def test_a_polled_register_sends_a_few_events_then_only_counts(qemu_build: Path,
 def test_the_run_sends_at_most_mmio_event_limit_events(qemu_build: Path, tmp_path: Path) -> None:
     assert len(run_tiny(qemu_build, tmp_path, RULE_PROGRAM, mmio_rules=RULES, mmio_event_limit="3")) == 3
     assert run_tiny(qemu_build, tmp_path, RULE_PROGRAM, mmio_rules=RULES) == []
+
+
+# A counter read every 1 + COUNTER_GAP instructions.
+COUNTER_GAP = 16
+COUNTER_READS = 5
+COUNTER_PROGRAM = with_base_literal(
+    [*[ldr(1, 0, 0), *[MOV_R2_FF] * COUNTER_GAP] * COUNTER_READS, ldr(1, 0, 4), BRANCH_TO_SELF]
+)
+
+
+def counter_reads(qemu_build: Path, tmp_path: Path, down: bool) -> list[int]:
+    rules = [{"address": hex(UNMAPPED), "counter": {"hz": 1_000_000_000, **({"down": True} if down else {})}}]
+    accesses = run_tiny(qemu_build, tmp_path, COUNTER_PROGRAM, mmio_rules=rules, mmio_event_limit="100")
+    return [access.value for access in accesses if access.address == UNMAPPED]
+
+
+def test_a_counter_counts_guest_time_up_or_down(qemu_build: Path, tmp_path: Path) -> None:
+    up = counter_reads(qemu_build, tmp_path, down=False)
+    assert len(up) == COUNTER_READS
+    steps = {later - earlier for earlier, later in itertools.pairwise(up)}
+    # At 1 GHz a tick is a nanosecond: the same number of instructions apart, the same step.
+    assert len(steps) == 1 and steps.pop() > 0
+    assert counter_reads(qemu_build, tmp_path, down=False) == up
+    down = counter_reads(qemu_build, tmp_path, down=True)
+    assert down == [~value & 0xFFFFFFFF for value in up]
 
 
 @pytest.fixture(scope="module")

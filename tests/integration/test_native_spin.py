@@ -21,8 +21,10 @@ from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.analysis import analyse, place
 from explorer.runner.build import PLUGIN
+from explorer.runner.command import Plugin
+from explorer.runner.containment import RunnerLimits
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
-from explorer.runner.launch import Plugin, RunnerLimits, run
+from explorer.runner.launch import run
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.runner.result import serialize
 from explorer.search.initial import initial_state

@@ -202,6 +202,14 @@ def test_a_budget_spent_outside_any_loop_is_placed_in_the_innermost_function() -
     assert unnamed.cause == "wall-clock deadline while running at start_kernel"
 
 
+def test_a_run_past_user_space_that_powered_off_without_the_marker_is_user_space_not_a_power_off() -> None:
+    past = ("start_kernel", "kernel_init", "run_init_process", "user_space")
+    after = stop_cause("budget", run(ExitReason.EXIT_HALT, "machine_power_off", past), SYMBOLS)
+    assert after.kind == causes.USER_SPACE
+    before = stop_cause("budget", run(ExitReason.EXIT_HALT, "machine_power_off", past[:3]), SYMBOLS)
+    assert before.kind == causes.HALTED
+
+
 def test_a_completed_search_a_search_without_runs_and_a_rejected_config_have_their_own_kinds() -> None:
     completed = run(ExitReason.EXIT_USER_SPACE, milestones=("start_kernel", "run_init_process"))
     assert stop_cause("boot completed", completed, SYMBOLS).kind == causes.BOOT_COMPLETED

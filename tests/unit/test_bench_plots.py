@@ -29,11 +29,13 @@ from explorer.bench.plots import (
 )
 from explorer.bench.report import write_report
 from explorer.bench.timeline import LEVELS, USER_SPACE, entry_timeline, level_of, store_timeline
+from explorer.corpus.initramfs import USERSPACE_MARKER
+from explorer.runner.analysis import USER_SPACE_MILESTONE
 from explorer.runner.kernel_hooks import MILESTONES
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import Exit, ExitReason, Milestone, RunResult
 from explorer.runner.result import serialize
-from explorer.search.score import score
+from explorer.search.score import CONSOLE, score
 from explorer.search.state import canonical_bytes, state_id
 from explorer.search.strategy import STRATEGIES
 from explorer.store import Generation, RunRecord, Store
@@ -51,10 +53,15 @@ generation_plans = st.lists(
 
 
 def run_result(level: int) -> RunResult:
-    """A run that reached the milestone of `level` (all of them and user space at the top level)."""
+    """A run that reached the milestone of `level` (all of them, then user space, then the console
+    with the marker printed, at the top levels)."""
     result = RunResult(milestones=[Milestone(name=name) for name in MILESTONES[:level]])
     if LEVELS[level] == USER_SPACE:
         result.exit.CopyFrom(Exit(reason=ExitReason.EXIT_USER_SPACE))
+    if LEVELS[level] == CONSOLE:
+        result.milestones.append(Milestone(name=USER_SPACE_MILESTONE))
+        result.exit.CopyFrom(Exit(reason=ExitReason.EXIT_HALT, detail="machine_power_off"))
+        result.console = f"Run /init\n{USERSPACE_MARKER}\n".encode()
     return result
 
 
@@ -81,7 +88,7 @@ def write_store(directory: Path, plan: Sequence[GenerationPlan]) -> float:
 def row(firmware: str, strategy: str, repeat: int, wall: float, levels: Sequence[int]) -> dict[str, Any]:
     """The results row of a finished entry whose runs reached `levels`."""
     best = LEVELS[max(levels, default=0)]
-    completed = best == USER_SPACE
+    completed = best in (USER_SPACE, CONSOLE)
     return {
         "firmware": firmware,
         "strategy": strategy,
@@ -91,6 +98,7 @@ def row(firmware: str, strategy: str, repeat: int, wall: float, levels: Sequence
         "boot_completed": completed,
         "furthest_milestone": best,
         "reached_userspace": completed,
+        "reached_console": best == CONSOLE,
         "wall_seconds": wall,
         "wall_seconds_to_userspace": wall if completed else None,
         "runs": len(levels),
@@ -136,7 +144,7 @@ def test_an_entry_whose_store_is_gone_gives_no_timeline(tmp_path: Path) -> None:
 
 
 def test_levels_order_milestones_as_a_boot_reaches_them() -> None:
-    assert [level_of(name) for name in (None, *MILESTONES, USER_SPACE)] == list(range(len(LEVELS)))
+    assert [level_of(name) for name in (None, *MILESTONES, USER_SPACE, CONSOLE)] == list(range(len(LEVELS)))
 
 
 def test_every_strategy_has_its_own_colour() -> None:

@@ -16,6 +16,7 @@ from explorer.bench.campaign import RESULTS_FILE, STOCK_FILE, append_result
 from explorer.bench.plots import MILESTONE_PLOT, RUNS_PER_SECOND_PLOT, SUCCESS_RATE_PLOT
 from explorer.bench.report import REPORT_FILE, report_markdown, to_markdown, write_report
 from explorer.bench.stock import NOT_IN_BUILD
+from explorer.bench.timeline import LEVELS, USER_SPACE
 from tests.unit.test_bench_plots import row, write_store
 
 STOCK_ROW = {
@@ -50,6 +51,17 @@ def test_the_firmware_table_shows_stock_qemu_beside_the_rehosted_numbers() -> No
     assert cells["vexpress"]["time to completion (s)"] == "20"
     assert cells["boneblack"]["stock QEMU"] == "no model"
     assert cells["boneblack"]["stock time to user space (s)"] == "not run"
+
+
+def test_the_console_column_says_which_searches_saw_the_marker_and_old_rows_read_as_not() -> None:
+    console, user_space = len(LEVELS) - 1, LEVELS.index(USER_SPACE)
+    old = row("old", "best-first", 0, 5.0, [console])
+    del old["reached_console"]
+    printed = row("printed", "best-first", 0, 9.0, [console])
+    rows = [printed, row("silent", "best-first", 0, 9.0, [user_space]), old]
+    cells = table_rows(to_markdown(rows))
+    assert [cells[name]["console"] for name in ("printed", "silent", "old")] == ["yes", "no", "no"]
+    assert [cells[name]["user space"] for name in ("printed", "silent")] == ["yes", "yes"]
 
 
 def test_a_stock_boot_that_stopped_short_says_where_and_why() -> None:

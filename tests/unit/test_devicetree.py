@@ -27,6 +27,7 @@ BOARD = """
     interrupt-parent = <&gic>;
 
     chosen { bootargs = "console=ttyS0"; stdout-path = "serial0:115200n8"; };
+    aliases { serial0 = &uart; gpio0 = "/soc/gpio@5000"; };
     memory@80000000 { device_type = "memory"; reg = <0x80000000 0x10000000 0xa0000000 0x0>; };
     memory@0 { device_type = "memory"; reg = <0x0 0x1000>; status = "disabled"; };
 
@@ -42,7 +43,7 @@ BOARD = """
             #interrupt-cells = <3>;
             interrupt-controller;
         };
-        uart@1000 {
+        uart: uart@1000 {
             compatible = "ns16550a";
             reg = <0x1000 0x100>;
             interrupts = <0 5 4>;
@@ -88,6 +89,7 @@ def test_root_identity_chosen_and_enabled_nonempty_memory(board: bytes) -> None:
     assert facts.compatible == ("acme,board", "acme,soc")
     assert facts.bootargs == "console=ttyS0"
     assert facts.stdout_path == "serial0:115200n8"
+    assert facts.aliases == {"serial0": "/soc/uart@1000", "gpio0": "/soc/gpio@5000"}
     assert facts.memory == ((0x80000000, 0x10000000),)
 
 

@@ -19,6 +19,7 @@ from explorer.corpus.initramfs import (
     char_device,
     cpio_newc,
     directory,
+    prints_marker,
     regular,
     symlink,
 )
@@ -101,3 +102,10 @@ def test_marker_bytes_appear_only_once_a_shell_has_run_init() -> None:
     (echo_line,) = [line for line in MARKER_INIT_SCRIPT.splitlines() if line.startswith("echo ")]
     printed = subprocess.run(["sh", "-c", echo_line], capture_output=True, text=True, timeout=10, check=True)
     assert printed.stdout == USERSPACE_MARKER + "\n"
+
+
+def test_an_initrd_prints_the_marker_when_its_init_is_the_marker_script_gzip_or_not() -> None:
+    marker = busybox_initramfs(b"busybox", MARKER_INIT_SCRIPT)
+    other = busybox_initramfs(b"busybox", "#!/bin/sh\nexec /bin/sh\n")
+    assert prints_marker(marker) and prints_marker(gzip.decompress(marker))
+    assert not prints_marker(other) and not prints_marker(b"\x1f\x8b not gzip")

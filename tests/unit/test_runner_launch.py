@@ -169,6 +169,12 @@ def test_the_config_alone_says_what_the_plugin_watches() -> None:
     assert config_plugin_arguments(MachineConfig()) == ()
 
 
+def test_a_config_past_user_space_asks_the_plugin_to_go_on_there() -> None:
+    config = watched_config()
+    config.past_user_space = True
+    assert config_plugin_arguments(config)[-2:] == ("user_below=0xc0000000", "past_user=on")
+
+
 def test_config_arguments_come_before_extra_ones_and_the_event_descriptor_last(tmp_path: Path) -> None:
     command = command_line(
         Path("/q/bin/qemu-system-arm"),

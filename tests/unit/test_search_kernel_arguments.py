@@ -49,3 +49,47 @@ def test_nothing_for_other_endings_or_places() -> None:
     assert kernel_arguments.propose(context(state, ExitReason.EXIT_BUDGET, 0xC0300000)) == []
     given = Target(Path("/k"), cmdline="lpj=5000")
     assert kernel_arguments.propose(context(state, ExitReason.EXIT_BUDGET, CALIBRATE, given)) == []
+
+
+BRINGUP_SYMBOLS = SymbolTable(
+    (
+        Symbol(0xC0300000, "T", "start_kernel"),
+        Symbol(0xC0310000, "T", "__timer_delay"),
+        Symbol(0xC0320000, "T", "__cpu_up"),
+        Symbol(0xC0330000, "T", "smp_init"),
+        Symbol(0xC0340000, "T", "kernel_init"),
+    ),
+    "kallsyms",
+    0xC0300000,
+    "a test",
+)
+
+
+def bringup_context(state: MachineConfig, target: Target = TARGET) -> Context:
+    """A run stopped in a udelay of a platform's boot_secondary, under __cpu_up and smp_init."""
+    frames = [
+        Frame(function=0xC0310000, return_address=0xC0400010),  # in the platform's code: no symbol
+        Frame(function=0xC0400000, return_address=0xC0320010),
+        Frame(function=0xC0320000, return_address=0xC0330010),
+        Frame(function=0xC0330000, return_address=0xC0340010),
+    ]
+    result = RunResult(
+        exit=Exit(reason=ExitReason.EXIT_BUDGET, detail="stuck: 3000000 reads of 0x101c0100"),
+        call_stack=CallStack(frames=frames),
+    )
+    firmware = dataclasses.replace(FIRMWARE, symbols=BRINGUP_SYMBOLS)
+    return Context(firmware, target, (Evaluated(state_id(state), state, result),))
+
+
+def test_a_run_stalled_bringing_up_a_secondary_cpu_gets_nosmp() -> None:
+    state = MachineConfig(target="arm", cpu="cortex-a15")
+    (child,) = kernel_arguments.propose(bringup_context(state))
+    assert child.state.boot.cmdline == "nosmp"
+    assert "secondary CPU" in child.reason
+    assert kernel_arguments.propose(bringup_context(child.state)) == []
+
+
+def test_no_nosmp_when_the_command_line_already_limits_the_cpus() -> None:
+    state = MachineConfig(target="arm", cpu="cortex-a15")
+    for given in ("maxcpus=1", "nosmp", "nr_cpus=1"):
+        assert kernel_arguments.propose(bringup_context(state, Target(Path("/k"), cmdline=given))) == []

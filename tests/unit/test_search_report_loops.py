@@ -5,8 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from explorer.corpus.initramfs import USERSPACE_MARKER
 from explorer.firmware.model import Arch, Endian, Firmware, Symbol, SymbolTable
-from explorer.runner.rehost_pb2 import CallStack, Exit, ExitReason, Frame, HotLoop, MmioAccess, RunResult
+from explorer.runner.analysis import USER_SPACE_MILESTONE
+from explorer.runner.rehost_pb2 import (
+    CallStack,
+    Exit,
+    ExitReason,
+    Frame,
+    HotLoop,
+    Milestone,
+    MmioAccess,
+    RunResult,
+)
 from explorer.runner.result import serialize
 from explorer.search.findings import state_report
 from explorer.search.score import score
@@ -81,3 +92,18 @@ def test_show_of_a_stuck_run_lists_the_loop_it_ended_in(tmp_path: Path) -> None:
         ("wait_for_reset", ["polls-device"]),
     ]
     assert report["computation_loops_not_shown"] == 1
+
+
+def test_show_says_whether_user_space_printed_the_marker_and_gives_the_console_text(tmp_path: Path) -> None:
+    printed = RunResult(
+        exit=Exit(reason=ExitReason.EXIT_HALT, detail="machine_power_off"),
+        milestones=[Milestone(name=USER_SPACE_MILESTONE)],
+        console=f"Run /init as init process\n{USERSPACE_MARKER}\n\xff".encode("latin-1"),
+        console_dropped=12,
+    )
+    report = stored_report(tmp_path / "printed", printed)
+    assert report["reached_console"] and report["score"].startswith("console")
+    assert report["console"].splitlines()[:2] == ["Run /init as init process", USERSPACE_MARKER]
+    assert "\ufffd" in report["console"] and "12 console bytes left out" in report["console"]
+    silent = RunResult(exit=Exit(reason=ExitReason.EXIT_USER_SPACE), console=b"Run /init as init process\n")
+    assert not stored_report(tmp_path / "silent", silent)["reached_console"]

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from explorer.corpus.initramfs import USERSPACE_MARKER
+from explorer.runner.analysis import USER_SPACE_MILESTONE
 from explorer.runner.kernel_hooks import MILESTONES
 from explorer.runner.machine_config_pb2 import MachineConfig, MmioRule, Nop
 from explorer.runner.rehost_pb2 import Coverage, Exit, ExitReason, Initcall, Milestone, RunResult
-from explorer.search.score import SCORE_BYTES, Score, score
+from explorer.search.score import CONSOLE, SCORE_BYTES, Score, boot_completed, score
 from explorer.search.state import Target, canonical_bytes, derive, parse_state, state_id
 
 scores = st.builds(
     Score,
+    console=st.booleans(),
     user_space=st.booleans(),
     milestone_rank=st.integers(0, len(MILESTONES)),
     initcalls=st.integers(0, 2**32 - 1),
@@ -42,6 +46,26 @@ def test_milestones_outrank_initcalls_and_coverage() -> None:
     assert score(early) < score(later) < score(done)
     assert score(later).furthest_milestone == "rest_init"
     assert score(done).furthest_milestone == "user space"
+
+
+def test_the_marker_on_the_console_outranks_user_space_and_is_the_goal_only_where_it_can_be_seen() -> None:
+    past = [Milestone(name=name) for name in MILESTONES] + [Milestone(name=USER_SPACE_MILESTONE)]
+    powered_off = Exit(reason=ExitReason.EXIT_HALT, detail="machine_power_off")
+    silent = RunResult(milestones=past, exit=powered_off, coverage=Coverage(instructions=10**7))
+    console = f"Run /init\n{USERSPACE_MARKER}\n".encode()
+    printed = RunResult(milestones=past, exit=powered_off, console=console)
+    ended_there = RunResult(exit=Exit(reason=ExitReason.EXIT_USER_SPACE))
+    assert score(ended_there) == score(RunResult(exit=ended_there.exit))
+    assert score(silent).user_space and not score(silent).console
+    assert score(ended_there) < score(silent) < score(printed)
+    assert score(printed).furthest_milestone == CONSOLE
+    assert boot_completed(silent) and boot_completed(ended_there) and boot_completed(printed)
+    assert not boot_completed(silent, console_goal=True) and boot_completed(printed, console_goal=True)
+
+
+def test_a_score_stored_before_the_console_milestone_reads_as_not_reached() -> None:
+    old = struct.pack(">BBIBQI", 1, 3, 40, 1, 1234, 7)
+    assert Score.from_bytes(old) == Score(False, True, 3, 40, True, 1234, 7)
 
 
 def test_getting_as_far_without_a_panic_ranks_higher() -> None:

@@ -164,7 +164,7 @@ def _steady(current: Evaluated, spin: NamedHotLoop) -> list[Child]:
     rules = [MmioRule(address=address, constant=last_read.get(address, 0)) for address in spin.polled]
     state = current.state
     for rule in rules:
-        state = _with_rule(state, rule)
+        state = with_rule(state, rule)
     polled = ", ".join(f"0x{address:x}" for address in spin.polled)
     detail = {
         "loop": spin.start.address,
@@ -213,7 +213,7 @@ def _child(
         "polled": list(spin.polled),
     }
     return Child(
-        state=_with_rule(current.state, rule),
+        state=with_rule(current.state, rule),
         operator=OPERATOR,
         reason=f"spins in {spin.start.function} polling {polled}: {why}{forcing} {what}{echo}",
         detail=detail,
@@ -228,7 +228,7 @@ def _bits_in_words(kind: str, bits: tuple[int, ...]) -> str:
     return f"bit {bits[0]}" if len(bits) == 1 else f"bits {bits[0]} and {bits[1]}"
 
 
-def _with_rule(state: State, rule: MmioRule) -> State:
+def with_rule(state: State, rule: MmioRule) -> State:
     """A child of `state` whose rule at the rule's address is `rule` (in place, else appended)."""
 
     def change(child: State) -> None:

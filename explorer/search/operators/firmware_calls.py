@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from explorer.runner.rehost_pb2 import ExitReason
+from explorer.runner.analysis import reached_user_space
 from explorer.search.operators import Child, Context
 from explorer.search.state import State, derive
 
@@ -35,7 +35,7 @@ def propose(context: Context) -> list[Child]:
     current = context.current
     if current.state.target != "arm" or current.state.psci_conduit:
         return []
-    if current.result.exit.reason == ExitReason.EXIT_USER_SPACE:
+    if reached_user_space(current.result):
         return []
     conduit = firmware_call(current.result.log.decode(errors="replace"))
     if conduit is None:

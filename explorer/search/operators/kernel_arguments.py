@@ -1,14 +1,26 @@
 """Kernel arguments: command-line options that get a kernel past a wait no device model ends yet.
 
 A state's `boot.cmdline` holds the arguments the search added; the target's command line comes
-first (explorer.search.state.bootable). The wait handled so far is the delay-loop calibration:
-without a timer interrupt (a board whose interrupt controller or timer has no QEMU model)
-jiffies never advance and calibrate_delay waits for the next tick forever. `lpj=` gives the
-loops per jiffy, and the kernel skips the calibration ("Calibrating delay loop (skipped)").
-It never adds an argument the target or the state already has.
+first (explorer.search.state.bootable). Each wait is recognised by the kernel functions a stuck
+run (out of instructions or time, idle included) stood in: its call stack at the exit, the
+stack of kernel_init's thread, or the hot loops it spun in. The waits handled:
+
+  * the delay-loop calibration (init/calibrate.c, calibrate_delay): without a timer interrupt (a
+    board whose interrupt controller or timer has no QEMU model) jiffies never advance and it
+    waits for the next tick forever. `lpj=` gives the loops per jiffy, and the kernel skips the
+    calibration ("Calibrating delay loop (skipped)");
+  * secondary CPU bring-up (kernel/smp.c smp_init -> bringup_nonboot_cpus -> kernel/cpu.c
+    bringup_cpu -> arch/arm/kernel/smp.c __cpu_up -> the platform's smp_ops.smp_boot_secondary):
+    the machine has one CPU, and a platform's boot_secondary polls a pen, a power controller or a
+    udelay that never ends, or __cpu_up waits for a CPU that never answers. `nosmp` leaves
+    smp_init out (and makes setup_max_cpus 0, so no secondary is ever woken).
+
+It never adds an argument when the target or the state already has one answering that wait.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from explorer.runner.analysis import analyse
 from explorer.runner.rehost_pb2 import ExitReason
@@ -22,20 +34,62 @@ LOOPS_PER_JIFFY = 100_000
 STUCK_ENDINGS = (ExitReason.EXIT_BUDGET, ExitReason.EXIT_TIMEOUT)
 
 
+@dataclass(frozen=True)
+class Wait:
+    """A wait a kernel argument ends: the functions a run stuck in it stands in, and the argument."""
+
+    functions: tuple[str, ...]
+    argument: str
+    # Arguments (by prefix) that already answer the wait, the one proposed among them.
+    answered_by: tuple[str, ...]
+    reason: str
+
+
+WAITS = (
+    Wait(
+        ("calibrate_delay",),
+        f"lpj={LOOPS_PER_JIFFY}",
+        ("lpj=",),
+        "the run waited in calibrate_delay for a timer tick that never came",
+    ),
+    Wait(
+        ("smp_init", "bringup_nonboot_cpus", "bringup_cpu", "__cpu_up"),
+        "nosmp",
+        ("nosmp", "maxcpus=", "nr_cpus="),
+        "the run stalled bringing up a secondary CPU the machine does not have",
+    ),
+)
+
+
 def propose(context: Context) -> list[Child]:
     current = context.current
+    if current.result.exit.reason not in STUCK_ENDINGS:
+        return []
     arguments = f"{context.target.cmdline} {current.state.boot.cmdline}".split()
-    if current.result.exit.reason not in STUCK_ENDINGS or any(a.startswith("lpj=") for a in arguments):
-        return []
-    analysis = analyse(current.result, context.firmware.symbols)
-    innermost = analysis.call_stack[0].function.function if analysis.call_stack else None
-    looping = {loop.start.function for loop in analysis.hot_loops}
-    if innermost != "calibrate_delay" and "calibrate_delay" not in looping:
-        return []
-    argument = f"lpj={LOOPS_PER_JIFFY}"
+    standing_in = _functions_stood_in(context)
+    return [
+        _child(context, wait)
+        for wait in WAITS
+        if standing_in.intersection(wait.functions)
+        and not any(argument.startswith(wait.answered_by) for argument in arguments)
+    ]
 
+
+def _functions_stood_in(context: Context) -> set[str]:
+    """The functions of the exit's call stack, kernel_init's stack and the hot loops."""
+    analysis = analyse(context.current.result, context.firmware.symbols)
+    frames = [*analysis.call_stack, *(analysis.kernel_init.frames if analysis.kernel_init else ())]
+    places = [frame.function for frame in frames] + [loop.start for loop in analysis.hot_loops]
+    return {place.function for place in places if place.function is not None}
+
+
+def _child(context: Context, wait: Wait) -> Child:
     def add_argument(state: State) -> None:
-        state.boot.cmdline = f"{state.boot.cmdline} {argument}".strip()
+        state.boot.cmdline = f"{state.boot.cmdline} {wait.argument}".strip()
 
-    reason = f"the run waited in calibrate_delay for a timer tick that never came: boot with {argument}"
-    return [Child(derive(current.state, add_argument), "kernel_arguments", reason, {"argument": argument})]
+    return Child(
+        derive(context.current.state, add_argument),
+        "kernel_arguments",
+        f"{wait.reason}: boot with {wait.argument}",
+        {"argument": wait.argument},
+    )

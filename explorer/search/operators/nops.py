@@ -81,7 +81,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from explorer.firmware.model import SymbolTable
-from explorer.runner.analysis import place
+from explorer.runner.analysis import place, reached_user_space
 from explorer.runner.machine_config_pb2 import Nop
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.search.operators import Child, Context
@@ -302,7 +302,7 @@ def crash_of(result: RunResult, symbols: SymbolTable) -> Crash | None:
     when that panic-path frame returns into a function that is not the next frame's, that
     function is the innermost failing frame. TRAMPOLINES frames are left out.
     """
-    if result.exit.reason == ExitReason.EXIT_USER_SPACE:
+    if reached_user_space(result):
         return None
     frames = result.call_stack.frames
     names = [_function_name(frame.function, symbols) for frame in frames]
