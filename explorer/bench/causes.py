@@ -55,8 +55,9 @@ KINDS = (
     TIMEOUT_RUNNING, HALTED, POWERED_OFF, USER_SPACE, QEMU_CRASHED, KILLED,
 )  # fmt: skip
 
-# The runner's details (native/rehosting_machine/rehosting.c): a poll no value satisfied, and an
-# idle CPU with no timer armed (otherwise an idle CPU whose timer never interrupted it).
+# The runner's details (native/rehosting_machine/rehosting_catch_all.c and rehosting_clock.c): a
+# poll no value satisfied, and an idle CPU with no timer armed (otherwise an idle CPU whose timer
+# never interrupted it).
 _STUCK_DETAIL = re.compile(r"stuck: \d+ reads of (0x[0-9a-f]+)(?: \(last at pc (0x[0-9a-f]+)\))?")
 _IDLE_DETAIL = "idle:"
 _NO_TIMER_DETAIL = "no timer armed"
