@@ -104,17 +104,25 @@ CONFIGURE_FLAGS = (
     "--disable-docs",
 )
 
-# Our files and where they go in the QEMU tree.
-PLUGIN_SOURCE = NATIVE_DIR / "rehost_plugin" / "rehost.c"
+# Our files and where they go in the QEMU tree. The plugin is every C file of its directory
+# (compiled here, not by QEMU); the machine's units are listed, and patch 0004 lists its hw/misc/
+# ones in QEMU's meson: a file added to either directory changes the build identity
+# (result_key), and a machine file missing here fails the build (machine_sources).
+PLUGIN_DIR = NATIVE_DIR / "rehost_plugin"
 MACHINE_DIR = NATIVE_DIR / "rehosting_machine"
 MACHINE_SOURCES = (
     (MACHINE_DIR / "rehosting.h", Path("include/hw/misc/rehosting.h")),
     (MACHINE_DIR / "rehosting_control.h", Path("include/hw/misc/rehosting_control.h")),
+    (MACHINE_DIR / "rehosting_catch_all.h", Path("hw/misc/rehosting_catch_all.h")),
     (MACHINE_DIR / "rehosting.c", Path("hw/misc/rehosting.c")),
+    (MACHINE_DIR / "rehosting_catch_all.c", Path("hw/misc/rehosting_catch_all.c")),
+    (MACHINE_DIR / "rehosting_clock.c", Path("hw/misc/rehosting_clock.c")),
+    (MACHINE_DIR / "rehosting_snapshot.c", Path("hw/misc/rehosting_snapshot.c")),
+    (MACHINE_DIR / "rehosting_devices.c", Path("hw/misc/rehosting_devices.c")),
     (MACHINE_DIR / "rehosting_arm.c", Path("hw/arm/rehosting_arm.c")),
     (MACHINE_DIR / "rehosting_mips.c", Path("hw/mips/rehosting_mips.c")),
 )
-# The events the machine writes; protoc-c's output goes beside rehosting.c.
+# The events the machine writes; protoc-c's output goes beside its hw/misc/ units.
 EVENTS_PROTO = NATIVE_DIR.parent / "proto" / "rehost.proto"
 EVENTS_PROTO_C_DIR = Path("hw/misc")
 DEVICE_SELECTIONS = (
@@ -281,12 +289,26 @@ def tree_key(tarball_sha256: str) -> str:
     return digest.hexdigest()
 
 
+def plugin_files() -> list[Path]:
+    """The rehost plugin's sources: every file of its directory (the .c files are its units)."""
+    return sorted(path for path in PLUGIN_DIR.iterdir() if path.is_file())
+
+
+def machine_sources() -> list[Path]:
+    """The machine's sources, each of which must be one QEMU builds (listed in MACHINE_SOURCES)."""
+    listed = {source for source, _ in MACHINE_SOURCES}
+    unlisted = sorted(path.name for path in MACHINE_DIR.iterdir() if path.is_file() and path not in listed)
+    if unlisted:
+        raise BuildError(f"{MACHINE_DIR}: {', '.join(unlisted)} not in build.py's MACHINE_SOURCES")
+    return sorted(listed)
+
+
 def result_key(version: str, tarball_sha256: str) -> str:
     """The build identity: the name of the result directory of this QEMU source built with our files."""
     digest = hashlib.sha256()
     digest.update(f"{version}\0{tree_key(tarball_sha256)}\0{' '.join(CONFIGURE_FLAGS)}\0".encode())
-    for path in [*(source for source, _ in MACHINE_SOURCES), PLUGIN_SOURCE, EVENTS_PROTO]:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in [*machine_sources(), *plugin_files(), EVENTS_PROTO]:
+        digest.update(str(path.relative_to(NATIVE_DIR.parent)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -408,6 +430,8 @@ def build_plugin(result: Path) -> None:
                 "-O2",
                 "-Wall",
                 "-Werror",
+                # The units share the plugin's state by name: only QEMU's entry points leave the library.
+                "-fvisibility=hidden",
                 f"-I{result / 'include'}",
                 f"-I{generated}",
                 # rehosting_control.h: the one thing the plugin and the machine agree on.
@@ -415,7 +439,7 @@ def build_plugin(result: Path) -> None:
                 *glib_flags,
                 "-o",
                 str(result / layout.PLUGIN),
-                str(PLUGIN_SOURCE),
+                *(str(path) for path in plugin_files() if path.suffix == ".c"),
                 str(Path(generated) / EVENTS_PROTO.with_suffix(".pb-c.c").name),
                 "-lprotobuf-c",
             ]

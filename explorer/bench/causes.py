@@ -57,10 +57,10 @@ KINDS = (
     BUDGET_RUNNING, TIMEOUT_RUNNING, HALTED, POWERED_OFF, USER_SPACE, QEMU_CRASHED, KILLED,
 )  # fmt: skip
 
-# The runner's details (native/rehosting_machine/rehosting.c) of an idle CPU with no timer armed
-# (otherwise an idle CPU whose timer never interrupted it), and the plugin's (native/rehost_plugin)
-# of a wait for an event nothing can end; a poll no value satisfied is
-# explorer.runner.analysis.stuck_poll's.
+# The runner's details (native/rehosting_machine/rehosting_clock.c) of an idle CPU with no timer
+# armed (otherwise an idle CPU whose timer never interrupted it), and the plugin's
+# (native/rehost_plugin/spin.c) of a wait for an event nothing can end; a poll no value satisfied
+# is explorer.runner.analysis.stuck_poll's.
 _SPIN_DETAIL = re.compile(r"spin: \d+ waits for an event at pc (0x[0-9a-f]+) with interrupts masked")
 _IDLE_DETAIL = "idle:"
 _NO_TIMER_DETAIL = "no timer armed"

@@ -24,7 +24,7 @@ class ResultBounds:
     hot_loops: int = 256
     initcalls: int = 16384
     milestones: int = 1024
-    # The plugin tracks at most 128 kernel threads (THREADS_MAX in native/rehost_plugin/rehost.c).
+    # The plugin tracks at most 128 kernel threads (THREADS_MAX in native/rehost_plugin/rehost.h).
     threads: int = 128
 
 

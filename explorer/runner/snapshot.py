@@ -4,8 +4,8 @@ A snapshot is one directory holding what a later run needs to continue exactly w
 snapshotting run stopped, as if it were one uninterrupted run:
 
 - `vm.mig`: QEMU's migration stream of the whole VM (RAM, devices, icount, the virtual clock,
-  the machine's recorder state: native/rehosting_machine/rehosting.c);
-- `plugin.state`: the rehost plugin's state (native/rehost_plugin/rehost.c: state_out);
+  the machine's recorder state: native/rehosting_machine/rehosting_snapshot.c);
+- `plugin.state`: the rehost plugin's state (native/rehost_plugin/state_file.c: state_out);
 - `events`: every Event frame the run sent up to the point, in the pipe's own framing;
 - `console`: the console as the run's bounded capture held it (its head and tail; the bytes
   dropped between them are counted in the manifest);

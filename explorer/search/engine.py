@@ -54,7 +54,7 @@ from explorer.runner.rehost_pb2 import RunResult
 from explorer.runner.result import deserialize
 from explorer.runner.snapshot import Snapshot
 from explorer.search.boot_sharing import DEFAULT_SNAPSHOT_LIMIT_BYTES, divergence_point, sharing_plan
-from explorer.search.console import console_expected, console_interrupt_wired
+from explorer.search.goal import Goal, best_score
 from explorer.search.initial import initial_state
 from explorer.search.operators import (
     Child,
@@ -62,7 +62,7 @@ from explorer.search.operators import (
     Evaluated,
 )
 from explorer.search.proposal import OperatorPhases, Proposal, propose
-from explorer.search.score import Score, boot_completed, score
+from explorer.search.score import Score, score
 from explorer.search.state import State, Target, bootable, canonical_bytes, derive, parse_state, state_id
 from explorer.search.strategy import strategy_named
 from explorer.store import EdgeRecord, FrontierEntry, Generation, RunRecord, Store
@@ -191,22 +191,8 @@ class Search:
         self._waiting = 0.0
         self._waiting_committed = 0.0
         self._best = best_score(store)
-        # The console is the goal where it can be seen (explorer.search.score.boot_completed).
-        self._console_goal = target.prints_marker and console_expected(firmware, target.cmdline)
-        self._completed = any(
-            self._completes(self._stored_state(run.state_id), deserialize(run.result)) for run in store.runs()
-        )
-
-    def _stored_state(self, identity: str) -> State:
-        data = self._store.state(identity)
-        assert data is not None  # every stored run's state is stored with it
-        return parse_state(data)
-
-    def _completes(self, state: State, result: RunResult) -> bool:
-        """Did this run complete the boot: the console milestone where the search's console can be
-        seen and the run's machine delivers its console's interrupt (user space writes to the
-        console wait for it), else user space."""
-        return boot_completed(result, self._console_goal and console_interrupt_wired(state))
+        self._goal = Goal.of(firmware, target)
+        self._completed = self._goal.reached_in(store)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -391,7 +377,7 @@ class Search:
                 RunRecord(identity, run.outcome.result, run_score, run.outcome.wall_seconds, number)
             )
             self._best = max(self._best, run.score)
-            self._completed = self._completed or self._completes(child.state, run.result)
+            self._completed = self._completed or self._goal.reached_by(child.state, run.result)
             frontier.append((run_score, identity, depth))
         for dropped in proposal.dropped:
             identity = state_id(dropped.child.state)
@@ -510,9 +496,3 @@ def _budget_setter(budget: int) -> Callable[[State], None]:
         state.instruction_budget = budget
 
     return set_budget
-
-
-def best_score(store: Store) -> Score:
-    """The best score of any stored run (all zero before the first run)."""
-    nothing = Score(False, False, 0, 0, False, 0, 0)
-    return max((Score.from_bytes(run.score) for run in store.runs()), default=nothing)

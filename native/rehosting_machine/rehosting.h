@@ -1,8 +1,8 @@
 /*
  * What every `rehosting` machine (ARM, MIPS) shares: reading the JSON config the explorer
  * master writes, RAM regions, the catch-all MMIO region under the whole address space, and
- * sysbus devices declared by type. Wiring interrupts and loading a kernel are per architecture
- * and live in the machines, never here.
+ * sysbus devices declared by type (hw/misc/rehosting*.c; rehosting.c lists the units). Wiring
+ * interrupts and loading a kernel are per architecture and live in the machines, never here.
  */
 
 #ifndef HW_MISC_REHOSTING_H
@@ -17,7 +17,7 @@
 #include "system/memory.h"
 
 /*
- * A periodic interrupt for boards whose interrupt controller has no model (rehosting.c): it
+ * A periodic interrupt for boards whose interrupt controller has no model (rehosting_clock.c): it
  * raises `irq` every period_ns of virtual time and lowers it when the guest acknowledges.
  */
 typedef struct RehostingTick {
@@ -35,7 +35,7 @@ typedef struct RehostingConfig {
     QDict *root;
     int next_serial; /* "chardev" devices take -serial backends in order */
 
-    /* The catch-all region: its value model and its access recording (rehosting.c). */
+    /* The catch-all region: its value model and its access recording (rehosting_catch_all.c). */
     MemoryRegion unmapped;
     GHashTable *mmio_rules;  /* guest physical address -> RehostingMmioRule */
     uint64_t seed;
@@ -51,7 +51,7 @@ typedef struct RehostingConfig {
     RehostingTick tick;
     uint64_t idle_deadline_ns;  /* 0: an idle guest waits for the driver's deadline */
     QEMUTimer *idle_timer;
-    /* The recorder's state packed for the migration stream (rehosting.c: snapshots). */
+    /* The recorder's state packed for the migration stream (rehosting_snapshot.c). */
     uint8_t *recorder_blob;
     uint32_t recorder_blob_size;
 

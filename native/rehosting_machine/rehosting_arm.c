@@ -31,7 +31,7 @@
  *   },
  *   "tick": {"period_ns": P,            optional, never with an interrupt_controller:
  *            "ack_base": A,             raises the CPU's IRQ line every P ns (see
- *            "ack_size": N}             rehosting.c); the kernel's own handler reads
+ *            "ack_size": N}             rehosting_clock.c); the kernel's own handler reads
  *                                       the unmodelled controller's registers
  *   "psci_conduit": "smc",              optional ("smc" or "hvc"): QEMU answers
  *                                       the kernel's PSCI calls
@@ -41,7 +41,7 @@
  *                                       logged with -d unimp, then silence
  * }
  * Config reading, RAM, the catch-all and sysbus devices are shared with the
- * MIPS machine (rehosting.c); this file adds the CPU, GIC or tick wiring and
+ * MIPS machine (hw/misc/rehosting*.c); this file adds the CPU, GIC or tick wiring and
  * boot.
  *
  * One change to the CPU, invisible to the guest: a DACR write that keeps the

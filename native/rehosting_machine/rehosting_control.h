@@ -1,7 +1,7 @@
 /*
  * How the rehost plugin asks the rehosting machine to stop the VM where a snapshot is taken.
  *
- * Shared by the machine (hw/misc/rehosting.c) and the plugin (rehost_plugin/rehost.c), which
+ * Shared by the machine (hw/misc/rehosting_catch_all.c) and the plugin (rehost_plugin/counts.c), which
  * otherwise know nothing of each other: the plugin may only use QEMU's public plugin API, and
  * that API can write memory but cannot stop the VM. So the plugin writes the 4-byte token to
  * the address through qemu_plugin_write_memory_hwaddr, from its callback at the point, and the

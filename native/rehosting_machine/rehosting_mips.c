@@ -3,7 +3,7 @@
  * at start-up from one JSON file that the explorer master writes (-M rehosting,config=FILE).
  *
  * Like the ARM machine it builds only what the config declares and leaves every other
- * address to the catch-all region (rehosting.c). MIPS adds an optional ISA bus (PC-style
+ * address to the catch-all region (rehosting_catch_all.c). MIPS adds an optional ISA bus (PC-style
  * peripherals behind an I/O window, as on Malta) and the YAMON boot protocol: the kernel ELF
  * is loaded, and the CPU starts at its entry with a0 = argc, a1 = argv, a2 = envp and
  * a3 = the first RAM region's size, as the Malta firmware passes them. It must never guess:

@@ -27,6 +27,7 @@ from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.runner.launch import run
 from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.runner.result import serialize
+from explorer.runner.snapshot import Snapshot
 from explorer.search.initial import initial_state
 from explorer.search.state import Target, bootable
 from tests.firmware import build as test_firmware
@@ -87,11 +88,9 @@ def test_a_spin_continued_from_a_snapshot_in_mid_spin_ends_like_the_full_boot(
     limits = RunnerLimits(deadline_seconds=WALL_DEADLINE_SECONDS)
     # Each turn of the spin is four instructions: this point lies a quarter of its waits before the end.
     point = full_boot.exit.icount - SPIN_WAITS
-    prefix = run(
-        config, qemu_build, plugin=plugin, limits=limits, snapshot_at=point, snapshot_dir=tmp_path
-    ).result
+    saving = Snapshot("deadlock", point, tmp_path, save=True)
+    prefix = run(config, qemu_build, plugin=plugin, limits=limits, snapshot=saving).result
     assert prefix.partial
-    resumed = run(
-        config, qemu_build, plugin=plugin, limits=limits, resume_from=tmp_path, resume_at=point
-    ).result
+    continuing = Snapshot("deadlock", point, tmp_path, save=False)
+    resumed = run(config, qemu_build, plugin=plugin, limits=limits, snapshot=continuing).result
     assert serialize(resumed) == serialize(full_boot)

@@ -8,6 +8,7 @@ runs); tests/integration/test_runner_found.py checks the real build.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -74,6 +76,38 @@ def test_the_identity_is_the_one_native_build_names_its_result_by() -> None:
     source = native.PINNED_SOURCES[0]
     assert pinned_builds()[0].identity == native.result_key(source.upstream_version, source.orig_sha256)
     assert len(pinned_builds()[0].identity) == 16
+
+
+def native_build_of_copy(tmp_path: Path) -> ModuleType:
+    """native/build.py of a copy of native/ and proto/ in tmp_path, loaded under its own name."""
+    for name in ("native", "proto"):
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    spec = importlib.util.spec_from_file_location("native_build_copy", tmp_path / "native" / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_every_native_source_file_is_in_the_identity_and_a_machine_file_must_be_built(
+    tmp_path: Path,
+) -> None:
+    copy = native_build_of_copy(tmp_path)
+    source = copy.PINNED_SOURCES[0]
+    identity = copy.result_key(source.upstream_version, source.orig_sha256)
+    assert identity == pinned_builds()[0].identity
+    (tmp_path / "native" / "rehost_plugin" / "new_unit.c").write_text("/* a new plugin unit */\n")
+    with_unit = copy.result_key(source.upstream_version, source.orig_sha256)
+    assert with_unit != identity
+    (tmp_path / "native" / "rehost_plugin" / "rehost.h").write_text("/* changed */\n")
+    assert copy.result_key(source.upstream_version, source.orig_sha256) not in (identity, with_unit)
+    (tmp_path / "native" / "rehosting_machine" / "rehosting_new.c").write_text("/* unlisted */\n")
+    with pytest.raises(copy.BuildError, match=r"rehosting_new\.c not in build\.py's MACHINE_SOURCES"):
+        copy.result_key(source.upstream_version, source.orig_sha256)
 
 
 def test_the_pinned_build_in_the_cache_is_found(tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ def test_a_directory_without_a_manifest_or_with_a_part_missing_is_no_snapshot(tm
 
 
 def test_the_point_reached_is_the_plugin_states_second_word(tmp_path: Path) -> None:
-    # native/rehost_plugin/rehost.c save_state: the magic word, then the instruction count (u64 LE).
+    # native/rehost_plugin/state_file.c save_state: the magic word, then the instruction count (u64 LE).
     (tmp_path / PLUGIN_STATE_FILE).write_bytes(b"rehste1\0" + (POINT + 3).to_bytes(8, "little") + b"rest")
     assert plugin_state_icount(tmp_path) == POINT + 3
 

@@ -45,7 +45,7 @@ def propose(state: State, result: RunResult) -> list[Child]:
 
 
 def answers(rule: MmioRule, count: int) -> list[int]:
-    """What the machine's catch-all answers to `count` reads of a pinned address (rehosting.c)."""
+    """What the machine's catch-all answers to `count` reads of a pinned address (rehosting_catch_all.c)."""
     if rule.WhichOneof("value") == "constant":
         return [rule.constant] * count
     values = list(rule.sequence.values)

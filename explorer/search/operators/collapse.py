@@ -47,7 +47,7 @@ from explorer.search.state import SEARCH_MMIO_EVENT_LIMIT, derive
 
 OPERATOR = "collapse"
 # Accesses the catch-all device sends per (address, pc, direction) before it only counts them
-# (EVENTS_PER_SITE in native/rehosting_machine/rehosting.c).
+# (EVENTS_PER_SITE in native/rehosting_machine/rehosting_catch_all.c).
 EVENTS_PER_SITE = 8
 # A pinned sequence's longest length. An address whose reads are all known was read fewer than
 # EVENTS_PER_SITE times at each pc, so 64 values is 9 reading sites at that limit, beyond any
