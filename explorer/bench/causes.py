@@ -21,8 +21,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from explorer.firmware.model import SymbolTable
-from explorer.runner.analysis import RunAnalysis, analyse, place, reached_user_space, stuck_poll
-from explorer.runner.kernel_hooks import MILESTONES
+from explorer.runner.analysis import (
+    RunAnalysis,
+    analyse,
+    place,
+    reached_console,
+    reached_user_space,
+    stuck_poll,
+)
+from explorer.runner.kernel_hooks import CONSOLE_INPUT, MILESTONES
 from explorer.runner.rehost_pb2 import RunResult
 from explorer.runner.summary import explaining_loops
 from explorer.search.engine import BOOT_COMPLETED as SEARCH_BOOT_COMPLETED
@@ -49,12 +56,13 @@ TIMEOUT_RUNNING = "wall-clock deadline while running"
 HALTED = "halted"
 POWERED_OFF = "powered off before user space"
 USER_SPACE = "user space reached, boot not completed"
+CONSOLE = "console milestone reached, boot not completed"
 QEMU_CRASHED = "QEMU crashed"
 KILLED = "run killed"
 KINDS = (
     BOOT_COMPLETED, SEARCH_ERROR, CONFIG_REJECTED, NO_RUN, BUG, UNDEFINED_INSTRUCTION, KERNEL_FAULT,
     PREFETCH_ABORT, PANIC, STUCK_POLLING, IDLE_NO_TIMER, IDLE_NO_INTERRUPT, SPINNING, SPINNING_MASKED,
-    BUDGET_RUNNING, TIMEOUT_RUNNING, HALTED, POWERED_OFF, USER_SPACE, QEMU_CRASHED, KILLED,
+    BUDGET_RUNNING, TIMEOUT_RUNNING, HALTED, POWERED_OFF, USER_SPACE, CONSOLE, QEMU_CRASHED, KILLED,
 )  # fmt: skip
 
 # The runner's details (native/rehosting_machine/rehosting_clock.c) of an idle CPU with no timer
@@ -160,6 +168,9 @@ def _named(
         if ended_in:
             return SPINNING, ended_in[0].loop.start.function, ()
         return (BUDGET_RUNNING if reason == "budget" else TIMEOUT_RUNNING), _innermost(names), ()
+    if reason == CONSOLE_INPUT:
+        # User space waited for console input (the marker initramfs's shell does, after its line).
+        return (CONSOLE if reached_console(result) else USER_SPACE), _innermost(names), ()
     if reached_user_space(result):
         # A run past user space (MachineConfig.past_user_space) that ended without the marker on
         # the console: init powered off or halted after user space, not before it.

@@ -14,8 +14,17 @@ from dataclasses import dataclass
 # What /init prints once user space runs. The shell computes the "42", so the marker's bytes
 # exist nowhere in the archive or in guest memory until a user-space program has executed.
 USERSPACE_MARKER = "explorer-init: user space reached, 6*7=42"
+# After the marker, for people (`explorer run`): busybox's applets as commands, /proc and /sys,
+# and a shell on the console (init's stdin, stdout and stderr are /dev/console); job control
+# stays off (/dev/console is never a controlling terminal). Leaving the shell powers the machine
+# off. A search's run ends where that shell first reads the console (the console_input hook,
+# explorer.runner.kernel_hooks), so nothing before the marker changes what a search sees.
 MARKER_INIT_SCRIPT = """#!/bin/sh
 echo "explorer-init: user space reached, 6*7=$((6 * 7))"
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox --install -s /bin
+/bin/sh
 exec /bin/busybox poweroff -f
 """
 # The corpus rebuilds an initramfs made with another /init (explorer.corpus.manifest.ArchRecord).

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from explorer.corpus.initramfs import USERSPACE_MARKER
 from explorer.firmware.model import SymbolTable
-from explorer.runner.kernel_hooks import INITCALL_RUNNER
+from explorer.runner.kernel_hooks import CONSOLE_INPUT, INITCALL_RUNNER
 from explorer.runner.rehost_pb2 import ExitReason, Frame, HotLoop, RunResult
 
 # Endings where the guest was still running when the run was stopped: what it was doing then,
@@ -160,7 +160,8 @@ class ThreadWait:
 
 @dataclass(frozen=True)
 class RunAnalysis:
-    exit_reason: str  # "user_space", "panic", ...: ExitReason without its prefix, lower case
+    # "user_space", "panic", ...: ExitReason without its prefix, lower case; or "console_input"
+    exit_reason: str
     exit_icount: int
     exit_detail: str
     partial_reason: str  # empty when the run ended on its own terms
@@ -388,7 +389,10 @@ def _reads_by_callees_at_exit(result: RunResult, loop: HotLoop, symbols: SymbolT
 
 
 def _ending(result: RunResult) -> str:
-    """The exit reason without its prefix, lower case: "user_space", "budget", ..."""
+    """The exit reason without its prefix, lower case: "user_space", "budget", ...; a halt at the
+    console_input hook (user space's first read of a terminal) is "console_input"."""
+    if result.exit.reason == ExitReason.EXIT_HALT and result.exit.detail == CONSOLE_INPUT:
+        return CONSOLE_INPUT
     return ExitReason.Name(result.exit.reason).removeprefix("EXIT_").lower()
 
 

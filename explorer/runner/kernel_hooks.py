@@ -1,7 +1,8 @@
 """The standard watch of a Linux boot: which kernel functions the plugin hooks, found by symbol.
 
 A config that carries these hooks describes a run that reports the boot milestones, every
-initcall, and ends on panic, halt, power-off or the first user-space instruction. Only what
+initcall, and ends on panic, halt, power-off, the first user-space instruction, or (for a run
+that goes on past user space) where user space first waits for console input. Only what
 the firmware's recovered symbols prove is hooked: a missing symbol means a missing hook, never
 a guessed address. It must never decide what a run means: that is analysis.
 """
@@ -35,6 +36,18 @@ LOG_WRITER = "printk_sprint"
 # NOP: where that call is the function's second instruction it lands inside a NOP'd function's
 # two-instruction patch, so the plugin writes its NOPs again here (5.10 to 6.x).
 AFTER_CODE_PATCHING = "early_trace_init"
+# Where user space first waits for console input: every read of a tty goes through its line
+# discipline's read (tty_read -> n_tty_read), and every poll or select of one through its poll
+# (tty_poll -> n_tty_poll; busybox ash's line editing polls the console before it reads). The
+# kernel never reads or polls a tty itself, so only user space reaches them. The marker
+# initramfs's shell waits on the console right after the marker, so a run past user space ends
+# there deterministically (halt hooks: the plugin ends the run at the first instruction of
+# either, the hook's name as the exit's detail) instead of idling until its budget ends.
+# `explorer run` drops them with every other ending hook.
+CONSOLE_INPUT = "console_input"
+CONSOLE_INPUT_FUNCTIONS = ("n_tty_read", "n_tty_poll")
+# Hooks named for what they mean rather than for their function (the name is the exit's detail).
+_HOOK_NAMES = dict.fromkeys(CONSOLE_INPUT_FUNCTIONS, CONSOLE_INPUT)
 # What the rehost plugin observes besides the hooks (not part of a state, so not in the config):
 # the call stack at the exit, coverage, and loops run a million times in a row (a boot to user
 # space has a few, in memset and the decompressor; a stuck poll is one).
@@ -47,6 +60,7 @@ def kernel_hooks(firmware: Firmware) -> list[Hook]:
     wanted += [(INITCALL_RUNNER, HookKind.HOOK_INITCALL), (PANIC, HookKind.HOOK_PANIC)]
     wanted += [(name, HookKind.HOOK_HALT) for name in HALTS]
     wanted.append((POWER_OFF, HookKind.HOOK_POWEROFF))
+    wanted += [(name, HookKind.HOOK_HALT) for name in CONSOLE_INPUT_FUNCTIONS]
     wanted.append((LOG_WRITER, HookKind.HOOK_LOG))
     wanted.append((AFTER_CODE_PATCHING, HookKind.HOOK_NOPS_AGAIN))
     hooks: list[Hook] = []
@@ -54,7 +68,7 @@ def kernel_hooks(firmware: Firmware) -> list[Hook]:
         address = firmware.symbols.address_of(name)
         # Aliases (one function under two names) get one hook: the plugin keys hooks by address.
         if address is not None and all(hook.address != address for hook in hooks):
-            hooks.append(Hook(name=name, address=address, kind=kind))
+            hooks.append(Hook(name=_HOOK_NAMES.get(name, name), address=address, kind=kind))
     return hooks
 
 

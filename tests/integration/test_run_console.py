@@ -3,8 +3,8 @@
 The machine is the one `explorer search` finds for Debian's armmp kernel with a board's device
 tree and the marker initramfs; the search places the console UART itself (explorer.search.console).
 A pseudo-terminal stands in for the person's terminal: the test reads what they would see and
-types what they would type, the escape key included. The marker initramfs's /init powers the
-machine off after its line.
+types what they would type, the escape key included. The marker initramfs's /init starts a shell
+on the console after its line.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from explorer.firmware.ingest import ingest
 from explorer.runner.build import PLUGIN
 from explorer.runner.command import Plugin
 from explorer.runner.config import read_config, write_config
-from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
+from explorer.runner.kernel_hooks import CONSOLE_INPUT, STANDARD_OBSERVATION
 from explorer.runner.launch import run
+from explorer.runner.rehost_pb2 import ExitReason
 from tests.integration.groundtruth import free_port
 
 pytestmark = pytest.mark.qemu
@@ -131,8 +132,8 @@ def exported(work: Path, board: str) -> Path:
     return path
 
 
-def boot_to_the_marker(source: Path) -> bytes:
-    """`explorer run SOURCE` on a terminal: the console shows the marker, the guest powers off, exit 0.
+def boot_to_the_shell_compute_and_quit(source: Path) -> bytes:
+    """`explorer run SOURCE` on a terminal: the marker, the shell computes 6*7, Ctrl-A x quits, exit 0.
 
     Returns what the console showed up to the marker.
     """
@@ -140,6 +141,12 @@ def boot_to_the_marker(source: Path) -> bytes:
     try:
         terminal.expect(rb"Ctrl-A x quits\r*\n")
         boot = terminal.expect(re.escape(USERSPACE_MARKER.encode()))
+        terminal.expect(rb"/ # ")
+        terminal.type(b"echo $((6*7))\r")
+        # The shell echoes the line as typed; its output is the next line: 42, computed by the guest.
+        terminal.expect(rb"echo \$\(\(6\*7\)\)\r*\n")
+        terminal.expect(rb"^42\r*\n")
+        terminal.type(ESCAPE_QUIT)
         status, rest = terminal.finish()
     finally:
         terminal.kill()
@@ -149,10 +156,10 @@ def boot_to_the_marker(source: Path) -> bytes:
 
 
 @pytest.mark.parametrize("board", BOARDS)
-def test_a_person_sees_the_found_machine_boot_to_the_marker_on_its_console(
+def test_a_person_gets_a_shell_on_the_console_of_the_found_machine_and_quits_with_the_escape_key(
     board: str, search_of: Callable[[str], Path]
 ) -> None:
-    boot = boot_to_the_marker(search_of(board))
+    boot = boot_to_the_shell_compute_and_quit(search_of(board))
     # The console shows the kernel's log from its start (replayed when the console registers).
     assert b"Booting Linux on physical CPU" in boot and b"Memory: " in boot
 
@@ -173,13 +180,13 @@ def test_the_states_nops_are_written_and_the_run_goes_on_past_user_space(
     search_of: Callable[[str], Path], tmp_path: Path, corpus: Corpus
 ) -> None:
     # A NOP on the function that prints the kernel's "Memory: ..." line: its line is gone, and
-    # the plugin that wrote it lets the run go on to the marker.
+    # the plugin that wrote it lets the run go on to the marker and the shell.
     config = read_config(exported(search_of(BOARDS[0]), BOARDS[0]))
     address = ingest(corpus.kernel("armmp")).symbols.address_of("mem_init_print_info")
     assert address is not None and config.user_space_below
     config.nops.add(address=address, return_value=0, name="mem_init_print_info")
     write_config(config, tmp_path / "nopped.json")
-    boot = boot_to_the_marker(tmp_path / "nopped.json")
+    boot = boot_to_the_shell_compute_and_quit(tmp_path / "nopped.json")
     assert b"Booting Linux on physical CPU" in boot and b"Memory: " not in boot
 
 
@@ -189,10 +196,13 @@ def test_the_console_up_to_the_marker_is_the_search_runs_byte_for_byte(
     config = exported(search_of(BOARDS[0]), BOARDS[0])
     # The runner as the search runs it: the standard observation, the budget, the events.
     plugin = Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
-    searched = run(read_config(config), qemu_build, plugin=plugin).result.console
+    result = run(read_config(config), qemu_build, plugin=plugin).result
+    # The search's run ends where the shell after the marker first reads the console.
+    assert (result.exit.reason, result.exit.detail) == (ExitReason.EXIT_HALT, CONSOLE_INPUT)
+    searched = result.console
     marker = USERSPACE_MARKER.encode()
     assert marker in searched
-    shown = boot_to_the_marker(config)
+    shown = boot_to_the_shell_compute_and_quit(config)
     # The terminal turns each of the guest's line ends (CR LF) into CR CR LF (its output post-processing).
     assert shown.replace(b"\r\r\n", b"\r\n") == searched[: searched.index(marker) + len(marker)]
 

@@ -19,9 +19,12 @@ import pytest
 
 from explorer.corpus import USERSPACE_MARKER, Corpus
 from explorer.errors import RunnerError
-from explorer.runner.build import binary
+from explorer.firmware.ingest import ingest
+from explorer.runner.build import PLUGIN, binary
+from explorer.runner.command import Plugin
 from explorer.runner.config import config_from_dict, write_config
 from explorer.runner.containment import RunnerLimits
+from explorer.runner.kernel_hooks import CONSOLE_INPUT, kernel_hooks
 from explorer.runner.launch import Run, run
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.runner.rehost_pb2 import ExitReason
@@ -93,17 +96,27 @@ def wait_until(condition, what: str) -> None:
 
 @pytest.fixture(scope="session")
 def armmp_runs(qemu_build: Path, corpus: Corpus) -> tuple[Run, Run]:
-    """armmp on the rehosting machine with the vexpress-a9 map, booted twice through the driver."""
+    """armmp on the rehosting machine with the vexpress-a9 map, booted twice through the driver.
+
+    The marker initramfs's shell would wait for console input after the marker until the
+    deadline: the rehost plugin's console_input hooks (the tty line discipline's read and poll)
+    end the run there.
+    """
     config = config_from_dict({**vexpress_a9_config(corpus), "target": "arm"})
+    firmware = ingest(corpus.kernel("armmp"))
+    config.hooks.extend(hook for hook in kernel_hooks(firmware) if hook.name == CONSOLE_INPUT)
+    plugin = Plugin(qemu_build / PLUGIN, ())
     limits = RunnerLimits(deadline_seconds=BOOT_DEADLINE_SECONDS)
-    return run(config, qemu_build, limits=limits), run(config, qemu_build, limits=limits)
+    return run(config, qemu_build, plugin=plugin, limits=limits), run(
+        config, qemu_build, plugin=plugin, limits=limits
+    )
 
 
-def test_armmp_reaches_user_space_then_powers_off(armmp_runs: tuple[Run, Run]) -> None:
+def test_armmp_reaches_user_space_then_its_shell_waits_for_the_console(armmp_runs: tuple[Run, Run]) -> None:
     result = armmp_runs[0].result
     console = result.console.decode(errors="replace")
     assert USERSPACE_MARKER in console, console[-3000:]
-    assert result.exit.reason == ExitReason.EXIT_POWEROFF, result.exit.detail
+    assert (result.exit.reason, result.exit.detail) == (ExitReason.EXIT_HALT, CONSOLE_INPUT)
     assert not result.partial and result.console_dropped == 0
 
 

@@ -3,9 +3,9 @@ goes on past user space, and the marker initramfs's line comes out of QEMU's fir
 
 armmp with the vexpress-v2p-ca9 device tree names no console (empty /chosen): the initial state
 places serial0's PL011 with console=ttyAMA0; one round of device discovery gives the interrupt
-controller and timer, and the next run prints the marker and powers off. The same state twice
-gives byte-identical runs: a run past user space ends where the guest powers off, never when the
-host happens to read the console.
+controller and timer, and the next run prints the marker, and its shell waits for console input.
+The same state twice gives byte-identical runs: a run past user space ends where user space first
+reads the console (the console_input hook), never when the host happens to read the console.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from explorer.corpus.initramfs import USERSPACE_MARKER
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware
 from explorer.runner.analysis import USER_SPACE_MILESTONE, reached_console
+from explorer.runner.kernel_hooks import CONSOLE_INPUT
+from explorer.runner.rehost_pb2 import ExitReason
 from explorer.runner.result import serialize
 from explorer.search.initial import initial_state
 from explorer.search.operators import Context, Evaluated
@@ -65,7 +67,9 @@ def test_armmp_on_vexpress_prints_the_marker_on_the_console_the_search_placed(
     first, second = (boot_state(state, target, firmware, qemu_build) for _ in range(2))
     assert reached_console(first) and boot_completed(first, console_goal=True)
     assert USER_SPACE_MILESTONE in [milestone.name for milestone in first.milestones]
-    assert first.exit.detail == "machine_power_off" and not first.partial
+    # The run ended where the shell started after the marker first read the console.
+    assert first.exit.reason == ExitReason.EXIT_HALT and first.exit.detail == CONSOLE_INPUT
+    assert not first.partial
     # The kernel's own console lines come before user space's.
     console = first.console.decode()
     assert console.index("printk: console [ttyAMA0] enabled") < console.index(USERSPACE_MARKER)

@@ -7,7 +7,9 @@ import json
 
 from explorer.bench import causes
 from explorer.bench.causes import search_error, stop_cause
+from explorer.corpus.initramfs import USERSPACE_MARKER
 from explorer.firmware.model import Symbol, SymbolTable
+from explorer.runner.kernel_hooks import CONSOLE_INPUT
 from explorer.runner.rehost_pb2 import (
     CallStack,
     Exit,
@@ -208,6 +210,15 @@ def test_a_run_past_user_space_that_powered_off_without_the_marker_is_user_space
     assert after.kind == causes.USER_SPACE
     before = stop_cause("budget", run(ExitReason.EXIT_HALT, "machine_power_off", past[:3]), SYMBOLS)
     assert before.kind == causes.HALTED
+
+
+def test_a_run_that_ended_waiting_for_console_input_reached_the_console_only_with_the_marker() -> None:
+    past = ("start_kernel", "kernel_init", "run_init_process", "user_space")
+    marked = run(ExitReason.EXIT_HALT, CONSOLE_INPUT, past, console=USERSPACE_MARKER.encode() + b"\r\n")
+    assert stop_cause("budget", marked, SYMBOLS).kind == causes.CONSOLE
+    assert stop_cause("budget", marked, SYMBOLS).exit == "console_input"
+    unmarked = run(ExitReason.EXIT_HALT, CONSOLE_INPUT, past, console=b"/ # ")
+    assert stop_cause("budget", unmarked, SYMBOLS).kind == causes.USER_SPACE
 
 
 def test_a_completed_search_a_search_without_runs_and_a_rejected_config_have_their_own_kinds() -> None:

@@ -9,6 +9,7 @@ import pytest
 from explorer.errors import RunnerError
 from explorer.runner.command import DETERMINISTIC_TIME
 from explorer.runner.interactive import PAST_USER_SPACE, for_people, interactive_command
+from explorer.runner.kernel_hooks import CONSOLE_INPUT
 from explorer.runner.machine_config_pb2 import HookKind, MachineConfig, MmioRule
 
 QEMU = Path("/q/bin/qemu-system-arm")
@@ -36,6 +37,7 @@ def searched_config(*, nops: bool) -> MachineConfig:
     config.hooks.add(name="start_kernel", address=0xC1200C28, kind=HookKind.HOOK_MILESTONE)
     config.hooks.add(name="panic", address=0xC0A4E1F8, kind=HookKind.HOOK_PANIC)
     config.hooks.add(name="early_trace_init", address=0xC1210000, kind=HookKind.HOOK_NOPS_AGAIN)
+    config.hooks.add(name=CONSOLE_INPUT, address=0xC0600000, kind=HookKind.HOOK_HALT)
     if nops:
         config.nops.add(address=0xC0200000, return_value=0xFFFFFFED, name="omap_irq_soft_reset")
     return config

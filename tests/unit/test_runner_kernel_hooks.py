@@ -6,7 +6,7 @@ import dataclasses
 
 from explorer.firmware.model import Firmware, Symbol, SymbolTable
 from explorer.runner.config import validate
-from explorer.runner.kernel_hooks import MILESTONES, kernel_hooks, watching_kernel
+from explorer.runner.kernel_hooks import CONSOLE_INPUT, MILESTONES, kernel_hooks, watching_kernel
 from explorer.runner.machine_config_pb2 import Hook, HookKind, MachineConfig
 from tests.helpers import arm_firmware
 
@@ -20,6 +20,8 @@ NAMES = (
     "machine_power_off",
     "printk_sprint",
     "early_trace_init",
+    "n_tty_read",
+    "n_tty_poll",
 )
 
 
@@ -45,7 +47,15 @@ def test_every_standard_function_is_hooked_with_its_kind() -> None:
     assert kinds["machine_power_off"] == HookKind.HOOK_POWEROFF
     assert kinds["printk_sprint"] == HookKind.HOOK_LOG
     assert kinds["early_trace_init"] == HookKind.HOOK_NOPS_AGAIN
-    assert all(hook.address == 0xC0100000 + 0x100 * NAMES.index(hook.name) for hook in hooks)
+    # The tty line discipline's read and poll end the run like a halt, named for what they mean.
+    waits = [hook for hook in hooks if hook.name == CONSOLE_INPUT]
+    assert [hook.kind for hook in waits] == [HookKind.HOOK_HALT] * 2
+    assert [hook.address for hook in waits] == [
+        0xC0100000 + 0x100 * NAMES.index(name) for name in ("n_tty_read", "n_tty_poll")
+    ]
+    assert all(
+        hook.address == 0xC0100000 + 0x100 * NAMES.index(hook.name) for hook in hooks if hook not in waits
+    )
 
 
 def test_a_function_the_symbols_do_not_name_is_not_hooked() -> None:
