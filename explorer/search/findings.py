@@ -15,7 +15,6 @@ from google.protobuf import json_format
 from explorer.errors import BadInput
 from explorer.firmware.model import Firmware
 from explorer.runner.analysis import analyse, console_text, reached_console
-from explorer.runner.rehost_pb2 import ExitReason
 from explorer.runner.result import deserialize
 from explorer.runner.summary import describe, hot_loops_to_dict, thread_waits_to_dict
 from explorer.search.engine import BOOT_COMPLETED, BUDGET_SPENT, EXHAUSTED, STOPPED
@@ -172,7 +171,7 @@ def state_report(store: Store, identity: str, firmware: Firmware) -> dict[str, A
     return {
         "state": identity,
         "score": Score.from_bytes(run.score).describe(),
-        "exit": ExitReason.Name(result.exit.reason).removeprefix("EXIT_").lower().replace("_", " "),
+        "exit": analysis.exit_reason.replace("_", " "),
         "exit_detail": result.exit.detail,
         "milestones": [milestone.name for milestone in result.milestones],
         "initcalls": len(result.initcalls),
