@@ -127,7 +127,7 @@ def _print_summary(corpus: Corpus) -> None:
         record = corpus.manifest.kernels[flavour]
         boards = str(len(corpus.boards(flavour)))
         kernels.add_row(flavour, record.arch, record.package, record.version, boards)
-    initramfs = Table("arch", "initramfs (/init prints the marker, then powers off)")
+    initramfs = Table("arch", "initramfs (/init prints the marker, then starts a shell)")
     for arch in corpus.arches:
         initramfs.add_row(arch, corpus.initramfs(arch).name)
     Console().print(kernels, initramfs)
