@@ -21,12 +21,12 @@ from rich.table import Table
 from explorer.bench.campaign import RESULTS_FILE, BenchPlan, Entry, read_results, run_bench, set_directory
 from explorer.bench.report import REPORT_FILE, write_report
 from explorer.bench.sets import SETS_DIRECTORY, BenchFirmware, load_set, sliced
+from explorer.cli.options import QemuOption
 from explorer.cli.search import (
     DEFAULT_SNAPSHOT_LIMIT,
     SNAPSHOTS_BY_DEFAULT,
     AddressOption,
     ExecutorOption,
-    QemuOption,
     SnapshotLimitOption,
     SnapshotsOption,
     parse_duration,

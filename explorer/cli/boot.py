@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from explorer.cli.options import QemuOption
 from explorer.errors import BadInput
 from explorer.firmware.ingest import ingest
 from explorer.firmware.model import Firmware, SymbolTable
@@ -48,13 +49,7 @@ def register(app: typer.Typer) -> None:
 
 def boot(
     config: Annotated[Path, typer.Argument(help="MachineConfig JSON file.")],
-    qemu: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="EXPLORER_QEMU",
-            help="Runner build directory to use [default: this explorer's, `explorer runner path`].",
-        ),
-    ] = None,
+    qemu: QemuOption = None,
     console: Annotated[
         bool, typer.Option(help="Connect the guest console to this terminal instead of capturing it.")
     ] = False,

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from explorer.cli.options import QemuOption
 from explorer.errors import BadInput
 from explorer.runner.build import PLUGIN, find_runner
 from explorer.runner.config import read_config
@@ -48,13 +49,7 @@ def run(
         int | None,
         typer.Option(min=1, max=65535, help="Serve QEMU's gdbstub on localhost:PORT.", metavar="PORT"),
     ] = None,
-    qemu: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="EXPLORER_QEMU",
-            help="Runner build directory to use [default: this explorer's, `explorer runner path`].",
-        ),
-    ] = None,
+    qemu: QemuOption = None,
 ) -> None:
     config, name = _machine(source, state)
     qemu_dir = find_runner(qemu)

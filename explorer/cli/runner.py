@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from explorer.cli.search import QemuOption
+from explorer.cli.options import QemuOption
 from explorer.runner import build as runner_build
 
 app = typer.Typer(

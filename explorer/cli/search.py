@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from explorer.cli.options import QemuOption
 from explorer.errors import BadInput
 from explorer.execution.executor import Executor
 from explorer.execution.jobs import Outcome, RunnerSetup
@@ -47,13 +48,6 @@ from explorer.search.state import SHORT_ID, Target, bootable, parse_state
 from explorer.search.strategy import STRATEGIES
 from explorer.store import Store
 
-QemuOption = Annotated[
-    Path | None,
-    typer.Option(
-        envvar="EXPLORER_QEMU",
-        help="Runner build directory to use [default: this explorer's, `explorer runner path`].",
-    ),
-]
 # Value rules (and dropped children) `show` prints before it only counts the rest (--json has them all).
 RULES_SHOWN = 12
 # Lines of the guest console `explorer show` prints (--json has all of it).
