@@ -42,9 +42,9 @@ A15_CPU_INTERFACE_OFFSET = 0x1000
 VEXPRESS_SYS_ID = 0x1190F500
 VEXPRESS_PROC_ID = {"cortex-a9": 0x0C000191, "cortex-a15": 0x14000237, "cortex-a7": 0x14000237}
 # A 16550 has 8 registers; a node whose reg spans 32 bytes or more spaces them 4 bytes apart
-# (the DT `reg-shift` is 2 on every such board: dw-apb, Kirkwood, Tegra, ...; the OMAP UART's
-# binding has none, its driver fixes 2, and its registers past the 16550's are left to the
-# value model).
+# (the DT `reg-shift` is 2 wherever a node spans that much, whichever driver binds it; a binding
+# without reg-shift whose driver fixes 2 spans as much too, and its registers past the 16550's
+# are left to the value model).
 UART_8250_REGISTERS = 8
 UART_8250_WIDE_SHIFT = 2
 # Bytes each model's (first) MMIO region spans in our QEMU, to keep placements from overlapping.
