@@ -58,6 +58,8 @@ def validate(config: MachineConfig) -> None:
     for index, line in enumerate(config.isa.irqs):
         if not _is_null_or_exact_unsigned(line):
             raise BadInput(f"config: isa.irqs[{index}] must be a CPU interrupt line or null")
+    if config.isa.HasField("i8259"):
+        _validate_i8259(config)
     for index, device in enumerate(config.isa_devices):
         _validate_device(device, f"isa_devices[{index}]")
     _validate_mmio_rules(config)
@@ -72,6 +74,20 @@ def validate(config: MachineConfig) -> None:
         if not hook.name or not hook.kind:
             raise BadInput(f"config: hooks[{index}] needs a name and a kind")
     _validate_unique([nop.address for nop in config.nops], "nops", "skip the same function twice")
+
+
+# MIPS CPU interrupt lines: 0 and 1 are software interrupts, 2..7 hardware.
+CPU_INTERRUPT_LINES = 8
+
+
+def _validate_i8259(config: MachineConfig) -> None:
+    if config.isa.irqs:
+        raise BadInput("config: isa.irqs and isa.i8259 both wire the ISA IRQs: give one")
+    if config.isa.i8259.cpu_line >= CPU_INTERRUPT_LINES:
+        raise BadInput(
+            f"config: isa.i8259.cpu_line = {config.isa.i8259.cpu_line} is not a CPU interrupt line "
+            f"(0..{CPU_INTERRUPT_LINES - 1})"
+        )
 
 
 def to_json(config: MachineConfig) -> str:
@@ -192,6 +208,8 @@ def _write_required_zeros(as_dict: dict[str, Any]) -> None:
         rule.setdefault("address", 0)
     if "isa" in as_dict:
         as_dict["isa"].setdefault("io_base", 0)
+        if "i8259" in as_dict["isa"]:
+            as_dict["isa"]["i8259"].setdefault("cpu_line", 0)
 
 
 def _integral_floats_as_ints(value: Any) -> Any:

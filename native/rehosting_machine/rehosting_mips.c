@@ -20,7 +20,11 @@
  *   } ],
  *   "isa": {                            optional ISA bus
  *     "io_base": A,                     physical address of I/O port 0
- *     "irqs": [null, ..., 2]            CPU interrupt line of ISA IRQ n (index n), null = unwired
+ *     "irqs": [null, ..., 2],           CPU interrupt line of ISA IRQ n (index n), null = unwired
+ *     "i8259": {                        or: the PC's cascaded i8259 pair takes all 16 ISA IRQs
+ *       "cpu_line": 2,                  the CPU interrupt line its output raises
+ *       "acknowledge": A                optional: reads of this address are the pair's
+ *     }                                 interrupt acknowledge cycle (a PCI host bridge's IACK)
  *   },
  *   "isa_devices": [ {"type": "mc146818rtc", "props": {"iobase": 112, "irq": 8}} ],
  *   "mmio_rules": [ {"address": A, "constant": V} ],  what the catch-all answers (rehosting.c)
@@ -43,6 +47,7 @@
 #include "elf.h"
 #include "hw/boards.h"
 #include "hw/clock.h"
+#include "hw/intc/i8259.h"
 #include "hw/isa/isa.h"
 #include "hw/loader.h"
 #include "hw/sysbus.h"
@@ -59,6 +64,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(RehostingMipsMachineState, REHOSTING_MIPS_MACHINE)
 #define CPU_INTERRUPT_LINES 8
 #define ISA_IRQS 16
 #define ISA_IO_SIZE 0x10000
+/* The acknowledge register is one 32-bit word (the vector is its low byte). */
+#define ACKNOWLEDGE_SIZE 4
 #define DEFAULT_CPU_CLOCK_HZ 200000000
 /* Where the argv/envp tables go, as on Malta: low RAM the kernel reads before reusing it. */
 #define PROM_OFFSET 0x2000
@@ -158,6 +165,54 @@ static void create_devices(RehostingMipsMachineState *s)
     }
 }
 
+/* The interrupt acknowledge cycle: the pending interrupt's number, as the pair's INTA answers it. */
+static uint64_t acknowledge_read(void *opaque, hwaddr offset, unsigned size)
+{
+    return pic_read_irq(isa_pic);
+}
+
+static void acknowledge_write(void *opaque, hwaddr offset, uint64_t value,
+                              unsigned size)
+{
+}
+
+static const MemoryRegionOps acknowledge_ops = {
+    .read = acknowledge_read,
+    .write = acknowledge_write,
+    .endianness = DEVICE_NATIVE_ENDIAN,
+};
+
+/*
+ * The PC's two i8259s (master at ports 0x20, slave at 0xa0 on the master's IRQ 2) with the
+ * master's output on one CPU interrupt line: what a PC-style southbridge puts between the ISA
+ * IRQs and a MIPS CPU. Kernels learn the pending interrupt either by polling the i8259's
+ * ports or by reading a host bridge's interrupt acknowledge register, mapped here at
+ * "acknowledge" above the catch-all.
+ */
+static qemu_irq *create_i8259(RehostingMipsMachineState *s, QDict *i8259)
+{
+    RehostingConfig *config = &s->config;
+    QObject *line = qdict_get(i8259, "cpu_line");
+    QObject *acknowledge = qdict_get(i8259, "acknowledge");
+    qemu_irq *irqs;
+
+    if (!line) {
+        rehosting_config_fail(config, "isa.i8259.cpu_line is missing");
+    }
+    irqs = i8259_init(s->isa_bus, cpu_interrupt_line(s, line,
+                                                     "isa.i8259.cpu_line"));
+    if (acknowledge) {
+        MemoryRegion *region = g_new(MemoryRegion, 1);
+
+        memory_region_init_io(region, OBJECT(s), &acknowledge_ops, s,
+                              "rehosting.i8259-acknowledge", ACKNOWLEDGE_SIZE);
+        memory_region_add_subregion(get_system_memory(),
+            rehosting_config_to_u64(config, acknowledge,
+                                    "isa.i8259.acknowledge"), region);
+    }
+    return irqs;
+}
+
 static void create_isa_bus(RehostingMipsMachineState *s)
 {
     RehostingConfig *config = &s->config;
@@ -167,6 +222,7 @@ static void create_isa_bus(RehostingMipsMachineState *s)
     qemu_irq *irqs = g_new0(qemu_irq, ISA_IRQS);
     const QListEntry *entry;
     QList *lines;
+    QDict *i8259;
     int n = 0;
 
     if (!isa) {
@@ -179,6 +235,16 @@ static void create_isa_bus(RehostingMipsMachineState *s)
                                                          "isa"), io);
     s->isa_bus = isa_bus_new(NULL, get_system_memory(), io, &error_fatal);
     lines = rehosting_config_get_list(config, isa, "irqs", "isa");
+    i8259 = rehosting_config_get_dict(config, isa, "i8259", "isa");
+    if (i8259 && lines) {
+        rehosting_config_fail(config, "isa: irqs and i8259 both wire the ISA "
+                              "IRQs: give one");
+    }
+    if (i8259) {
+        g_free(irqs);
+        isa_bus_register_input_irqs(s->isa_bus, create_i8259(s, i8259));
+        return;
+    }
     if (lines) {
         QLIST_FOREACH_ENTRY(lines, entry) {
             g_autofree char *what = g_strdup_printf("isa.irqs[%d]", n);

@@ -116,6 +116,16 @@ def with_change(change: Change) -> dict:
             lambda c: (c.pop("interrupt_controller"), c.update(tick={**TICK, "ack_size": 2**64 - 1})),
             "ack region runs past the end of the address space",
         ),
+        (
+            lambda c: c.update(
+                target="mipsel", isa={"io_base": 0, "irqs": [None, 2], "i8259": {"cpu_line": 2}}
+            ),
+            "isa.irqs and isa.i8259 both wire the ISA IRQs",
+        ),
+        (
+            lambda c: c.update(target="mipsel", isa={"io_base": 0, "i8259": {"cpu_line": 8}}),
+            "isa.i8259.cpu_line = 8 is not a CPU interrupt line (0..7)",
+        ),
     ],
 )
 def test_unusable_config_is_refused_naming_the_field(change: Change, complaint: str) -> None:
@@ -165,3 +175,18 @@ def test_missing_config_file_is_reported(tmp_path: Path) -> None:
 def test_hook_kinds_are_written_by_name() -> None:
     written = json.loads(to_json(hand_written()))
     assert written["hooks"][0]["kind"] == HookKind.Name(HookKind.HOOK_MILESTONE)
+
+
+def test_the_i8259_pair_is_written_with_its_line_and_acknowledge_in_the_machines_keys() -> None:
+    raw = {
+        "target": "mipsel",
+        "cpu": "24Kf",
+        "ram": [{"base": 0, "size": "0x1000000"}],
+        "boot": {"kernel": "/vmlinux"},
+    }
+    config = config_from_dict({**raw, "isa": {"io_base": "0x1fd00000", "i8259": {"cpu_line": 0}}})
+    validate(config)
+    # The machine requires cpu_line even where it is 0; no acknowledge is written as none.
+    assert json.loads(to_json(config))["isa"] == {"io_base": str(0x1FD00000), "i8259": {"cpu_line": 0}}
+    config.isa.i8259.cpu_line, config.isa.i8259.acknowledge = 2, 0x1FE80000
+    assert json.loads(to_json(config))["isa"]["i8259"] == {"cpu_line": 2, "acknowledge": str(0x1FE80000)}
