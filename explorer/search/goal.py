@@ -2,9 +2,9 @@
 
 The goal is the console milestone (user space printing the marker on the console) where the
 target's initrd prints the marker and the search can place the console's UART
-(explorer.search.console), for the runs whose machine delivers that UART's interrupt (user
-space's writes to the console wait for it); for every other run it is user space
-(explorer.search.score.boot_completed).
+(explorer.search.console), for the runs whose machine delivers that UART's interrupt or whose
+descendants' can (user space's writes to the console wait for it); for every other run it is
+user space (explorer.search.score.boot_completed).
 
 Invariant: whether a run reached the goal is a pure function of the firmware, the target, the
 run's state and its result, so a resumed search judges the stored runs as the session that made
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from explorer.firmware.model import Firmware
 from explorer.runner.rehost_pb2 import RunResult
 from explorer.runner.result import deserialize
-from explorer.search.console import console_expected, console_interrupt_wired
+from explorer.search.console import console_expected, console_interrupt_reachable
 from explorer.search.score import Score, boot_completed
 from explorer.search.state import State, Target, parse_state
 from explorer.store import Store
@@ -36,8 +36,9 @@ class Goal:
 
     def reached_by(self, state: State, result: RunResult) -> bool:
         """Did this run of `state` complete the boot: the console milestone where it can be seen
-        and the state's machine delivers the console's interrupt, else user space."""
-        return boot_completed(result, self.console and console_interrupt_wired(state))
+        and the state's machine delivers the console's interrupt (or a descendant's can), else
+        user space."""
+        return boot_completed(result, self.console and console_interrupt_reachable(state))
 
     def reached_in(self, store: Store) -> bool:
         """Has any stored run completed the boot?"""

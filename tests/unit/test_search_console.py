@@ -9,7 +9,12 @@ import pytest
 from explorer.firmware.devicetree import parse_dtb
 from explorer.firmware.model import Arch, Endian
 from explorer.runner.machine_config_pb2 import MachineConfig
-from explorer.search.console import console_expected, console_interrupt_wired, console_uart
+from explorer.search.console import (
+    console_expected,
+    console_interrupt_reachable,
+    console_interrupt_wired,
+    console_uart,
+)
 from explorer.search.device_models import irq_values
 from explorer.search.initial import initial_state
 from tests.helpers import arm_firmware
@@ -132,6 +137,20 @@ def test_the_console_interrupt_is_wired_once_its_first_serial_device_has_an_irq(
     assert not console_interrupt_wired(malta)
     malta.isa.irqs.extend(irq_values((None, None, None, None, 2)))
     assert console_interrupt_wired(malta)
+    malta.isa.ClearField("irqs")
+    malta.isa.i8259.cpu_line = 2
+    assert console_interrupt_wired(malta)
+
+
+def test_an_isa_consoles_interrupt_is_reachable_before_its_pair_and_a_memory_mapped_ones_once_wired() -> None:
+    malta = MachineConfig(target="mipsel")
+    malta.isa_devices.add(type="isa-serial")
+    assert not console_interrupt_wired(malta) and console_interrupt_reachable(malta)
+    assert not console_interrupt_reachable(MachineConfig(target="mipsel"))
+    state = initial_state(board_firmware(), seed=3)
+    assert not console_interrupt_reachable(state)
+    state.devices[0].irqs.extend(irq_values((37,)))
+    assert console_interrupt_reachable(state)
 
 
 def test_a_console_is_expected_on_mips_boards_and_not_without_a_tree_on_arm() -> None:

@@ -7,7 +7,18 @@ through a 64 KiB-aligned window the state has no ISA bus for, one child puts an 
 base with QEMU's models of the devices whose ports were touched. The clock matters first: Malta's
 time_init estimates the CPU's frequency by counting cycles between two of its update ticks, and
 random answers make that estimate nonsense (the boot then drowns in timer interrupts).
-It never touches a state that already has an ISA bus, and never proposes for ARM.
+
+Once the bus is there, its devices' interrupts go through the PC's cascaded i8259 pair, as on
+the PC: when the run programmed the pair's ports (0x20/0x21, 0xa0/0xa1) through the window, one
+child per free CPU hardware interrupt line puts the pair there, its output on that line (the
+run cannot say which line the kernel cascades it from: only the right one brings its handler).
+A kernel that learns the pending interrupt by polling the pair's ports needs nothing more; one
+that reads a host bridge's interrupt acknowledge register (a PCI IACK cycle) reads an unmapped
+address from its handler, which the value model answers at random: then the unmapped addresses
+that run read and its parent's never did (the reads the pair's interrupts brought) each give a
+child whose reads of it are the pair's acknowledge.
+
+It never proposes for ARM, and never changes a bus, a pair or an acknowledge already placed.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from dataclasses import dataclass
 
 from explorer.runner.analysis import place
 from explorer.runner.machine_config_pb2 import Device
+from explorer.runner.rehost_pb2 import RunResult
 from explorer.search.operators import Child, Context
 from explorer.search.state import State, derive
 
@@ -24,6 +36,14 @@ OPERATOR = "isa"
 # The I/O space of an ISA bus, and so the alignment of the window it sits behind.
 ISA_IO_BYTES = 0x10000
 MIPS_TARGETS = ("mipsel", "mips")
+# The i8259 pair's ports: the master's command and mask registers, then the slave's.
+I8259_PORTS = (0x20, 0x21, 0xA0, 0xA1)
+# CPU interrupt lines the pair's output may drive: the MIPS hardware lines (0 and 1 are software
+# interrupts) but the last, where MIPS32r2 cores raise their own timer's interrupt (IntCtl.IPTI,
+# 7 on every core QEMU models).
+CASCADE_LINES = range(2, 7)
+# Candidates for the acknowledge register: the most-read new addresses, at most this many.
+ACKNOWLEDGE_CANDIDATES = 4
 
 
 @dataclass(frozen=True)
@@ -43,9 +63,21 @@ KNOWN_PORTS = (
 
 
 def propose(context: Context) -> list[Child]:
-    current = context.current
-    if current.state.target not in MIPS_TARGETS or current.state.HasField("isa"):
+    state = context.current.state
+    if state.target not in MIPS_TARGETS:
         return []
+    if not state.HasField("isa"):
+        return _bus(context)
+    if not state.isa.HasField("i8259"):
+        return _i8259(context)
+    if not state.isa.i8259.acknowledge:
+        return _acknowledge_or_next_line(context)
+    return []
+
+
+def _bus(context: Context) -> list[Child]:
+    """An ISA bus where the run touched the clock's ports through a window, with the models touched."""
+    current = context.current
     # (window base, model type) -> accesses, and the pc of the first
     hits: Counter[tuple[int, str]] = Counter()
     first_toucher: dict[tuple[int, str], int] = {}
@@ -76,3 +108,97 @@ def propose(context: Context) -> list[Child]:
     )
     reason = f"PC I/O ports through a window at 0x{base:x}: an ISA bus there with {touched}"
     return [Child(derive(current.state, add_bus), OPERATOR, reason, {"io_base": base})]
+
+
+def _i8259(context: Context) -> list[Child]:
+    """The i8259 pair on the first free CPU line, where the run programmed its ports."""
+    state, result = context.current.state, context.current.result
+    if state.isa.irqs:
+        return []
+    ports = {state.isa.io_base + port for port in I8259_PORTS}
+    programmed = next(
+        (access for access in result.mmio_accesses if access.is_write and access.address in ports), None
+    )
+    line = _free_line(state, after=CASCADE_LINES.start - 1)
+    if programmed is None or line is None:
+        return []
+    by = place(programmed.pc, context.firmware.symbols)
+    reason = (
+        f"the i8259 interrupt controllers' ports written through the ISA window (by {by}): the PC's "
+        f"cascaded pair there, its output on CPU interrupt line {line}"
+    )
+
+    def add_pair(child: State) -> None:
+        child.isa.i8259.cpu_line = line
+
+    return [Child(derive(state, add_pair), OPERATOR, reason, {"i8259_line": line})]
+
+
+def _acknowledge_or_next_line(context: Context) -> list[Child]:
+    """An acknowledge at each unmapped address the pair's interrupts brought reads of; where they
+    brought none, the pair's output on the next free line."""
+    state = context.current.state
+    # The run to compare with: the nearest ancestor's without the pair.
+    baseline = next((older for older in context.lineage[1:] if not older.state.isa.HasField("i8259")), None)
+    if baseline is None:
+        return []
+    window = range(state.isa.io_base, state.isa.io_base + ISA_IO_BYTES)
+    before = _read_sites(baseline.result)
+    brought = Counter(
+        {
+            site: count
+            for site, count in _read_sites(context.current.result).items()
+            if site not in before and site[0] not in window
+        }
+    )
+    if not brought:
+        return _next_line(state)
+    reads = Counter[int]()
+    for (address, _), count in brought.items():
+        reads[address] += count
+    children = []
+    for address, count in sorted(reads.items(), key=lambda item: (-item[1], item[0]))[
+        :ACKNOWLEDGE_CANDIDATES
+    ]:
+
+        def add_acknowledge(child: State, address: int = address) -> None:
+            child.isa.i8259.acknowledge = address
+
+        reason = (
+            f"0x{address:x} read {count} times from code that never read it before the i8259 pair "
+            f"delivered interrupts: its reads as the pair's interrupt acknowledge (the pending "
+            f"interrupt's number)"
+        )
+        children.append(Child(derive(state, add_acknowledge), OPERATOR, reason, {"acknowledge": address}))
+    return children
+
+
+def _next_line(state: State) -> list[Child]:
+    line = _free_line(state, after=state.isa.i8259.cpu_line)
+    if line is None:
+        return []
+
+    def move(child: State) -> None:
+        child.isa.i8259.cpu_line = line
+
+    reason = (
+        f"the i8259 pair on CPU interrupt line {state.isa.i8259.cpu_line} brought no new reads (the "
+        f"kernel does not take its interrupts there): its output on line {line}"
+    )
+    return [Child(derive(state, move), OPERATOR, reason, {"i8259_line": line})]
+
+
+def _free_line(state: State, after: int) -> int | None:
+    """The first CPU line above `after` that the pair may drive and no device does."""
+    taken = {
+        int(irq.number_value)
+        for device in state.devices
+        for irq in device.irqs
+        if irq.HasField("number_value")
+    }
+    return next((line for line in CASCADE_LINES if line > after and line not in taken), None)
+
+
+def _read_sites(result: RunResult) -> Counter[tuple[int, int]]:
+    """Recorded unmapped reads per site (address, pc)."""
+    return Counter((access.address, access.pc) for access in result.mmio_accesses if not access.is_write)
