@@ -96,6 +96,9 @@ void rehosting_start_tick(RehostingConfig *config, qemu_irq irq);
 /* Every "ram" region; the first one's base and size are kept in config. */
 void rehosting_create_ram(RehostingConfig *config);
 
+/* Before any device: the sink takes the first serial port, the console. */
+void rehosting_create_console_sink(RehostingConfig *config, Object *owner);
+
 /* Set QOM properties from a JSON object, failing with the property's name. */
 void rehosting_set_props(RehostingConfig *config, DeviceState *dev,
                          const QDict *props, const char *where);

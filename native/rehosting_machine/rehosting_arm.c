@@ -37,6 +37,8 @@
  *                                       the kernel's PSCI calls
  *   "mmio_rules": [ {"address": A, "constant": V} ]  catch-all answers
  *                                       (all rule kinds: rehosting.c)
+ *   "console_sink": A                   the low byte of each write there is a console byte
+ *                                       (a UART without a model: rehosting_devices.c)
  *   "unmapped_log_limit": 16            accesses to the catch-all region
  *                                       logged with -d unimp, then silence
  * }
@@ -307,6 +309,7 @@ static void rehosting_init(MachineState *machine)
     rehosting_config_load(config);
     rehosting_map_catch_all(config, OBJECT(s));
     rehosting_create_ram(config);
+    rehosting_create_console_sink(config, OBJECT(s));
 
     controller = rehosting_config_get_dict(config, config->root,
                                            "interrupt_controller", "config");

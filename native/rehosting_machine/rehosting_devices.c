@@ -1,6 +1,7 @@
 /*
  * Where the config puts things: RAM regions ("ram"), sysbus devices by QOM type with their
- * properties and MMIO addresses ("devices"), and the boot files ("boot"). Wiring a device's
+ * properties and MMIO addresses ("devices"), the console sink ("console_sink": the data
+ * register of a console UART no model stands for), and the boot files ("boot"). Wiring a device's
  * interrupts and loading the kernel are per architecture (rehosting_arm.c, rehosting_mips.c),
  * never here.
  */
@@ -11,6 +12,7 @@
 #include "qom/qom-qobject.h"
 #include "hw/sysbus.h"
 #include "hw/qdev-properties-system.h"
+#include "chardev/char-fe.h"
 #include "system/address-spaces.h"
 #include "system/system.h"
 #include "hw/misc/rehosting.h"
@@ -173,4 +175,59 @@ QDict *rehosting_configure_boot_files(RehostingConfig *config,
         }
     }
     return boot;
+}
+
+/*
+ * The console sink: the low byte of every write to its one register goes to the next serial
+ * port (the console, when nothing before it took one); reads answer 0. The UART's other
+ * registers stay with the catch-all, whose value model answers its status register.
+ */
+typedef struct RehostingConsoleSink {
+    MemoryRegion region;
+    CharFrontend frontend;
+} RehostingConsoleSink;
+
+#define CONSOLE_SINK_SIZE 4
+
+static uint64_t console_sink_read(void *opaque, hwaddr offset, unsigned size)
+{
+    return 0;
+}
+
+static void console_sink_write(void *opaque, hwaddr offset, uint64_t value,
+                               unsigned size)
+{
+    RehostingConsoleSink *sink = opaque;
+    uint8_t byte = value;
+
+    /* Blocking, as a UART model's transmit is: the console's bytes are never dropped. */
+    qemu_chr_fe_write_all(&sink->frontend, &byte, 1);
+}
+
+static const MemoryRegionOps console_sink_ops = {
+    .read = console_sink_read,
+    .write = console_sink_write,
+    .endianness = DEVICE_NATIVE_ENDIAN,
+};
+
+void rehosting_create_console_sink(RehostingConfig *config, Object *owner)
+{
+    QObject *address = qdict_get(config->root, "console_sink");
+    RehostingConsoleSink *sink;
+    Chardev *chardev;
+
+    if (!address) {
+        return;
+    }
+    sink = g_new0(RehostingConsoleSink, 1);
+    chardev = serial_hd(config->next_serial++);
+    if (chardev) {
+        qemu_chr_fe_init(&sink->frontend, chardev, &error_fatal);
+    }
+    memory_region_init_io(&sink->region, owner, &console_sink_ops, sink,
+                          "rehosting.console-sink", CONSOLE_SINK_SIZE);
+    memory_region_add_subregion(get_system_memory(),
+                                rehosting_config_to_u64(config, address,
+                                                        "console_sink"),
+                                &sink->region);
 }

@@ -32,6 +32,8 @@
  *     "kernel": PATH (ELF), "initrd": PATH, "cmdline": STR,
  *     "env": {"memsize": "134217728", ...}   the firmware environment, strings
  *   },
+ *   "console_sink": A                   the low byte of each write there is a console byte
+ *                                       (a UART without a model: rehosting_devices.c)
  *   "unmapped_log_limit": 16
  * }
  * The initrd goes to the top of the first RAM region and is announced on the command line as
@@ -425,6 +427,7 @@ static void rehosting_mips_init(MachineState *machine)
     rehosting_config_load(config);
     rehosting_map_catch_all(config, OBJECT(s));
     rehosting_create_ram(config);
+    rehosting_create_console_sink(config, OBJECT(s));
     create_cpu(s);
     create_devices(s);
     create_isa_bus(s);
