@@ -15,8 +15,9 @@ console UART must come first: the initial state puts it there (explorer.search.i
 
 Invariants: a pure function of the firmware's device tree and the given kernel arguments; it
 never guesses an address (the node comes from the tree, the model from its compatible) and never
-names a board. It does not handle boards without a device tree (ATAGs) or with no model of
-their console's UART: it returns None.
+names a board. It does not handle boards without a device tree (ATAGs): it returns None. Where
+the named console's UART has no model, `console_without_model` gives its node, whose data
+register the console_sink operator finds from the kernel's own console writes.
 """
 
 from __future__ import annotations
@@ -58,6 +59,43 @@ def console_uart(firmware: Firmware, cmdline: str = "") -> ConsoleUart | None:
     `cmdline`: the kernel arguments the machine passes (they replace the tree's bootargs, as
     QEMU's loader does when it has any).
     """
+    named = _named_console(firmware, cmdline)
+    if named is not None:
+        node, found_by, tty = named
+        model = _model(node, firmware)
+        if node is None or model is None or (tty is not None and tty not in _tty_names(node, model)):
+            return None
+        return ConsoleUart(node, model, found_by)
+    tree = firmware.device_tree
+    if tree is None or firmware.arch != Arch.ARM:
+        return None
+    node = {node.path: node for node in tree.devices}.get(tree.aliases.get(FIRST_SERIAL_ALIAS, ""))
+    model = _model(node, firmware)
+    if node is None or model is None:
+        return None
+    argument = f"console={TTY_PREFIX[model.type]}0"
+    return ConsoleUart(node, model, f"alias {FIRST_SERIAL_ALIAS} (no console named)", argument)
+
+
+def console_without_model(firmware: Firmware, cmdline: str = "") -> DtDevice | None:
+    """The UART the kernel's console is named on (a `console=` argument, or stdout-path) when our
+    QEMU has no model of it: the console_sink operator makes a sink of its data register."""
+    named = _named_console(firmware, cmdline)
+    node = named[0] if named is not None else None
+    if (
+        node is None
+        or node.status not in ("okay", "ok")
+        or not node.reg
+        or _model(node, firmware) is not None
+    ):
+        return None
+    return node
+
+
+def _named_console(firmware: Firmware, cmdline: str) -> tuple[DtDevice | None, str, str | None] | None:
+    """The node the kernel's arguments or the tree's stdout-path name as the console (None: not
+    in the tree), how it was named, and the tty name a `console=` argument gave it (None: named
+    by stdout-path); None when nothing names a console."""
     tree = firmware.device_tree
     if tree is None or firmware.arch != Arch.ARM:
         return None
@@ -67,24 +105,12 @@ def console_uart(firmware: Firmware, cmdline: str = "") -> ConsoleUart | None:
     if named:
         # The last console= is the one /dev/console is.
         last = named[-1]
-        node = by_path.get(tree.aliases.get(f"serial{last['index']}", ""))
-        model = _model(node, firmware)
-        if node is None or model is None or last["name"] not in _tty_names(node, model):
-            return None
-        return ConsoleUart(node, model, last.group(0))
+        return by_path.get(tree.aliases.get(f"serial{last['index']}", "")), last.group(0), last["name"]
     if tree.stdout_path:
         target = tree.stdout_path.split(":", 1)[0]
         node = by_path.get(target if target.startswith("/") else tree.aliases.get(target, ""))
-        model = _model(node, firmware)
-        if node is None or model is None:
-            return None
-        return ConsoleUart(node, model, f"stdout-path {tree.stdout_path}")
-    node = by_path.get(tree.aliases.get(FIRST_SERIAL_ALIAS, ""))
-    model = _model(node, firmware)
-    if node is None or model is None:
-        return None
-    argument = f"console={TTY_PREFIX[model.type]}0"
-    return ConsoleUart(node, model, f"alias {FIRST_SERIAL_ALIAS} (no console named)", argument)
+        return node, f"stdout-path {tree.stdout_path}", None
+    return None
 
 
 def console_interrupt_wired(state: State) -> bool:
@@ -121,9 +147,14 @@ def console_interrupt_reachable(state: State) -> bool:
 
 
 def console_expected(firmware: Firmware, cmdline: str = "") -> bool:
-    """Can a search place the console at all: a console UART with a model, or a MIPS board's ISA
-    COM1 (the PC's first 16550, which the isa operator places once the kernel touches its ports)."""
-    return firmware.arch == Arch.MIPS or console_uart(firmware, cmdline) is not None
+    """Can a search place the console at all: a console UART with a model, a MIPS board's ISA
+    COM1 (the PC's first 16550, which the isa operator places once the kernel touches its ports),
+    or a named console UART without a model (the console_sink operator's sink)."""
+    return (
+        firmware.arch == Arch.MIPS
+        or console_uart(firmware, cmdline) is not None
+        or console_without_model(firmware, cmdline) is not None
+    )
 
 
 def _tty_names(node: DtDevice, model: Placement) -> set[str]:

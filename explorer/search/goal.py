@@ -3,8 +3,9 @@
 The goal is the console milestone (user space printing the marker on the console) where the
 target's initrd prints the marker and the search can place the console's UART
 (explorer.search.console), for the runs whose machine delivers that UART's interrupt or whose
-descendants' can (user space's writes to the console wait for it); for every other run it is
-user space (explorer.search.score.boot_completed).
+descendants' can (user space's writes to the console wait for it), and for every run where a
+sink stands for a console UART without a model; for every other run it is user space
+(explorer.search.score.boot_completed).
 
 Invariant: whether a run reached the goal is a pure function of the firmware, the target, the
 run's state and its result, so a resumed search judges the stored runs as the session that made
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from explorer.firmware.model import Firmware
 from explorer.runner.rehost_pb2 import RunResult
 from explorer.runner.result import deserialize
-from explorer.search.console import console_expected, console_interrupt_reachable
+from explorer.search.console import console_expected, console_interrupt_reachable, console_without_model
 from explorer.search.score import Score, boot_completed
 from explorer.search.state import State, Target, parse_state
 from explorer.store import Store
@@ -29,16 +30,22 @@ class Goal:
     """The boot a search completes: whether the console can be its finish line at all."""
 
     console: bool
+    # The console's UART has no model: the console_sink operator's sink stands for it, which
+    # needs no interrupt where the driver writes while the status register says ready.
+    sink: bool = False
 
     @classmethod
     def of(cls, firmware: Firmware, target: Target) -> Goal:
-        return cls(target.prints_marker and console_expected(firmware, target.cmdline))
+        return cls(
+            target.prints_marker and console_expected(firmware, target.cmdline),
+            console_without_model(firmware, target.cmdline) is not None,
+        )
 
     def reached_by(self, state: State, result: RunResult) -> bool:
         """Did this run of `state` complete the boot: the console milestone where it can be seen
-        and the state's machine delivers the console's interrupt (or a descendant's can), else
-        user space."""
-        return boot_completed(result, self.console and console_interrupt_reachable(state))
+        and the state's machine delivers the console's interrupt (or a descendant's can, or a
+        sink stands for the console), else user space."""
+        return boot_completed(result, self.console and (self.sink or console_interrupt_reachable(state)))
 
     def reached_in(self, store: Store) -> bool:
         """Has any stored run completed the boot?"""

@@ -28,6 +28,7 @@ from explorer.search.operators import (
     Operator,
     bitwise,
     collapse,
+    console_sink,
     devices,
     firmware_calls,
     interrupts,
@@ -46,6 +47,7 @@ class OperatorPhases:
         firmware_calls.propose,
         devices.propose,
         isa.propose,
+        console_sink.propose,
         collapse.propose,
     )
     # Asked in turn while the tiers before have nothing new for a state (which is then stalled).

@@ -14,6 +14,7 @@ from explorer.search.console import (
     console_interrupt_reachable,
     console_interrupt_wired,
     console_uart,
+    console_without_model,
 )
 from explorer.search.device_models import irq_values
 from explorer.search.initial import initial_state
@@ -26,7 +27,7 @@ BOARD = """
     #address-cells = <1>;
     #size-cells = <1>;
     chosen {{ {chosen} }};
-    aliases {{ serial0 = &first; serial1 = &second; serial2 = &third; serial3 = &off; }};
+    aliases {{ serial0 = &first; serial1 = &second; serial2 = &third; serial3 = &off; serial4 = &bare; }};
     soc {{
         compatible = "simple-bus";
         #address-cells = <1>;
@@ -47,6 +48,7 @@ BOARD = """
             reg = <0x2020000 0x4000>;
             status = "disabled";
         }};
+        bare: serial@c81004c0 {{ compatible = "vendor,uart-without-a-model"; reg = <0xc81004c0 0x18>; }};
         framebuffer@30000000 {{ compatible = "simple-framebuffer"; reg = <0x30000000 0x100000>; }};
     }};
 }};
@@ -157,3 +159,23 @@ def test_a_console_is_expected_on_mips_boards_and_not_without_a_tree_on_arm() ->
     assert console_expected(arm_firmware(arch=Arch.MIPS, endian=Endian.LITTLE, device_tree=None))
     assert not console_expected(arm_firmware(device_tree=None))
     assert console_expected(board_firmware())
+
+
+@pytest.mark.parametrize(
+    ("chosen", "cmdline", "found"),
+    [
+        ('stdout-path = "serial4:115200n8";', "", True),
+        ("", "console=ttyFOO4,115200", True),
+        ('stdout-path = "serial0:115200n8";', "", False),  # a model stands for it
+        ("", "", False),  # nothing names a console
+        ('stdout-path = "serial3";', "", False),  # disabled
+    ],
+)
+def test_a_named_console_uart_without_a_model_is_found_for_a_sink(
+    chosen: str, cmdline: str, found: bool
+) -> None:
+    firmware = board_firmware(chosen)
+    node = console_without_model(firmware, cmdline)
+    assert (node is not None and node.path.endswith("serial@c81004c0")) == found
+    if found:
+        assert console_uart(firmware, cmdline) is None and console_expected(firmware, cmdline)

@@ -109,3 +109,16 @@ def test_a_pair_whose_interrupts_brought_no_reads_moves_to_the_next_free_line_an
     assert child.state.isa.i8259.cpu_line == 3 and "brought no new reads" in child.reason
     pair.isa.i8259.cpu_line = isa.CASCADE_LINES[-1]
     assert isa.propose(lineage((pair, same), (bus, same))) == []
+
+
+def test_the_bus_comes_with_the_i8259_pair_when_the_same_run_programmed_its_ports_through_the_window() -> (
+    None
+):
+    state = MachineConfig(target="mipsel", cpu="24Kf")
+    touched = [(WINDOW + 0x70, 0x80110000, True), (WINDOW + 0x71, 0x80110004, False)]
+    (child,) = isa.propose(lineage((state, [*touched, (WINDOW + 0xA0, 0x80120000, True)])))
+    assert child.state.isa.io_base == WINDOW and child.state.isa.i8259.cpu_line == 2
+    assert "i8259" in child.reason and child.detail["i8259_line"] == 2
+    # The pair's ports written through another window are another bus's.
+    (alone,) = isa.propose(lineage((state, [*touched, (0x1FE00000 + 0xA0, 0x80120000, True)])))
+    assert not alone.state.isa.HasField("i8259")

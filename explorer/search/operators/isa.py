@@ -8,15 +8,15 @@ base with QEMU's models of the devices whose ports were touched. The clock matte
 time_init estimates the CPU's frequency by counting cycles between two of its update ticks, and
 random answers make that estimate nonsense (the boot then drowns in timer interrupts).
 
-Once the bus is there, its devices' interrupts go through the PC's cascaded i8259 pair, as on
-the PC: when the run programmed the pair's ports (0x20/0x21, 0xa0/0xa1) through the window, one
-child per free CPU hardware interrupt line puts the pair there, its output on that line (the
-run cannot say which line the kernel cascades it from: only the right one brings its handler).
-A kernel that learns the pending interrupt by polling the pair's ports needs nothing more; one
-that reads a host bridge's interrupt acknowledge register (a PCI IACK cycle) reads an unmapped
-address from its handler, which the value model answers at random: then the unmapped addresses
-that run read and its parent's never did (the reads the pair's interrupts brought) each give a
-child whose reads of it are the pair's acknowledge.
+The bus's devices' interrupts go through the PC's cascaded i8259 pair, as on the PC: when the
+run programmed the pair's ports (0x20/0x21, 0xa0/0xa1) through the same window, the bus's child
+has the pair too, its output on the first free CPU hardware interrupt line (the run cannot say
+which line the kernel cascades it from; a later run whose pair brought no new reads moves it to
+the next). A kernel that learns the pending interrupt by polling the pair's ports needs nothing
+more; one that reads a host bridge's interrupt acknowledge register (a PCI IACK cycle) reads an
+unmapped address from its handler, which the value model answers at random: then the unmapped
+addresses read from code that never read them before the pair was there (the reads its
+interrupts brought) each give a child whose reads of it are the pair's acknowledge.
 
 It never proposes for ARM, and never changes a bus, a pair or an acknowledge already placed.
 """
@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from explorer.runner.analysis import place
+from explorer.runner.analysis import Place, place
 from explorer.runner.machine_config_pb2 import Device
 from explorer.runner.rehost_pb2 import RunResult
 from explorer.search.operators import Child, Context
@@ -93,6 +93,7 @@ def _bus(context: Context) -> list[Child]:
         return []
     _, base = max(clocks)
     models = [model for model in KNOWN_PORTS if (base, model.qemu_type) in hits]
+    pair = _pair_programmed(context, base)
 
     def add_bus(state: State) -> None:
         state.isa.io_base = base
@@ -100,6 +101,8 @@ def _bus(context: Context) -> list[Child]:
             device = Device(type=model.qemu_type)
             device.props.update(model.props)
             state.isa_devices.append(device)
+        if pair is not None:
+            state.isa.i8259.cpu_line = pair[0]
 
     touched = "; ".join(
         f"{model.what} at ports 0x{model.ports.start:x}.. (by "
@@ -107,31 +110,47 @@ def _bus(context: Context) -> list[Child]:
         for model in models
     )
     reason = f"PC I/O ports through a window at 0x{base:x}: an ISA bus there with {touched}"
-    return [Child(derive(current.state, add_bus), OPERATOR, reason, {"io_base": base})]
+    if pair is not None:
+        reason += f"; {_pair_reason(*pair)}"
+    detail = {"io_base": base} | ({"i8259_line": pair[0]} if pair is not None else {})
+    return [Child(derive(current.state, add_bus), OPERATOR, reason, detail)]
 
 
-def _i8259(context: Context) -> list[Child]:
-    """The i8259 pair on the first free CPU line, where the run programmed its ports."""
-    state, result = context.current.state, context.current.result
-    if state.isa.irqs:
-        return []
-    ports = {state.isa.io_base + port for port in I8259_PORTS}
-    programmed = next(
-        (access for access in result.mmio_accesses if access.is_write and access.address in ports), None
-    )
-    line = _free_line(state, after=CASCADE_LINES.start - 1)
+def _pair_programmed(context: Context, base: int) -> tuple[int, Place] | None:
+    """The first free CPU line for the i8259 pair, and where the run wrote the pair's ports through
+    the window at `base` (None: it did not, or no line is free).
+
+    Placed with the bus itself, not after it: a bus without the pair boots to user space and a
+    pair without its acknowledge may not (its interrupts then arrive unanswered), and a
+    best-first search would keep expanding the first and never the second."""
+    ports = {base + port for port in I8259_PORTS}
+    accesses = context.current.result.mmio_accesses
+    programmed = next((access for access in accesses if access.is_write and access.address in ports), None)
+    line = _free_line(context.current.state, after=CASCADE_LINES.start - 1)
     if programmed is None or line is None:
-        return []
-    by = place(programmed.pc, context.firmware.symbols)
-    reason = (
+        return None
+    return line, place(programmed.pc, context.firmware.symbols)
+
+
+def _pair_reason(line: int, by: Place) -> str:
+    return (
         f"the i8259 interrupt controllers' ports written through the ISA window (by {by}): the PC's "
         f"cascaded pair there, its output on CPU interrupt line {line}"
     )
 
+
+def _i8259(context: Context) -> list[Child]:
+    """The i8259 pair on the first free CPU line, for a bus placed without it."""
+    state = context.current.state
+    pair = None if state.isa.irqs else _pair_programmed(context, state.isa.io_base)
+    if pair is None:
+        return []
+    line = pair[0]
+
     def add_pair(child: State) -> None:
         child.isa.i8259.cpu_line = line
 
-    return [Child(derive(state, add_pair), OPERATOR, reason, {"i8259_line": line})]
+    return [Child(derive(state, add_pair), OPERATOR, _pair_reason(*pair), {"i8259_line": line})]
 
 
 def _acknowledge_or_next_line(context: Context) -> list[Child]:
