@@ -11,12 +11,13 @@ random answers make that estimate nonsense (the boot then drowns in timer interr
 The bus's devices' interrupts go through the PC's cascaded i8259 pair, as on the PC: when the
 run programmed the pair's ports (0x20/0x21, 0xa0/0xa1) through the same window, the bus's child
 has the pair too, its output on the first free CPU hardware interrupt line (the run cannot say
-which line the kernel cascades it from; a later run whose pair brought no new reads moves it to
-the next). A kernel that learns the pending interrupt by polling the pair's ports needs nothing
-more; one that reads a host bridge's interrupt acknowledge register (a PCI IACK cycle) reads an
-unmapped address from its handler, which the value model answers at random: then the unmapped
-addresses read from code that never read them before the pair was there (the reads its
-interrupts brought) each give a child whose reads of it are the pair's acknowledge.
+which line the kernel cascades it from: a later run that reaches user space without the console
+moves it to the next). A kernel that learns the pending interrupt by polling the pair's ports
+needs nothing more; one that reads a host bridge's interrupt acknowledge register (a PCI IACK
+cycle) reads an unmapped address from its handler, which the value model answers at random, so
+the console's first interrupt is never acknowledged and holds the CPU in the handler: then each
+of the addresses last read by code that never read them before the pair was there gives a child
+whose reads of it are the pair's acknowledge.
 
 It never proposes for ARM, and never changes a bus, a pair or an acknowledge already placed.
 """
@@ -26,9 +27,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from explorer.runner.analysis import Place, place
+from explorer.runner.analysis import Place, place, reached_console, reached_user_space
 from explorer.runner.machine_config_pb2 import Device
-from explorer.runner.rehost_pb2 import RunResult
 from explorer.search.operators import Child, Context
 from explorer.search.state import State, derive
 
@@ -154,41 +154,44 @@ def _i8259(context: Context) -> list[Child]:
 
 
 def _acknowledge_or_next_line(context: Context) -> list[Child]:
-    """An acknowledge at each unmapped address the pair's interrupts brought reads of; where they
-    brought none, the pair's output on the next free line."""
-    state = context.current.state
+    """Where the run reached user space, the pair's output on the next free line; else an
+    acknowledge at each of the unmapped addresses last read by code that never read them before
+    the pair was there.
+
+    The console's UART raises its interrupt when the kernel opens the console, before user space:
+    on the line the kernel cascades the pair from, that interrupt is either answered (the console
+    works and the search is done) or, without the acknowledge the kernel reads, never
+    acknowledged, and it holds the CPU in its handler from then on (the run never reaches user
+    space, and the handler's reads are the last the run records). A run that reached user space
+    without the console had the pair on a line the kernel does not take."""
+    current = context.current
+    if reached_user_space(current.result):
+        return [] if reached_console(current.result) else _next_line(current.state)
     # The run to compare with: the nearest ancestor's without the pair.
     baseline = next((older for older in context.lineage[1:] if not older.state.isa.HasField("i8259")), None)
     if baseline is None:
         return []
-    window = range(state.isa.io_base, state.isa.io_base + ISA_IO_BYTES)
-    before = _read_sites(baseline.result)
-    brought = Counter(
-        {
-            site: count
-            for site, count in _read_sites(context.current.result).items()
-            if site not in before and site[0] not in window
-        }
-    )
-    if not brought:
-        return _next_line(state)
-    reads = Counter[int]()
-    for (address, _), count in brought.items():
-        reads[address] += count
+    window = range(current.state.isa.io_base, current.state.isa.io_base + ISA_IO_BYTES)
+    before = {(access.address, access.pc) for access in baseline.result.mmio_accesses if not access.is_write}
+    latest: dict[int, int] = {}
+    for access in current.result.mmio_accesses:
+        new = not access.is_write and (access.address, access.pc) not in before
+        if new and access.address not in window:
+            latest[access.address] = max(latest.get(access.address, 0), access.order)
     children = []
-    for address, count in sorted(reads.items(), key=lambda item: (-item[1], item[0]))[
-        :ACKNOWLEDGE_CANDIDATES
-    ]:
+    for address in sorted(latest, key=lambda address: -latest[address])[:ACKNOWLEDGE_CANDIDATES]:
 
         def add_acknowledge(child: State, address: int = address) -> None:
             child.isa.i8259.acknowledge = address
 
         reason = (
-            f"0x{address:x} read {count} times from code that never read it before the i8259 pair "
-            f"delivered interrupts: its reads as the pair's interrupt acknowledge (the pending "
-            f"interrupt's number)"
+            f"the run stopped before user space with the i8259 pair: 0x{address:x}, among the last "
+            f"addresses read by code that never read them without the pair, as the pair's interrupt "
+            f"acknowledge (the pending interrupt's number, which the handler reads)"
         )
-        children.append(Child(derive(state, add_acknowledge), OPERATOR, reason, {"acknowledge": address}))
+        children.append(
+            Child(derive(current.state, add_acknowledge), OPERATOR, reason, {"acknowledge": address})
+        )
     return children
 
 
@@ -201,8 +204,9 @@ def _next_line(state: State) -> list[Child]:
         child.isa.i8259.cpu_line = line
 
     reason = (
-        f"the i8259 pair on CPU interrupt line {state.isa.i8259.cpu_line} brought no new reads (the "
-        f"kernel does not take its interrupts there): its output on line {line}"
+        f"user space reached without the console with the i8259 pair on CPU interrupt line "
+        f"{state.isa.i8259.cpu_line} (the kernel does not take its interrupts there): its output on "
+        f"line {line}"
     )
     return [Child(derive(state, move), OPERATOR, reason, {"i8259_line": line})]
 
@@ -216,8 +220,3 @@ def _free_line(state: State, after: int) -> int | None:
         if irq.HasField("number_value")
     }
     return next((line for line in CASCADE_LINES if line > after and line not in taken), None)
-
-
-def _read_sites(result: RunResult) -> Counter[tuple[int, int]]:
-    """Recorded unmapped reads per site (address, pc)."""
-    return Counter((access.address, access.pc) for access in result.mmio_accesses if not access.is_write)
