@@ -206,6 +206,10 @@ _PLACERS: dict[str, Callable[[DtDevice, DeviceTreeFacts, str], Placement | None]
     "ti,omap3-uart": _uart_8250,
     "ti,omap4-uart": _uart_8250,
     "ti,am3352-uart": _uart_8250,
+    "ti,dra742-uart": _uart_8250,
+    # Served by the 8250 core (8250_of, 8250_bcm2835aux): the 16550's registers, 4 bytes apart.
+    "nvidia,tegra20-uart": _uart_8250,
+    "brcm,bcm2835-aux-uart": _uart_8250,
     "fsl,imx6ul-uart": _simple("imx.serial", 1),
     "fsl,imx6q-uart": _simple("imx.serial", 1),
     "fsl,imx21-uart": _simple("imx.serial", 1),
@@ -221,4 +225,5 @@ OTHER_TTY_PREFIX = {
     "ti,omap3-uart": "ttyO",
     "ti,omap4-uart": "ttyO",
     "ti,am3352-uart": "ttyO",
+    "ti,dra742-uart": "ttyO",
 }

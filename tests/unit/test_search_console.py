@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from explorer.firmware.devicetree import parse_dtb
-from explorer.firmware.model import Arch, Endian
+from explorer.firmware.model import Arch, DeviceTreeFacts, DtDevice, Endian
 from explorer.runner.machine_config_pb2 import MachineConfig
 from explorer.search.console import (
     console_expected,
@@ -16,7 +16,7 @@ from explorer.search.console import (
     console_uart,
     console_without_model,
 )
-from explorer.search.device_models import irq_values
+from explorer.search.device_models import irq_values, placement
 from explorer.search.initial import initial_state
 from tests.helpers import arm_firmware
 
@@ -179,3 +179,20 @@ def test_a_named_console_uart_without_a_model_is_found_for_a_sink(
     assert (node is not None and node.path.endswith("serial@c81004c0")) == found
     if found:
         assert console_uart(firmware, cmdline) is None and console_expected(firmware, cmdline)
+
+
+@pytest.mark.parametrize(
+    ("compatible", "size"),
+    [("nvidia,tegra20-uart", 0x40), ("brcm,bcm2835-aux-uart", 0x40), ("ti,dra742-uart", 0x100)],
+)
+def test_uarts_the_8250_core_serves_get_the_16550_with_their_registers_4_bytes_apart(
+    compatible: str, size: int
+) -> None:
+    node = DtDevice("/serial@70006300", (compatible,), ((0x70006300, size),), None, (), "okay")
+    tree = DeviceTreeFacts("given", None, (), (), (node,), None, None)
+    model = placement(node, tree, "")
+    assert model is not None and (model.type, model.mmio, model.props) == (
+        "serial-mm",
+        (0x70006300,),
+        {"regshift": 2},
+    )
