@@ -34,6 +34,7 @@ from explorer.search.operators import (
     isa,
     kernel_arguments,
     nops,
+    secure_world,
     timer_counters,
 )
 from explorer.search.state import State, Target, bootable, state_id
@@ -44,6 +45,7 @@ class OperatorPhases:
     # Asked first, for every state.
     structural: tuple[Operator, ...] = (
         firmware_calls.propose,
+        secure_world.propose,
         devices.propose,
         isa.propose,
         collapse.propose,
