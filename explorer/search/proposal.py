@@ -34,6 +34,7 @@ from explorer.search.operators import (
     isa,
     kernel_arguments,
     nops,
+    reseed,
     secure_world,
     timer_counters,
 )
@@ -54,6 +55,7 @@ class OperatorPhases:
     stall_tiers: tuple[tuple[Operator, ...], ...] = (
         (kernel_arguments.propose, interrupts.propose, timer_counters.propose),
         (bitwise.propose, nops.propose),
+        (reseed.propose,),
     )
 
 
