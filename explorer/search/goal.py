@@ -3,8 +3,9 @@
 The goal is the console milestone (user space printing the marker on the console) where the
 target's initrd prints the marker and the search can place the console's UART
 (explorer.search.console), for the runs whose machine delivers that UART's interrupt or whose
-descendants' can (user space's writes to the console wait for it), and for every run where a
-sink stands for a console UART without a model; for every other run it is user space
+descendants' can (user space's writes to the console wait for it), and for every run of a
+firmware whose console UART has no model (a sink stands for it, which needs no interrupt where
+the driver writes while its status says ready); for every other run it is user space
 (explorer.search.score.boot_completed).
 
 Invariant: whether a run reached the goal is a pure function of the firmware, the target, the

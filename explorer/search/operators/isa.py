@@ -42,7 +42,7 @@ I8259_PORTS = (0x20, 0x21, 0xA0, 0xA1)
 # interrupts) but the last, where MIPS32r2 cores raise their own timer's interrupt (IntCtl.IPTI,
 # 7 on every core QEMU models).
 CASCADE_LINES = range(2, 7)
-# Candidates for the acknowledge register: the most-read new addresses, at most this many.
+# Candidates for the acknowledge register: the most recently read new addresses, at most this many.
 ACKNOWLEDGE_CANDIDATES = 4
 
 
