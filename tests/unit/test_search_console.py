@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from explorer.firmware.devicetree import parse_dtb
 from explorer.firmware.model import Arch, DeviceTreeFacts, DtDevice, Endian
+from explorer.runner.analysis import USER_SPACE_MILESTONE
 from explorer.runner.machine_config_pb2 import MachineConfig
+from explorer.runner.rehost_pb2 import RunResult
 from explorer.search.console import (
     console_expected,
     console_interrupt_reachable,
@@ -17,7 +20,9 @@ from explorer.search.console import (
     console_without_model,
 )
 from explorer.search.device_models import irq_values, placement
+from explorer.search.goal import Goal
 from explorer.search.initial import initial_state
+from explorer.search.state import Target
 from tests.helpers import arm_firmware
 
 # Three UARTs of three kinds; `{chosen}` is filled in per test.
@@ -196,3 +201,24 @@ def test_uarts_the_8250_core_serves_get_the_16550_with_their_registers_4_bytes_a
         (0x70006300,),
         {"regshift": 2},
     )
+
+
+def test_the_goal_is_the_console_where_a_sink_or_the_isa_pair_can_still_bring_it_else_user_space() -> None:
+    marker = Target(Path("zImage"), prints_marker=True)
+    user_space = RunResult()
+    user_space.milestones.add(name=USER_SPACE_MILESTONE)
+    # A console UART without a model: user space alone never completes the boot.
+    bare = board_firmware('stdout-path = "serial4:115200n8";')
+    goal = Goal.of(bare, marker)
+    assert goal.console and goal.sink
+    assert not goal.reached_by(initial_state(bare, seed=0), user_space)
+    # A modelled one whose interrupt no controller delivers: user space does.
+    modelled = board_firmware('stdout-path = "serial2";')
+    assert Goal.of(modelled, marker).reached_by(initial_state(modelled, seed=0), user_space)
+    # Malta's ISA UART before the pair: the isa operator can still wire it.
+    malta = MachineConfig(target="mipsel")
+    malta.isa_devices.add(type="isa-serial")
+    mips = arm_firmware(arch=Arch.MIPS, endian=Endian.LITTLE, device_tree=None)
+    assert not Goal.of(mips, marker).reached_by(malta, user_space)
+    # Without the marker in the initrd, user space is the goal everywhere.
+    assert Goal.of(bare, Target(Path("zImage"))).reached_by(initial_state(bare, seed=0), user_space)
