@@ -77,7 +77,8 @@ def fetch(
 )
 def path(
     name: Annotated[
-        str, typer.Argument(help="Kernel flavour (armmp, marvell, rpi, 4kc-malta, arm64, ...) or architecture.")
+        str,
+        typer.Argument(help="Kernel flavour (armmp, marvell, rpi, 4kc-malta, arm64, ...) or architecture."),
     ],
     dtb: Annotated[
         str | None, typer.Option(help="Board whose device tree to print, e.g. vexpress-v2p-ca9.")
