@@ -36,6 +36,10 @@ POINTER_SAMPLES = 256  # functions whose pointers are looked for, per image
 MIN_POINTED_SHARE = 0.05  # of the sampled functions, pointed at from the image at the winning base
 KERNEL_IMAGE_ALIGN = 2 << 20  # arm64 links its image 2 MiB aligned (MIN_KIMG_ALIGN)
 A64_NOP, A64_PACIASP, A64_BTI_C, A64_BTI_JC = 0xD503201F, 0xD503233F, 0xD503245F, 0xD50324DF
+A64_CALL_OPS_SITE = (
+    0,
+    8,
+)  # bytes before a function that a pointer to it may hold (see prove_base_by_pointers)
 
 # A prologue test maps instruction words (uint32, already in instruction byte order) to booleans.
 PrologueTest = Callable[[np.ndarray], np.ndarray]
@@ -140,7 +144,13 @@ def prove_base(image: KernelImage, symbols: tuple[Symbol, ...]) -> tuple[int, st
 
 def prove_base_by_pointers(image: KernelImage, placed: tuple[Symbol, ...]) -> tuple[int, str]:
     """For symbols known by their image offsets: the page-aligned base at which the most sampled
-    functions have a pointer to them somewhere in the image, and the one-line proof."""
+    functions have a pointer to them somewhere in the image, and the one-line proof.
+
+    A pointer to a function holds its address; ftrace's table of call sites (__mcount_loc), which
+    covers nearly every function, holds each one's patch site instead, which on arm64 with
+    DYNAMIC_FTRACE_WITH_CALL_OPS (6.x) is 8 bytes before the entry (-fpatchable-function-entry=4,2
+    puts two of its four NOPs ahead of the symbol). So AArch64 kernels are counted both ways, and
+    the count with the clearer winner proves the base."""
     text = _text_addresses(placed)
     if not len(text):
         raise FirmwareError(
@@ -154,15 +164,11 @@ def prove_base_by_pointers(image: KernelImage, placed: tuple[Symbol, ...]) -> tu
     grid = np.uint64(BASE_GRID)
     words = words[np.argsort(words % grid, kind="stable")]
     low_bits = words % grid
-    bases = []
-    for offset in sample.tolist():
-        low = np.uint64(offset % BASE_GRID)
-        same_page_offset = words[
-            np.searchsorted(low_bits, low) : np.searchsorted(low_bits, low, side="right")
-        ]
-        pointing = same_page_offset[same_page_offset >= np.uint64(offset)]
-        bases.append(np.unique(pointing - np.uint64(offset)))  # once per function
-    candidates, pointed = np.unique(np.concatenate(bases), return_counts=True)
+    counts = [
+        (*_pointer_census(words, low_bits, sample, before), before)
+        for before in (A64_CALL_OPS_SITE if image.arch is Arch.AARCH64 else (0,))
+    ]
+    candidates, pointed, before = max(counts, key=lambda count: int(count[1].max(initial=0)))
     if not len(candidates):
         raise FirmwareError(
             "cannot prove where the kernel image is loaded: nothing in it points at its functions"
@@ -170,7 +176,12 @@ def prove_base_by_pointers(image: KernelImage, placed: tuple[Symbol, ...]) -> tu
     ranked = np.argsort(-pointed, kind="stable")
     best, best_hits = int(candidates[ranked[0]]), int(pointed[ranked[0]])
     runner_hits = int(pointed[ranked[1]]) if len(ranked) > 1 else 0
-    proof = f"{best_hits}/{len(sample)} sampled functions are pointed at from the image at base {best:#x}"
+    what = (
+        "sampled functions are pointed at"
+        if not before
+        else f"sampled functions' ftrace sites ({before} bytes before them) are pointed at"
+    )
+    proof = f"{best_hits}/{len(sample)} {what} from the image at base {best:#x}"
     if len(ranked) > 1:
         proof += f"; next best base {int(candidates[ranked[1]]):#x}: {runner_hits}/{len(sample)}"
     if best_hits < MIN_POINTED_SHARE * len(sample) or best_hits < MIN_LEAD * runner_hits:
@@ -179,6 +190,25 @@ def prove_base_by_pointers(image: KernelImage, placed: tuple[Symbol, ...]) -> tu
             "the image may not start at _text or the endianness is wrong"
         )
     return best, proof
+
+
+def _pointer_census(
+    words: np.ndarray, low_bits: np.ndarray, sample: np.ndarray, before: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate bases and, for each, how many sampled functions have a pointer to `before` bytes
+    ahead of them (`words` sorted by their low bits, `low_bits` those bits)."""
+    bases = [np.zeros(0, dtype=np.uint64)]
+    for function in sample.tolist():
+        offset = function - before
+        if offset < 0:
+            continue
+        low = np.uint64(offset % BASE_GRID)
+        same_page_offset = words[
+            np.searchsorted(low_bits, low) : np.searchsorted(low_bits, low, side="right")
+        ]
+        pointing = same_page_offset[same_page_offset >= np.uint64(offset)]
+        bases.append(np.unique(pointing - np.uint64(offset)))  # once per function
+    return np.unique(np.concatenate(bases), return_counts=True)
 
 
 def _pointer_values(image: KernelImage) -> np.ndarray:
