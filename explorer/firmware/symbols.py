@@ -36,10 +36,9 @@ POINTER_SAMPLES = 256  # functions whose pointers are looked for, per image
 MIN_POINTED_SHARE = 0.05  # of the sampled functions, pointed at from the image at the winning base
 KERNEL_IMAGE_ALIGN = 2 << 20  # arm64 links its image 2 MiB aligned (MIN_KIMG_ALIGN)
 A64_NOP, A64_PACIASP, A64_BTI_C, A64_BTI_JC = 0xD503201F, 0xD503233F, 0xD503245F, 0xD50324DF
-A64_CALL_OPS_SITE = (
-    0,
-    8,
-)  # bytes before a function that a pointer to it may hold (see prove_base_by_pointers)
+A64_LOWEST_KERNEL_ADDRESS = (1 << 64) - (1 << 52)  # with 52 VA bits, the most arm64 has
+# Bytes before a function that a pointer to it may hold (see prove_base_by_pointers).
+A64_CALL_OPS_SITE = (0, 8)
 
 # A prologue test maps instruction words (uint32, already in instruction byte order) to booleans.
 PrologueTest = Callable[[np.ndarray], np.ndarray]
@@ -219,6 +218,9 @@ def _pointer_values(image: KernelImage) -> np.ndarray:
     words = np.frombuffer(image.data, dtype, len(image.data) // width).astype(np.uint64)
     if image.arch is not Arch.AARCH64:
         return words
+    # An arm64 kernel lives at the top of the address space (TTBR1, at most 52 VA bits): only
+    # words at or above its lowest possible address can point at it (6-9% of the words).
+    words = words[words >= np.uint64(A64_LOWEST_KERNEL_ADDRESS)]
     relocations = find_relative_relocations(image.data, image.endian)
     return words if relocations is None else np.concatenate([words, relocations.targets])
 
