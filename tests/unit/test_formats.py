@@ -340,6 +340,7 @@ def x86_bzimage() -> bytes:
 
 def arm64_image_with_reserved_flags() -> bytes:
     data = bytearray(4096)
+    data[0:4] = (0x14000010).to_bytes(4, "little")  # b 0x40
     data[0x18] = 0x10  # flags bit 4: reserved
     data[0x38:0x3C] = b"ARM\x64"
     return bytes(data) + BANNER
