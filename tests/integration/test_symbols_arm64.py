@@ -11,7 +11,11 @@ under stock QEMU -M virt is still to do (no qemu-system-aarch64 is built yet).
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +85,26 @@ def test_searching_an_arm64_kernel_is_refused_in_one_line(kernel: tuple[Firmware
     firmware, _ = kernel
     with pytest.raises(BadInput, match=r"AArch64 kernels are ingested .* cannot be run yet"):
         qemu_target(firmware)
+
+
+def test_explorer_search_on_an_arm64_kernel_exits_2_in_one_line_leaving_no_work_directory(
+    corpus: Corpus, qemu_build: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    completed = subprocess.run(
+        [sys.executable, "-m", "explorer", "search", str(corpus.kernel("arm64")), "--work", str(work)],
+        env={**os.environ, "EXPLORER_QEMU": str(qemu_build)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.strip().splitlines() == [
+        "explorer: error: AArch64 kernels are ingested (explorer inspect) but cannot be run yet: "
+        "the runner has no AArch64 machine"
+    ]
+    assert not work.exists()
 
 
 def test_the_image_gzipped_is_the_same_kernel(corpus: Corpus) -> None:
