@@ -12,8 +12,10 @@ functions. A relocatable 64-bit kernel whose kallsyms_relative_base the image le
 filled in at boot) proves its base by its relocation table instead: the one record that fills
 that slot says both where the slot is (hence where image byte 0 is) and what the relative base
 is; the pointer census, read from the relocation targets, must agree. Addresses are link-time
-addresses: a KASLR kernel moves at boot unless told `nokaslr` (the search passes it, as on
-MIPS). This module never decompresses or parses containers (that is `locate`).
+addresses: an arm64 kernel moves itself at boot when the device tree's /chosen gives it a
+kaslr-seed (QEMU's virt board writes one) unless told `nokaslr`, which a runner must then pass,
+as the search does for MIPS (explorer.search.initial). This module never decompresses or parses
+containers (that is `locate`).
 """
 
 from __future__ import annotations
