@@ -1,6 +1,6 @@
 """Find the kernel in a firmware file: peel wrappers until the kernel lies as it will in memory.
 
-Order of search: a header format at offset 0 (uImage, zImage, AArch64 Image, MIPS vmlinuz, ELF),
+Order of search: a header format at offset 0 (uImage, FIT, zImage, AArch64 Image, MIPS vmlinuz, ELF),
 then a flash scan for those headers at any offset, then a headerless raw Image at offset 0, then
 a file that is one compressed stream (Image.gz). Each wrapper's
 payload is peeled again, at most `MAX_DEPTH` times. The result always holds a "Linux version"
@@ -71,7 +71,7 @@ def _peel(data: bytes, offset: int, fmt: Format) -> KernelImage:
         if inner is None:
             raise FirmwareError(
                 f"the {result.layer.kind} payload is not a kernel format explorer knows "
-                "(ELF, zImage, uImage, AArch64 Image, raw ARM or MIPS Image)"
+                "(ELF, zImage, uImage, FIT, AArch64 Image, raw ARM or MIPS Image)"
             )
         fmt = inner
     raise FirmwareError(f"the firmware nests more than {MAX_DEPTH} wrappers: it is corrupt or crafted")

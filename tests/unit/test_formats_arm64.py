@@ -1,21 +1,33 @@
 """AArch64 Images: the 64-byte header read exactly, and the Image found bare, gzip'd (Image.gz),
-inside a uImage and inside a flash dump; a damaged header is one FirmwareError line."""
+inside a uImage, inside a FIT and inside a flash dump; a damaged header or FIT is one
+FirmwareError line."""
 
 from __future__ import annotations
 
 import random
 import struct
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from explorer.errors import FirmwareError
+from explorer.firmware.boot_files import boot_files
 from explorer.firmware.decompress import Codec
 from explorer.firmware.formats.arm64_image import HEADER_SIZE, parse_header
 from explorer.firmware.locate import locate_kernel
 from explorer.firmware.model import Arch, Endian
-from tests.unit.test_formats import PROPERTY, arm64_image, compress, only_firmware_error, uimage
+from tests.unit.test_formats import (
+    PROPERTY,
+    arm64_image,
+    arm_image,
+    compress,
+    only_firmware_error,
+    uimage,
+)
 
 text_offsets = st.integers(0, (2 << 20) // 4096 - 1).map(lambda pages: pages * 4096)
 image_sizes = st.one_of(st.just(0), st.integers(HEADER_SIZE, 1 << 40))
@@ -114,3 +126,62 @@ def test_an_image_inside_a_flash_dump_is_found_at_its_offset() -> None:
     kernel = locate_kernel(rng.randbytes(0x10003) + image)
     assert kernel.arch is Arch.AARCH64 and kernel.data.startswith(image)
     assert kernel.layers[0].kind == "flash" and kernel.layers[0].detail["kernel_at"] == 0x10003
+
+
+def fit_image(
+    payload: bytes, arch: str = "arm64", compression: str = "gzip", external: bool = False
+) -> bytes:
+    """mkimage's FIT (-f auto) around `payload` (already compressed as `compression` says)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source, out = Path(tmp) / "kernel", Path(tmp) / "fit.itb"
+        source.write_bytes(payload)
+        options = ["-A", arch, "-O", "linux", "-T", "kernel", "-C", compression, "-a", "0x40080000"]
+        options += ["-e", "0x40080000", "-n", "test", "-d", str(source), *(["-E"] if external else [])]
+        subprocess.run(["mkimage", "-f", "auto", *options, str(out)], check=True, capture_output=True)
+        return out.read_bytes()
+
+
+FIT = fit_image(compress(Codec.GZIP, arm64_image(8 << 10)))
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_a_fit_gives_its_kernel_with_the_load_address_it_states(external: bool) -> None:
+    image = arm64_image()
+    kernel = locate_kernel(fit_image(compress(Codec.GZIP, image), external=external))
+    assert (kernel.arch, kernel.data, kernel.load_address, kernel.entry) == (
+        Arch.AARCH64, image, 0x40080000, 0x40080000,
+    )  # fmt: skip
+    assert [layer.kind for layer in kernel.layers] == ["fit", "arm64-image"]
+    assert kernel.layers[0].detail["external_data"] is external
+
+
+def test_a_fit_of_a_32_bit_arm_kernel_is_an_arm_kernel() -> None:
+    kernel = locate_kernel(fit_image(arm_image(), arch="arm", compression="none"))
+    assert kernel.arch is Arch.ARM and kernel.data == arm_image()
+
+
+def test_a_fit_for_another_architecture_is_named_in_one_line() -> None:
+    with pytest.raises(FirmwareError, match="'riscv' architecture") as error:
+        locate_kernel(fit_image(arm64_image(), arch="riscv", compression="none"))
+    assert "\n" not in str(error.value)
+
+
+def test_a_fit_inside_a_flash_dump_is_found() -> None:
+    kernel = locate_kernel(random.Random(9).randbytes(0x3001) + FIT + bytes(0x1000))
+    assert [layer.kind for layer in kernel.layers] == ["flash", "fit", "arm64-image"]
+
+
+@PROPERTY
+@given(st.data())
+def test_a_cut_or_bit_flipped_fit_raises_only_firmware_error(draw: st.DataObject) -> None:
+    damaged = bytearray(FIT[: draw.draw(st.integers(0, len(FIT)))])
+    for _ in range(draw.draw(st.integers(0, 4))):
+        if damaged:
+            damaged[draw.draw(st.integers(0, len(damaged) - 1))] ^= 1 << draw.draw(st.integers(0, 7))
+    only_firmware_error(bytes(damaged))
+
+
+def test_a_fit_is_ingested_but_not_handed_to_the_runner_as_its_kernel() -> None:
+    with pytest.raises(FirmwareError, match="cannot boot a FIT yet") as error:
+        boot_files(FIT, locate_kernel(FIT).layers)
+    assert "\n" not in str(error.value)

@@ -51,9 +51,9 @@ class ScannableFormat(Format, Protocol):
 def header_formats() -> tuple[ScannableFormat, ...]:
     """Formats with a header magic, most specific first: recognised anywhere, so a flash scan finds them."""
     # Imported on use: every format module imports `Wrapped` from this package.
-    from explorer.firmware.formats import arm64_image, elf, mips_vmlinuz, uimage, zimage
+    from explorer.firmware.formats import arm64_image, elf, fit, mips_vmlinuz, uimage, zimage
 
-    return (uimage, zimage, arm64_image, mips_vmlinuz, elf)  # type: ignore[return-value]
+    return (uimage, fit, zimage, arm64_image, mips_vmlinuz, elf)  # type: ignore[return-value]
 
 
 def raw_formats() -> tuple[Format, ...]:
