@@ -10,7 +10,7 @@
     kallsyms_names          per symbol: length (1 byte; 6.1+: 2 bytes when bit 7 is set), token bytes
     kallsyms_markers        offset into names of every 256th symbol (32-bit; PTR before 6.1 on
                             64-bit kernels, which this module does not read)
-    kallsyms_seqs_of_names  6.2/6.3 (and Debian's 6.1 from 6.1.0-5x on) here: 3 bytes per symbol
+    kallsyms_seqs_of_names  6.2/6.3 (and backported: Debian's arm64 6.1.0-57 has it) here: 3 bytes per symbol
     kallsyms_token_table    256 NUL-terminated strings, the expansion of each byte value
     kallsyms_token_index    256 u16 offsets into the token table
 
