@@ -389,8 +389,8 @@ def prepare_tree(qemu_cache: Path, tarball: Tarball) -> tuple[Path, Path]:
     """The patched source tree and its build directory, one pair per tree key and configure flags.
 
     Checkouts whose patches, device selection or flags differ each keep their own pair, so
-    building one never wipes another's (a flag or device change rebuilds all of QEMU, about
-    23 CPU-minutes); the pairs are pruned with the results (`prune_results`).
+    building one never wipes another's (a flag or device change rebuilds all of QEMU: 1667 ninja
+    steps, 8 CPU-minutes); the pairs are pruned with the results (`prune_results`).
     """
     key = tree_key(tarball.sha256)
     variant = hashlib.sha256(f"{key}\0{' '.join(CONFIGURE_FLAGS)}".encode()).hexdigest()[:12]

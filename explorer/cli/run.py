@@ -85,11 +85,11 @@ def run(
     nic = _connect_nic(config) if network is not None else None
     qemu_dir = find_runner(qemu)
     plugin = qemu_dir / PLUGIN
+    if nic is not None:
+        _print_network(nic, forwards)
     print(f"explorer: running {name}; the console is this terminal: {QUIT_KEYS} quits", file=sys.stderr)
     if gdb is not None:
         print(f"explorer: gdb: target remote localhost:{gdb}", file=sys.stderr)
-    if nic is not None:
-        _print_network(nic, forwards)
     ended = run_interactive(config, qemu_dir, plugin if plugin.is_file() else None, gdb, network)
     print(f"\nexplorer: the machine stopped (QEMU exit status {ended.status})", file=sys.stderr)
     if ended.status != 0:

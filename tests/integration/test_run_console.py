@@ -386,12 +386,19 @@ def test_every_nic_model_is_created_by_the_machine_and_joins_the_user_network(
     config.devices.append(model.device(()))
     write_config(config, tmp_path / "machine.json")
     command = interactive_command(
-        qemu_binary(qemu_build, "arm"), config, tmp_path / "machine.json", None, None, Network()
+        qemu_binary(qemu_build, "arm"),
+        config,
+        tmp_path / "machine.json",
+        qemu_build / PLUGIN,
+        None,
+        Network(),
     )
     monitor = b"\x01c" + b"info network\n" + b"quit\n"  # Ctrl-A c: from the console to the monitor
     shown = subprocess.run(
         [*command, "-S"], input=monitor, capture_output=True, timeout=CONSOLE_SECONDS, check=False
     )
     listing = shown.stdout.decode(errors="replace")
-    assert re.search(rf"model={re.escape(qom_type)},macaddr=", listing), listing + shown.stderr.decode()
-    assert re.search(r"type=user,net=10\.0\.2\.0", listing), listing
+    # The NIC, and under it its peer: the user-mode network.
+    nic = rf"(?m)^{re.escape(qom_type)}\.\d+: index=\d+,type=nic,.*\r?\n"
+    nic += r" \\ #net\d+: index=\d+,type=user,net=10\.0\.2\.0"
+    assert re.search(nic, listing), listing + shown.stderr.decode()
