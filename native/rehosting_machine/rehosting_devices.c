@@ -1,8 +1,8 @@
 /*
  * Where the config puts things: RAM regions ("ram"), sysbus devices by QOM type with their
- * properties and MMIO addresses ("devices"; a NIC gets the command line's -nic), and the boot
- * files ("boot"). Wiring a device's interrupts and loading the kernel are per architecture
- * (rehosting_arm.c, rehosting_mips.c), never here.
+ * properties and MMIO addresses ("devices"), and the boot files ("boot"). Wiring a device's
+ * interrupts and loading the kernel are per architecture (rehosting_arm.c, rehosting_mips.c),
+ * never here.
  */
 
 #include "qemu/osdep.h"
