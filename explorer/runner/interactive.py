@@ -18,8 +18,9 @@ Ctrl-A x quits, Ctrl-A c switches to the monitor and back, Ctrl-A h lists the ke
 to the guest. With a gdb port, QEMU's gdbstub listens on localhost only. With a network, the
 config's NIC (explorer.search.device_models.place_nic) takes QEMU's user-mode network (slirp: the
 guest is 10.0.2.15 by DHCP, the host is 10.0.2.2 to it, DNS 10.0.2.3) with a TCP forward from
-the host for each `Forward`. Then the run is no longer the search's bit for bit: the NIC's driver
-finds its device, and what the network brings, and when, is the host's. The run lasts until the
+the host for each `Forward`. A driver built into the kernel then finds the NIC as it boots, and
+what the network brings, and when, is the host's: from there the run is no longer the search's
+bit for bit. The run lasts until the
 person quits or the guest powers off or resets; QEMU dies with the driver (never orphaned).
 It never reads what the run does: there is no RunResult.
 """
