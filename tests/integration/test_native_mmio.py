@@ -134,9 +134,10 @@ def am335x_config(corpus: Corpus, **settings: object) -> dict:
 
 
 def run_machine(
-    qemu_build: Path, tmp_path: Path, config: dict, plugin: str, target: str = "arm"
+    qemu_build: Path, tmp_path: Path, config: dict, plugin: str, target: str = "arm", serial: str = "null"
 ) -> tuple[list[MmioAccess], list[str]]:
-    """Boot `config` with the plugin (deterministically); return the MmioAccess events and plugin lines."""
+    """Boot `config` with the plugin (deterministically), its first serial port on `serial`;
+    return the MmioAccess events and plugin lines."""
     events: list[Event] = []
     decoder = EventDecoder(events.append)
     read_end, write_end = os.pipe()
@@ -144,7 +145,7 @@ def run_machine(
     config_path.write_text(json.dumps({**config, "events_fd": write_end}))
     command = [
         str(qemu_build / binary(target)),
-        *("-M", f"rehosting,config={config_path}", "-nodefaults", "-display", "none", "-serial", "null"),
+        *("-M", f"rehosting,config={config_path}", "-nodefaults", "-display", "none", "-serial", serial),
         *DETERMINISM_OPTIONS,
         *("-d", "plugin", "-plugin", f"{qemu_build / PLUGIN},{plugin}"),
     ]
@@ -206,6 +207,36 @@ def test_each_rule_kind_answers_as_the_schema_says(qemu_build: Path, tmp_path: P
     assert first_random != second_random
     assert [access.order for access in accesses] == list(range(len(accesses)))
     assert {access.size for access in accesses} == {4}
+
+
+def mov_r2(byte: int) -> int:
+    return 0xE3A02000 | byte  # mov r2, #byte
+
+
+SINK = UNMAPPED + 0x40
+# Writes "ok\n" to the sink a byte at a time (the last as a word with bits above the byte), reads it.
+SINK_PROGRAM = with_base_literal(
+    [
+        *[word for byte in b"ok" for word in (mov_r2(byte), strw(2, 0, SINK - UNMAPPED))],
+        0xE3A02E10,  # mov r2, #0x100
+        0xE282200A,  # add r2, r2, #0x0a: 0x10a, a newline with a bit above the byte
+        strw(2, 0, SINK - UNMAPPED),
+        ldr(1, 0, SINK - UNMAPPED),
+        strw(1, 0, ECHO - UNMAPPED),
+        BRANCH_TO_SELF,
+    ]
+)
+
+
+def test_the_console_sink_sends_the_low_byte_of_each_write_to_the_first_serial_port(
+    qemu_build: Path, tmp_path: Path
+) -> None:
+    console = tmp_path / "console.txt"
+    config = tiny_config(tmp_path, SINK_PROGRAM, console_sink=hex(SINK), mmio_event_limit="100")
+    accesses, _ = run_machine(qemu_build, tmp_path, config, f"budget={TINY_BUDGET}", serial=f"file:{console}")
+    assert console.read_bytes() == b"ok\n"
+    # The sink is no catch-all address: its accesses are not events, and its reads answer 0.
+    assert [(access.address, access.value, access.is_write) for access in accesses] == [(ECHO, 0, True)]
 
 
 def test_each_access_carries_the_pc_of_its_load_or_store(qemu_build: Path, tmp_path: Path) -> None:
