@@ -1,0 +1,199 @@
+"""The timer_interrupts operator: a tick on the GIC input of a timer the kernel programmed in time_init."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from explorer.errors import BadInput
+from explorer.firmware.model import DeviceTreeFacts, DtDevice
+from explorer.runner.config import validate
+from explorer.runner.machine_config_pb2 import MachineConfig, Tick
+from explorer.runner.rehost_pb2 import Exit, ExitReason, Milestone, MmioAccess, RunResult
+from explorer.search.device_models import placement
+from explorer.search.operators import Context, Evaluated, timer_interrupts
+from explorer.search.operators.interrupts import JIFFIES_CLOCK, TICK_PERIOD_NS
+from explorer.search.proposal import unbootable
+from explorer.search.state import Target, state_id
+from tests.unit.test_search_engine import FIRMWARE
+
+# A Cortex-A9 tree laid out as the Exynos 4 ones are: the GIC's CPU interface apart from the
+# MPCore block (so the plain GIC model), a timer block with a global SPI and a per-CPU PPI, a
+# clock controller the timer init also writes, a timer nobody programs, and a timer behind a
+# wake-up controller that forwards GIC specifiers.
+GIC = "/soc/interrupt-controller@10490000"
+GIC_NODE = DtDevice(
+    GIC, ("arm,cortex-a9-gic",), ((0x10490000, 0x1000), (0x10480000, 0x100)), None, (), "okay"
+)
+TIMER = DtDevice(
+    "/soc/timer@10050000", ("vendor,mct",), ((0x10050000, 0x800),), GIC, (0, 57, 4, 1, 12, 4), "okay"
+)
+CLOCKS = DtDevice(
+    "/soc/clock-controller@10030000", ("vendor,clock",), ((0x10030000, 0x20000),), None, (), "okay"
+)
+IDLE_TIMER = DtDevice("/soc/timer@10060000", ("vendor,pwm",), ((0x10060000, 0x100),), GIC, (0, 37, 4), "okay")
+WAKEUP = DtDevice("/soc/gpc@20dc000", ("vendor,gpc",), ((0x20DC000, 0x4000),), GIC, (0, 89, 4), "okay")
+GPT = DtDevice("/soc/timer@2098000", ("vendor,gpt",), ((0x2098000, 0x4000),), WAKEUP.path, (0, 55, 4), "okay")
+COMBINER = DtDevice(
+    "/soc/combiner@10440000", ("vendor,combiner",), ((0x10440000, 0x1000),), GIC, (0, 0, 4), "okay"
+)
+CHAINED = DtDevice(
+    "/soc/timer@101c0000", ("vendor,mct",), ((0x101C0000, 0x800),), COMBINER.path, (23, 3), "okay"
+)
+TREE = DeviceTreeFacts(
+    source="given",
+    model=None,
+    compatible=(),
+    memory=((0x40000000, 0x20000000),),
+    devices=(GIC_NODE, CLOCKS, IDLE_TIMER, TIMER, WAKEUP, GPT, COMBINER, CHAINED),
+    bootargs=None,
+    stdout_path=None,
+)
+IMAGE = dataclasses.replace(FIRMWARE, device_tree=TREE)
+TARGET = Target(Path("/k"), cmdline="rdinit=/init")
+TIME_INIT, NEXT_MILESTONE = 1_000, 2_000
+
+
+def gic_state() -> MachineConfig:
+    state = MachineConfig(target="arm", cpu="cortex-a9", random_unruled_reads=True)
+    state.ram.add(base=0x40000000, size=0x20000000)
+    model = placement(GIC_NODE, TREE, "cortex-a9")
+    assert model is not None
+    state.interrupt_controller.CopyFrom(model.device(()))
+    return state
+
+
+def write(address: int, icount: int) -> MmioAccess:
+    return MmioAccess(address=address, size=4, value=1, pc=0xC0100000, is_write=True, icount=icount)
+
+
+def stalled(*accesses: MmioAccess, reason: ExitReason.ValueType = ExitReason.EXIT_BUDGET) -> RunResult:
+    milestones = [
+        Milestone(name="init_IRQ", icount=500),
+        Milestone(name="time_init", icount=TIME_INIT),
+        Milestone(name="calibrate_delay", icount=NEXT_MILESTONE),
+    ]
+    return RunResult(exit=Exit(reason=reason, icount=9_000), milestones=milestones, mmio_accesses=accesses)
+
+
+def propose(state: MachineConfig, result: RunResult, image: object = IMAGE) -> list:
+    context = Context(image, TARGET, (Evaluated(state_id(state), state, result),))  # type: ignore[arg-type]
+    return timer_interrupts.propose(context)
+
+
+def timer_init(*nodes_and_counts: tuple[DtDevice, int]) -> list[MmioAccess]:
+    """Writes during time_init: `count` registers of each node."""
+    return [
+        write(node.reg[0][0] + 4 * register, TIME_INIT + 10 * register)
+        for node, count in nodes_and_counts
+        for register in range(count)
+    ]
+
+
+def test_a_stalled_run_gets_a_tick_on_each_gic_interrupt_of_the_timer_time_init_programmed() -> None:
+    state = gic_state()
+    children = propose(state, stalled(*timer_init((CLOCKS, 9), (TIMER, 5))))
+    # SPI 57 is ID 89, PPI 12 is ID 28, in the tree's order.
+    assert [child.state.tick.irq for child in children] == [89, 28]
+    for child in children:
+        assert child.state.tick.period_ns == TICK_PERIOD_NS
+        assert (child.state.tick.ack_base, child.state.tick.ack_size) == TIMER.reg[0]
+        assert child.state.boot.cmdline == JIFFIES_CLOCK
+        assert child.detail["timer"] == TIMER.path and child.detail["registers_written"] == 5
+        assert child.state.interrupt_controller == state.interrupt_controller
+        assert TIMER.path in child.reason and "no model" in child.reason
+        assert unbootable(child.state, TARGET, IMAGE) is None
+    assert "PPI 12 (ID 28)" in children[1].reason
+    assert not state.HasField("tick")
+
+
+def test_only_writes_between_time_init_and_the_next_milestone_make_a_timer() -> None:
+    later = [write(IDLE_TIMER.reg[0][0] + 4 * n, NEXT_MILESTONE + 1 + n) for n in range(8)]
+    children = propose(gic_state(), stalled(*later, *timer_init((TIMER, 2))))
+    assert {child.detail["timer"] for child in children} == {TIMER.path}
+    # Without the time_init milestone (a run that never got there) nothing is proposed.
+    result = stalled(*timer_init((TIMER, 2)))
+    del result.milestones[1:]
+    assert propose(gic_state(), result) == []
+
+
+def test_of_the_programmed_timers_the_one_with_most_registers_written_is_ticked() -> None:
+    children = propose(gic_state(), stalled(*timer_init((TIMER, 2), (IDLE_TIMER, 6))))
+    assert [child.state.tick.irq for child in children] == [69]
+
+
+def test_a_wake_up_controller_that_forwards_gic_specifiers_is_followed_and_a_chained_one_is_not() -> None:
+    (child,) = propose(gic_state(), stalled(*timer_init((GPT, 3))))
+    assert child.state.tick.irq == 32 + 55 and child.detail["through"] == WAKEUP.path
+    assert WAKEUP.path in child.reason
+    assert propose(gic_state(), stalled(*timer_init((CHAINED, 3)))) == []
+
+
+def test_nothing_without_a_gic_with_a_tick_after_an_own_ending_or_beyond_the_gics_interrupts() -> None:
+    programmed = timer_init((TIMER, 4))
+    bare = MachineConfig(target="arm", cpu="cortex-a9")
+    assert propose(bare, stalled(*programmed)) == []
+    ticking = gic_state()
+    ticking.tick.CopyFrom(Tick(period_ns=TICK_PERIOD_NS, irq=89))
+    assert propose(ticking, stalled(*programmed)) == []
+    for ending in (ExitReason.EXIT_PANIC, ExitReason.EXIT_USER_SPACE, ExitReason.EXIT_POWEROFF):
+        assert propose(gic_state(), stalled(*programmed, reason=ending)) == []
+    assert propose(gic_state(), stalled(*programmed), dataclasses.replace(IMAGE, device_tree=None)) == []
+    small = gic_state()
+    small.interrupt_controller.props["num-irq"] = 64
+    assert [child.state.tick.irq for child in propose(small, stalled(*programmed))] == [28]
+
+
+def test_a_chosen_clock_source_is_kept() -> None:
+    state = gic_state()
+    state.boot.cmdline = "clocksource=mct-frc"
+    children = propose(state, stalled(*timer_init((TIMER, 4))))
+    assert children and all(child.state.boot.cmdline == "clocksource=mct-frc" for child in children)
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 200), st.integers(0, 15)), max_size=5))
+def test_interrupt_ids_follow_the_gic_binding(cells: list[tuple[int, int, int]]) -> None:
+    flat = tuple(value for triple in cells for value in triple)
+    ids = timer_interrupts.gic_interrupt_ids(flat)
+    valid = all(kind == 0 or number < 16 for kind, number, _ in cells)
+    expected = [32 + number if kind == 0 else 16 + number for kind, number, _ in cells] if valid else []
+    assert list(ids) == list(dict.fromkeys(expected))
+    assert timer_interrupts.gic_interrupt_ids((*flat, 7)) == ()
+
+
+def test_the_machine_config_takes_a_tick_on_a_gic_input_and_refuses_one_it_cannot_wire() -> None:
+    state = gic_state()
+    state.boot.kernel = "/k"
+    state.tick.CopyFrom(Tick(period_ns=TICK_PERIOD_NS, irq=28))
+    validate(state)
+    state.tick.irq = 0
+    with pytest.raises(BadInput, match="both drive the CPU's IRQ line"):
+        validate(state)
+    state.tick.irq = 15
+    with pytest.raises(BadInput, match="not a GIC PPI or SPI"):
+        validate(state)
+    state.tick.irq = 500
+    with pytest.raises(BadInput, match="not a GIC PPI or SPI"):
+        validate(state)
+    bare = MachineConfig()
+    bare.CopyFrom(state)
+    bare.ClearField("interrupt_controller")
+    bare.tick.irq = 28
+    with pytest.raises(BadInput, match="no GIC"):
+        validate(bare)
+
+
+def test_an_a9_gic_outside_the_mpcore_layout_is_the_plain_gic_at_its_two_addresses() -> None:
+    model = placement(GIC_NODE, TREE, "cortex-a9")
+    assert model is not None and model.interrupt_controller
+    assert (model.type, model.mmio) == ("arm_gic", (0x10490000, 0x10480000))
+    mpcore = DtDevice(
+        "/gic", ("arm,cortex-a9-gic",), ((0x1E001000, 0x1000), (0x1E000100, 0x100)), None, (), "okay"
+    )
+    model = placement(mpcore, TREE, "cortex-a9")
+    assert model is not None and (model.type, model.mmio) == ("a9mpcore_priv", (0x1E000000,))
