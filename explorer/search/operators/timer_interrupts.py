@@ -12,13 +12,19 @@ msleep, usleep_range or schedule_timeout with no timer armed (the run's exit say
 
 When the interrupt controller has a model (a GIC the device discovery placed), the timer's own
 interrupt line can be driven: the machine's tick (MachineConfig.tick) with `irq`, a GIC
-interrupt ID, raises that GIC input every TICK_PERIOD_NS of guest time, and lowers it at the
-first write into the timer's registers, where the driver's handler acknowledges (a status
-register written to clear, or the next event programmed). The handler then calls the event
-handler as the hardware's interrupt would have. The kernel boots with `clocksource=jiffies`
-(unless its command line chooses a clock): the same timer's free-running counter has no model
-either, and a periodic tick that is not the programmed event only makes time right when time is
-counted in ticks.
+interrupt ID, raises that GIC input every TICK_PERIOD_NS of guest time and lowers it at the first
+write into the timer's registers, where the driver's handler acknowledges (exynos4_mct_tick_isr
+clears its status register, mxc_timer_interrupt writes its status back) or the event handler
+programs the next event. The line is a level because the timers' interrupts are level-triggered
+in their trees, and QEMU's GIC latches a pulse only on an edge-triggered input (arm_gic.c
+gic_set_irq_generic): tried on the Exynos MCT, a pulse was never taken. The status register the
+handler reads answers what the value model answers: those handlers call the event handler
+whatever it reads, so no rule is proposed for it; a handler that writes nothing in periodic mode
+would keep the line up (an interrupt storm the stuck-read or instruction budget ends).
+
+The kernel boots with `clocksource=jiffies` (unless its command line chooses a clock): the same
+timer's free-running counter has no model either, and a periodic tick that is not the
+programmed event only makes time right when time is counted in ticks.
 
 When: the state has a GIC and no tick; the run stalled (its budget or deadline ran out, idle
 included) after time_init ran. Which timers: the device-tree nodes the run wrote into during
