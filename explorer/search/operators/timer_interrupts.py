@@ -34,8 +34,11 @@ whose interrupts reach the placed GIC: directly, or through a controller whose o
 to the GIC and whose children's specifiers have the GIC's three cells (a hierarchical wake-up or
 legacy controller, Linux's irq_domain_create_hierarchy children of the GIC, such as the i.MX GPC,
 which forward the same interrupt to the GIC: a chained controller with its own specifier format
-is not followed). The node with the most registers written first: a clock event is programmed
-(load, compare, control, interrupt enable), a clock source only started. What: one child per
+is not followed). time_init also runs of_clk_init first, whose clock controllers can have
+interrupts too, so a node named as the Devicetree Specification's generic names recommend for a
+timer ("timer", as in timer@10050000; the kernel's trees follow it) comes before one that is not;
+then the node with the most registers written: a clock event is programmed (load, compare,
+control, interrupt enable), a clock source only started. What: one child per
 GIC interrupt of that node (SPI n is ID 32 + n, PPI n is 16 + n, as the DT's cells say), at most
 MAX_CHILDREN: a timer block lists several (a global comparator and per-CPU timers, one per
 channel) and which of them the tick core chose is the kernel's decision, so each is booted and
@@ -72,6 +75,8 @@ GIC_PPI_TYPE = 1
 GIC_FIRST_PPI = 16
 # The milestone whose window holds the TIMER_OF_DECLARE inits (kernel_hooks.MILESTONES).
 TIME_INIT = "time_init"
+# The Devicetree Specification's generic node name for a timer (2.2.2, Generic Names Recommendation).
+TIMER_NODE_NAME = "timer"
 # Children per proposal: the interrupts of one timer block (Exynos's MCT lists a global
 # comparator and a per-CPU PPI; Armada's timer one SPI per channel).
 MAX_CHILDREN = 4
@@ -159,7 +164,7 @@ def clock_event_timers(
         registers = len({address for address in written if _holds(node, address)})
         if ids and registers:
             timers.append(ClockEventTimer(node, registers, ids, None if route == gic.path else route))
-    return sorted(timers, key=lambda timer: -timer.registers_written)
+    return sorted(timers, key=lambda timer: (not _named_timer(timer.node), -timer.registers_written))
 
 
 def gic_interrupt_ids(cells: tuple[int, ...]) -> tuple[int, ...]:
@@ -224,6 +229,11 @@ def _child(state: State, timer: ClockEventTimer, irq: int, chooses_clock: bool) 
 def _irq_limit(state: State) -> int:
     value = state.interrupt_controller.props.fields.get("num-irq")
     return int(value.number_value) if value is not None else 0
+
+
+def _named_timer(node: DtDevice) -> bool:
+    """Whether the node's name is the generic one for a timer (timer@..., timer0@...)."""
+    return node.path.rsplit("/", 1)[-1].startswith(TIMER_NODE_NAME)
 
 
 def _holds(node: DtDevice, address: int) -> bool:
