@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from explorer.errors import BadInput
-from explorer.firmware.model import DeviceTreeFacts, DtDevice
+from explorer.firmware.model import DeviceTreeFacts, DtDevice, Symbol, SymbolTable
 from explorer.runner.config import validate
 from explorer.runner.machine_config_pb2 import MachineConfig, Tick
 from explorer.runner.rehost_pb2 import Exit, ExitReason, Milestone, MmioAccess, RunResult
@@ -208,3 +208,67 @@ def test_an_a9_gic_outside_the_mpcore_layout_is_the_plain_gic_at_its_two_address
     )
     model = placement(mpcore, TREE, "cortex-a9")
     assert model is not None and (model.type, model.mmio) == ("a9mpcore_priv", (0x1E000000,))
+
+
+HANDLER, FLOW = 0xC0200000, 0xC0300000
+HANDLER_IMAGE = dataclasses.replace(
+    IMAGE,
+    symbols=SymbolTable(
+        (
+            Symbol(0xC0008000, "T", "start_kernel"),
+            Symbol(HANDLER, "T", "vendor_timer_isr"),
+            Symbol(FLOW, "T", "handle_percpu_devid_irq"),
+            Symbol(0xC0400000, "T", "vendor_read_sched_clock"),
+            Symbol(0xC0500000, "T", "_etext"),
+        ),
+        "kallsyms",
+        0xC0008000,
+        "a test",
+    ),
+)
+STATUS = TIMER.reg[0][0] + 0x330
+
+
+def ticking_state() -> MachineConfig:
+    state = gic_state()
+    state.tick.CopyFrom(
+        Tick(period_ns=TICK_PERIOD_NS, irq=28, ack_base=TIMER.reg[0][0], ack_size=TIMER.reg[0][1])
+    )
+    state.mmio_rules.add(address=STATUS, constant=0)
+    return state
+
+
+def storming(*reads: MmioAccess, in_handler: bool = True) -> RunResult:
+    result = stalled(*reads)
+    if in_handler:
+        result.call_stack.frames.add(function=0xC0000100, return_address=HANDLER + 0x40)
+        result.call_stack.frames.add(function=HANDLER, return_address=FLOW + 0x84)
+    return result
+
+
+def read(address: int, pc: int) -> MmioAccess:
+    return MmioAccess(address=address, size=4, value=0, pc=pc, icount=5_000)
+
+
+def test_a_run_stalled_in_the_timers_handler_gets_its_status_reads_pinned_to_pending() -> None:
+    state = ticking_state()
+    result = storming(
+        read(STATUS, HANDLER + 8), read(TIMER.reg[0][0] + 0x100, 0xC0400010), read(0x10490000, HANDLER + 12)
+    )
+    (child,) = propose(state, result, HANDLER_IMAGE)
+    assert child.detail["step"] == "pending" and child.detail["registers"] == [STATUS]
+    assert [(rule.address, rule.constant) for rule in child.state.mmio_rules] == [
+        (STATUS, timer_interrupts.PENDING)
+    ]
+    assert child.state.tick == state.tick and "vendor_timer_isr" in child.reason
+    # Pinned: the same run proposes nothing again.
+    assert propose(child.state, result, HANDLER_IMAGE) == []
+
+
+def test_no_pending_rule_outside_the_handler_or_for_a_tick_on_the_cpus_line() -> None:
+    reads = (read(STATUS, HANDLER + 8),)
+    assert propose(ticking_state(), storming(*reads, in_handler=False), HANDLER_IMAGE) == []
+    cpu_tick = ticking_state()
+    cpu_tick.tick.irq = 0
+    assert propose(cpu_tick, storming(*reads), HANDLER_IMAGE) == []
+    assert propose(ticking_state(), storming(read(STATUS, 0xC0400010)), HANDLER_IMAGE) == []

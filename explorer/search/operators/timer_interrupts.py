@@ -11,16 +11,25 @@ hrtimer_interrupt), jiffies stop and hrtimers never expire, and kernel_init wait
 msleep, usleep_range or schedule_timeout with no timer armed (the run's exit says idle).
 
 When the interrupt controller has a model (a GIC the device discovery placed), the timer's own
-interrupt line can be driven: the machine's tick (MachineConfig.tick) with `irq`, a GIC
-interrupt ID, raises that GIC input every TICK_PERIOD_NS of guest time and lowers it at the first
-write into the timer's registers, where the driver's handler acknowledges (exynos4_mct_tick_isr
-clears its status register, mxc_timer_interrupt writes its status back) or the event handler
-programs the next event. The line is a level because the timers' interrupts are level-triggered
-in their trees, and QEMU's GIC latches a pulse only on an edge-triggered input (arm_gic.c
-gic_set_irq_generic): tried on the Exynos MCT, a pulse was never taken. The status register the
-handler reads answers what the value model answers: those handlers call the event handler
-whatever it reads, so no rule is proposed for it; a handler that writes nothing in periodic mode
-would keep the line up (an interrupt storm the stuck-read or instruction budget ends).
+interrupt line can be driven. Two steps, one boot each:
+
+1. tick: the machine's tick (MachineConfig.tick) with `irq`, a GIC interrupt ID, raises that GIC
+   input every TICK_PERIOD_NS of guest time and lowers it at the first write into the timer's
+   registers, where the driver's handler acknowledges (exynos4_mct_tick_isr clears its status
+   register, mxc_timer_interrupt writes its status back) or the event handler programs the next
+   event. The line is a level because the timers' interrupts are level-triggered in their
+   trees, and QEMU's GIC latches a pulse only on an edge-triggered input (arm_gic.c
+   gic_set_irq_generic): tried on the Exynos MCT, a pulse was never taken. The kernel's GIC
+   driver takes the interrupt and calls the timer driver's handler, which calls the clock event's
+   event_handler as the hardware's interrupt would have.
+2. pending: the ticking run stalled inside the timer's handler (the exit's call stack holds the
+   function a genirq flow handler called: handle_percpu_devid_irq, __handle_irq_event_percpu)
+   and that handler read registers of the timer that do not yet read as pending. A handler that
+   writes its status register only when it reads a pending bit (`if (readl(cstat) & 1)
+   writel(1, cstat)`) never writes when a rule pinned that register to a value without it, so
+   the line is never lowered and the interrupts storm (measured on exynos4412: 6e9 instructions
+   in gic_handle_irq). The child pins each such read to PENDING (every bit set): the handler
+   sees its interrupt pending and clears it, which acknowledges the tick.
 
 The kernel boots with `clocksource=jiffies` (unless its command line chooses a clock): the same
 timer's free-running counter has no model either, and a periodic tick that is not the
@@ -51,8 +60,9 @@ a SoC timer rates higher (on 32-bit ARM the Exynos MCT does, by design: MCT_CLKE
 above the arch timer's 450), which is then this operator's case.
 
 Invariants: never modifies the given states; never adds a tick beside a tick; never proposes
-without a GIC in the state or for an interrupt ID the GIC does not have; each child differs from
-the expanded state in its tick (and the clock argument).
+without a GIC in the state or for an interrupt ID the GIC does not have; a tick child differs
+from the expanded state in its tick (and the clock argument), a pending child in rules of the
+timer's registers only; a register already PENDING is never proposed again.
 """
 
 from __future__ import annotations
@@ -60,7 +70,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from explorer.firmware.model import DeviceTreeFacts, DtDevice
+from explorer.firmware.model import DeviceTreeFacts, DtDevice, SymbolTable
+from explorer.runner.machine_config_pb2 import MmioRule
 from explorer.runner.rehost_pb2 import MmioAccess, RunResult
 from explorer.search.device_models import GIC_FIRST_SPI, GIC_INTERRUPT_CELLS, GIC_SPI_TYPE, placement
 from explorer.search.operators import Child, Context
@@ -77,6 +88,19 @@ GIC_FIRST_PPI = 16
 TIME_INIT = "time_init"
 # The Devicetree Specification's generic node name for a timer (2.2.2, Generic Names Recommendation).
 TIMER_NODE_NAME = "timer"
+# The genirq flow handlers that call a driver's interrupt handler (kernel/irq/chip.c, handle.c):
+# the frame they return to is the timer driver's handler.
+GENIRQ_FLOW = frozenset(
+    {
+        "handle_percpu_devid_irq",
+        "handle_percpu_irq",
+        "__handle_irq_event_percpu",
+        "handle_irq_event_percpu",
+    }
+)
+# What a status register the handler reads answers in step 2: every bit set, so whichever bit
+# the driver tests for its interrupt is pending.
+PENDING = 0xFFFFFFFF
 # Children per proposal: the interrupts of one timer block (Exynos's MCT lists a global
 # comparator and a per-CPU PPI; Armada's timer one SPI per channel).
 MAX_CHILDREN = 4
@@ -96,10 +120,12 @@ class ClockEventTimer:
 def propose(context: Context) -> list[Child]:
     state, result = context.current.state, context.current.result
     tree = context.firmware.device_tree
-    if state.target != "arm" or tree is None or state.HasField("tick"):
+    if state.target != "arm" or tree is None or not state.HasField("interrupt_controller"):
         return []
-    if not state.HasField("interrupt_controller") or result.exit.reason not in STUCK_ENDINGS:
+    if result.exit.reason not in STUCK_ENDINGS:
         return []
+    if state.HasField("tick"):
+        return _pending_children(context) if state.tick.irq else []
     gic = placed_gic(state, tree)
     if gic is None:
         return []
@@ -224,6 +250,60 @@ def _child(state: State, timer: ClockEventTimer, irq: int, chooses_clock: bool) 
         "period_ns": TICK_PERIOD_NS,
     }
     return Child(derive(state, add_tick), OPERATOR, reason, detail)
+
+
+def _pending_children(context: Context) -> list[Child]:
+    """Step 2: the timer's registers its handler read, at the exit, pinned to PENDING."""
+    state, result = context.current.state, context.current.result
+    symbols = context.firmware.symbols
+    handlers = {
+        name
+        for frame in result.call_stack.frames
+        if _function(frame.return_address, symbols) in GENIRQ_FLOW
+        and (name := _function(frame.function, symbols)) is not None
+    }
+    if not handlers:
+        return []
+    region = (state.tick.ack_base, state.tick.ack_base + state.tick.ack_size)
+    pending = {
+        rule.address
+        for rule in state.mmio_rules
+        if rule.WhichOneof("value") == "constant" and rule.constant == PENDING
+    }
+    reads = sorted(
+        {
+            access.address
+            for access in result.mmio_accesses
+            if not access.is_write
+            and region[0] <= access.address < region[1]
+            and access.address not in pending
+            and _function(access.pc, symbols) in handlers
+        }
+    )
+    if not reads:
+        return []
+
+    def pin(child: State) -> None:
+        for address in reads:
+            existing = next((rule for rule in child.mmio_rules if rule.address == address), None)
+            if existing is None:
+                child.mmio_rules.append(MmioRule(address=address, constant=PENDING))
+            else:
+                existing.CopyFrom(MmioRule(address=address, constant=PENDING))
+
+    named = ", ".join(sorted(handlers))
+    at = ", ".join(f"0x{address:x}" for address in reads)
+    reason = (
+        f"the ticking run stalled in the timer's interrupt handler ({named}), which read {at}: "
+        f"answer pending (0x{PENDING:x}), so that the handler clears its interrupt and acknowledges the tick"
+    )
+    detail = {"step": "pending", "handlers": sorted(handlers), "registers": reads, "value": PENDING}
+    return [Child(derive(state, pin), OPERATOR, reason, detail)]
+
+
+def _function(address: int, symbols: SymbolTable) -> str | None:
+    symbol = symbols.containing(address)
+    return symbol.name if symbol is not None else None
 
 
 def _irq_limit(state: State) -> int:
