@@ -63,9 +63,9 @@ def test_a_tick_on_the_programmed_timers_interrupt_ends_the_sleep_no_timer_ended
 
     children = propose(Context(firmware, target, (Evaluated(state_id(state), state, stalled),)))
     assert {child.detail["timer"] for child in children} == {"/soc/timer@10050000"}
-    # The MCT's global comparator (SPI 57) and its per-CPU timer (PPI 12), as the tree lists them.
-    assert [child.state.tick.irq for child in children] == [32 + 57, 16 + 12]
-    ticking = boot_state(children[1].state, target, firmware, qemu_build, deadline=DEADLINE_SECONDS)
+    # The MCT's per-CPU timer (PPI 12) first, then its global comparator (SPI 57).
+    assert [child.state.tick.irq for child in children] == [16 + 12, 32 + 57]
+    ticking = boot_state(children[0].state, target, firmware, qemu_build, deadline=DEADLINE_SECONDS)
 
     before, after = score(stalled), score(ticking)
     assert after.initcalls > before.initcalls

@@ -97,8 +97,8 @@ def timer_init(*nodes_and_counts: tuple[DtDevice, int]) -> list[MmioAccess]:
 def test_a_stalled_run_gets_a_tick_on_each_gic_interrupt_of_the_timer_time_init_programmed() -> None:
     state = gic_state()
     children = propose(state, stalled(*timer_init((CLOCKS, 9), (TIMER, 5))))
-    # SPI 57 is ID 89, PPI 12 is ID 28, in the tree's order.
-    assert [child.state.tick.irq for child in children] == [89, 28]
+    # PPI 12 is ID 28, SPI 57 is ID 89: the per-CPU timer first, as the tick core prefers it.
+    assert [child.state.tick.irq for child in children] == [28, 89]
     for child in children:
         assert child.state.tick.period_ns == TICK_PERIOD_NS
         assert (child.state.tick.ack_base, child.state.tick.ack_size) == TIMER.reg[0]
@@ -107,7 +107,7 @@ def test_a_stalled_run_gets_a_tick_on_each_gic_interrupt_of_the_timer_time_init_
         assert child.state.interrupt_controller == state.interrupt_controller
         assert TIMER.path in child.reason and "no model" in child.reason
         assert unbootable(child.state, TARGET, IMAGE) is None
-    assert "PPI 12 (ID 28)" in children[1].reason
+    assert "PPI 12 (ID 28)" in children[0].reason
     assert not state.HasField("tick")
 
 

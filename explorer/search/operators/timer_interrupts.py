@@ -51,7 +51,9 @@ control, interrupt enable), a clock source only started. What: one child per
 GIC interrupt of that node (SPI n is ID 32 + n, PPI n is 16 + n, as the DT's cells say), at most
 MAX_CHILDREN: a timer block lists several (a global comparator and per-CPU timers, one per
 channel) and which of them the tick core chose is the kernel's decision, so each is booted and
-best-first keeps the one that got further.
+best-first keeps the one that got further. PPIs first: a PPI is a per-CPU timer, and the tick
+core prefers a CPU-local clock event to a global one (kernel/time/tick-common.c,
+tick_check_preferred).
 
 Not answered here: a timer whose interrupt goes to a controller without a model (the interrupts
 operator's tick on the CPU's line), a timer behind a chained controller, and a CPU whose generic
@@ -138,7 +140,8 @@ def propose(context: Context) -> list[Child]:
     arguments = f"{context.target.cmdline} {state.boot.cmdline}".split()
     chooses_clock = any(argument.startswith("clocksource=") for argument in arguments)
     timer = timers[0]
-    return [_child(state, timer, irq, chooses_clock) for irq in timer.interrupt_ids[:MAX_CHILDREN]]
+    per_cpu_first = sorted(timer.interrupt_ids, key=lambda irq: irq >= GIC_FIRST_SPI)
+    return [_child(state, timer, irq, chooses_clock) for irq in per_cpu_first[:MAX_CHILDREN]]
 
 
 def placed_gic(state: State, tree: DeviceTreeFacts) -> DtDevice | None:
