@@ -71,13 +71,19 @@ def write(address: int, icount: int) -> MmioAccess:
     return MmioAccess(address=address, size=4, value=1, pc=0xC0100000, is_write=True, icount=icount)
 
 
-def stalled(*accesses: MmioAccess, reason: ExitReason.ValueType = ExitReason.EXIT_BUDGET) -> RunResult:
+IDLE = "idle: the guest waited for an interrupt with no timer armed at 96000 ms of its time"
+
+
+def stalled(
+    *accesses: MmioAccess, reason: ExitReason.ValueType = ExitReason.EXIT_BUDGET, detail: str = IDLE
+) -> RunResult:
     milestones = [
         Milestone(name="init_IRQ", icount=500),
         Milestone(name="time_init", icount=TIME_INIT),
         Milestone(name="calibrate_delay", icount=NEXT_MILESTONE),
     ]
-    return RunResult(exit=Exit(reason=reason, icount=9_000), milestones=milestones, mmio_accesses=accesses)
+    exit = Exit(reason=reason, icount=9_000, detail=detail)
+    return RunResult(exit=exit, milestones=milestones, mmio_accesses=accesses)
 
 
 def propose(state: MachineConfig, result: RunResult, image: object = IMAGE) -> list:
@@ -153,6 +159,9 @@ def test_nothing_without_a_gic_with_a_tick_after_an_own_ending_or_beyond_the_gic
     assert propose(ticking, stalled(*programmed)) == []
     for ending in (ExitReason.EXIT_PANIC, ExitReason.EXIT_USER_SPACE, ExitReason.EXIT_POWEROFF):
         assert propose(gic_state(), stalled(*programmed, reason=ending)) == []
+    # Idle with a timer armed (a modelled clock event ticks), or stuck polling: not this mechanism.
+    for detail in ("idle: the guest's clock reached 384000 ms", "stuck: 3000000 reads of 0x10050100", ""):
+        assert propose(gic_state(), stalled(*programmed, detail=detail)) == []
     assert propose(gic_state(), stalled(*programmed), dataclasses.replace(IMAGE, device_tree=None)) == []
     small = gic_state()
     small.interrupt_controller.props["num-irq"] = 64
@@ -239,7 +248,8 @@ def ticking_state() -> MachineConfig:
 
 
 def storming(*reads: MmioAccess, in_handler: bool = True) -> RunResult:
-    result = stalled(*reads)
+    # The instruction budget ends a storm: no idle, no detail.
+    result = stalled(*reads, detail="")
     if in_handler:
         result.call_stack.frames.add(function=0xC0000100, return_address=HANDLER + 0x40)
         result.call_stack.frames.add(function=HANDLER, return_address=FLOW + 0x84)

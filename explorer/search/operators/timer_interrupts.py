@@ -35,25 +35,28 @@ The kernel boots with `clocksource=jiffies` (unless its command line chooses a c
 timer's free-running counter has no model either, and a periodic tick that is not the
 programmed event only makes time right when time is counted in ticks.
 
-When: the state has a GIC and no tick; the run stalled (its budget or deadline ran out, idle
-included) after time_init ran. Which timers: the device-tree nodes the run wrote into during
-time_init (from the time_init milestone to the next one: the TIMER_OF_DECLARE inits run there;
-a modelled node's accesses never reach the catch-all, so only timers without a model count),
-whose interrupts reach the placed GIC: directly, or through a controller whose own interrupt goes
-to the GIC and whose children's specifiers have the GIC's three cells (a hierarchical wake-up or
-legacy controller, Linux's irq_domain_create_hierarchy children of the GIC, such as the i.MX GPC,
-which forward the same interrupt to the GIC: a chained controller with its own specifier format
-is not followed). time_init also runs of_clk_init first, whose clock controllers can have
-interrupts too, so a node named as the Devicetree Specification's generic names recommend for a
-timer ("timer", as in timer@10050000; the kernel's trees follow it) comes before one that is not;
-then the node with the most registers written: a clock event is programmed (load, compare,
-control, interrupt enable), a clock source only started. What: one child per
-GIC interrupt of that node (SPI n is ID 32 + n, PPI n is 16 + n, as the DT's cells say), at most
-MAX_CHILDREN: a timer block lists several (a global comparator and per-CPU timers, one per
-channel) and which of them the tick core chose is the kernel's decision, so each is booted and
-best-first keeps the one that got further. PPIs first: a PPI is a per-CPU timer, and the tick
-core prefers a CPU-local clock event to a global one (kernel/time/tick-common.c,
-tick_check_preferred).
+When: the state has a GIC and no tick, and its run ended idle with no timer armed (the machine's
+idle end: the CPU waited for an interrupt and no QEMU timer could ever raise one) after
+time_init ran. That is this mechanism's own signature, so the operator is asked with device
+discovery rather than after it: where a modelled timer is the clock event (an arch timer that
+a15mpcore_priv wires, an A9's TWD) a timer stays armed, and it proposes nothing. Which timers:
+the device-tree nodes the run wrote into during time_init (from the time_init milestone to the
+next one: the TIMER_OF_DECLARE inits run there; a modelled node's accesses never reach the
+catch-all, so only timers without a model count), whose interrupts reach the placed GIC:
+directly, or through a controller whose own interrupt goes to the GIC and whose children's
+specifiers have the GIC's three cells (a hierarchical wake-up or legacy controller, Linux's
+irq_domain_create_hierarchy children of the GIC, such as the i.MX GPC, which forward the same
+interrupt to the GIC: a chained controller with its own specifier format is not followed).
+time_init also runs of_clk_init first, whose clock controllers can have interrupts too, so a
+node named as the Devicetree Specification's generic names recommend for a timer ("timer", as in
+timer@10050000; the kernel's trees follow it) comes before one that is not; then the node with
+the most registers written: a clock event is programmed (load, compare, control, interrupt
+enable), a clock source only started. What: one child per GIC interrupt of that node (SPI n is
+ID 32 + n, PPI n is 16 + n, as the DT's cells say), at most MAX_CHILDREN: a timer block lists
+several (a global comparator and per-CPU timers, one per channel) and which of them the tick
+core chose is the kernel's decision, so each is booted and best-first keeps the one that got
+further. PPIs first: a PPI is a per-CPU timer, and the tick core prefers a CPU-local clock event
+to a global one (kernel/time/tick-common.c, tick_check_preferred).
 
 Not answered here: a timer whose interrupt goes to a controller without a model (the interrupts
 operator's tick on the CPU's line), a timer behind a chained controller, and a CPU whose generic
@@ -90,6 +93,9 @@ GIC_FIRST_PPI = 16
 TIME_INIT = "time_init"
 # The Devicetree Specification's generic node name for a timer (2.2.2, Generic Names Recommendation).
 TIMER_NODE_NAME = "timer"
+# How the machine's idle end says that nothing could ever interrupt the guest
+# (native/rehosting_machine/rehosting_clock.c, rehosting_end_run_if_idle).
+NO_TIMER_ARMED = "with no timer armed"
 # The genirq flow handlers that call a driver's interrupt handler (kernel/irq/chip.c, handle.c):
 # the frame they return to is the timer driver's handler.
 GENIRQ_FLOW = frozenset(
@@ -128,6 +134,8 @@ def propose(context: Context) -> list[Child]:
         return []
     if state.HasField("tick"):
         return _pending_children(context) if state.tick.irq else []
+    if NO_TIMER_ARMED not in result.exit.detail:
+        return []
     gic = placed_gic(state, tree)
     if gic is None:
         return []
