@@ -108,6 +108,7 @@ def test_a_stalled_run_gets_a_tick_on_each_gic_interrupt_of_the_timer_time_init_
     for child in children:
         assert child.state.tick.period_ns == TICK_PERIOD_NS
         assert (child.state.tick.ack_base, child.state.tick.ack_size) == TIMER.reg[0]
+        assert child.state.tick.ack_reads
         assert child.state.boot.cmdline == JIFFIES_CLOCK
         assert child.detail["timer"] == TIMER.path and child.detail["registers_written"] == 5
         assert child.state.interrupt_controller == state.interrupt_controller

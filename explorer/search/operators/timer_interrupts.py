@@ -14,22 +14,25 @@ When the interrupt controller has a model (a GIC the device discovery placed), t
 interrupt line can be driven. Two steps, one boot each:
 
 1. tick: the machine's tick (MachineConfig.tick) with `irq`, a GIC interrupt ID, raises that GIC
-   input every TICK_PERIOD_NS of guest time and lowers it at the first write into the timer's
-   registers, where the driver's handler acknowledges (exynos4_mct_tick_isr clears its status
-   register, mxc_timer_interrupt writes its status back) or the event handler programs the next
-   event. The line is a level because the timers' interrupts are level-triggered in their
+   input every TICK_PERIOD_NS of guest time and lowers it at the first access to the timer's
+   registers (`ack_reads`), where the driver's handler acknowledges: it reads its status
+   (exynos4_mct_tick_isr, mxc_timer_interrupt) and clears it, or the event handler programs the
+   next event. A read acknowledges too because a handler that writes its status only when it
+   reads a pending bit writes nothing when the value model answers none: measured on
+   exynos4412, whose collapsed status read 0, a write-only ack kept the line up and the
+   interrupts stormed gic_handle_irq for 6e9 instructions. A read of the timer's counter with
+   interrupts masked drops that tick (the next period raises again): jiffies slow down, nothing
+   storms. The line is a level because the timers' interrupts are level-triggered in their
    trees, and QEMU's GIC latches a pulse only on an edge-triggered input (arm_gic.c
    gic_set_irq_generic): tried on the Exynos MCT, a pulse was never taken. The kernel's GIC
    driver takes the interrupt and calls the timer driver's handler, which calls the clock event's
    event_handler as the hardware's interrupt would have.
 2. pending: the ticking run stalled inside the timer's handler (the exit's call stack holds the
    function a genirq flow handler called: handle_percpu_devid_irq, __handle_irq_event_percpu)
-   and that handler read registers of the timer that do not yet read as pending. A handler that
-   writes its status register only when it reads a pending bit (`if (readl(cstat) & 1)
-   writel(1, cstat)`) never writes when a rule pinned that register to a value without it, so
-   the line is never lowered and the interrupts storm (measured on exynos4412: 6e9 instructions
-   in gic_handle_irq). The child pins each such read to PENDING (every bit set): the handler
-   sees its interrupt pending and clears it, which acknowledges the tick.
+   and that handler read registers of the timer that do not read as pending. The child pins
+   each such read to PENDING (every bit set): a handler that acts on its status only when a
+   bit is set (`if (readl(cstat) & 1) writel(1, cstat)`) then sees its interrupt and clears it,
+   as the hardware would have it.
 
 The kernel boots with `clocksource=jiffies` (unless its command line chooses a clock): the same
 timer's free-running counter has no model either, and a periodic tick that is not the
@@ -240,6 +243,7 @@ def _child(state: State, timer: ClockEventTimer, irq: int, chooses_clock: bool) 
         child.tick.irq = irq
         child.tick.ack_base = base
         child.tick.ack_size = size
+        child.tick.ack_reads = True
         if not chooses_clock:
             child.boot.cmdline = f"{child.boot.cmdline} {JIFFIES_CLOCK}".strip()
 
@@ -249,7 +253,7 @@ def _child(state: State, timer: ClockEventTimer, irq: int, chooses_clock: bool) 
         f"the run stalled after time_init programmed timer {timer.node.path} "
         f"({', '.join(timer.node.compatible[:1])}: {timer.registers_written} registers written), "
         f"which has no model: raise its interrupt, GIC {kind} (ID {irq}){route}, every "
-        f"{TICK_PERIOD_NS / 1e6:g} ms, acked by writes to 0x{base:x}+0x{size:x}"
+        f"{TICK_PERIOD_NS / 1e6:g} ms, acked by accesses to 0x{base:x}+0x{size:x}"
         + ("" if chooses_clock else f", time from jiffies ({JIFFIES_CLOCK})")
     )
     detail = {
