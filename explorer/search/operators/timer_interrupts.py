@@ -42,24 +42,29 @@ When: the state has a GIC and no tick, and its run ended idle with no timer arme
 idle end: the CPU waited for an interrupt and no QEMU timer could ever raise one) after
 time_init ran. That is this mechanism's own signature, so the operator is asked with device
 discovery rather than after it: where a modelled timer is the clock event (an arch timer that
-a15mpcore_priv wires, an A9's TWD) a timer stays armed, and it proposes nothing. Which timers:
-the device-tree nodes the run wrote into during time_init (from the time_init milestone to the
-next one: the TIMER_OF_DECLARE inits run there; a modelled node's accesses never reach the
-catch-all, so only timers without a model count), whose interrupts reach the placed GIC:
-directly, or through a controller whose own interrupt goes to the GIC and whose children's
-specifiers have the GIC's three cells (a hierarchical wake-up or legacy controller, Linux's
+a15mpcore_priv wires, an A9's TWD) a timer stays armed, and it proposes nothing.
+
+Which timers: the device-tree nodes named as the Devicetree Specification's generic names
+recommend for a timer ("timer", as in timer@10050000 or timer0@ffc02700; the kernel's trees
+follow it) that the run wrote into during time_init (from the time_init milestone to the next
+one: the TIMER_OF_DECLARE inits run there; a modelled node's accesses never reach the catch-all,
+so only timers without a model count), whose interrupts reach the placed GIC: directly, or
+through a controller whose own interrupt goes to the GIC and whose children's specifiers have
+the GIC's three cells (a hierarchical wake-up or legacy controller, Linux's
 irq_domain_create_hierarchy children of the GIC, such as the i.MX GPC, which forward the same
-interrupt to the GIC: a chained controller with its own specifier format is not followed).
-time_init also runs of_clk_init first, whose clock controllers can have interrupts too, so a
-node named as the Devicetree Specification's generic names recommend for a timer ("timer", as in
-timer@10050000; the kernel's trees follow it) comes before one that is not; then the node with
-the most registers written: a clock event is programmed (load, compare, control, interrupt
-enable), a clock source only started. What: one child per GIC interrupt of that node (SPI n is
-ID 32 + n, PPI n is 16 + n, as the DT's cells say), at most MAX_CHILDREN: a timer block lists
-several (a global comparator and per-CPU timers, one per channel) and which of them the tick
-core chose is the kernel's decision, so each is booted and best-first keeps the one that got
-further. PPIs first: a PPI is a per-CPU timer, and the tick core prefers a CPU-local clock event
-to a global one (kernel/time/tick-common.c, tick_check_preferred).
+interrupt to the GIC: a chained controller with its own specifier format is not followed). The
+name matters because time_init runs of_clk_init first, whose clock controllers and analog blocks
+have interrupts too: measured on imx6sl, whose timer init failed ("Failed to initialize
+timer@2098000: -22"), a tick on the analog block's interrupt only cost a run. Of those, the node
+with the most registers written first: a clock event is programmed (load, compare, control,
+interrupt enable), a clock source only started.
+
+What: one child per GIC interrupt of that node (SPI n is ID 32 + n, PPI n is 16 + n, as the DT's
+cells say), at most MAX_CHILDREN: a timer block lists several (a global comparator and per-CPU
+timers, one per channel) and which of them the tick core chose is the kernel's decision, so each
+is booted and best-first keeps the one that got further. PPIs first: a PPI is a per-CPU timer,
+and the tick core prefers a CPU-local clock event to a global one (kernel/time/tick-common.c,
+tick_check_preferred).
 
 Not answered here: a timer whose interrupt goes to a controller without a model (the interrupts
 operator's tick on the CPU's line), a timer behind a chained controller, and a CPU whose generic
@@ -189,13 +194,14 @@ def clock_event_timers(
     window: tuple[int, int],
     irq_limit: int,
 ) -> list[ClockEventTimer]:
-    """Nodes written during `window` whose interrupts reach `gic`, the most registers written first."""
+    """Nodes named as timers, written during `window`, whose interrupts reach `gic`; the most
+    registers written first."""
     start, end = window
     written = [access.address for access in accesses if access.is_write and start <= access.icount <= end]
     by_path = {node.path: node for node in tree.devices}
     timers: list[ClockEventTimer] = []
     for node in tree.devices:
-        if node.status not in ("okay", "ok") or not node.reg or node.path == gic.path:
+        if node.status not in ("okay", "ok") or not node.reg or not _named_timer(node):
             continue
         route = _route(node, gic, by_path)
         if route is None:
@@ -204,7 +210,7 @@ def clock_event_timers(
         registers = len({address for address in written if _holds(node, address)})
         if ids and registers:
             timers.append(ClockEventTimer(node, registers, ids, None if route == gic.path else route))
-    return sorted(timers, key=lambda timer: (not _named_timer(timer.node), -timer.registers_written))
+    return sorted(timers, key=lambda timer: -timer.registers_written)
 
 
 def gic_interrupt_ids(cells: tuple[int, ...]) -> tuple[int, ...]:
