@@ -35,6 +35,8 @@ from explorer.search.operators import (
     isa,
     kernel_arguments,
     nops,
+    reseed,
+    secure_world,
     timer_counters,
     timer_interrupts,
 )
@@ -46,6 +48,7 @@ class OperatorPhases:
     # Asked first, for every state.
     structural: tuple[Operator, ...] = (
         firmware_calls.propose,
+        secure_world.propose,
         devices.propose,
         isa.propose,
         collapse.propose,
@@ -55,6 +58,7 @@ class OperatorPhases:
     stall_tiers: tuple[tuple[Operator, ...], ...] = (
         (kernel_arguments.propose, interrupts.propose, timer_counters.propose),
         (bitwise.propose, nops.propose),
+        (reseed.propose,),
     )
 
 
