@@ -84,6 +84,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from explorer.firmware.model import DeviceTreeFacts, DtDevice, SymbolTable
+from explorer.runner.config import GIC_FIRST_PPI
 from explorer.runner.machine_config_pb2 import MmioRule
 from explorer.runner.rehost_pb2 import MmioAccess, RunResult
 from explorer.search.device_models import GIC_FIRST_SPI, GIC_INTERRUPT_CELLS, GIC_SPI_TYPE, placement
@@ -94,9 +95,8 @@ from explorer.search.state import State, derive
 
 OPERATOR = "timer_interrupts"
 # GIC binding (arm,gic): the first cell of a specifier is 0 for an SPI, 1 for a PPI; PPI n is
-# interrupt ID 16 + n.
+# interrupt ID GIC_FIRST_PPI + n.
 GIC_PPI_TYPE = 1
-GIC_FIRST_PPI = 16
 # The milestone whose window holds the TIMER_OF_DECLARE inits (kernel_hooks.MILESTONES).
 TIME_INIT = "time_init"
 # The Devicetree Specification's generic node name for a timer (2.2.2, Generic Names Recommendation).
