@@ -180,6 +180,21 @@ static uint64_t counter_value(const RehostingMmioRule *rule)
     return rule->down ? ~ticks : ticks;
 }
 
+/*
+ * A pending-interrupt register of a controller with no model, seen by the tick's handler: the
+ * rule's value once per raise of the tick, while raised, and 0 otherwise, so a handler that
+ * reads until nothing is pending (or whose ack writes elsewhere) dispatches the tick once.
+ */
+static uint64_t tick_pending_value(const RehostingTick *tick,
+                                   RehostingMmioRule *rule)
+{
+    if (!tick->raised || rule->draws == (uint64_t)tick->deadline) {
+        return 0;
+    }
+    rule->draws = tick->deadline;
+    return rule->values[0];
+}
+
 static uint64_t rule_value(RehostingConfig *config, RehostingMmioRule *rule,
                            hwaddr addr, uint64_t order)
 {
@@ -202,6 +217,8 @@ static uint64_t rule_value(RehostingConfig *config, RehostingMmioRule *rule,
         return seeded_random(config->seed, addr, rule->draws++);
     case RULE_COUNTER:
         return counter_value(rule);
+    case RULE_TICK_PENDING:
+        return tick_pending_value(&config->tick, rule);
     }
     g_assert_not_reached();
 }
@@ -356,6 +373,7 @@ static RehostingMmioRule *load_mmio_rule(RehostingConfig *config,
         [RULE_ECHO] = "echo",
         [RULE_RANDOM] = "random",
         [RULE_COUNTER] = "counter",
+        [RULE_TICK_PENDING] = "tick_pending",
     };
     RehostingMmioRule *rule = g_new0(RehostingMmioRule, 1);
     g_autofree char *what = NULL;
@@ -371,7 +389,8 @@ static RehostingMmioRule *load_mmio_rule(RehostingConfig *config,
     }
     if (found != 1) {
         rehosting_config_fail(config, "%s must give exactly one of constant, "
-                              "sequence, forced_bits, echo, random, counter",
+                              "sequence, forced_bits, echo, random, counter, "
+                              "tick_pending",
                               where);
     }
     what = g_strdup_printf("%s.%s", where, kinds[rule->kind]);
@@ -406,6 +425,12 @@ static RehostingMmioRule *load_mmio_rule(RehostingConfig *config,
                                   what);
         }
         rule->down = down && qbool_get_bool(qobject_to(QBool, down));
+    } else if (rule->kind == RULE_TICK_PENDING) {
+        rule->value_count = 1;
+        rule->values = g_new(uint64_t, 1);
+        /* proto3 JSON leaves out a value of 0. */
+        rule->values[0] = qdict_haskey(body, "value") ?
+            rehosting_config_get_u64(config, body, "value", what) : 0;
     }
     return rule;
 }
