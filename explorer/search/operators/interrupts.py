@@ -17,36 +17,59 @@ which the value model answers (mmio_rules, the random catch-all). Two steps, one
    initcalls than without a tick), while jiffies advance by exactly one per tick. Once
    ticking, the handler reads which interrupt is pending from a register nobody pinned: random
    answers dispatch random interrupts.
-2. pin: the state has a tick and the run shows the handler (a function named *handle_irq, as
-   irqchip drivers name their root handler) reading a register in the controller's block that
-   has no rule: one child per timer of the device tree whose interrupt parent is that controller
-   pins the register to the timer's interrupt number, so each tick is the timer's interrupt.
-   When the run touched some timers' registers, only those, the one with the most registers
-   written first: the clock event is programmed (load, match, control, interrupt enable) while
-   a clock source is only started (measured on am335x: timer2, the clock event, had 8 written
-   registers, timer1, the clock source, 3).
+2. pin: the state has a tick and the run shows interrupt handlers (functions named *handle*, as
+   irqchip drivers name their root handler, *_handle_irq, and their chained ones,
+   *_irq_handler, *_handle_cascade_irq) reading registers on the way from a timer of the
+   device tree to the root controller. The way comes from the tree: the timer's interrupt
+   parent, and while that is not the root, a chained controller (irq_set_chained_handler), one
+   input of its own parent. One child per timer interrupt pins what those handlers read, so
+   each tick is the timer's interrupt:
+   - a root controller alone whose handler read one register names the pending interrupt by
+     NUMBER (am335x's INTC_SIR, omap_intc_handle_irq): that register answers the number;
+   - a handler that read several registers (a bank of 32 interrupts each: Orion's two cause
+     registers, one per DT `reg` block; in one block, a run of consecutive words), or any
+     controller on a chained way, reads a BIT MASK and dispatches each set bit
+     (generic_handle_domain_irq(bank * 32 + bit)): the input's bank answers 1 << (input % 32)
+     once per tick (a `tick_pending` rule: the value on the first read while the tick is
+     raised, then 0, so a handler that reads until nothing is pending stops), the other banks
+     0; and the tick is acked where the timer's own controller acks or masks its interrupt
+     (the chained controller's block: the root sees no write on a chained way).
+   A device model's echo on such a register is replaced (its reads are a handler's, not a
+   register's that keeps what was written). When the run touched some timers' registers,
+   only those, the one with the most registers written first: the clock event is programmed
+   (load, match, control, interrupt enable) while a clock source is only started (measured on
+   am335x: timer2, the clock event, had 8 written registers, timer1, the clock source, 3); of
+   a timer's interrupts, first those whose bit a write into their controller set (request_irq
+   unmasks the one the kernel uses). A chained handler the run never reached is pinned by a
+   later pin step, for the same timer interrupt.
 
 Measured on armmp + am335x-boneblack from RAM, a Cortex-A8 and random reads (with lpj=): the
 tickless run idles forever after 841 initcalls; the tick's run idles reading INTC_SIR once per
 tick until the stuck-read limit ends it; pinning INTC_SIR to 68 (timer2) reaches user space
 (868 initcalls, 3.7e9 instructions, 10 s): three boots (the engine's generation also boots the
-sibling pinned to 67, timer1, which stops in time_init).
+sibling pinned to 67, timer1, which stops in time_init). On marvell + kirkwood-b3 (orion-intc,
+the clock event behind orion-bridge-intc): the tick's run ends at the stuck-read limit on the
+root's cause register; pinning the root's bank 0 to bit 1, bank 1 to 0 and the bridge's cause
+to bit 2 reaches user space (374 initcalls, 13 s).
 
 Invariants: never modifies the given states; never adds a tick beside an interrupt controller
 (the machine refuses it; device discovery, finding a controller model later, replaces the tick
 with it) nor for a board without a device tree (no controller to ack on: a board
-file's controller, such as Orion5x's, is not covered); never touches an address that has a rule;
-a state it made proposes nothing again from the same run.
+file's controller is not covered); never touches an address that has a rule but an echo; a
+state it made proposes nothing again from the same run. Not covered: controllers whose
+interrupt specifiers have more than one cell (bcm2835's <bank irq>), and timers whose handler
+checks the timer's own status (the ARM arch timer behind bcm2836's local controller).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from explorer.firmware.model import DeviceTreeFacts, DtDevice, Firmware
 from explorer.runner.analysis import place
-from explorer.runner.machine_config_pb2 import MmioRule
+from explorer.runner.machine_config_pb2 import MmioRule, TickPending
 from explorer.runner.rehost_pb2 import MmioAccess
 from explorer.search.device_models import placement
 from explorer.search.operators import Child, Context
@@ -60,9 +83,34 @@ OPERATOR = "interrupts"
 TICK_PERIOD_NS = 4_000_000
 # Time from the tick alone: the kernel keeps jiffies as its clock source (and so a periodic tick).
 JIFFIES_CLOCK = "clocksource=jiffies"
-# How irqchip drivers name the root handler that reads the pending interrupt
-# (omap_intc_handle_irq, orion_handle_irq, sun4i_handle_irq, ...).
-HANDLER_NAME = "handle_irq"
+# How irqchip drivers name the handlers that read pending interrupts: the root's
+# (omap_intc_handle_irq, orion_handle_irq, tzic_handle_irq, ...) and chained ones
+# (orion_bridge_irq_handler, combiner_handle_cascade_irq, bcm2836_chained_handle_irq, ...).
+HANDLER_NAME = "handle"
+# Interrupts per register of a bit-mask controller, and its registers' stride in a bank run.
+BANK_BITS = 32
+WORD = 4
+# Controllers between a timer and the root: deeper chains than this are not followed.
+MAX_CHAIN = 4
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One controller on a timer interrupt's way to the CPU, and the input it arrives on."""
+
+    controller: DtDevice
+    input: int
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A rule for a register a handler read in a hop's controller, and how it encodes pending interrupts."""
+
+    hop: Hop
+    register: int
+    rule: MmioRule
+    encoding: str  # "number" or "mask"
+    handler: str  # the function that read it
 
 
 def propose(context: Context) -> list[Child]:
@@ -95,30 +143,6 @@ def unmodelled_controller(tree: DeviceTreeFacts, cpu: str) -> DtDevice | None:
     return controller
 
 
-def handler_reads(accesses: list[MmioAccess], controller: DtDevice, firmware: Firmware) -> list[MmioAccess]:
-    """The reads the root interrupt handler made in the controller's register block, in order."""
-    base, size = controller.reg[0]
-    return [
-        access
-        for access in sorted(accesses, key=lambda access: access.order)
-        if not access.is_write
-        and base <= access.address < base + size
-        and HANDLER_NAME in (place(access.pc, firmware.symbols).function or "")
-    ]
-
-
-def timers_of(tree: DeviceTreeFacts, controller: DtDevice) -> list[DtDevice]:
-    """The enabled timer nodes whose interrupts go to `controller`, in tree order."""
-    return [
-        node
-        for node in tree.devices
-        if node.interrupt_parent == controller.path
-        and node.interrupts
-        and node.status in ("okay", "ok")
-        and any("timer" in compatible for compatible in node.compatible)
-    ]
-
-
 def _tick_child(state: State, controller: DtDevice, chooses_clock: bool) -> Child:
     """The tick, and jiffies as the clock unless the command line already chooses one."""
     base, size = controller.reg[0]
@@ -146,40 +170,212 @@ def _tick_child(state: State, controller: DtDevice, chooses_clock: bool) -> Chil
     return Child(derive(state, add_tick), OPERATOR, reason, detail)
 
 
-def _pin_children(context: Context, tree: DeviceTreeFacts, controller: DtDevice) -> list[Child]:
+def _pin_children(context: Context, tree: DeviceTreeFacts, root: DtDevice) -> list[Child]:
     state, result = context.current.state, context.current.result
-    ruled = {rule.address for rule in state.mmio_rules}
-    reads = handler_reads(list(result.mmio_accesses), controller, context.firmware)
-    unruled = [read for read in reads if read.address not in ruled]
-    if not unruled:
-        return []
-    register = unruled[0]
-    handler = place(register.pc, context.firmware.symbols).function
-    timers = timers_of(tree, controller)
+    # An echo (the devices operator's "a register reads what was written") is a guess a handler's
+    # read outranks; any other rule was chosen for what the run showed, and stays.
+    ruled = {rule.address for rule in state.mmio_rules if rule.WhichOneof("value") != "echo"}
+    pinned = _pinned_before(context)
+    timers = timers_of(tree, root)
     written = {timer.path: _registers_written(timer, result.mmio_accesses) for timer in timers}
     touched = [timer for timer in timers if _touched(timer, result.mmio_accesses)]
     children = []
     for timer in sorted(touched, key=lambda timer: -written[timer.path]) or timers:
-        hwirq = timer.interrupts[0]
-
-        def pin(child: State, value: int = hwirq) -> None:
-            child.mmio_rules.append(MmioRule(address=register.address, constant=value))
-
-        reason = (
-            f"{handler} read 0x{register.address:x} to learn the pending interrupt: "
-            f"answer {hwirq}, the interrupt of timer {timer.path}"
-        )
-        detail = {
-            "step": "pin",
-            "controller": controller.path,
-            "register": register.address,
-            "handler": handler,
-            "timer": timer.path,
-            "value": hwirq,
-            "next": "every tick now reaches the timer's handler: jiffies advance",
-        }
-        children.append(Child(derive(state, pin), OPERATOR, reason, detail))
+        for hwirq in _interrupts_enabled_first(timer, tree, result.mmio_accesses):
+            if pinned is not None and pinned != (timer.path, hwirq):
+                continue
+            path = interrupt_path(tree, timer, hwirq, root)
+            if path is None:
+                continue
+            pins = pins_for(path, result.mmio_accesses, context.firmware, ruled)
+            if pins:
+                children.append(_pin_child(state, timer, hwirq, path, pins))
     return children
+
+
+def timers_of(tree: DeviceTreeFacts, root: DtDevice) -> list[DtDevice]:
+    """The enabled timer nodes whose interrupts reach `root`, directly or through chained controllers."""
+    return [
+        node
+        for node in tree.devices
+        if node.interrupts
+        and node.status in ("okay", "ok")
+        and any("timer" in compatible for compatible in node.compatible)
+        and interrupt_path(tree, node, node.interrupts[0], root) is not None
+    ]
+
+
+def interrupt_path(tree: DeviceTreeFacts, timer: DtDevice, hwirq: int, root: DtDevice) -> list[Hop] | None:
+    """Each controller from `root` down to the timer's, with the input the timer's interrupt arrives on.
+
+    A chained controller (a node that is an interrupt parent and has interrupts of its own) is one
+    input of its parent: the root's handler dispatches that input, whose handler
+    (irq_set_chained_handler) reads the chained controller's cause register in turn. Each
+    controller's input is the first cell of the interrupt it names (one-cell specifiers, as
+    these controllers' bindings give); None when the timer's interrupt never reaches `root`.
+    """
+    by_path = {node.path: node for node in tree.devices}
+    path = []
+    node, input_ = by_path.get(timer.interrupt_parent or ""), hwirq
+    while node is not None and len(path) < MAX_CHAIN:
+        path.append(Hop(node, input_))
+        if node.path == root.path:
+            return path[::-1]
+        if not node.interrupts or not node.reg:
+            return None
+        node, input_ = by_path.get(node.interrupt_parent or ""), node.interrupts[0]
+    return None
+
+
+def pins_for(
+    path: list[Hop], accesses: Iterable[MmioAccess], firmware: Firmware, ruled: set[int]
+) -> list[Pin]:
+    """The rules that make a tick the timer's interrupt, for each register a handler read and no rule answers.
+
+    A root controller whose handler read one register of its block, with nothing chained, names
+    the pending interrupt by NUMBER (am335x's INTC_SIR): that register answers the interrupt. A
+    handler that read several registers (one per bank: orion_handle_irq's cause registers, the
+    i.MX TZIC's HIPND and INTSEC words), or a path through a chained controller, reads a BIT MASK:
+    the bank of the input answers 1 << (input % 32) once per tick (a `tick_pending` rule, so a
+    handler that reads until nothing is pending sees the interrupt once), every other bank 0.
+    """
+    pins = []
+    for hop in path:
+        handlers: dict[int, str] = {}
+        for read in handler_reads(accesses, hop.controller, firmware):
+            handlers.setdefault(read.address, place(read.pc, firmware.symbols).function or "")
+        registers = list(handlers)
+        unruled = [register for register in registers if register not in ruled]
+        if not unruled:
+            continue
+        if len(path) == 1 and len(registers) == 1:
+            pins.append(
+                Pin(
+                    hop,
+                    unruled[0],
+                    MmioRule(address=unruled[0], constant=hop.input),
+                    "number",
+                    handlers[unruled[0]],
+                )
+            )
+            continue
+        for register, bank in _banks(hop.controller, registers).items():
+            if register not in unruled:
+                continue
+            if bank == hop.input // BANK_BITS:
+                rule = MmioRule(address=register, tick_pending=TickPending(value=1 << hop.input % BANK_BITS))
+            else:
+                rule = MmioRule(address=register, constant=0)
+            pins.append(Pin(hop, register, rule, "mask", handlers[register]))
+    return pins
+
+
+def handler_reads(
+    accesses: Iterable[MmioAccess], controller: DtDevice, firmware: Firmware
+) -> list[MmioAccess]:
+    """The reads interrupt handlers made in the controller's register blocks, in order."""
+    return [
+        access
+        for access in sorted(accesses, key=lambda access: access.order)
+        if not access.is_write
+        and _holds(controller, access.address)
+        and HANDLER_NAME in (place(access.pc, firmware.symbols).function or "")
+    ]
+
+
+def _banks(controller: DtDevice, registers: list[int]) -> dict[int, int]:
+    """Which bank of 32 interrupts each read register serves.
+
+    A controller with several `reg` blocks has one bank per block (Orion's two cause registers);
+    in one block, a run of consecutive words read by the handler is one word per bank, in order
+    (a register per bank of 32: the TZIC's HIPND0..3, INTSEC0..3).
+    """
+    if len(controller.reg) > 1:
+        return {
+            register: next(
+                index for index, (base, size) in enumerate(controller.reg) if base <= register < base + size
+            )
+            for register in registers
+        }
+    banks: dict[int, int] = {}
+    for register in sorted(registers):
+        previous = banks.get(register - WORD)
+        banks[register] = 0 if previous is None else previous + 1
+    return banks
+
+
+def _interrupts_enabled_first(
+    timer: DtDevice, tree: DeviceTreeFacts, accesses: Iterable[MmioAccess]
+) -> list[int]:
+    """The timer's interrupts, first those whose bit a write into its controller's block set.
+
+    A timer node may list several interrupts of which the kernel requests one (orion-timer: the
+    clock event is the second): requesting it unmasks it, a write of its bit into the controller
+    (whatever the controller calls its enable or mask register).
+    """
+    by_path = {node.path: node for node in tree.devices}
+    controller = by_path.get(timer.interrupt_parent or "")
+    # An enable or unmask write names the enabled bits; a write of all bits but one is the
+    # clear-on-write ack of another interrupt (irq_gc_ack_clr_bit), which names nothing.
+    written = [
+        access.value
+        for access in accesses
+        if access.is_write
+        and controller is not None
+        and _holds(controller, access.address)
+        and access.value.bit_count() <= BANK_BITS // 2
+    ]
+    interrupts = list(dict.fromkeys(timer.interrupts))
+    return sorted(
+        interrupts, key=lambda hwirq: not any(value >> (hwirq % BANK_BITS) & 1 for value in written)
+    )
+
+
+def _pinned_before(context: Context) -> tuple[str, int] | None:
+    """The timer and interrupt an earlier pin of this lineage chose: later pins follow the same path."""
+    for evaluated in context.lineage:
+        made_by = evaluated.made_by
+        if made_by is not None and made_by.operator == OPERATOR and made_by.detail.get("step") == "pin":
+            return made_by.detail["timer"], made_by.detail["value"]
+    return None
+
+
+def _pin_child(state: State, timer: DtDevice, hwirq: int, path: list[Hop], pins: list[Pin]) -> Child:
+    """The pins, and the tick acknowledged where the timer's own controller acks its interrupt."""
+    ack_base, ack_size = path[-1].controller.reg[0]
+
+    def apply(child: State) -> None:
+        replaced = {pin.register for pin in pins}
+        kept = [rule for rule in child.mmio_rules if rule.address not in replaced]
+        del child.mmio_rules[:]
+        child.mmio_rules.extend([*kept, *(pin.rule for pin in pins)])
+        child.tick.ack_base, child.tick.ack_size = ack_base, ack_size
+
+    answers = ", ".join(f"{pin.handler}'s 0x{pin.register:x} {_answer(pin.rule)}" for pin in pins)
+    chain = " -> ".join(f"{hop.controller.path} input {hop.input}" for hop in path)
+    reason = (
+        f"interrupt handlers read pending interrupts: answer {answers}, "
+        f"so each tick is timer {timer.path}'s interrupt {hwirq} ({chain})"
+    )
+    detail = {
+        "step": "pin",
+        "controller": path[0].controller.path,
+        "chain": [[hop.controller.path, hop.input] for hop in path],
+        "registers": {f"0x{pin.register:x}": [pin.encoding, _answer(pin.rule)] for pin in pins},
+        "register": pins[0].register,
+        "handler": pins[0].handler,
+        "timer": timer.path,
+        "value": hwirq,
+        "ack": [ack_base, ack_size],
+        "next": "every tick now reaches the timer's handler: jiffies advance",
+    }
+    return Child(derive(state, apply), OPERATOR, reason, detail)
+
+
+def _answer(rule: MmioRule) -> str:
+    if rule.WhichOneof("value") == "tick_pending":
+        return f"0x{rule.tick_pending.value:x} once per tick"
+    return f"{rule.constant}"
 
 
 def _touched(node: DtDevice, accesses: Iterable[MmioAccess]) -> bool:
