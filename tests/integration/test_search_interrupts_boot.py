@@ -97,9 +97,12 @@ def test_bit_mask_cause_registers_through_a_chained_controller_take_kirkwood_fro
 
     lineage = (Evaluated(state_id(state), state, stalled),)
     (tick,) = propose(Context(firmware, target, lineage))
+    # The timer's interrupt is acked in the bridge, which the root's block never sees: the
+    # handler's first read acks each tick.
+    assert tick.state.tick.ack_size == 0
     ticking = boot_state(tick.state, target, firmware, qemu_build, stuck_reads=TEST_STUCK_READS)
-    # Random cause bits dispatch interrupts nobody raised, until the stuck-read limit.
-    assert ticking.exit.detail.startswith("stuck:") and not score(ticking).user_space
+    # Random cause bits dispatch random interrupts: the timer's only now and then.
+    assert not score(ticking).user_space
 
     lineage = (Evaluated(state_id(tick.state), tick.state, ticking, tick), *lineage)
     pins = propose(Context(firmware, target, lineage))

@@ -220,6 +220,13 @@ def orion_tick() -> MachineConfig:
     return child.state
 
 
+def test_a_tick_for_timers_behind_a_chained_controller_is_acked_by_the_handlers_first_read() -> None:
+    # The timer's interrupt is acked in the bridge's block, a write the root's never sees.
+    (child,) = interrupts.propose(context(ARM926, run(ExitReason.EXIT_BUDGET), ORION))
+    assert (child.state.tick.ack_base, child.state.tick.ack_size) == (0, 0)
+    assert BRIDGE in child.reason and "first read" in child.reason
+
+
 TICKING_ORION_RUN = run(
     ExitReason.EXIT_BUDGET,
     unmask(0b100, 0),  # request_irq of the clock event (the timer's interrupt 2) unmasks its bit

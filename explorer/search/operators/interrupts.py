@@ -126,7 +126,7 @@ def propose(context: Context) -> list[Child]:
             return []
         arguments = f"{context.target.cmdline} {state.boot.cmdline}".split()
         chooses_clock = any(argument.startswith("clocksource=") for argument in arguments)
-        return [_tick_child(state, controller, chooses_clock)]
+        return [_tick_child(state, tree, controller, chooses_clock)]
     return _pin_children(context, tree, controller)
 
 
@@ -143,9 +143,14 @@ def unmodelled_controller(tree: DeviceTreeFacts, cpu: str) -> DtDevice | None:
     return controller
 
 
-def _tick_child(state: State, controller: DtDevice, chooses_clock: bool) -> Child:
+def _tick_child(state: State, tree: DeviceTreeFacts, controller: DtDevice, chooses_clock: bool) -> Child:
     """The tick, and jiffies as the clock unless the command line already chooses one."""
-    base, size = controller.reg[0]
+    chained = _chained_controllers(tree, controller)
+    # A timer behind a chained controller has its interrupt acked or masked there: the root's
+    # block sees no write, and a line acked only there would stay up, the handler running again
+    # and again (kirkwood: a storm in time_init until the run's deadline). The handler's first
+    # read acks instead: one handler run per tick.
+    base, size = (0, 0) if chained else controller.reg[0]
 
     def add_tick(child: State) -> None:
         child.tick.period_ns = TICK_PERIOD_NS
@@ -154,10 +159,14 @@ def _tick_child(state: State, controller: DtDevice, chooses_clock: bool) -> Chil
         if not chooses_clock:
             child.boot.cmdline = f"{child.boot.cmdline} {JIFFIES_CLOCK}".strip()
 
+    acked = (
+        f"acked by the handler's first read (timers behind chained {', '.join(chained)})"
+        if chained
+        else f"acked by writes to 0x{base:x}+0x{size:x}"
+    )
     reason = (
         f"the run stalled and interrupt controller {controller.path} ({', '.join(controller.compatible)}) "
-        f"has no model: tick every {TICK_PERIOD_NS / 1e6:g} ms, acked by writes to 0x{base:x}+0x{size:x}, "
-        f"time from jiffies ({JIFFIES_CLOCK})"
+        f"has no model: tick every {TICK_PERIOD_NS / 1e6:g} ms, {acked}, time from jiffies ({JIFFIES_CLOCK})"
     )
     detail = {
         "step": "tick",
@@ -165,9 +174,15 @@ def _tick_child(state: State, controller: DtDevice, chooses_clock: bool) -> Chil
         "ack": [base, size],
         "period_ns": TICK_PERIOD_NS,
         "argument": JIFFIES_CLOCK,
-        "next": "the next run shows which register the handler reads: pin it to a timer's interrupt",
+        "next": "the next run shows which registers the handlers read: pin them to a timer's interrupt",
     }
     return Child(derive(state, add_tick), OPERATOR, reason, detail)
+
+
+def _chained_controllers(tree: DeviceTreeFacts, root: DtDevice) -> list[str]:
+    """The chained controllers between the device tree's timers and `root`, in tree order."""
+    ways = (interrupt_path(tree, timer, timer.interrupts[0], root) or [] for timer in timers_of(tree, root))
+    return list(dict.fromkeys(hop.controller.path for way in ways for hop in way[1:]))
 
 
 def _pin_children(context: Context, tree: DeviceTreeFacts, root: DtDevice) -> list[Child]:
