@@ -327,3 +327,11 @@ def test_one_block_of_banked_registers_answers_the_bit_in_the_inputs_bank_only(
             assert answered[read.address].tick_pending.value == 1 << hwirq % 32
         else:
             assert answered[read.address] == MmioRule(address=read.address, constant=0)
+
+
+def test_a_timer_is_known_by_its_generic_node_name_too() -> None:
+    # i.MX's general-purpose timer: "fsl,imx53-gpt", whose node the tree names timer@53fa0000.
+    gpt = DtDevice("/soc/timer@53fa0000", ("fsl,imx53-gpt",), ((0x53FA0000, 0x4000),), INTC, (39,), "okay")
+    pwm = DtDevice("/soc/pwm@53fb4000", ("fsl,imx53-pwm",), ((0x53FB4000, 0x4000),), INTC, (61,), "okay")
+    tree = dataclasses.replace(TREE, devices=(TREE.devices[0], gpt, pwm))
+    assert interrupts.timers_of(tree, tree.devices[0]) == [gpt]

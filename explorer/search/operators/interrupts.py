@@ -215,9 +215,16 @@ def timers_of(tree: DeviceTreeFacts, root: DtDevice) -> list[DtDevice]:
         for node in tree.devices
         if node.interrupts
         and node.status in ("okay", "ok")
-        and any("timer" in compatible for compatible in node.compatible)
+        and _is_timer(node)
         and interrupt_path(tree, node, node.interrupts[0], root) is not None
     ]
+
+
+def _is_timer(node: DtDevice) -> bool:
+    """A timer by its compatible ("marvell,orion-timer") or by the generic node name the device
+    tree specification gives timers (timer@53fa0000: "fsl,imx53-gpt")."""
+    name = node.path.rsplit("/", 1)[-1].split("@", 1)[0]
+    return name == "timer" or any("timer" in compatible for compatible in node.compatible)
 
 
 def interrupt_path(tree: DeviceTreeFacts, timer: DtDevice, hwirq: int, root: DtDevice) -> list[Hop] | None:
