@@ -181,14 +181,17 @@ static uint64_t counter_value(const RehostingMmioRule *rule)
 }
 
 /*
- * A pending-interrupt register of a controller with no model, seen by the tick's handler: the
- * rule's value once per raise of the tick, while raised, and 0 otherwise, so a handler that
- * reads until nothing is pending (or whose ack writes elsewhere) dispatches the tick once.
+ * A pending-interrupt register of a controller with no model, seen by the tick's handlers: the
+ * rule's value on its first read after each raise of the tick (acked or not since: a root's
+ * handler may ack by its first read before a chained handler reads its own register), 0 on
+ * every other read and before the first raise, so a handler that reads until nothing is pending
+ * dispatches the tick once. A raise moves the deadline, which names it.
  */
 static uint64_t tick_pending_value(const RehostingTick *tick,
                                    RehostingMmioRule *rule)
 {
-    if (!tick->raised || rule->draws == (uint64_t)tick->deadline) {
+    if (!tick->timer || tick->deadline == tick->first_deadline ||
+        rule->draws == (uint64_t)tick->deadline) {
         return 0;
     }
     rule->draws = tick->deadline;

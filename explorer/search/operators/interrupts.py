@@ -30,18 +30,19 @@ which the value model answers (mmio_rules, the random catch-all). Two steps, one
      registers, one per DT `reg` block; in one block, a run of consecutive words), or any
      controller on a chained way, reads a BIT MASK and dispatches each set bit
      (generic_handle_domain_irq(bank * 32 + bit)): the input's bank answers 1 << (input % 32)
-     once per tick (a `tick_pending` rule: the value on the first read while the tick is
-     raised, then 0, so a handler that reads until nothing is pending stops), the other banks
-     0; and the tick is acked where the timer's own controller acks or masks its interrupt
-     (the chained controller's block: the root sees no write on a chained way).
+     once per tick (a `tick_pending` rule: the value on the first read after each raise of
+     the tick, then 0, so a handler that reads until nothing is pending stops), the other
+     banks 0; and the tick is acked by the handler's first read (the timer's ack is written in
+     a chained controller's block, which the root's never sees, or, for a sibling pin naming
+     an interrupt the kernel never unmasked, nowhere).
    A device model's echo on such a register is replaced (its reads are a handler's, not a
    register's that keeps what was written). When the run touched some timers' registers,
    only those, the one with the most registers written first: the clock event is programmed
    (load, match, control, interrupt enable) while a clock source is only started (measured on
    am335x: timer2, the clock event, had 8 written registers, timer1, the clock source, 3); of
-   a timer's interrupts, first those whose bit a write into their controller set (request_irq
-   unmasks the one the kernel uses). A chained handler the run never reached is pinned by a
-   later pin step, for the same timer interrupt.
+   a timer's interrupts, first those a one-bit write into their controller named (the unmask
+   or the clear-on-write ack of the one the kernel handles). A chained handler the run never
+   reached is pinned by a later pin step, for the same timer interrupt.
 
 Measured on armmp + am335x-boneblack from RAM, a Cortex-A8 and random reads (with lpj=): the
 tickless run idles forever after 841 initcalls; the tick's run idles reading INTC_SIR once per
@@ -89,6 +90,7 @@ JIFFIES_CLOCK = "clocksource=jiffies"
 HANDLER_NAME = "handle"
 # Interrupts per register of a bit-mask controller, and its registers' stride in a bank run.
 BANK_BITS = 32
+BANK_MASK = (1 << BANK_BITS) - 1
 WORD = 4
 # Controllers between a timer and the root: deeper chains than this are not followed.
 MAX_CHAIN = 4
@@ -196,7 +198,7 @@ def _pin_children(context: Context, tree: DeviceTreeFacts, root: DtDevice) -> li
     touched = [timer for timer in timers if _touched(timer, result.mmio_accesses)]
     children = []
     for timer in sorted(touched, key=lambda timer: -written[timer.path]) or timers:
-        for hwirq in _interrupts_enabled_first(timer, tree, result.mmio_accesses):
+        for hwirq in _interrupts_handled_first(timer, tree, result.mmio_accesses):
             if pinned is not None and pinned != (timer.path, hwirq):
                 continue
             path = interrupt_path(tree, timer, hwirq, root)
@@ -326,31 +328,28 @@ def _banks(controller: DtDevice, registers: list[int]) -> dict[int, int]:
     return banks
 
 
-def _interrupts_enabled_first(
+def _interrupts_handled_first(
     timer: DtDevice, tree: DeviceTreeFacts, accesses: Iterable[MmioAccess]
 ) -> list[int]:
-    """The timer's interrupts, first those whose bit a write into its controller's block set.
+    """The timer's interrupts, first those a write into its controller's block named alone.
 
     A timer node may list several interrupts of which the kernel requests one (orion-timer: the
-    clock event is the second): requesting it unmasks it, a write of its bit into the controller
-    (whatever the controller calls its enable or mask register).
+    clock event is the second). The kernel names the ones it handles in writes of one bit: an
+    unmask or enable (irq_gc_mask_set_bit with nothing else enabled: 1 << bit) or a
+    clear-on-write ack (irq_gc_ack_clr_bit: every bit but that one). A write of several bits
+    (a mask cache holding random reads) names none.
     """
     by_path = {node.path: node for node in tree.devices}
     controller = by_path.get(timer.interrupt_parent or "")
-    # An enable or unmask write names the enabled bits; a write of all bits but one is the
-    # clear-on-write ack of another interrupt (irq_gc_ack_clr_bit), which names nothing.
-    written = [
-        access.value
+    named = {
+        bit
         for access in accesses
-        if access.is_write
-        and controller is not None
-        and _holds(controller, access.address)
-        and access.value.bit_count() <= BANK_BITS // 2
-    ]
+        if access.is_write and controller is not None and _holds(controller, access.address)
+        for bit in range(BANK_BITS)
+        if access.value & BANK_MASK in (1 << bit, BANK_MASK ^ 1 << bit)
+    }
     interrupts = list(dict.fromkeys(timer.interrupts))
-    return sorted(
-        interrupts, key=lambda hwirq: not any(value >> (hwirq % BANK_BITS) & 1 for value in written)
-    )
+    return sorted(interrupts, key=lambda hwirq: hwirq % BANK_BITS not in named)
 
 
 def _pinned_before(context: Context) -> tuple[str, int] | None:
@@ -363,8 +362,16 @@ def _pinned_before(context: Context) -> tuple[str, int] | None:
 
 
 def _pin_child(state: State, timer: DtDevice, hwirq: int, path: list[Hop], pins: list[Pin]) -> Child:
-    """The pins, and the tick acknowledged where the timer's own controller acks its interrupt."""
-    ack_base, ack_size = path[-1].controller.reg[0]
+    """The pins; with bit masks, the tick acknowledged by the handler's first read.
+
+    A bit-mask handler's ack or mask may be written into another controller (a chained one) or
+    never (a pin naming an interrupt the kernel left masked, which nothing dispatches): acked
+    only by a write, the line would stay up and the handler run again and again. The first read
+    acks it once per tick, and a tick_pending register answers its first read after each raise
+    whether the tick was acked since or not.
+    """
+    masks = any(pin.encoding == "mask" for pin in pins)
+    ack_base, ack_size = (0, 0) if masks else path[-1].controller.reg[0]
 
     def apply(child: State) -> None:
         replaced = {pin.register for pin in pins}
