@@ -8,7 +8,8 @@ decides the result (QEMU version, tarball checksum, our patches, device selectio
 plugin sources, configure flags): the build identity, which explorer.runner.build asks this
 script for (`pinned_results`) without building. So a run with nothing changed returns in seconds,
 and explorer finds the build of its own sources by name. The unpacked tree and the build
-directory are kept per QEMU version, so a change to our machine's C recompiles only that file.
+directory are kept per QEMU version, tree key and configure flags, so a change to our machine's C
+recompiles only that file.
 
 The source comes from Debian's source package, fetched with `apt-get source` through a private
 sources list under the cache (this script never edits /etc/apt), or from a local tarball.
@@ -85,6 +86,7 @@ BUILD_DEPENDENCIES = (
     "libfdt-dev",
     "protobuf-c-compiler",  # the machine's Event frames (proto/rehost.proto)
     "libprotobuf-c-dev",
+    "libslirp-dev",  # user-mode networking (`explorer run --net user`)
 )
 # The Debian tarball ships no python/wheels: configure needs these from PyPI in its --python venv.
 BUILD_PYTHON_PACKAGES = ("meson==1.9.0", "pycotap==1.3.1")
@@ -100,6 +102,7 @@ CONFIGURE_FLAGS = (
     *(f"--with-devices-{target.removesuffix('-softmmu')}={DEVICES_NAME}" for target in TARGETS),
     "--enable-plugins",
     "--enable-fdt=system",
+    "--enable-slirp",
     "--disable-install-blobs",
     "--disable-docs",
 )
@@ -130,6 +133,10 @@ DEVICE_SELECTIONS = (
     (NATIVE_DIR / "devices" / "mips-softmmu.mak", Path(f"configs/devices/mipsel-softmmu/{DEVICES_NAME}.mak")),
     (NATIVE_DIR / "devices" / "mips-softmmu.mak", Path(f"configs/devices/mips-softmmu/{DEVICES_NAME}.mak")),
 )
+
+
+# Source trees with their build directories are named TREE_PREFIX + version + variant.
+TREE_PREFIX = "qemu-"
 
 
 class BuildError(Exception):
@@ -379,15 +386,23 @@ def sync_file(source: Path, destination: Path) -> None:
 
 
 def prepare_tree(qemu_cache: Path, tarball: Tarball) -> tuple[Path, Path]:
-    """The patched source tree and its build directory; both are rebuilt only when the tree key changes."""
-    base = qemu_cache / f"qemu-{tarball.version}"
+    """The patched source tree and its build directory, one pair per tree key and configure flags.
+
+    Checkouts whose patches, device selection or flags differ each keep their own pair, so
+    building one never wipes another's (a flag or device change rebuilds all of QEMU: 1667 ninja
+    steps, 8 CPU-minutes); the pairs are pruned with the results (`prune_results`).
+    """
+    key = tree_key(tarball.sha256)
+    variant = hashlib.sha256(f"{key}\0{' '.join(CONFIGURE_FLAGS)}".encode()).hexdigest()[:12]
+    base = qemu_cache / f"{TREE_PREFIX}{tarball.version}-{variant}"
     tree, build = base / "src", base / "build"
     stamp = base / "tree-key"
-    key = tree_key(tarball.sha256)
     if not (stamp.is_file() and stamp.read_text() == key and tree.is_dir()):
         shutil.rmtree(build, ignore_errors=True)
         unpack(tarball, tree)
         stamp.write_text(key)
+    # Its modification time is its last use, as a result's: what pruning goes by.
+    os.utime(base)
     for source, relative in (*DEVICE_SELECTIONS, *MACHINE_SOURCES):
         sync_file(source, tree / relative)
     generate_event_code(qemu_cache / "protoc-c", tree / EVENTS_PROTO_C_DIR)
@@ -491,11 +506,15 @@ def build_qemu_locked(qemu_cache: Path, local_tarball: Path | None, jobs: int) -
 # Results (about 120 MB each) kept besides the one in use: the most recently used ones, for other
 # checkouts of the project; anything used within a day stays, since a search may still run on it.
 KEPT_RESULTS = 6
+# Source trees with their build directories (about 750 MB each, and a full build to remake) kept:
+# the most recently used ones; as with results, anything used within a day stays.
+KEPT_TREES = 3
 RECENT_USE_SECONDS = 24 * 3600
 
 
 def prune_results(qemu_cache: Path, keep: Path) -> None:
-    """Remove build results beyond the KEPT_RESULTS most recently used, if unused for a day."""
+    """Remove build results beyond the KEPT_RESULTS most recently used, and source trees beyond the
+    KEPT_TREES most recently used, if unused for a day."""
     results = sorted(
         (path for path in qemu_cache.iterdir() if (path / layout.MANIFEST).is_file() and path != keep),
         key=lambda path: path.stat().st_mtime,
@@ -504,6 +523,15 @@ def prune_results(qemu_cache: Path, keep: Path) -> None:
     for path in results[KEPT_RESULTS:]:
         if time.time() - path.stat().st_mtime > RECENT_USE_SECONDS:
             log(f"pruning the build result {path.name} (unused since {time.ctime(path.stat().st_mtime)})")
+            shutil.rmtree(path, ignore_errors=True)
+    trees = sorted(
+        (path for path in qemu_cache.glob(f"{TREE_PREFIX}*") if (path / "tree-key").is_file()),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
+    )
+    for path in trees[KEPT_TREES:]:
+        if time.time() - path.stat().st_mtime > RECENT_USE_SECONDS:
+            log(f"pruning the source tree {path.name} (unused since {time.ctime(path.stat().st_mtime)})")
             shutil.rmtree(path, ignore_errors=True)
     for partial in qemu_cache.glob("*.partial"):
         # Staging directories of builds killed half-way (builds run under the lock: none is live).

@@ -447,6 +447,7 @@ def _print_report(work: Path, summary: dict[str, Any], report: dict[str, Any]) -
         f"[bold]machine[/]: cpu {machine['cpu']}, ram "
         + ", ".join(f"{region['base']}+{region['size']}" for region in machine["ram"])
         + (f", PSCI calls by {machine['psci_conduit']} answered by QEMU" if machine["psci_conduit"] else "")
+        + (", entered in the secure world" if machine.get("secure_entry") else "")
     )
     for device in [machine["interrupt_controller"], *machine["devices"]]:
         if device:

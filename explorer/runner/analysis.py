@@ -332,6 +332,36 @@ def _waits(frames: tuple[NamedFrame, ...]) -> tuple[str, ...]:
     return tuple(waits)
 
 
+# The faulting instruction of an oops: the parenthesised word(s) at the end of the "Code:" line
+# (arch/arm/kernel/traps.c, dump_instr): one 32-bit word for A32 code, one or two halfwords for T32.
+FAULTING_INSTRUCTION = re.compile(r"^Code: .*\(([0-9a-f]{4,8})(?: ([0-9a-f]{4}))?\)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class FaultingInstruction:
+    """The instruction the guest log's last oops faulted on, as the kernel printed it."""
+
+    # An A32 word, or a T32 instruction's halfwords (one for a 16-bit instruction).
+    a32: int | None = None
+    t32: tuple[int, ...] = ()
+
+    @property
+    def t32_word(self) -> int | None:
+        """A 32-bit T32 instruction as one word, first halfword high (None for 16-bit or A32)."""
+        return (self.t32[0] << 16) | self.t32[1] if len(self.t32) == 2 else None
+
+
+def faulting_instruction(log: str) -> FaultingInstruction | None:
+    """The instruction of the guest log's last oops, None when no oops printed one."""
+    found = list(FAULTING_INSTRUCTION.finditer(log))
+    if not found:
+        return None
+    first, second = found[-1].groups()
+    if len(first) == 8:
+        return FaultingInstruction(a32=int(first, 16))
+    return FaultingInstruction(t32=tuple(int(half, 16) for half in (first, second) if half))
+
+
 @dataclass(frozen=True)
 class StuckPoll:
     """The address a run ended reading at the stuck-read limit, and the pc of its last read."""

@@ -67,6 +67,13 @@ def validate(config: MachineConfig) -> None:
         raise BadInput(f"config: psci_conduit {config.psci_conduit!r} is not one of: smc, hvc (or empty)")
     if config.psci_conduit and config.target != "arm":
         raise BadInput(f"config: psci_conduit is for the arm target only, not {config.target!r}")
+    if config.secure_entry and config.target != "arm":
+        raise BadInput(f"config: secure_entry is for the arm target only, not {config.target!r}")
+    if config.secure_entry and config.psci_conduit == "smc":
+        raise BadInput(
+            "config: secure_entry with psci_conduit smc: in the secure world an SMC enters the guest's own "
+            "monitor, QEMU would not answer it; give one"
+        )
     _validate_unique([hook.address for hook in config.hooks], "hooks", "hook the same address twice")
     for index, hook in enumerate(config.hooks):
         if not hook.name or not hook.kind:

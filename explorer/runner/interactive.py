@@ -15,19 +15,26 @@ guest idles it jumps to the next timer, so it runs ahead of the wall clock.
 
 The guest's first serial port and QEMU's monitor share the terminal through QEMU's multiplexer:
 Ctrl-A x quits, Ctrl-A c switches to the monitor and back, Ctrl-A h lists the keys; Ctrl-C goes
-to the guest. With a gdb port, QEMU's gdbstub listens on localhost only. The run lasts until the
+to the guest. With a gdb port, QEMU's gdbstub listens on localhost only. With a network, the
+config's NIC (explorer.search.device_models.place_nic) takes QEMU's user-mode network (slirp: the
+guest is 10.0.2.15 by DHCP, the host is 10.0.2.2 to it, DNS 10.0.2.3) with a TCP forward from
+the host for each `Forward`. A driver built into the kernel then finds the NIC as it boots, and
+what the network brings, and when, is the host's: from there the run is no longer the search's
+bit for bit. The run lasts until the
 person quits or the guest powers off or resets; QEMU dies with the driver (never orphaned).
 It never reads what the run does: there is no RunResult.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from explorer.errors import RunnerError
+from explorer.errors import BadInput, RunnerError
 from explorer.runner.command import Plugin, command_line, config_plugin_arguments, qemu_binary
 from explorer.runner.config import validate, write_config
 from explorer.runner.containment import die_with_parent, terminal_restored
@@ -46,6 +53,51 @@ _TERMINAL = (
 )
 # The rehost plugin goes on past the first user-mode instruction instead of ending the run there.
 PAST_USER_SPACE = "past_user=on"
+
+
+# `[ADDRESS:]HOSTPORT:GUESTPORT`: an IPv4 address, then two ports.
+_FORWARD = re.compile(r"^(?:(?P<address>[0-9.]+):)?(?P<host>\d+):(?P<guest>\d+)$")
+# A forward without an address listens on the host's loopback only, as the gdbstub does.
+FORWARD_DEFAULT_ADDRESS = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A TCP port of the host forwarded to one of the guest's (slirp's hostfwd)."""
+
+    address: str
+    host_port: int
+    guest_port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Forward:
+        """`[ADDRESS:]HOSTPORT:GUESTPORT`, e.g. `8080:80` or `0.0.0.0:2222:22`."""
+        match = _FORWARD.match(text)
+        if match is None:
+            raise BadInput(f"--forward {text}: give [ADDRESS:]HOSTPORT:GUESTPORT, e.g. 127.0.0.1:8080:80")
+        address = match["address"] or FORWARD_DEFAULT_ADDRESS
+        try:
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            raise BadInput(f"--forward {text}: {address} is not an IPv4 address") from None
+        ports = int(match["host"]), int(match["guest"])
+        if not all(1 <= port <= 65535 for port in ports):
+            raise BadInput(f"--forward {text}: ports go from 1 to 65535")
+        return cls(address, *ports)
+
+    def hostfwd(self) -> str:
+        return f"hostfwd=tcp:{self.address}:{self.host_port}-:{self.guest_port}"
+
+
+@dataclass(frozen=True)
+class Network:
+    """The guest's network in a person's run: QEMU's user-mode network with these forwards."""
+
+    forwards: tuple[Forward, ...] = ()
+
+    def arguments(self) -> list[str]:
+        # No model named: the -nic goes to the first NIC the machine creates (its only one).
+        return ["-nic", ",".join(["user", *(forward.hostfwd() for forward in self.forwards)])]
 
 
 @dataclass(frozen=True)
@@ -78,7 +130,12 @@ def for_people(config: MachineConfig) -> MachineConfig:
 
 
 def interactive_command(
-    qemu: Path, config: MachineConfig, config_path: Path, plugin: Path | None, gdb_port: int | None
+    qemu: Path,
+    config: MachineConfig,
+    config_path: Path,
+    plugin: Path | None,
+    gdb_port: int | None,
+    network: Network | None = None,
 ) -> list[str]:
     """QEMU's arguments for a `for_people` config on the terminal (the plugin only for NOPs to write)."""
     arguments = config_plugin_arguments(config)
@@ -91,11 +148,17 @@ def interactive_command(
     command += _TERMINAL
     if gdb_port is not None:
         command += ["-gdb", f"tcp:127.0.0.1:{gdb_port}"]
+    if network is not None:
+        command += network.arguments()
     return command
 
 
 def run_interactive(
-    config: MachineConfig, qemu_dir: Path, plugin: Path | None, gdb_port: int | None = None
+    config: MachineConfig,
+    qemu_dir: Path,
+    plugin: Path | None,
+    gdb_port: int | None = None,
+    network: Network | None = None,
 ) -> Ended:
     """Run `for_people(config)` with the console on this process's terminal until QEMU exits."""
     machine = for_people(config)
@@ -104,7 +167,7 @@ def run_interactive(
     with tempfile.TemporaryDirectory(prefix="explorer-run-") as scratch:
         config_path = Path(scratch) / "machine.json"
         write_config(machine, config_path)
-        command = interactive_command(qemu, machine, config_path, plugin, gdb_port)
+        command = interactive_command(qemu, machine, config_path, plugin, gdb_port, network)
         with terminal_restored(True):
             try:
                 # In our session and process group: QEMU reads the terminal (a process of another

@@ -9,6 +9,10 @@ model at the node's `reg` is right by construction. Interrupts are translated fr
 binding's three cells (SPI n -> GIC interrupt ID 32 + n) into Device.irqs, the machine's
 convention (native/rehosting_machine/rehosting_arm.c).
 
+Ethernet controllers (`nic_placement`, `place_nic`) are kept apart from `placement`: only
+`explorer run --net` places them, never a search. A NIC is a device the kernel probes, so placing
+it changes the boot a search measures, and a search's run has no network behind it to gain from.
+
 Invariants: a placement is a pure function of the DT node (and, for the GIC, the whole tree);
 a compatible not listed here has no model (the search models it as plain registers instead);
 models are for the ARM machine only (the MIPS build has Malta's devices, not these).
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from google.protobuf.struct_pb2 import Value
 
 from explorer.firmware.model import DeviceTreeFacts, DtDevice
-from explorer.runner.machine_config_pb2 import Device
+from explorer.runner.machine_config_pb2 import Device, MachineConfig
 
 # GIC interrupt IDs: SPI n is 32 + n (rehosting_arm.c wires device outputs to SPIs only).
 GIC_FIRST_SPI = 32
@@ -59,7 +63,18 @@ MODEL_SPANS = {
     "l2x0": 0x1000,
     "realview_sysctl": 0x1000,
     "imx.serial": 0x1000,
+    "lan9118": 0x100,
+    "cadence_gem": 0x800,
+    "imx.fec": 0x4000,
+    "imx.enet": 0x4000,
+    "allwinner-emac": 0x1000,
+    "allwinner-sun8i-emac": 0x10000,
 }
+# The span assumed for a model not listed above.
+UNKNOWN_SPAN = 0x1000
+# QOM path of the machine's system memory (it has no owner, so QEMU files it under the machine's
+# unattached objects): the DMA link of a model that does not default to it.
+SYSTEM_MEMORY = "/machine/unattached/system[0]"
 
 
 @dataclass(frozen=True)
@@ -222,3 +237,91 @@ OTHER_TTY_PREFIX = {
     "ti,omap4-uart": "ttyO",
     "ti,am3352-uart": "ttyO",
 }
+
+
+# Ethernet controllers: compatible -> QOM type, interrupt outputs, and properties. The i.MX6 and
+# later FEC is QEMU's imx.enet (the stock i.MX6 and i.MX7 boards'), the i.MX25/27 one imx.fec.
+_NICS: dict[str, tuple[str, int, dict[str, int | str | bool]]] = {
+    "smsc,lan9115": ("lan9118", 1, {}),
+    "smsc,lan9118": ("lan9118", 1, {}),
+    "cdns,gem": ("cadence_gem", 1, {}),
+    "cdns,macb": ("cadence_gem", 1, {}),
+    "cdns,zynq-gem": ("cadence_gem", 1, {}),
+    "fsl,imx25-fec": ("imx.fec", 1, {}),
+    "fsl,imx27-fec": ("imx.fec", 1, {}),
+    "fsl,imx6q-fec": ("imx.enet", 2, {}),
+    "fsl,imx6sx-fec": ("imx.enet", 2, {}),
+    "fsl,imx6ul-fec": ("imx.enet", 2, {}),
+    "fsl,imx7d-fec": ("imx.enet", 2, {}),
+    "allwinner,sun4i-a10-emac": ("allwinner-emac", 1, {}),
+    "allwinner,sun8i-h3-emac": ("allwinner-sun8i-emac", 1, {"dma-memory": SYSTEM_MEMORY}),
+    "allwinner,sun8i-a83t-emac": ("allwinner-sun8i-emac", 1, {"dma-memory": SYSTEM_MEMORY}),
+    "allwinner,sun8i-v3s-emac": ("allwinner-sun8i-emac", 1, {"dma-memory": SYSTEM_MEMORY}),
+}
+NIC_TYPES = frozenset(qom_type for qom_type, _, _ in _NICS.values())
+
+
+@dataclass(frozen=True)
+class PlacedNic:
+    """The Ethernet controller `place_nic` added to a config, for people to be told about."""
+
+    node: DtDevice
+    type: str
+    # The GIC interrupt IDs its outputs raise; empty when its interrupt parent is not the
+    # config's interrupt controller (the guest's driver then waits for interrupts that never come).
+    irqs: tuple[int, ...]
+
+
+def nic_placement(node: DtDevice) -> Placement | None:
+    """The model of an Ethernet controller `node` at its address, or None when our QEMU has none."""
+    for compatible in node.compatible:
+        if compatible in _NICS and node.reg:
+            qom_type, outputs, props = _NICS[compatible]
+            return Placement(qom_type, (node.reg[0][0],), (MODEL_SPANS[qom_type],), dict(props), outputs)
+    return None
+
+
+def place_nic(config: MachineConfig, tree: DeviceTreeFacts) -> PlacedNic | None:
+    """Add to `config` the model of the tree's first enabled Ethernet controller our QEMU has (None:
+    there is none, or the config already maps its address), wired like the search wires a device:
+    to the config's interrupt controller where that is the node's interrupt parent."""
+    controller = _placed_controller(config, tree)
+    limit = int(config.interrupt_controller.props["num-irq"]) if controller is not None else 0
+    for node in tree.devices:
+        model = nic_placement(node)
+        if model is None or node.status not in ("okay", "ok") or _mapped(config, model):
+            continue
+        ids = gic_interrupt_ids(node, controller.path)[: model.irq_outputs] if controller is not None else ()
+        irqs = tuple(irq if irq is not None and irq < limit else None for irq in ids)
+        config.devices.append(model.device(irqs))
+        return PlacedNic(node, model.type, tuple(irq for irq in irqs if irq is not None))
+    return None
+
+
+def _placed_controller(config: MachineConfig, tree: DeviceTreeFacts) -> DtDevice | None:
+    """The DT node of the config's interrupt controller, when it is the model of one."""
+    if not config.HasField("interrupt_controller"):
+        return None
+    placed = config.interrupt_controller
+    for node in tree.devices:
+        model = placement(node, tree, config.cpu)
+        if (
+            model is not None
+            and model.interrupt_controller
+            and (model.type, model.mmio) == (placed.type, tuple(placed.mmio))
+        ):
+            return node
+    return None
+
+
+def _mapped(config: MachineConfig, model: Placement) -> bool:
+    """Does a device of `config` already take part of the model's registers?"""
+    devices = [
+        *config.devices,
+        *([config.interrupt_controller] if config.HasField("interrupt_controller") else []),
+    ]
+    return any(
+        model.overlaps(address, MODEL_SPANS.get(device.type, UNKNOWN_SPAN))
+        for device in devices
+        for address in device.mmio[:1]
+    )

@@ -65,6 +65,7 @@ def machine_summary(state: State) -> dict[str, Any]:
     return {
         "cpu": state.cpu,
         "psci_conduit": state.psci_conduit or None,
+        "secure_entry": state.secure_entry,
         "ram": [{"base": hex(region.base), "size": hex(region.size)} for region in state.ram],
         "interrupt_controller": _device(as_dict.get("interrupt_controller")),
         "devices": [_device(device) for device in as_dict.get("devices", [])],

@@ -34,6 +34,8 @@ from explorer.search.operators import (
     isa,
     kernel_arguments,
     nops,
+    reseed,
+    secure_world,
     timer_counters,
 )
 from explorer.search.state import State, Target, bootable, state_id
@@ -44,6 +46,7 @@ class OperatorPhases:
     # Asked first, for every state.
     structural: tuple[Operator, ...] = (
         firmware_calls.propose,
+        secure_world.propose,
         devices.propose,
         isa.propose,
         collapse.propose,
@@ -52,6 +55,7 @@ class OperatorPhases:
     stall_tiers: tuple[tuple[Operator, ...], ...] = (
         (kernel_arguments.propose, interrupts.propose, timer_counters.propose),
         (bitwise.propose, nops.propose),
+        (reseed.propose,),
     )
 
 

@@ -9,3 +9,6 @@ CONFIG_SABRELITE=y
 CONFIG_FSL_IMX6UL=y
 CONFIG_ALLWINNER_H3=y
 CONFIG_RASPI=y
+# Models `explorer run --net` places from the device tree that no board above brings in: Cadence
+# GEM (cdns,gem, cdns,macb; the same symbol builds the Cadence UART).
+CONFIG_CADENCE=y

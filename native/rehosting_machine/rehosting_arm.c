@@ -35,6 +35,8 @@
  *                                       the unmodelled controller's registers
  *   "psci_conduit": "smc",              optional ("smc" or "hvc"): QEMU answers
  *                                       the kernel's PSCI calls
+ *   "secure_entry": true,               optional: CPUs with EL3 (and EL2),
+ *                                       the kernel entered in Secure SVC
  *   "mmio_rules": [ {"address": A, "constant": V} ]  catch-all answers
  *                                       (all rule kinds: rehosting.c)
  *   "unmapped_log_limit": 16            accesses to the catch-all region
@@ -50,6 +52,7 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qobject/qbool.h"
 #include "qom/object.h"
 #include "hw/boards.h"
 #include "hw/sysbus.h"
@@ -127,6 +130,25 @@ static void skip_unchanged_dacr_flushes(ARMCPU *cpu)
     }
 }
 
+/*
+ * "secure_entry": true enters the kernel in Secure SVC on CPUs with EL3 (and
+ * EL2 where the model has it), as
+ * the boot loader of a board whose kernel programs secure-only registers
+ * itself leaves it (absent or false: Non-secure SVC without EL3 or EL2).
+ */
+static bool secure_entry(RehostingConfig *config)
+{
+    QObject *value = qdict_get(config->root, "secure_entry");
+
+    if (!value) {
+        return false;
+    }
+    if (!qobject_to(QBool, value)) {
+        rehosting_config_fail(config, "secure_entry must be true or false");
+    }
+    return qbool_get_bool(qobject_to(QBool, value));
+}
+
 static void create_cpus(RehostingMachineState *s, hwaddr periphbase)
 {
     RehostingConfig *config = &s->config;
@@ -150,10 +172,17 @@ static void create_cpus(RehostingMachineState *s, hwaddr periphbase)
 
         /* Boot the kernel in the mode Linux expects from a boot loader. */
         if (object_property_find(cpu, "has_el3")) {
-            object_property_set_bool(cpu, "has_el3", false, &error_abort);
+            object_property_set_bool(cpu, "has_el3", s->boot.secure_boot,
+                                     &error_abort);
+        } else if (s->boot.secure_boot) {
+            rehosting_config_fail(config, "secure_entry: cpu \"%s\" has no "
+                                  "EL3 (the Security Extensions)", model);
         }
+        /* In the secure world the CPU is whole, as on the board: Monitor
+         * mode code may program the Hyp registers (CNTVOFF). */
         if (object_property_find(cpu, "has_el2")) {
-            object_property_set_bool(cpu, "has_el2", false, &error_abort);
+            object_property_set_bool(cpu, "has_el2", s->boot.secure_boot,
+                                     &error_abort);
         }
         if (object_property_find(cpu, "reset-cbar")) {
             object_property_set_int(cpu, "reset-cbar", periphbase,
@@ -320,6 +349,7 @@ static void rehosting_init(MachineState *machine)
                                              "interrupt_controller.mmio[0]");
     }
     /* CPUs first: a15mpcore_priv wires itself to their generic timers. */
+    s->boot.secure_boot = secure_entry(config);
     create_cpus(s, periphbase);
     if (controller) {
         s->interrupt_controller = rehosting_create_sysbus_device(

@@ -11,6 +11,7 @@
 #include "qom/qom-qobject.h"
 #include "hw/sysbus.h"
 #include "hw/qdev-properties-system.h"
+#include "net/net.h"
 #include "system/address-spaces.h"
 #include "system/system.h"
 #include "hw/misc/rehosting.h"
@@ -117,6 +118,13 @@ DeviceState *rehosting_create_sysbus_device(RehostingConfig *config,
     }
     if (object_property_find(OBJECT(dev), "chardev")) {
         qdev_prop_set_chr(dev, "chardev", serial_hd(config->next_serial++));
+    }
+    if (object_property_find(OBJECT(dev), "netdev")) {
+        /*
+         * A NIC takes the next -nic of the command line (as the stock boards' NICs do); with
+         * none it has no network behind it, and what the guest sends is dropped.
+         */
+        qemu_configure_nic_device(dev, true, NULL);
     }
     rehosting_set_props(config, dev,
                         rehosting_config_get_dict(config, desc, "props", where),

@@ -79,6 +79,8 @@ def test_unreadable_firmware_path_exits_2(path: str, tmp_path: Path) -> None:
         ["does-not-exist.json"],  # neither a work directory nor a config file
         ["{config}", "51c1c8"],  # a state names a state of a search, not of a config file
         ["{empty}"],  # a directory that holds no search
+        ["{config}", "--forward", "8080:80"],  # a forward needs --net user
+        ["{config}", "--net", "user", "--forward", "8080"],  # HOSTPORT:GUESTPORT
     ],
 )
 def test_run_of_something_that_is_no_machine_gives_one_line_and_exit_2(

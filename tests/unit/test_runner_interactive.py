@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from explorer.errors import RunnerError
+from explorer.errors import BadInput, RunnerError
 from explorer.runner.command import DETERMINISTIC_TIME
-from explorer.runner.interactive import PAST_USER_SPACE, for_people, interactive_command
+from explorer.runner.interactive import (
+    FORWARD_DEFAULT_ADDRESS,
+    PAST_USER_SPACE,
+    Forward,
+    Network,
+    for_people,
+    interactive_command,
+)
 from explorer.runner.kernel_hooks import CONSOLE_INPUT
 from explorer.runner.machine_config_pb2 import HookKind, MachineConfig, MmioRule
 
@@ -100,3 +107,32 @@ def test_the_console_and_monitor_share_the_terminal_and_gdb_listens_on_localhost
     assert "-mon chardev=console,mode=readline" in joined
     assert command[-2:] == ["-gdb", "tcp:127.0.0.1:1234"]
     assert "-serial stdio" not in joined
+
+
+def test_without_a_network_the_machine_gets_no_nic_backend(tmp_path: Path) -> None:
+    command = interactive_command(
+        QEMU, for_people(searched_config(nops=False)), tmp_path / "m.json", None, None
+    )
+    assert "-nic" not in command and "-netdev" not in command
+
+
+def test_the_network_is_user_mode_with_one_hostfwd_per_forward(tmp_path: Path) -> None:
+    network = Network((Forward.parse("8080:80"), Forward.parse("0.0.0.0:2222:22")))
+    command = interactive_command(
+        QEMU, for_people(searched_config(nops=False)), tmp_path / "m.json", None, None, network
+    )
+    assert command[-2:] == ["-nic", "user,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:0.0.0.0:2222-:22"]
+
+
+def test_a_forward_without_an_address_listens_on_the_loopback_only() -> None:
+    assert Forward.parse("8080:80") == Forward(FORWARD_DEFAULT_ADDRESS, 8080, 80)
+    assert FORWARD_DEFAULT_ADDRESS == "127.0.0.1"
+    assert Forward.parse("10.1.2.3:1:65535") == Forward("10.1.2.3", 1, 65535)
+
+
+@pytest.mark.parametrize(
+    "text", ["8080", "8080:", ":80", "a:8080:80", "1.2.3:8080:80", "0:80", "8080:65536", "8080-80"]
+)
+def test_a_forward_that_is_not_address_hostport_guestport_is_refused(text: str) -> None:
+    with pytest.raises(BadInput, match="--forward"):
+        Forward.parse(text)

@@ -15,9 +15,7 @@ no device tree declares.
 
 from __future__ import annotations
 
-import re
-
-from explorer.runner.analysis import reached_user_space
+from explorer.runner.analysis import faulting_instruction, reached_user_space
 from explorer.search.operators import Child, Context
 from explorer.search.state import State, derive
 
@@ -26,9 +24,6 @@ A32_SMC = (0x0FFFFFF0, 0x01600070)  # cond 0001 0110 0000 0000 0000 0111 imm4
 A32_HVC = (0x0FF000F0, 0x01400070)  # cond 0001 0100 imm12 0111 imm4
 T32_SMC = ((0xFFF0, 0xF7F0), (0xFFFF, 0x8000))  # 1111 0111 1111 imm4, 1000 0000 0000 0000
 T32_HVC = ((0xFFF0, 0xF7E0), (0xF000, 0x8000))  # 1111 0111 1110 imm4, 1000 imm12
-# The faulting instruction of an oops: the parenthesised word(s) at the end of the "Code:" line,
-# one 32-bit word for A32 code, one or two halfwords for T32.
-FAULTING_INSTRUCTION = re.compile(r"^Code: .*\(([0-9a-f]{4,8})(?: ([0-9a-f]{4}))?\)", re.MULTILINE)
 
 
 def propose(context: Context) -> list[Child]:
@@ -53,13 +48,12 @@ def propose(context: Context) -> list[Child]:
 
 def firmware_call(log: str) -> str | None:
     """ "smc" or "hvc" when the guest log's last oops faulted on that instruction, else None."""
-    found = list(FAULTING_INSTRUCTION.finditer(log))
-    if not found:
+    instruction = faulting_instruction(log)
+    if instruction is None:
         return None
-    first, second = found[-1].groups()
-    if len(first) == 8:
-        return _a32(int(first, 16))
-    return _t32(int(first, 16), int(second, 16)) if second else None
+    if instruction.a32 is not None:
+        return _a32(instruction.a32)
+    return _t32(*instruction.t32) if len(instruction.t32) == 2 else None
 
 
 def _a32(word: int) -> str | None:

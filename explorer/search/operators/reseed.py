@@ -1,0 +1,53 @@
+"""Reseed: another draw of the value model's random answers, once nothing else is left for a state.
+
+The mechanism: drivers poll status registers (a ready bit, a busy bit, two reads of a clock that
+must agree) and take branches on ID and configuration registers; a register without a rule
+answers a value drawn from (seed, address, position of the access), so one draw satisfies some
+polls and probes and not others. The operators that follow a run read what that draw did (a
+stuck poll for the bitwise search, a panic for NOPs); when none of them has anything left for a
+state, the same machine under another seed is a different boot of the same kernel: other polls
+pass, other probes fail. Measured on the development set (BENCHMARKS.md, "The bench"): with
+seed 1 or 2 the initial state alone reaches user space on cubieboard2 and rk3288-tinker, where
+seed 0 needs 3 to 40 runs.
+
+When: only in the last stall tier (every other operator had nothing new for the state), for a
+state whose unruled reads are random and whose run did not reach user space; at most RESEEDS
+draws along the lineage an operator sees (explorer.search.engine.LINEAGE_DEPTH). The child's
+seed is its parent's plus one, modulo 2**64 (a child inherits its parent's seed, so seeds only grow along a
+lineage), so a search stays a function of its own seed.
+
+Invariants: never modifies the given states; changes nothing but the seed (rules, devices and
+NOPs stay: what the search learned holds under any draw).
+"""
+
+from __future__ import annotations
+
+from explorer.runner.analysis import reached_user_space
+from explorer.search.operators import Child, Context
+from explorer.search.state import State, derive
+
+OPERATOR = "reseed"
+# Draws after the first along one lineage: each reseeded state is explored again by every
+# operator, so the cost of a draw is a subtree; three keep it a small multiple of the search.
+RESEEDS = 3
+# MachineConfig.seed is a uint64: the next seed after the largest is 0.
+SEEDS = 2**64
+
+
+def propose(context: Context) -> list[Child]:
+    current = context.current
+    if not current.state.random_unruled_reads or reached_user_space(current.result):
+        return []
+    draws = len({evaluated.state.seed for evaluated in context.lineage}) - 1
+    if draws >= RESEEDS:
+        return []
+    seed = (current.state.seed + 1) % SEEDS
+
+    def redraw(state: State) -> None:
+        state.seed = seed
+
+    reason = (
+        f"nothing else is left to try here: the same machine with seed {seed}, another draw of the "
+        "random answers to unruled reads"
+    )
+    return [Child(derive(current.state, redraw), OPERATOR, reason, {"seed": seed})]

@@ -1,0 +1,49 @@
+"""The reseed operator: another seed for a state nothing else helps, at most RESEEDS along a lineage,
+never for a run past user space or a state without random answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from explorer.runner.machine_config_pb2 import MachineConfig
+from explorer.runner.rehost_pb2 import Exit, ExitReason, Milestone, RunResult
+from explorer.search.operators import Child, Context, Evaluated, reseed
+from explorer.search.state import Target, state_id
+from tests.unit.test_search_engine import FIRMWARE
+
+STUCK = RunResult(exit=Exit(reason=ExitReason.EXIT_BUDGET, detail="stuck: 3000000 reads of 0x1c20000"))
+
+
+def evaluated(state: MachineConfig, result: RunResult = STUCK, made_by: Child | None = None) -> Evaluated:
+    return Evaluated(state_id(state), state, result, made_by)
+
+
+def context(*lineage: Evaluated) -> Context:
+    return Context(FIRMWARE, Target(Path("/k")), lineage)
+
+
+def test_a_stuck_state_gets_the_next_seed_and_nothing_else_changes() -> None:
+    state = MachineConfig(target="arm", cpu="cortex-a7", seed=4, random_unruled_reads=True)
+    state.boot.cmdline = "lpj=100000"
+    (child,) = reseed.propose(context(evaluated(state)))
+    assert child.operator == "reseed" and child.detail == {"seed": 5}
+    assert child.state.seed == 5
+    child.state.seed = 4
+    assert child.state == state
+
+
+def test_at_most_reseeds_draws_along_a_lineage() -> None:
+    lineage: list[Evaluated] = [evaluated(MachineConfig(target="arm", seed=0, random_unruled_reads=True))]
+    for _ in range(reseed.RESEEDS):
+        (child,) = reseed.propose(context(*reversed(lineage)))
+        lineage.append(evaluated(child.state, made_by=child))
+    assert [entry.state.seed for entry in lineage] == list(range(reseed.RESEEDS + 1))
+    assert reseed.propose(context(*reversed(lineage))) == []
+
+
+def test_nothing_for_a_run_past_user_space_or_without_random_answers() -> None:
+    past = RunResult(exit=Exit(reason=ExitReason.EXIT_USER_SPACE), milestones=[Milestone(name="user_space")])
+    assert (
+        reseed.propose(context(evaluated(MachineConfig(target="arm", random_unruled_reads=True), past))) == []
+    )
+    assert reseed.propose(context(evaluated(MachineConfig(target="arm", random_unruled_reads=False)))) == []
