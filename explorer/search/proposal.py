@@ -30,6 +30,7 @@ from explorer.search.operators import (
     collapse,
     devices,
     firmware_calls,
+    interrupt_pins,
     interrupts,
     isa,
     kernel_arguments,
@@ -47,6 +48,7 @@ class OperatorPhases:
     structural: tuple[Operator, ...] = (
         firmware_calls.propose,
         secure_world.propose,
+        interrupt_pins.propose,
         devices.propose,
         isa.propose,
         collapse.propose,

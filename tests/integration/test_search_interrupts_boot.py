@@ -23,6 +23,7 @@ from explorer.firmware.ingest import ingest
 from explorer.runner.rehost_pb2 import ExitReason
 from explorer.search.initial import initial_state
 from explorer.search.operators import Child, Context, Evaluated
+from explorer.search.operators.interrupt_pins import propose as propose_pins
 from explorer.search.operators.interrupts import propose
 from explorer.search.score import score
 from explorer.search.state import Target, state_id
@@ -65,7 +66,7 @@ def test_a_tick_and_the_pinned_handler_register_take_am335x_from_a_stall_to_user
     assert "0x48200040" in ticking.exit.detail
 
     lineage = (Evaluated(state_id(tick.state), tick.state, ticking, tick), *lineage)
-    pins: list[Child] = propose(Context(firmware, target, lineage))
+    pins: list[Child] = propose_pins(Context(firmware, target, lineage))
     assert pins and all(pin.detail["step"] == "pin" for pin in pins)
     # timer2, the clock event (the most registers programmed), comes first: interrupt 68.
     assert (pins[0].detail["register"], pins[0].detail["value"]) == (0x48200040, 68)
@@ -105,7 +106,7 @@ def test_bit_mask_cause_registers_through_a_chained_controller_take_kirkwood_fro
     assert not score(ticking).user_space
 
     lineage = (Evaluated(state_id(tick.state), tick.state, ticking, tick), *lineage)
-    pins = propose(Context(firmware, target, lineage))
+    pins = propose_pins(Context(firmware, target, lineage))
     bridge = "/ocp@f1000000/bridge-interrupt-ctrl@20110"
     assert pins[0].detail["chain"] == [["/ocp@f1000000/interrupt-controller@20200", 1], [bridge, 2]]
     assert pins[0].detail["registers"] == {

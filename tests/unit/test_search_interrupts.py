@@ -1,4 +1,4 @@
-"""The interrupts operator: a tick for a stalled board with an unmodelled controller, then the reads pinned.
+"""The interrupts and interrupt_pins operators: a tick for a stalled board, then the handlers' reads pinned.
 
 am335x (a root controller naming the pending interrupt by number) and an Orion-like tree (a root
 with two banks of cause bits, a chained controller behind its input 1, the timer behind that).
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from explorer.firmware.model import DeviceTreeFacts, DtDevice, Symbol, SymbolTable
 from explorer.runner.machine_config_pb2 import Device, Echo, MachineConfig, MmioRule, TickPending
 from explorer.runner.rehost_pb2 import Exit, ExitReason, MmioAccess, RunResult
-from explorer.search.operators import Child, Context, Evaluated, interrupts
+from explorer.search.operators import Child, Context, Evaluated, interrupt_pins, interrupts
 from explorer.search.state import Target, state_id
 from tests.unit.test_search_engine import FIRMWARE
 
@@ -96,6 +96,12 @@ def test_a_chosen_clock_source_is_kept() -> None:
     assert tick_child(state).state.boot.cmdline == "clocksource=dmtimer"
 
 
+def test_a_ticking_state_gets_no_second_tick_and_a_state_without_one_no_pin() -> None:
+    ticking = tick_child().state
+    assert interrupts.propose(context(ticking, run(ExitReason.EXIT_BUDGET, handler_read()))) == []
+    assert interrupt_pins.propose(context(BARE, run(ExitReason.EXIT_BUDGET, handler_read()))) == []
+
+
 def test_no_tick_for_a_run_that_ended_on_its_own_or_a_board_with_a_model_or_without_a_tree() -> None:
     assert interrupts.propose(context(BARE, run(ExitReason.EXIT_PANIC))) == []
     assert interrupts.propose(context(BARE, run(ExitReason.EXIT_USER_SPACE))) == []
@@ -124,14 +130,14 @@ def test_the_handlers_register_is_pinned_to_the_timer_the_kernel_programmed() ->
     result = run(
         ExitReason.EXIT_BUDGET, timer_write(0x48040038, 0), handler_read(order=1), handler_read(order=2)
     )
-    (child,) = interrupts.propose(context(ticking, result))
+    (child,) = interrupt_pins.propose(context(ticking, result))
     assert list(child.state.mmio_rules) == [MmioRule(address=INTC_SIR, constant=68)]
     assert (
         child.detail["timer"] == CLOCK_EVENT_TIMER.path and child.detail["handler"] == "omap_intc_handle_irq"
     )
     assert "omap_intc_handle_irq" in child.reason and "68" in child.reason
     # Pinned: the same run proposes nothing again.
-    assert interrupts.propose(context(child.state, result)) == []
+    assert interrupt_pins.propose(context(child.state, result)) == []
 
 
 def test_of_the_touched_timers_the_one_with_most_registers_written_comes_first() -> None:
@@ -142,12 +148,12 @@ def test_of_the_touched_timers_the_one_with_most_registers_written_comes_first()
         timer_write(0x48042000 + offset, order) for order, offset in enumerate((0x38, 0x3C, 0x40), 1)
     ]
     result = run(ExitReason.EXIT_BUDGET, *clock_source, *clock_event, handler_read(order=9))
-    assert [child.detail["value"] for child in interrupts.propose(context(ticking, result))] == [69, 68]
+    assert [child.detail["value"] for child in interrupt_pins.propose(context(ticking, result))] == [69, 68]
 
 
 def test_without_a_touched_timer_every_timer_of_the_controller_is_tried() -> None:
     ticking = tick_child().state
-    children = interrupts.propose(context(ticking, run(ExitReason.EXIT_BUDGET, handler_read())))
+    children = interrupt_pins.propose(context(ticking, run(ExitReason.EXIT_BUDGET, handler_read())))
     assert [child.detail["value"] for child in children] == [68, 69]
     assert all(child.state.tick == ticking.tick for child in children)
 
@@ -156,12 +162,12 @@ def test_reads_outside_the_handler_or_the_controller_pin_nothing() -> None:
     ticking = tick_child().state
     elsewhere = MmioAccess(address=INTC_SIR, size=4, pc=0xC0100104)
     outside = handler_read(address=0x44E09014)
-    assert interrupts.propose(context(ticking, run(ExitReason.EXIT_BUDGET, elsewhere, outside))) == []
+    assert interrupt_pins.propose(context(ticking, run(ExitReason.EXIT_BUDGET, elsewhere, outside))) == []
 
 
 def test_a_lone_controller_whose_handler_read_one_register_gets_the_interrupt_number() -> None:
     ticking = tick_child().state
-    child = interrupts.propose(context(ticking, run(ExitReason.EXIT_BUDGET, handler_read())))[0]
+    child = interrupt_pins.propose(context(ticking, run(ExitReason.EXIT_BUDGET, handler_read())))[0]
     assert child.detail["registers"] == {f"0x{INTC_SIR:x}": ["number", "68"]}
     assert (child.state.tick.ack_base, child.state.tick.ack_size) == (INTC_BASE, 0x1000)
 
@@ -237,7 +243,7 @@ TICKING_ORION_RUN = run(
 
 
 def test_a_timer_behind_a_chained_controller_gets_each_cause_register_pinned_to_its_bit() -> None:
-    first, second = interrupts.propose(context(orion_tick(), TICKING_ORION_RUN, ORION))
+    first, second = interrupt_pins.propose(context(orion_tick(), TICKING_ORION_RUN, ORION))
     assert first.detail["chain"] == [[ROOT, 1], [BRIDGE, 2]]
     assert list(first.state.mmio_rules) == [
         MmioRule(address=ROOT_CAUSE, tick_pending=TickPending(value=1 << 1)),
@@ -250,19 +256,23 @@ def test_a_timer_behind_a_chained_controller_gets_each_cause_register_pinned_to_
     assert "orion_bridge_irq_handler" in first.reason and "0x4 once per tick" in first.reason
     # The timer's other interrupt, never unmasked, comes second.
     assert second.detail["chain"] == [[ROOT, 1], [BRIDGE, 1]]
-    assert interrupts.propose(context(first.state, TICKING_ORION_RUN, ORION)) == []
+    assert interrupt_pins.propose(context(first.state, TICKING_ORION_RUN, ORION)) == []
 
 
 def test_a_clear_on_write_ack_names_the_interrupt_handled_and_a_mask_of_many_bits_names_none() -> None:
     # irq_gc_ack_clr_bit writes every bit but the acked one; a mask cache of random reads, many.
     ack = MmioAccess(address=BRIDGE_CAUSE, size=4, value=0xFFFFFFFB, pc=0xC0100404, is_write=True)
     acked = run(ExitReason.EXIT_BUDGET, unmask(0x3344BFA6, 0), ack, *TICKING_ORION_RUN.mmio_accesses[1:])
-    assert [child.detail["value"] for child in interrupts.propose(context(orion_tick(), acked, ORION))] == [
+    assert [
+        child.detail["value"] for child in interrupt_pins.propose(context(orion_tick(), acked, ORION))
+    ] == [
         2,
         1,
     ]
     unnamed = run(ExitReason.EXIT_BUDGET, unmask(0x3344BFA6, 0), *TICKING_ORION_RUN.mmio_accesses[1:])
-    assert [child.detail["value"] for child in interrupts.propose(context(orion_tick(), unnamed, ORION))] == [
+    assert [
+        child.detail["value"] for child in interrupt_pins.propose(context(orion_tick(), unnamed, ORION))
+    ] == [
         1,
         2,
     ]
@@ -273,7 +283,7 @@ def test_a_register_a_device_model_echoes_is_pinned_and_one_the_run_chose_stays(
     state.mmio_rules.extend(
         [MmioRule(address=BRIDGE_CAUSE, echo=Echo()), MmioRule(address=ROOT_CAUSE_HIGH, constant=7)]
     )
-    first = interrupts.propose(context(state, TICKING_ORION_RUN, ORION))[0]
+    first = interrupt_pins.propose(context(state, TICKING_ORION_RUN, ORION))[0]
     rules = {rule.address: rule for rule in first.state.mmio_rules}
     assert rules[BRIDGE_CAUSE] == MmioRule(address=BRIDGE_CAUSE, tick_pending=TickPending(value=1 << 2))
     assert rules[ROOT_CAUSE_HIGH] == MmioRule(address=ROOT_CAUSE_HIGH, constant=7)
@@ -284,7 +294,7 @@ def test_a_chained_handler_seen_only_after_the_root_is_pinned_follows_the_same_t
     # The first ticking run never dispatched the chained controller: only the root is pinned.
     root_only = run(ExitReason.EXIT_BUDGET, unmask(0b100, 0), *TICKING_ORION_RUN.mmio_accesses[1:3])
     tick = orion_tick()
-    children = interrupts.propose(context(tick, root_only, ORION))
+    children = interrupt_pins.propose(context(tick, root_only, ORION))
     pinned = children[0]
     assert {rule.address for rule in pinned.state.mmio_rules} == {ROOT_CAUSE, ROOT_CAUSE_HIGH}
     # Its run shows the chained handler; the next pin keeps the lineage's timer interrupt (2)
@@ -294,7 +304,7 @@ def test_a_chained_handler_seen_only_after_the_root_is_pinned_follows_the_same_t
         Evaluated(state_id(pinned.state), pinned.state, later, pinned),
         Evaluated(state_id(tick), tick, root_only),
     )
-    (bridge,) = interrupts.propose(Context(ORION, TARGET, lineage))
+    (bridge,) = interrupt_pins.propose(Context(ORION, TARGET, lineage))
     assert list(bridge.state.mmio_rules)[-1] == MmioRule(
         address=BRIDGE_CAUSE, tick_pending=TickPending(value=1 << 2)
     )
@@ -325,7 +335,9 @@ def test_one_block_of_banked_registers_answers_the_bit_in_the_inputs_bank_only(
         for group in range(groups)
         for bank in range(2)
     ]
-    (child,) = interrupts.propose(context(tick_child().state, run(ExitReason.EXIT_BUDGET, *reads), firmware))
+    (child,) = interrupt_pins.propose(
+        context(tick_child().state, run(ExitReason.EXIT_BUDGET, *reads), firmware)
+    )
     answered = {rule.address: rule for rule in child.state.mmio_rules}
     for read in reads:
         bank = (read.address - INTC_BASE) % 0x80 // 4
