@@ -353,3 +353,19 @@ def test_a_timer_is_known_by_its_generic_node_name_too() -> None:
     pwm = DtDevice("/soc/pwm@53fb4000", ("fsl,imx53-pwm",), ((0x53FB4000, 0x4000),), INTC, (61,), "okay")
     tree = dataclasses.replace(TREE, devices=(TREE.devices[0], gpt, pwm))
     assert interrupts.timers_of(tree, tree.devices[0]) == [gpt]
+
+
+def test_a_tick_answers_the_controllers_echoed_registers_from_the_value_model() -> None:
+    # The devices operator's echo on a cause register answers the handler its own last ack.
+    state = MachineConfig(target="arm", cpu="arm926", random_unruled_reads=True)
+    state.mmio_rules.extend(
+        [
+            MmioRule(address=BRIDGE_CAUSE, echo=Echo()),
+            MmioRule(address=ROOT_CAUSE + 4, echo=Echo()),
+            MmioRule(address=0xF1020300, echo=Echo()),
+            MmioRule(address=ROOT_CAUSE_HIGH, constant=5),
+        ]
+    )
+    (child,) = interrupts.propose(context(state, run(ExitReason.EXIT_BUDGET), ORION))
+    assert [rule.address for rule in child.state.mmio_rules] == [0xF1020300, ROOT_CAUSE_HIGH]
+    assert child.detail["unechoed"] == [BRIDGE_CAUSE, ROOT_CAUSE + 4]

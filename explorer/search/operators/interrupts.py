@@ -109,6 +109,15 @@ def unmodelled_controller(tree: DeviceTreeFacts, cpu: str) -> DtDevice | None:
 def _tick_child(state: State, tree: DeviceTreeFacts, controller: DtDevice, chooses_clock: bool) -> Child:
     """The tick, and jiffies as the clock unless the command line already chooses one."""
     chained = _chained_controllers(tree, controller)
+    # A device model's echo on these controllers' registers answers a handler its own last
+    # write (the ack of the previous interrupt, or 0 from init): a cause register that never
+    # names the timer, so the tick's run could tell nothing apart. The value model answers them.
+    echoed = [
+        rule.address
+        for rule in state.mmio_rules
+        if rule.WhichOneof("value") == "echo"
+        and any(holds(node, rule.address) for node in (controller, *chained))
+    ]
     # A timer behind a chained controller has its interrupt acked or masked there: the root's
     # block sees no write, and a line acked only there would stay up, the handler running again
     # and again (kirkwood: a storm in time_init until the run's deadline). The handler's first
@@ -116,20 +125,25 @@ def _tick_child(state: State, tree: DeviceTreeFacts, controller: DtDevice, choos
     base, size = (0, 0) if chained else controller.reg[0]
 
     def add_tick(child: State) -> None:
+        kept = [rule for rule in child.mmio_rules if rule.address not in echoed]
+        del child.mmio_rules[:]
+        child.mmio_rules.extend(kept)
         child.tick.period_ns = TICK_PERIOD_NS
         child.tick.ack_base = base
         child.tick.ack_size = size
         if not chooses_clock:
             child.boot.cmdline = f"{child.boot.cmdline} {JIFFIES_CLOCK}".strip()
 
+    paths = [node.path for node in chained]
     acked = (
-        f"acked by the handler's first read (timers behind chained {', '.join(chained)})"
+        f"acked by the handler's first read (timers behind chained {', '.join(paths)})"
         if chained
         else f"acked by writes to 0x{base:x}+0x{size:x}"
     )
     reason = (
         f"the run stalled and interrupt controller {controller.path} ({', '.join(controller.compatible)}) "
         f"has no model: tick every {TICK_PERIOD_NS / 1e6:g} ms, {acked}, time from jiffies ({JIFFIES_CLOCK})"
+        + (f"; {len(echoed)} echoed controller registers answered by the value model" if echoed else "")
     )
     detail = {
         "step": "tick",
@@ -137,15 +151,17 @@ def _tick_child(state: State, tree: DeviceTreeFacts, controller: DtDevice, choos
         "ack": [base, size],
         "period_ns": TICK_PERIOD_NS,
         "argument": JIFFIES_CLOCK,
+        "unechoed": echoed,
         "next": "the next run shows which registers the handlers read: pin them to a timer's interrupt",
     }
     return Child(derive(state, add_tick), OPERATOR, reason, detail)
 
 
-def _chained_controllers(tree: DeviceTreeFacts, root: DtDevice) -> list[str]:
+def _chained_controllers(tree: DeviceTreeFacts, root: DtDevice) -> list[DtDevice]:
     """The chained controllers between the device tree's timers and `root`, in tree order."""
     ways = (interrupt_path(tree, timer, timer.interrupts[0], root) or [] for timer in timers_of(tree, root))
-    return list(dict.fromkeys(hop.controller.path for way in ways for hop in way[1:]))
+    chained = {hop.controller.path: hop.controller for way in ways for hop in way[1:]}
+    return list(chained.values())
 
 
 def timers_of(tree: DeviceTreeFacts, root: DtDevice) -> list[DtDevice]:
