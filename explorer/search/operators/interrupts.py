@@ -32,9 +32,10 @@ tickless run idles forever after 841 initcalls; the tick's run idles reading INT
 tick until the stuck-read limit ends it; pinning INTC_SIR to 68 (timer2) reaches user space
 (868 initcalls, 3.7e9 instructions, 10 s): three boots (the engine's generation also boots the
 sibling pinned to 67, timer1, which stops in time_init). On marvell + kirkwood-b3 (orion-intc,
-the clock event behind orion-bridge-intc): the tick's run ends at the stuck-read limit on the
-root's cause register; pinning the root's bank 0 to bit 1, bank 1 to 0 and the bridge's cause
-to bit 2 reaches user space (374 initcalls, 13 s).
+the clock event behind orion-bridge-intc), acked by writes to the root the tick's run stormed
+in time_init; acked by the first read, with the controllers' echoes answered by the value
+model, its random cause bits name the timer now and then and the search reaches user space in
+4 runs (12 s); interrupt_pins makes every tick the timer's where they do not (dove-cubox).
 
 Invariants: never modifies the given states; never adds a tick beside an interrupt controller
 (the machine refuses it; device discovery, finding a controller model later, replaces the tick
