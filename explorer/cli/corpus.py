@@ -17,7 +17,7 @@ from explorer.corpus import FLAVOUR_ARCH, Corpus
 from explorer.errors import BadInput, CorpusError
 
 app = typer.Typer(
-    help="The real-kernel corpus: Debian's ARM and MIPS kernels, their device trees, and busybox "
+    help="The real-kernel corpus: Debian's ARM, AArch64 and MIPS kernels, their device trees, and busybox "
     "initramfs images."
     "\n\nExample:\n\n  explorer corpus fetch && explorer corpus list",
     no_args_is_help=True,
@@ -77,7 +77,8 @@ def fetch(
 )
 def path(
     name: Annotated[
-        str, typer.Argument(help="Kernel flavour (armmp, marvell, rpi, 4kc-malta) or architecture.")
+        str,
+        typer.Argument(help="Kernel flavour (armmp, marvell, rpi, 4kc-malta, arm64, ...) or architecture."),
     ],
     dtb: Annotated[
         str | None, typer.Option(help="Board whose device tree to print, e.g. vexpress-v2p-ca9.")

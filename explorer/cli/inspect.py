@@ -69,6 +69,10 @@ def _print_report(fw: Firmware, symbols_out: Path | None, elf_out: Path | None) 
     facts.add_row("architecture", f"{fw.arch.value} {fw.endian.value}-endian, {fw.cpu_class}")
     facts.add_row("text base", f"{_hex(fw.symbols.base)} (image {fw.image_size} bytes)")
     facts.add_row("PAGE_OFFSET", _hex(fw.page_offset))
+    if fw.page_size is not None:
+        facts.add_row("page size", f"{fw.page_size >> 10} KiB")
+    if fw.va_bits is not None:
+        facts.add_row("VA bits", f"{fw.va_bits} (the kernel's half: VA_BITS_MIN)")
     facts.add_row("load address", _hex(fw.load_address))
     facts.add_row("entry", _hex(fw.entry))
     facts.add_row("symbols", f"{len(fw.symbols.symbols)} from {fw.symbols.source}; {fw.symbols.proof}")

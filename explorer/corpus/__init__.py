@@ -1,4 +1,4 @@
-"""The real-kernel corpus: Debian's embedded ARM and MIPS kernels, their device trees, and
+"""The real-kernel corpus: Debian's embedded ARM, AArch64 and MIPS kernels, their device trees, and
 busybox initramfs images, fetched by `explorer corpus fetch` into the explorer cache. Kernels
 are named as in `explorer.corpus.catalogue`: "armmp" is bookworm's 6.1, "armmp-6.12" trixie's.
 

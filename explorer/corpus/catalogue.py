@@ -6,7 +6,11 @@ kernel the corpus was built around; "<flavour>-<series>" ("armmp-5.10", "armmp-6
 and kernel facts are checked across kernel versions. Which kernels exist is a fact of Debian's
 archive, checked with apt on 2026-11-25: bullseye (5.10) only keeps armhf on the mirrors (its
 armel and mipsel left with the end of regular support), and trixie (6.12) has no marvell
-flavour and no mipsel port. This module is pure data; it never touches the network or the disk.
+flavour and no mipsel port. "arm64" and "arm64-6.12" are Debian's one AArch64 flavour (an
+uncompressed `Image` with the device trees of several hundred boards in vendor subfolders),
+from bookworm and trixie like the others (checked 2026-12-07; both are served from the
+releases' -security archives then). This module is pure data; it never touches the network or
+the disk.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ KERNELS = {
     "armmp-5.10": KernelSource("bullseye", "armhf", "linux-image-5.10.0-{abi}-armmp"),
     "armmp-6.12": KernelSource("trixie", "armhf", "linux-image-6.12.{abi}+deb13-armmp"),
     "rpi-6.12": KernelSource("trixie", "armel", "linux-image-6.12.{abi}+deb13-rpi"),
+    "arm64": KernelSource("bookworm", "arm64", "linux-image-6.1.0-{abi}-arm64"),
+    "arm64-6.12": KernelSource("trixie", "arm64", "linux-image-6.12.{abi}+deb13-arm64"),
 }
 
 # Corpus kernel name -> Debian architecture. The boards each one covers are in the corpus README.

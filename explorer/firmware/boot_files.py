@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from explorer.firmware.formats import uimage
+from explorer.errors import FirmwareError
+from explorer.firmware.formats import fit, uimage
 from explorer.firmware.model import Layer
 
 FLASH = "flash"
@@ -61,6 +62,11 @@ def boot_files(data: bytes, layers: tuple[Layer, ...]) -> BootFiles:
 
 def _from_container(data: bytes, layer: Layer, where: str, whole_file: bool = False) -> BootFiles:
     """The kernel and initrd of the container `layer` that starts at data[0]."""
+    if layer.kind == fit.KIND:  # QEMU loads a uImage as the kernel, but no FIT
+        raise FirmwareError(
+            f"{where} is a FIT image: explorer reads its kernel (explorer inspect) but cannot boot a "
+            "FIT yet; extract the kernel with `dumpimage -T flat_dt -p 0 -o kernel FILE` and give that"
+        )
     if layer.kind == uimage.KIND and layer.detail.get("type") == "multi":
         kernel, initrd = _multi_sub_images(data)
         return BootFiles(

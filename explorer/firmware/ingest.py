@@ -19,13 +19,14 @@ from pathlib import Path
 
 from explorer.errors import BadInput, FirmwareError
 from explorer.firmware import devicetree, kernel_facts, machines
+from explorer.firmware.formats import arm64_image
 from explorer.firmware.locate import locate_kernel
-from explorer.firmware.model import Firmware, KernelImage, SymbolTable
+from explorer.firmware.model import Arch, Firmware, KernelImage, Layer, SymbolTable
 from explorer.firmware.symbols import recover_symbols
 from explorer.paths import cache_root
 
 # Bump when ingestion would give different facts for the same image: old cache entries are then ignored.
-INGEST_VERSION = 3  # 2: the device tree's CPU compatibles and PSCI method; 3: its aliases
+INGEST_VERSION = 4  # 2: the device tree's CPU compatibles and PSCI method; 3: its aliases; 4: AArch64
 
 _FACTS = "facts.json"
 _SYMBOLS = "symbols.nm"
@@ -72,10 +73,23 @@ def kernel_image_bytes(firmware: Firmware) -> bytes:
 
 
 def with_device_tree(firmware: Firmware, blob: bytes) -> Firmware:
-    """`firmware` paired with a given DTB: its facts, and the load address the DTB's memory implies."""
+    """`firmware` paired with a given DTB: its facts, the load address the DTB's memory implies,
+    and for AArch64 the class of the board's cores."""
     tree = devicetree.parse_dtb(blob, "given")
-    load = kernel_facts.load_address(firmware.arch, firmware.symbols, firmware.page_offset, tree)
-    return dataclasses.replace(firmware, device_tree=tree, load_address=firmware.load_address or load)
+    load = kernel_facts.load_address(
+        firmware.arch, firmware.symbols, firmware.page_offset, tree, _text_offset(firmware.layers)
+    )
+    cpu_class = firmware.cpu_class
+    if firmware.arch is Arch.AARCH64:
+        cpu_class = kernel_facts.board_cpu_class(tree) or cpu_class
+    return dataclasses.replace(
+        firmware, device_tree=tree, load_address=firmware.load_address or load, cpu_class=cpu_class
+    )
+
+
+def _text_offset(layers: tuple[Layer, ...]) -> int | None:
+    header = arm64_image.header_of(layers)
+    return None if header is None else int(header["text_offset"])
 
 
 def _analyse(data: bytes, sha256: str, image: KernelImage) -> Firmware:
@@ -84,13 +98,17 @@ def _analyse(data: bytes, sha256: str, image: KernelImage) -> Firmware:
     page_offset = kernel_facts.page_offset(image, symbols)
     load = image.load_address
     if load is None:
-        load = kernel_facts.load_address(image.arch, symbols, page_offset, tree)
+        load = kernel_facts.load_address(image.arch, symbols, page_offset, tree, _text_offset(image.layers))
+    header = arm64_image.header_of(image.layers)
+    cpu_class = kernel_facts.cpu_class(image, symbols)
+    if image.arch is Arch.AARCH64 and tree is not None:
+        cpu_class = kernel_facts.board_cpu_class(tree) or cpu_class
     return Firmware(
         sha256=sha256,
         size=len(data),
         arch=image.arch,
         endian=image.endian,
-        cpu_class=kernel_facts.cpu_class(image, symbols),
+        cpu_class=cpu_class,
         version=kernel_facts.kernel_version(image),
         layers=image.layers,
         page_offset=page_offset,
@@ -100,6 +118,8 @@ def _analyse(data: bytes, sha256: str, image: KernelImage) -> Firmware:
         machines=machines.find_machine_descs(image, symbols),
         device_tree=tree,
         image_size=len(image.data),
+        page_size=header["page_size"] if header is not None else kernel_facts.fixed_page_size(image),
+        va_bits=kernel_facts.va_bits(image, symbols),
     )
 
 

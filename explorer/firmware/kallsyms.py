@@ -1,13 +1,16 @@
 """The kernel's own compressed symbol table (kallsyms), found and decoded in a raw kernel image.
 
-`scripts/kallsyms` emits these tables into .rodata (32-bit words, in the kernel's endianness):
+`scripts/kallsyms` emits these tables into .rodata (in the kernel's endianness; PTR is a pointer,
+32 or 64 bits, and every table starts aligned to a pointer on 64-bit kernels):
 
-    kallsyms_addresses[N]   absolute addresses              (older kernels, !KALLSYMS_BASE_RELATIVE)
-      or kallsyms_offsets[N] + kallsyms_relative_base       (4.6+; "absolute percpu" variant on x86-64)
-    kallsyms_num_syms       N
+    kallsyms_addresses[N]   absolute addresses, PTR each    (older kernels, !KALLSYMS_BASE_RELATIVE)
+      or kallsyms_offsets[N] (32-bit) + kallsyms_relative_base (PTR)
+                                                            (4.6+; "absolute percpu" variant on x86-64)
+    kallsyms_num_syms       N (32-bit)
     kallsyms_names          per symbol: length (1 byte; 6.1+: 2 bytes when bit 7 is set), token bytes
-    kallsyms_markers        offset into names of every 256th symbol
-    kallsyms_seqs_of_names  6.2/6.3 only here: 3 bytes per symbol
+    kallsyms_markers        offset into names of every 256th symbol (32-bit; PTR before 6.1 on
+                            64-bit kernels, which this module does not read)
+    kallsyms_seqs_of_names  6.2/6.3 (and backported: Debian's arm64 6.1.0-57 has it) here: 3 bytes per symbol
     kallsyms_token_table    256 NUL-terminated strings, the expansion of each byte value
     kallsyms_token_index    256 u16 offsets into the token table
 
@@ -18,7 +21,11 @@ stores absolute addresses in kallsyms_offsets, which decode as "absolute" (check
 7.2 armmp against its /proc/kallsyms). 64-bit and relocatable kernels (MIPS with KASLR) store
 place-relative offsets, each the symbol's address minus the entry's own. Those place every
 symbol in the image but give no virtual address: their "addresses" here are image offsets,
-and `symbols` proves the base separately.
+and `symbols` proves the base separately. A relocatable 64-bit kernel linked with
+--no-apply-dynamic-relocs (arm64) leaves kallsyms_relative_base zero in the image (the kernel
+writes it while relocating itself at boot): its "addresses" are then offsets from the lowest
+symbol, `relative_base` is 0 and `relative_base_at` says where the slot is, for `symbols` to
+find the relocation that fills it.
 
 The search anchors on token_index (256 ascending u16 starting at 0 whose strides are the
 token lengths) and walks outward, verifying every step against the others. This module only
@@ -28,7 +35,7 @@ reads symbols and their link-time addresses; it never decides where the image li
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +43,7 @@ import numpy as np
 from explorer.errors import FirmwareError
 from explorer.firmware.model import Endian, Symbol
 
-WORD = 4  # 32-bit kernels only: every PTR/.long in the tables is one 32-bit word
+WORD = 4  # a .long: num_syms, markers, offsets, token_index pairs; PTR on 32-bit kernels
 TOKENS = 256
 MAX_TOKEN_LEN = 255  # a token is at most as long as a symbol name in practice
 MAX_EMPTY_TOKENS = 64  # byte values neither used in names nor given a token; a zero-filled area has 256
@@ -61,6 +68,8 @@ class KallsymsLayout:
     addresses: int  # offset of kallsyms_addresses or kallsyms_offsets
     encoding: str  # "absolute", "base-relative", "base-relative-percpu" or "place-relative"
     relative_base: int | None  # value of kallsyms_relative_base, for the base-relative encodings
+    relative_base_at: int | None = None  # its offset in the image, for the base-relative encodings
+    pointer_size: int = WORD  # bytes of a PTR: 4, or 8 on 64-bit kernels
 
 
 @dataclass(frozen=True)
@@ -74,16 +83,19 @@ class Kallsyms:
     symbols: tuple[Symbol, ...]
 
 
-def find_kallsyms(data: bytes, endian: Endian) -> Kallsyms:
-    """Locate and decode the kallsyms tables in `data`; `endian` is tried first, then the other one."""
+def find_kallsyms(data: bytes, endian: Endian, pointer_size: int = WORD) -> Kallsyms:
+    """Locate and decode the kallsyms tables in `data`; `endian` is tried first, then the other one.
+
+    `pointer_size` is the kernel's: 4 for 32-bit kernels, 8 for 64-bit ones."""
     for order in (endian, Endian.BIG if endian is Endian.LITTLE else Endian.LITTLE):
         for index_at in _token_index_candidates(data, order):
-            found = _decode_around(data, order, index_at)
+            found = _decode_around(data, order, index_at, pointer_size)
             if found is not None:
                 return found
     raise FirmwareError(
         "no kallsyms table found in the kernel image: it was built without CONFIG_KALLSYMS "
-        "or is not a 32-bit kernel; supply an ELF vmlinux with a symbol table instead"
+        "or its tables are laid out as explorer does not know; supply an ELF vmlinux with a "
+        "symbol table instead"
     )
 
 
@@ -108,7 +120,7 @@ def _token_index_candidates(data: bytes, order: Endian) -> Iterator[int]:
         yield int(u16_index) * 2
 
 
-def _decode_around(data: bytes, order: Endian, index_at: int) -> Kallsyms | None:
+def _decode_around(data: bytes, order: Endian, index_at: int, pointer: int) -> Kallsyms | None:
     """Walk outward from a token_index candidate; None unless every table checks out."""
     token_index = np.frombuffer(data, dtype=_fmt(order, "u2"), count=TOKENS, offset=index_at)
     table = _token_table(data, token_index, index_at)
@@ -123,13 +135,13 @@ def _decode_around(data: bytes, order: Endian, index_at: int) -> Kallsyms | None
         if names is None:
             continue
         num_syms_at, count, spans = names
-        located = _addresses(data, order, num_syms_at, count, index_at + TOKENS * 2)
+        located = _addresses(data, order, num_syms_at, count, index_at + TOKENS * 2, pointer)
         if located is None:
             continue
-        addresses_at, encoding, relative_base, addresses = located
+        addresses_at, encoding, relative_base_at, relative_base, addresses = located
         layout = KallsymsLayout(
             order, num_syms_at, _after_padding(data, num_syms_at + WORD), markers_at, table_at, index_at,
-            addresses_at, encoding, relative_base,
+            addresses_at, encoding, relative_base, relative_base_at, pointer,
         )  # fmt: skip
         return Kallsyms(layout, _symbols(data, tokens, spans, addresses))
     return None
@@ -256,44 +268,61 @@ def _before_padding(data: bytes, at: int) -> int:
 
 
 def _addresses(
-    data: bytes, order: Endian, num_syms_at: int, count: int, after_index: int
-) -> tuple[int, str, int | None, np.ndarray] | None:
+    data: bytes, order: Endian, num_syms_at: int, count: int, after_index: int, pointer: int
+) -> tuple[int, str, int | None, int | None, np.ndarray] | None:
     """Find the address table: before num_syms (up to 6.3) or right after token_index (6.4+).
 
-    token_index is 512 bytes from an aligned start, so nothing pads the offsets that follow it.
+    (its offset, encoding, kallsyms_relative_base's offset and value (None for the encodings
+    without one), the addresses), or None. token_index is 512 bytes from an aligned start, so
+    nothing pads the offsets that follow it.
     """
-    size = count * WORD
     before_num_syms = _before_padding(data, num_syms_at)
-    relative_base_at = before_num_syms - WORD
-    # Where the table may be, with kallsyms_relative_base's place, or None and the encodings
-    # that have none: place-relative is 7.0+, so only after token_index. Absolute kernel
-    # addresses (0x80000000 up) read as place-relative land before the image, so trying it
-    # first never mistakes one for the other, while a place-relative table of text symbols
-    # (all below the table) would read as a rising run of huge absolute addresses.
-    candidates = [
-        (_before_padding(data, relative_base_at) - size, relative_base_at, ()),
-        (before_num_syms - size, None, ((_absolute, "absolute"),)),
-        (after_index, _after_padding(data, after_index + size), ()),
-        (after_index, None, ((_place_relative, "place-relative"), (_absolute, "absolute"))),
+    if pointer == WORD:
+        relative_base_at = before_num_syms - WORD
+        offsets_end = after_index + count * WORD
+        relative_base_after_index = _after_padding(data, offsets_end)
+    else:
+        # A 64-bit relative base is a pointer-aligned PTR that may be zero in the image (filled in
+        # at boot), so it cannot be told from padding by its value: its place is fixed instead,
+        # right before num_syms (which is pointer aligned), or pointer aligned after the offsets.
+        relative_base_at = num_syms_at - pointer
+        offsets_end = after_index + count * WORD
+        relative_base_after_index = offsets_end + -offsets_end % pointer
+    # Where the table may be, the size of its entries, kallsyms_relative_base's place (None for
+    # the encodings that have none), and the decoders for those. Place-relative is 7.0+, so only
+    # after token_index. Absolute kernel addresses (0x80000000 up) read as place-relative land
+    # before the image, so trying it first never mistakes one for the other, while a
+    # place-relative table of text symbols (all below the table) would read as a rising run of
+    # huge absolute addresses.
+    candidates: list[tuple[int, int, int | None, tuple[tuple[_Decoder, str], ...]]] = [
+        (_before_padding(data, relative_base_at) - count * WORD, WORD, relative_base_at, ()),
+        (before_num_syms - count * pointer, pointer, None, ((_absolute, "absolute"),)),
+        (after_index, WORD, relative_base_after_index, ()),
+        (after_index, WORD, None, ((_place_relative, "place-relative"),)),
+        (after_index, pointer, None, ((_absolute, "absolute"),)),
     ]
-    for table_at, base_at, decoders in candidates:
+    for table_at, size, base_at, decoders in candidates:
         if (
             table_at < 0
-            or table_at + size > len(data)
-            or (base_at is not None and base_at + WORD > len(data))
+            or table_at + count * size > len(data)
+            or (base_at is not None and base_at + pointer > len(data))
         ):
             continue
-        words = np.frombuffer(data, dtype=_fmt(order, "u4"), count=count, offset=table_at)
+        words = np.frombuffer(data, dtype=_fmt(order, f"u{size}"), count=count, offset=table_at)
         if base_at is not None:
-            relative_base = int(np.frombuffer(data, dtype=_fmt(order, "u4"), count=1, offset=base_at)[0])
-            decoded, encoding = _relative(words, relative_base)
+            base_word = np.frombuffer(data, dtype=_fmt(order, f"u{pointer}"), count=1, offset=base_at)
+            relative_base = int(base_word[0])
+            decoded, encoding = _relative(words, relative_base, pointer)
             if decoded is not None:
-                return table_at, encoding, relative_base, decoded
+                return table_at, encoding, base_at, relative_base, decoded
         for decode, encoding in decoders:
             decoded = decode(words, table_at, len(data))
             if decoded is not None:
-                return table_at, encoding, None, decoded
+                return table_at, encoding, None, None, decoded
     return None
+
+
+_Decoder = Callable[[np.ndarray, int, int], "np.ndarray | None"]
 
 
 def _is_symbol_order(addresses: np.ndarray) -> bool:
@@ -302,7 +331,7 @@ def _is_symbol_order(addresses: np.ndarray) -> bool:
 
 
 def _absolute(words: np.ndarray, _table_at: int, _image_size: int) -> np.ndarray | None:
-    addresses = words.astype(np.int64)
+    addresses = words.astype(np.uint64)  # 64-bit kernel addresses do not fit an int64
     return addresses if _is_symbol_order(addresses) else None
 
 
@@ -320,18 +349,22 @@ def _place_relative(words: np.ndarray, table_at: int, image_size: int) -> np.nda
     return offsets
 
 
-def _relative(offsets: np.ndarray, relative_base: int) -> tuple[np.ndarray | None, str]:
-    """Decode kallsyms_offsets; the percpu variant stores most symbols as base - 1 - offset."""
+def _relative(offsets: np.ndarray, relative_base: int, pointer: int) -> tuple[np.ndarray | None, str]:
+    """Decode kallsyms_offsets; the percpu variant (32-bit here) stores most symbols as base - 1 - offset."""
     signed = offsets.astype(np.int32).astype(np.int64)
     if np.count_nonzero(signed < 0) * 2 > len(signed):
+        if pointer != WORD:  # only x86-64 has it, and explorer reads no x86 kernel
+            return None, "base-relative-percpu"
         addresses = np.where(signed >= 0, signed, relative_base - 1 - signed)
         encoding = "base-relative-percpu"
     else:
         if signed[0] != 0:  # the relative base is the lowest address, so the first offset is 0
             return None, "base-relative"
-        addresses = relative_base + offsets.astype(np.int64)
+        if relative_base + int(offsets.max()) >= 1 << (8 * pointer):
+            return None, "base-relative"
+        addresses = np.uint64(relative_base) + offsets.astype(np.uint64)
         encoding = "base-relative"
-    if addresses.max() >= 1 << 32 or not _is_symbol_order(addresses):
+    if int(addresses.max()) >= 1 << (8 * pointer) or not _is_symbol_order(addresses):
         return None, encoding
     return addresses, encoding
 

@@ -1,5 +1,5 @@
 """Kernel facts read from the image and its symbols: version banner, CPU class, PAGE_OFFSET,
-and the physical address the image must be loaded at.
+the physical address the image must be loaded at, and for AArch64 the page size and VA bits.
 
 Each fact comes from evidence in the kernel itself, and each function's docstring names the
 evidence. Nothing here guesses a board or looks at how the kernel was packaged.
@@ -51,6 +51,21 @@ _MIPS_KSEG0, _MIPS_KSEG0_SIZE = 0x8000_0000, 0x2000_0000
 _MIPS_SPECIAL3, _MIPS_EXT, _MIPS_INS = 0x1F, 0x00, 0x04
 _MIPS_R2_MIN_SHARE = 0.001  # 0.1 % of text words; an r2 kernel has far more, an r1 kernel none
 
+# Every arm64 kernel runs on ARMv8.0-A; the board's cores (its device tree) may be newer. The
+# architecture each core implements, from Arm's technical reference manuals.
+_A64_BASELINE = "ARMv8-A"
+_A64_CORES = {
+    "ARMv8-A": ("cortex-a35", "cortex-a53", "cortex-a57", "cortex-a72", "cortex-a73", "carmel"),
+    "ARMv8.2-A": (
+        "cortex-a55", "cortex-a65", "cortex-a75", "cortex-a76", "cortex-a77", "cortex-a78",
+        "cortex-x1", "neoverse-n1", "neoverse-e1", "kryo-4xx", "kryo-5xx",
+    ),
+    "ARMv9-A": ("cortex-a510", "cortex-a520", "cortex-a710", "cortex-a715", "cortex-a720", "cortex-x2",
+                "cortex-x3", "cortex-x4", "neoverse-n2"),
+}  # fmt: skip
+# The Image goes at a 2 MiB aligned physical base plus the header's text_offset (booting.rst).
+_A64_IMAGE_ALIGN = 2 << 20
+
 
 def kernel_version(image: KernelImage) -> str | None:
     """The `linux_banner` after "Linux version ", or None when the image has none.
@@ -67,15 +82,55 @@ def cpu_class(image: KernelImage, symbols: SymbolTable) -> str:
     """The CPU architecture the kernel runs on: "ARMv5", "ARMv7", "MIPS32r2", ...
 
     ARM: the newest architecture among the processors whose `cpu_<name>_proc_init` the kernel
-    carries (a v6+v7 kernel runs on a v7 CPU). MIPS: MIPS32r2 when r2-only EXT/INS
+    carries (a v6+v7 kernel runs on a v7 CPU). AArch64: ARMv8-A, which every arm64 kernel runs
+    on (`board_cpu_class` says which the board's cores are). MIPS: MIPS32r2 when r2-only EXT/INS
     instructions are common in the kernel text, else MIPS32r1. "ARM" or "MIPS" alone when
     there is no evidence.
     """
     if image.arch is Arch.MIPS:
         return _mips_class(image, symbols)
+    if image.arch is Arch.AARCH64:
+        return _A64_BASELINE
     processors = {m.group(1) for s in symbols.symbols if (m := _PROC_INIT.fullmatch(s.name))}
     supported = [arch for arch, names in _ARM_PROCESSORS.items() if processors.intersection(names)]
     return supported[-1] if supported else "ARM"
+
+
+def board_cpu_class(tree: DeviceTreeFacts) -> str | None:
+    """The architecture of an AArch64 board's cores, from the device tree's /cpus compatibles: the
+    oldest among them (the kernel runs on every core), or None when a core is one we do not know."""
+    classes = []
+    for compatible in tree.cpus:
+        core = compatible.removeprefix("arm,")
+        known = [arch for arch, cores in _A64_CORES.items() if core in cores]
+        if not known:
+            return None
+        classes.append(known[0])
+    order = list(_A64_CORES)
+    return min(classes, key=order.index) if classes else None
+
+
+def fixed_page_size(image: KernelImage) -> int | None:
+    """The page size an architecture fixes: 4 KiB on 32-bit ARM; None where a kernel chooses
+    (MIPS, AArch64: its Image header says)."""
+    return 4096 if image.arch is Arch.ARM else None
+
+
+def va_bits(image: KernelImage, symbols: SymbolTable) -> int | None:
+    """AArch64: the virtual address bits of the kernel's half (VA_BITS_MIN), or None elsewhere.
+
+    The kernel is linked at KIMAGE_VADDR, a little above the start of the upper half of a
+    VA_BITS_MIN address space (0xffff800008000000 on 6.1 with 48 bits, 0xffff800080000000 on
+    6.12), so the run of leading one bits of its link address gives VA_BITS_MIN. A kernel built
+    for 52-bit VAs links in the 48-bit half too (and uses 52 bits only on CPUs that have them):
+    this is then 48.
+    """
+    if image.arch is not Arch.AARCH64:
+        return None
+    text = _text_address(symbols)
+    leading_ones = 64 - (~text & ((1 << 64) - 1)).bit_length()
+    bits = 64 - leading_ones + 1
+    return bits if 36 <= bits <= 52 else None
 
 
 def page_offset(image: KernelImage, symbols: SymbolTable) -> int | None:
@@ -84,9 +139,13 @@ def page_offset(image: KernelImage, symbols: SymbolTable) -> int | None:
     ARM: `_text` = PAGE_OFFSET + TEXT_OFFSET, PAGE_OFFSET is one of Kconfig's choices and
     TEXT_OFFSET follows the 0x8000-above-a-MiB convention, which together pick one answer
     (rounding `_text` down to 16 MiB would be wrong for a 0xB0000000 split with a big
-    TEXT_OFFSET, for instance). MIPS32: KSEG0 when the kernel is linked there.
+    TEXT_OFFSET, for instance). MIPS32: KSEG0 when the kernel is linked there. AArch64 (5.4+
+    layout): the linear map starts the kernel's half, at -(1 << VA_BITS_MIN) (`va_bits`).
     """
     text = _text_address(symbols)
+    if image.arch is Arch.AARCH64:
+        bits = va_bits(image, symbols)
+        return None if bits is None else (1 << 64) - (1 << bits)
     if image.arch is Arch.MIPS:
         return _MIPS_KSEG0 if _MIPS_KSEG0 <= text < _MIPS_KSEG0 + _MIPS_KSEG0_SIZE else None
     for candidate in _ARM_PAGE_OFFSETS:
@@ -97,14 +156,25 @@ def page_offset(image: KernelImage, symbols: SymbolTable) -> int | None:
 
 
 def load_address(
-    arch: Arch, symbols: SymbolTable, kernel_page_offset: int | None, tree: DeviceTreeFacts | None
+    arch: Arch,
+    symbols: SymbolTable,
+    kernel_page_offset: int | None,
+    tree: DeviceTreeFacts | None,
+    text_offset: int | None = None,
 ) -> int | None:
     """The physical address of `_text` when no header states it, or None without evidence.
 
     ARM: PHYS_OFFSET + TEXT_OFFSET, with PHYS_OFFSET the lowest RAM bank of the device tree
     (a multiplatform kernel works out PHYS_OFFSET from where it was loaded, so only the board
-    says). MIPS: KSEG0 maps physical memory one to one, so `_text` - KSEG0.
+    says). MIPS: KSEG0 maps physical memory one to one, so `_text` - KSEG0. AArch64: the Image
+    header's `text_offset` above the first 2 MiB boundary of the lowest RAM bank (where the boot
+    protocol says to put it; a relocatable kernel runs from any such base).
     """
+    if arch is Arch.AARCH64:
+        if tree is None or not tree.memory or text_offset is None:
+            return None
+        lowest = min(start for start, _ in tree.memory)
+        return lowest + -lowest % _A64_IMAGE_ALIGN + text_offset
     if kernel_page_offset is None:
         return None
     text_offset = _text_address(symbols) - kernel_page_offset

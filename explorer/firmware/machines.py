@@ -41,6 +41,8 @@ def find_machine_descs(image: KernelImage, symbols: SymbolTable) -> tuple[Machin
     """The boards the kernel supports, in table order; () when it has no table we can find."""
     if image.arch is Arch.MIPS:
         return _builtin_dtb_machines(image)
+    if image.arch is Arch.AARCH64:
+        return ()  # arm64 has no machine descriptors: every board is described by its device tree
     records = _candidate_records(image, symbols.base)
     table = _longest_equally_spaced_run(sorted(records), _table_window(symbols))
     if len(table) == 1 and _table_window(symbols) is None:

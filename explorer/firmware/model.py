@@ -13,8 +13,9 @@ from typing import Any
 
 
 class Arch(StrEnum):
-    ARM = "arm"
+    ARM = "arm"  # 32-bit ARM (A32/T32)
     MIPS = "mips"
+    AARCH64 = "aarch64"  # 64-bit ARM (A64): ingested, not yet run
 
 
 class Endian(StrEnum):
@@ -26,7 +27,7 @@ class Endian(StrEnum):
 class Layer:
     """One wrapper peeled off on the way to the kernel: where it was and what it said."""
 
-    kind: str  # "flash", "uimage", "zimage", "elf", "mips-vmlinuz", "image"
+    kind: str  # "flash", "uimage", "zimage", "arm64-image", "compressed", "elf", "mips-vmlinuz", "image"
     offset: int  # byte offset of this layer inside its parent
     size: int  # bytes this layer occupies in its parent
     detail: dict[str, Any] = field(default_factory=dict)  # format-specific, JSON-able
@@ -214,7 +215,7 @@ class Firmware:
     size: int
     arch: Arch
     endian: Endian
-    cpu_class: str  # "ARMv5", "ARMv6", "ARMv7", "MIPS32r2", ...
+    cpu_class: str  # "ARMv5", "ARMv6", "ARMv7", "MIPS32r2", "ARMv8-A", ... (AArch64: the board's, given a DT)
     version: str | None  # the "Linux version ..." banner
     layers: tuple[Layer, ...]  # outermost first
     page_offset: int | None
@@ -224,6 +225,8 @@ class Firmware:
     machines: tuple[MachineDesc, ...]
     device_tree: DeviceTreeFacts | None  # the DTB given with --dtb, else the appended one
     image_size: int  # bytes of the decompressed kernel image
+    page_size: int | None = None  # bytes, where the kernel states it (the AArch64 Image header)
+    va_bits: int | None = None  # AArch64: virtual address bits of the kernel's half (VA_BITS_MIN)
 
     def facts_dict(self) -> dict[str, Any]:
         """JSON-able facts (everything but the symbol list itself, which is stored as nm text)."""
@@ -247,6 +250,8 @@ class Firmware:
             "machines": [m.to_dict() for m in self.machines],
             "device_tree": self.device_tree.to_dict() if self.device_tree else None,
             "image_size": self.image_size,
+            "page_size": self.page_size,
+            "va_bits": self.va_bits,
         }
 
     @classmethod
@@ -269,4 +274,6 @@ class Firmware:
             machines=tuple(MachineDesc.from_dict(x) for x in facts["machines"]),
             device_tree=DeviceTreeFacts.from_dict(dt) if dt else None,
             image_size=facts["image_size"],
+            page_size=facts["page_size"],
+            va_bits=facts["va_bits"],
         )

@@ -8,7 +8,14 @@ is not `_text`), so candidate bases are compared by that score and the winner mu
 runner-up clearly. Place-relative kallsyms (7.0+, relocatable kernels) place every symbol in
 the image exactly, so prologues cannot tell bases apart; there the base is the one at which
 the image's own function pointers (ops tables, initcalls) point at the most sampled
-functions. This module never decompresses or parses containers (that is `locate`).
+functions. A relocatable 64-bit kernel whose kallsyms_relative_base the image leaves zero (arm64:
+filled in at boot) proves its base by its relocation table instead: the one record that fills
+that slot says both where the slot is (hence where image byte 0 is) and what the relative base
+is; the pointer census, read from the relocation targets, must agree. Addresses are link-time
+addresses: an arm64 kernel moves itself at boot when the device tree's /chosen gives it a
+kaslr-seed (QEMU's virt board writes one) unless told `nokaslr`, which a runner must then pass,
+as the search does for MIPS (explorer.search.initial). This module never decompresses or parses
+containers (that is `locate`).
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from collections.abc import Callable
 import numpy as np
 
 from explorer.errors import FirmwareError
-from explorer.firmware.kallsyms import find_kallsyms
+from explorer.firmware.kallsyms import Kallsyms, find_kallsyms
 from explorer.firmware.model import Arch, Endian, KernelImage, Symbol, SymbolTable
+from explorer.firmware.relocations import find_relative_relocations
 
 TEXT_TYPES = frozenset("TtWw")
 PROOF_SAMPLES = 1024  # text symbols checked per candidate base
@@ -28,6 +36,11 @@ MIN_PROLOGUE_SHARE = 0.25  # of the sampled symbols, at the winning base
 MIN_LEAD = 4  # the winner needs this many times the runner-up's hits
 POINTER_SAMPLES = 256  # functions whose pointers are looked for, per image
 MIN_POINTED_SHARE = 0.05  # of the sampled functions, pointed at from the image at the winning base
+KERNEL_IMAGE_ALIGN = 2 << 20  # arm64 links its image 2 MiB aligned (MIN_KIMG_ALIGN)
+A64_NOP, A64_PACIASP, A64_BTI_C, A64_BTI_JC = 0xD503201F, 0xD503233F, 0xD503245F, 0xD50324DF
+A64_LOWEST_KERNEL_ADDRESS = (1 << 64) - (1 << 52)  # with 52 VA bits, the most arm64 has
+# Bytes before a function that a pointer to it may hold (see prove_base_by_pointers).
+A64_CALL_OPS_SITE = (0, 8)
 
 # A prologue test maps instruction words (uint32, already in instruction byte order) to booleans.
 PrologueTest = Callable[[np.ndarray], np.ndarray]
@@ -37,19 +50,74 @@ def recover_symbols(image: KernelImage) -> SymbolTable:
     """The image's symbols sorted by address, with a proven base; FirmwareError if there are none."""
     if image.elf_symbols is not None and image.base is not None:
         symbols = tuple(sorted(image.elf_symbols))
-        hits, samples = _prologue_hits(image, symbols, np.array([image.base], dtype=np.int64))
+        hits, samples = _prologue_hits(image, symbols, np.array([image.base], dtype=np.uint64))
         proof = (
             f"base {image.base:#x} stated by the ELF headers; "
             f"{hits[0]}/{samples} sampled text symbols start with a prologue there"
         )
         return SymbolTable(symbols, "elf", image.base, proof)
-    kallsyms = find_kallsyms(image.data, image.endian)
+    kallsyms = find_kallsyms(image.data, image.endian, 8 if image.arch is Arch.AARCH64 else 4)
     if kallsyms.layout.encoding == "place-relative":  # addresses are image offsets
         base, proof = prove_base_by_pointers(image, kallsyms.symbols)
         symbols = tuple(Symbol(base + s.address, s.type, s.name) for s in kallsyms.symbols)
         return SymbolTable(symbols, "kallsyms", base, proof)
+    if _relative_base_filled_at_boot(kallsyms):  # addresses are offsets from the relative base
+        return _placed_by_relocation(image, kallsyms)
     base, proof = prove_base(image, kallsyms.symbols)
     return SymbolTable(kallsyms.symbols, "kallsyms", base, proof)
+
+
+def _relative_base_filled_at_boot(kallsyms: Kallsyms) -> bool:
+    layout = kallsyms.layout
+    return layout.pointer_size == 8 and layout.relative_base == 0 and layout.relative_base_at is not None
+
+
+def _placed_by_relocation(image: KernelImage, kallsyms: Kallsyms) -> SymbolTable:
+    """Symbols of a kernel whose relative base is relocated at boot, at their link-time addresses."""
+    assert kallsyms.layout.relative_base_at is not None
+    base, relative_base, proof = prove_base_by_relocation(image, kallsyms.layout.relative_base_at)
+    placed = tuple(Symbol(relative_base - base + s.address, s.type, s.name) for s in kallsyms.symbols)
+    census_base, census = prove_base_by_pointers(image, placed)
+    if census_base != base:
+        raise FirmwareError(
+            f"the kernel's relocations disagree about where it is loaded ({proof}; but {census}): "
+            "the image is damaged"
+        )
+    symbols = tuple(Symbol(base + s.address, s.type, s.name) for s in placed)
+    return SymbolTable(symbols, "kallsyms", base, f"{proof}; {census}")
+
+
+def prove_base_by_relocation(image: KernelImage, slot: int) -> tuple[int, int, str]:
+    """(base, relative base, proof) from the one R_AARCH64_RELATIVE record that fills the pointer at
+    image offset `slot` (kallsyms_relative_base): its place is base + slot, at a 2 MiB aligned base,
+    and its target lies in the image."""
+    relocations = find_relative_relocations(image.data, image.endian)
+    if relocations is None:
+        raise FirmwareError(
+            "the kernel leaves its kallsyms base to be filled in at boot, but its image has no "
+            "relocation table: it cannot be placed (is the image complete?)"
+        )
+    bases = relocations.places - np.uint64(slot)  # uint64: a place below the slot wraps and fails
+    targets = relocations.targets - bases
+    fits = (
+        (relocations.places >= np.uint64(slot))
+        & (bases % np.uint64(KERNEL_IMAGE_ALIGN) == 0)
+        & (targets < np.uint64(len(image.data)))
+    )
+    found = np.flatnonzero(fits)
+    if len(found) != 1:
+        raise FirmwareError(
+            f"{len(found)} of the kernel's {len(relocations.places)} relocations could fill its kallsyms "
+            f"base at image offset {slot:#x} (one must): the image is damaged or laid out as explorer "
+            "does not know"
+        )
+    i = int(found[0])
+    base, relative_base = int(bases[i]), int(relocations.targets[i])
+    proof = (
+        f"the relocation at image offset {relocations.at + 24 * i:#x} fills kallsyms_relative_base "
+        f"(image offset {slot:#x}) with {relative_base:#x}, so image byte 0 is at {base:#x}"
+    )
+    return base, relative_base, proof
 
 
 def prove_base(image: KernelImage, symbols: tuple[Symbol, ...]) -> tuple[int, str]:
@@ -77,29 +145,31 @@ def prove_base(image: KernelImage, symbols: tuple[Symbol, ...]) -> tuple[int, st
 
 def prove_base_by_pointers(image: KernelImage, placed: tuple[Symbol, ...]) -> tuple[int, str]:
     """For symbols known by their image offsets: the page-aligned base at which the most sampled
-    functions have a pointer to them somewhere in the image, and the one-line proof."""
+    functions have a pointer to them somewhere in the image, and the one-line proof.
+
+    A pointer to a function holds its address; ftrace's table of call sites (__mcount_loc), which
+    covers nearly every function, holds each one's patch site instead, which on arm64 with
+    DYNAMIC_FTRACE_WITH_CALL_OPS (6.x) is 8 bytes before the entry (-fpatchable-function-entry=4,2
+    puts two of its four NOPs ahead of the symbol). So AArch64 kernels are counted both ways, and
+    the count with the clearer winner proves the base."""
     text = _text_addresses(placed)
     if not len(text):
         raise FirmwareError(
             "the kernel's symbol table has no text symbols, so its load address cannot be proven"
         )
     sample = text[np.linspace(0, len(text) - 1, min(POINTER_SAMPLES, len(text))).astype(np.int64)]
-    dtype = "<u4" if image.endian is Endian.LITTLE else ">u4"
-    words = np.frombuffer(image.data, dtype, len(image.data) // 4).astype(np.int64)
-    words = words[words != 0] & ~1  # bit 0 marks Thumb or microMIPS code, not an address bit
+    words = _pointer_values(image)
+    words = words[words != 0] & ~np.uint64(1)  # bit 0 marks Thumb or microMIPS code, not an address bit
     # A pointer w to the function at offset s gives the base w - s, page aligned only when w and s
     # agree in their low 12 bits: group the words by those bits once, then look each sample up.
-    words = words[np.argsort(words % BASE_GRID, kind="stable")]
-    low_bits = words % BASE_GRID
-    bases = []
-    for offset in sample.tolist():
-        same_page_offset = words[
-            np.searchsorted(low_bits, offset % BASE_GRID) : np.searchsorted(
-                low_bits, offset % BASE_GRID, side="right"
-            )
-        ]
-        bases.append(np.unique(same_page_offset[same_page_offset >= offset] - offset))  # once per function
-    candidates, pointed = np.unique(np.concatenate(bases), return_counts=True)
+    grid = np.uint64(BASE_GRID)
+    words = words[np.argsort(words % grid, kind="stable")]
+    low_bits = words % grid
+    counts = [
+        (*_pointer_census(words, low_bits, sample, before), before)
+        for before in (A64_CALL_OPS_SITE if image.arch is Arch.AARCH64 else (0,))
+    ]
+    candidates, pointed, before = max(counts, key=lambda count: int(count[1].max(initial=0)))
     if not len(candidates):
         raise FirmwareError(
             "cannot prove where the kernel image is loaded: nothing in it points at its functions"
@@ -107,7 +177,12 @@ def prove_base_by_pointers(image: KernelImage, placed: tuple[Symbol, ...]) -> tu
     ranked = np.argsort(-pointed, kind="stable")
     best, best_hits = int(candidates[ranked[0]]), int(pointed[ranked[0]])
     runner_hits = int(pointed[ranked[1]]) if len(ranked) > 1 else 0
-    proof = f"{best_hits}/{len(sample)} sampled functions are pointed at from the image at base {best:#x}"
+    what = (
+        "sampled functions are pointed at"
+        if not before
+        else f"sampled functions' ftrace sites ({before} bytes before them) are pointed at"
+    )
+    proof = f"{best_hits}/{len(sample)} {what} from the image at base {best:#x}"
     if len(ranked) > 1:
         proof += f"; next best base {int(candidates[ranked[1]]):#x}: {runner_hits}/{len(sample)}"
     if best_hits < MIN_POINTED_SHARE * len(sample) or best_hits < MIN_LEAD * runner_hits:
@@ -118,8 +193,43 @@ def prove_base_by_pointers(image: KernelImage, placed: tuple[Symbol, ...]) -> tu
     return best, proof
 
 
+def _pointer_census(
+    words: np.ndarray, low_bits: np.ndarray, sample: np.ndarray, before: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate bases and, for each, how many sampled functions have a pointer to `before` bytes
+    ahead of them (`words` sorted by their low bits, `low_bits` those bits)."""
+    bases = [np.zeros(0, dtype=np.uint64)]
+    for function in sample.tolist():
+        offset = function - before
+        if offset < 0:
+            continue
+        low = np.uint64(offset % BASE_GRID)
+        same_page_offset = words[
+            np.searchsorted(low_bits, low) : np.searchsorted(low_bits, low, side="right")
+        ]
+        pointing = same_page_offset[same_page_offset >= np.uint64(offset)]
+        bases.append(np.unique(pointing - np.uint64(offset)))  # once per function
+    return np.unique(np.concatenate(bases), return_counts=True)
+
+
+def _pointer_values(image: KernelImage) -> np.ndarray:
+    """Every value the image may hold as a pointer (uint64): its words, and for a relocatable
+    64-bit kernel the targets of its relocations (the image holds zeros there until boot)."""
+    width = 8 if image.arch is Arch.AARCH64 else 4
+    dtype = ("<" if image.endian is Endian.LITTLE else ">") + f"u{width}"
+    words = np.frombuffer(image.data, dtype, len(image.data) // width).astype(np.uint64)
+    if image.arch is not Arch.AARCH64:
+        return words
+    # An arm64 kernel lives at the top of the address space (TTBR1, at most 52 VA bits): only
+    # words at or above its lowest possible address can point at it (6-9% of the words).
+    words = words[words >= np.uint64(A64_LOWEST_KERNEL_ADDRESS)]
+    relocations = find_relative_relocations(image.data, image.endian)
+    return words if relocations is None else np.concatenate([words, relocations.targets])
+
+
 def _text_addresses(symbols: tuple[Symbol, ...]) -> np.ndarray:
-    return np.unique(np.array([s.address for s in symbols if s.type in TEXT_TYPES], dtype=np.int64))
+    """The distinct text symbol addresses, uint64 (64-bit kernel addresses do not fit an int64)."""
+    return np.unique(np.array([s.address for s in symbols if s.type in TEXT_TYPES], dtype=np.uint64))
 
 
 def _candidate_bases(text: np.ndarray, symbols: tuple[Symbol, ...], size: int) -> np.ndarray:
@@ -131,9 +241,11 @@ def _candidate_bases(text: np.ndarray, symbols: tuple[Symbol, ...], size: int) -
     low = int(text[len(text) // 1000])
     high = int(text[len(text) - 1 - len(text) // 1000])
     first = max(0, high - size + 1)
-    grid = np.arange(first - first % BASE_GRID, low + 1, BASE_GRID, dtype=np.int64)
+    first -= first % BASE_GRID
+    steps = max(0, (low - first) // BASE_GRID + 1)
+    grid = np.uint64(first) + np.arange(steps, dtype=np.uint64) * np.uint64(BASE_GRID)
     exact = [s.address for s in symbols if s.name == "_text"] + [int(text[0])]
-    return np.unique(np.concatenate([grid, np.array(exact, dtype=np.int64)]))
+    return np.unique(np.concatenate([grid, np.array(exact, dtype=np.uint64)]))
 
 
 def _prologue_hits(
@@ -149,9 +261,9 @@ def _prologue_hits(
     if not len(sample):
         return np.zeros(len(bases), dtype=np.int64), 0
     image_bytes = np.frombuffer(image.data, dtype=np.uint8)
-    offsets = sample[None, :] - bases[:, None]
-    inside = (offsets >= 0) & (offsets <= len(image_bytes) - 4)
-    offsets = np.where(inside, offsets, 0)
+    offsets = sample[None, :] - bases[:, None]  # uint64: a symbol below the base wraps and is outside
+    inside = offsets <= np.uint64(max(0, len(image_bytes) - 4))
+    offsets = np.where(inside, offsets, np.uint64(0)).astype(np.int64)
     best = np.zeros(len(bases), dtype=np.int64)
     for order, is_prologue in _prologue_tests(image):
         words = _words_at(image_bytes, offsets, order)
@@ -175,6 +287,8 @@ def _prologue_tests(image: KernelImage) -> list[tuple[Endian, PrologueTest]]:
     """
     if image.arch is Arch.MIPS:
         return [(image.endian, _is_mips_prologue)]
+    if image.arch is Arch.AARCH64:  # A64 instructions are little-endian whatever the data's order
+        return [(Endian.LITTLE, _is_a64_prologue)]
     orders = [Endian.LITTLE] if image.endian is Endian.LITTLE else [Endian.BIG, Endian.LITTLE]
     return [(order, _is_arm_prologue) for order in orders]
 
@@ -189,6 +303,16 @@ def _is_arm_prologue(words: np.ndarray) -> np.ndarray:
         | (words == 0xE1A0C00D)
         | ((halfword & 0xFF00) == 0xB500)
         | (halfword == 0xE92D)
+    )
+
+
+def _is_a64_prologue(words: np.ndarray) -> np.ndarray:
+    """`paciasp` / `bti c` / `bti jc` (pointer authentication and branch target landing pads), the
+    `nop` ftrace patches (-fpatchable-function-entry), `stp x29, x30, [sp, #-n]!`, `sub sp, sp, #n`."""
+    return (
+        np.isin(words, (A64_PACIASP, A64_BTI_C, A64_BTI_JC, A64_NOP))
+        | ((words & 0xFFC07FFF) == 0xA9807BFD)
+        | ((words & 0xFF8003FF) == 0xD10003FF)
     )
 
 

@@ -38,6 +38,8 @@ _NUMBER_MESSAGES = {"google.protobuf.UInt64Value", "google.protobuf.Value"}
 
 # How the kernel calls PSCI firmware, which QEMU then answers (empty: no PSCI).
 PSCI_CONDUITS = ("", "smc", "hvc")
+# The first GIC interrupt ID a device raises (below: software-generated interrupts).
+GIC_FIRST_PPI = 16
 
 
 def validate(config: MachineConfig) -> None:
@@ -167,15 +169,31 @@ def _validate_mmio_rules(config: MachineConfig) -> None:
 
 
 def _validate_tick(config: MachineConfig) -> None:
-    # The ARM machine drives the CPU's IRQ line; the MIPS machine has no tick.
+    # The ARM machine drives the CPU's IRQ line, or with tick.irq a GIC input; the MIPS machine
+    # has no tick.
     if config.target != "arm":
         raise BadInput(f"config: tick is for the arm target only, not {config.target!r}")
-    if config.HasField("interrupt_controller"):
+    if config.tick.irq:
+        _validate_tick_irq(config)
+    elif config.HasField("interrupt_controller"):
         raise BadInput("config: tick and interrupt_controller both drive the CPU's IRQ line: give one")
     if not 0 < config.tick.period_ns < 2**62:
         raise BadInput("config: tick.period_ns must be above 0 and below 2**62 (nanoseconds of guest time)")
     if config.tick.ack_base + config.tick.ack_size > 2**64:
         raise BadInput("config: tick's ack region runs past the end of the address space")
+
+
+def _validate_tick_irq(config: MachineConfig) -> None:
+    # What the machine checks again (rehosting_arm.c tick_line), said here before QEMU starts.
+    controller = config.interrupt_controller if config.HasField("interrupt_controller") else None
+    num_irq = controller.props.fields.get("num-irq") if controller is not None else None
+    if num_irq is None:
+        raise BadInput("config: tick.irq given but no GIC interrupt_controller (with num-irq) declared")
+    if not GIC_FIRST_PPI <= config.tick.irq < num_irq.number_value:
+        raise BadInput(
+            f"config: tick.irq = {config.tick.irq} is not a GIC PPI or SPI of this controller "
+            f"({GIC_FIRST_PPI}..{int(num_irq.number_value) - 1})"
+        )
 
 
 def _validate_unique(addresses: list[int], where: str, complaint: str) -> None:

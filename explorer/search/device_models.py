@@ -41,6 +41,10 @@ GIC_MIN_IRQ = 64
 # interface sits 0x1000 above the distributor (a15mpcore.c, a9mpcore.c).
 MPCORE_DISTRIBUTOR_OFFSET = 0x1000
 A15_CPU_INTERFACE_OFFSET = 0x1000
+# The A9's CPU interface sits 0x100 above the MPCore base (a9mpcore.c); QEMU's GICv1 (arm_gic's
+# default revision, the A9's) has a CPU interface of 0x100 bytes (arm_gic_common.c).
+A9_CPU_INTERFACE_OFFSET = 0x100
+GIC_V1_CPU_INTERFACE_SPAN = 0x100
 # Versatile Express motherboard and Cortex-A9 tile ids, as QEMU's vexpress.c gives them: the
 # vexpress-sysreg driver checks the board id before it registers the config bus.
 VEXPRESS_SYS_ID = 0x1190F500
@@ -55,6 +59,7 @@ UART_8250_WIDE_SHIFT = 2
 MODEL_SPANS = {
     "a9mpcore_priv": 0x2000,
     "a15mpcore_priv": 0x8000,
+    "arm_gic": 0x1000,
     "pl011": 0x1000,
     "sp804": 0x1000,
     "pl031": 0x1000,
@@ -141,10 +146,23 @@ def gic_irq_count(tree: DeviceTreeFacts, controller_path: str) -> int:
 
 def _a9_gic(node: DtDevice, tree: DeviceTreeFacts, cpu: str) -> Placement | None:
     # a9mpcore_priv holds the SCU, GIC CPU interface, global and private timers and the
-    # distributor; the CPU finds it through CBAR (the machine sets it from mmio[0]).
+    # distributor; the CPU finds it through CBAR (the machine sets it from mmio[0]). A tree
+    # whose CPU interface is not where the MPCore block puts it (a SoC that moved its GIC out of
+    # the private region) gets QEMU's plain GIC at the two addresses instead: with the MPCore
+    # block there, the kernel's reads of the acknowledge register would fall to the value model,
+    # and no interrupt would ever be taken.
     if cpu != "cortex-a9" or not node.reg:
         return None
     distributor = node.reg[0][0]
+    mpcore_cpu_interface = distributor - MPCORE_DISTRIBUTOR_OFFSET + A9_CPU_INTERFACE_OFFSET
+    if len(node.reg) > 1 and node.reg[1][0] != mpcore_cpu_interface:
+        return Placement(
+            "arm_gic",
+            (distributor, node.reg[1][0]),
+            (MODEL_SPANS["arm_gic"], GIC_V1_CPU_INTERFACE_SPAN),
+            {"num-irq": gic_irq_count(tree, node.path)},
+            interrupt_controller=True,
+        )
     return Placement(
         "a9mpcore_priv",
         (distributor - MPCORE_DISTRIBUTOR_OFFSET,),

@@ -133,6 +133,11 @@ def initial_state(firmware: Firmware, seed: int, cmdline: str = "") -> State:
 
 def qemu_target(firmware: Firmware) -> str:
     """Which qemu-system-* runs the firmware: "arm", "mipsel" or "mips"."""
+    if firmware.arch == Arch.AARCH64:
+        raise BadInput(
+            "AArch64 kernels are ingested (explorer inspect) but cannot be run yet: "
+            "the runner has no AArch64 machine"
+        )
     if firmware.arch == Arch.ARM:
         if firmware.endian != Endian.LITTLE:
             raise BadInput("big-endian ARM kernels are not supported: only little-endian ARM boots")

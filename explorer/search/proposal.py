@@ -1,14 +1,15 @@
 """The propose phase: the operators turn a state and its lineage into children, tier by tier.
 
 First the structural operators (device discovery from the device tree and from ISA ports, value
-collapse); only when they have nothing new is the state *stalled*, and the cheap fixes (kernel
-arguments, a timer tick, a timer counter) are asked, and only when those have nothing either,
-the searches that cost a generation of 30+ runs (bitwise values, NOP escalation): as the
-original design does, a spin loop or a panic is examined once nothing simpler is left. Every
-child is checked here, once for all operators, as the runner would check it
-(explorer.runner.config.validate of its bootable config): one no runner would boot is *dropped*,
-kept with the check's one line and never booted, and counts as nothing new (a tier that proposed
-only dropped children hands on to the next).
+collapse, a tick on the GIC input of a timer without a model for a run that idled with no timer
+armed); only when they have nothing new is the state *stalled*, and the cheap fixes (kernel
+arguments, a timer tick on the CPU's line, a timer counter) are asked, and only when those have
+nothing either, the searches that cost a generation of 30+ runs (bitwise values, NOP
+escalation): as the original design does, a spin loop or a panic is examined once nothing
+simpler is left. Every child is checked here, once for all operators, as the runner would check
+it (explorer.runner.config.validate of its bootable config): one no runner would boot is
+*dropped*, kept with the check's one line and never booted, and counts as nothing new (a tier
+that proposed only dropped children hands on to the next).
 
 Invariant: no proposal ends a search. Proposing never runs anything and never writes the store
 (explorer.search.engine commits what it returns); it only asks whether a state is stored.
@@ -38,6 +39,7 @@ from explorer.search.operators import (
     reseed,
     secure_world,
     timer_counters,
+    timer_interrupts,
 )
 from explorer.search.state import State, Target, bootable, state_id
 
@@ -52,6 +54,7 @@ class OperatorPhases:
         devices.propose,
         isa.propose,
         collapse.propose,
+        timer_interrupts.propose,
     )
     # Asked in turn while the tiers before have nothing new for a state (which is then stalled).
     stall_tiers: tuple[tuple[Operator, ...], ...] = (

@@ -37,6 +37,7 @@ from explorer.runner.command import Plugin
 from explorer.runner.kernel_hooks import STANDARD_OBSERVATION
 from explorer.search.boot_sharing import DEFAULT_SNAPSHOT_LIMIT_BYTES, snapshot_cache
 from explorer.search.engine import Observer, Search, SearchOptions
+from explorer.search.initial import qemu_target
 from explorer.search.state import Target
 from explorer.search.strategy import strategy_named
 from explorer.store import Store
@@ -90,6 +91,7 @@ def create_search(work: Path, target: Target, options: SearchOptions) -> tuple[S
     work directory is all a resumed search needs. An initrd the user gave wins over a carried one.
     The store's metadata says where each came from ("boot_files")."""
     strategy_named(options.strategy)
+    qemu_target(ingest(target.kernel))  # a kernel no runner runs (AArch64) leaves no work directory
     booted, origins = _carried_target(work, target)
     if booted.initrd is not None:
         booted = dataclasses.replace(booted, prints_marker=prints_marker(read_input(booted.initrd, "initrd")))

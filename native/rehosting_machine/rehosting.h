@@ -29,6 +29,7 @@ typedef struct RehostingTick {
     int64_t first_deadline;
     hwaddr ack_base;
     uint64_t ack_size;    /* 0: the first catch-all read after raising acknowledges */
+    bool ack_reads;       /* reads in the ack region acknowledge too, not only writes */
     bool raised;
 } RehostingTick;
 
@@ -92,7 +93,7 @@ void rehosting_map_catch_all(RehostingConfig *config, Object *owner);
 /* Whether the config asks for a "tick" (the machine decides which line it drives). */
 bool rehosting_config_has_tick(const RehostingConfig *config);
 
-/* Start the "tick": {"period_ns", "ack_base", "ack_size"} driving `irq`. */
+/* Start the "tick": {"period_ns", "ack_base", "ack_size", "ack_reads"} driving `irq`. */
 void rehosting_start_tick(RehostingConfig *config, qemu_irq irq);
 
 /* Every "ram" region; the first one's base and size are kept in config. */

@@ -29,10 +29,12 @@
  *     "kernel": PATH, "initrd": PATH, "dtb": PATH, "cmdline": STR,
  *     "board_id": N, "loader_start": A  default: the first RAM region's base
  *   },
- *   "tick": {"period_ns": P,            optional, never with an interrupt_controller:
- *            "ack_base": A,             raises the CPU's IRQ line every P ns (see
- *            "ack_size": N}             rehosting_clock.c); the kernel's own handler reads
- *                                       the unmodelled controller's registers
+ *   "tick": {"period_ns": P,            optional: raises the CPU's IRQ line every P ns
+ *            "ack_base": A,             (see rehosting_clock.c), never with an
+ *            "ack_size": N,             interrupt_controller; the kernel's own handler reads
+ *            "irq": I}                  the unmodelled controller's registers. With "irq"
+ *                                       (a GIC interrupt ID, PPI or SPI), that input of the
+ *                                       declared GIC instead: a timer without a model
  *   "psci_conduit": "smc",              optional ("smc" or "hvc"): QEMU answers
  *                                       the kernel's PSCI calls
  *   "secure_entry": true,               optional: CPUs with EL3 (and EL2),
@@ -69,6 +71,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(RehostingMachineState, REHOSTING_MACHINE)
 
 /* GIC interrupt IDs below this are per-CPU (SGI, PPI); devices use SPIs. */
 #define GIC_FIRST_SPI 32
+/* The first GIC interrupt ID a device can raise (below: software-generated). */
+#define GIC_FIRST_PPI 16
 
 struct RehostingMachineState {
     MachineState parent_obj;
@@ -282,6 +286,54 @@ static void create_devices(RehostingMachineState *s)
 }
 
 /*
+ * The line the tick raises. Without "irq": the CPU's IRQ input, standing in for an interrupt
+ * controller that has no model (never beside one: two drivers of one level fight). With
+ * "irq", a GIC interrupt ID: that input of the declared GIC, standing in for a timer that has
+ * no model behind a controller that has one. QEMU's GIC (arm_gic_common.c) has num-irq - 32
+ * SPI inputs, then 32 per CPU for its private interrupts; the MPCore blocks hold it as their
+ * "gic" child and pass on only the SPIs, so the line is taken from the GIC itself.
+ */
+static qemu_irq tick_line(RehostingMachineState *s)
+{
+    RehostingConfig *config = &s->config;
+    QDict *desc = rehosting_config_get_dict(config, config->root, "tick",
+                                            "config");
+    Object *gic;
+    uint64_t irq, num_irq;
+
+    /* proto3 JSON leaves out a field that is 0, and 0 is an SGI: no GIC input. */
+    if (!qdict_haskey(desc, "irq")) {
+        if (s->interrupt_controller) {
+            rehosting_config_fail(config, "tick and interrupt_controller "
+                                  "both drive the CPU's IRQ line: give one "
+                                  "(or tick.irq, a GIC input)");
+        }
+        return qdev_get_gpio_in(DEVICE(first_cpu), ARM_CPU_IRQ);
+    }
+    irq = rehosting_config_get_u64(config, desc, "irq", "tick");
+    gic = s->interrupt_controller ?
+        object_resolve_path_component(OBJECT(s->interrupt_controller), "gic") :
+        NULL;
+    if (s->interrupt_controller && !gic) {
+        gic = OBJECT(s->interrupt_controller);
+    }
+    if (!gic || !object_property_find(gic, "num-irq")) {
+        rehosting_config_fail(config, "tick.irq given but no GIC "
+                              "interrupt_controller declared");
+    }
+    num_irq = object_property_get_uint(gic, "num-irq", &error_abort);
+    if (irq < GIC_FIRST_PPI || irq >= num_irq) {
+        rehosting_config_fail(config, "tick.irq = %" PRIu64 " is not a GIC "
+                              "PPI or SPI of this controller (%d..%" PRIu64 ")",
+                              irq, GIC_FIRST_PPI, num_irq - 1);
+    }
+    /* The first CPU's private inputs: the machine has one CPU. */
+    return qdev_get_gpio_in(DEVICE(gic), irq >= GIC_FIRST_SPI ?
+                            irq - GIC_FIRST_SPI :
+                            num_irq - GIC_FIRST_SPI + irq);
+}
+
+/*
  * "psci_conduit": "smc" or "hvc" (absent or "": none). QEMU then answers the
  * kernel's PSCI calls itself (target/arm/psci.c: version, CPU_ON/OFF, system
  * off and reset) instead of the SMC or HVC being undefined on a CPU without
@@ -357,13 +409,7 @@ static void rehosting_init(MachineState *machine)
         wire_interrupt_controller_to_cpus(s);
     }
     if (rehosting_config_has_tick(config)) {
-        /* The controller would own the CPU's IRQ line: two drivers of one level fight. */
-        if (controller) {
-            rehosting_config_fail(config, "tick and interrupt_controller "
-                                  "both drive the CPU's IRQ line: give one");
-        }
-        rehosting_start_tick(config, qdev_get_gpio_in(DEVICE(first_cpu),
-                                                      ARM_CPU_IRQ));
+        rehosting_start_tick(config, tick_line(s));
     }
     create_devices(s);
 

@@ -280,7 +280,9 @@ static uint64_t unmapped_read(void *opaque, hwaddr addr, unsigned size)
                       " size %u -> 0x%" PRIx64 "\n", addr, size, value);
     }
     record_access(config, addr, size, value, false, order);
-    if (config->tick.timer && !config->tick.ack_size) {
+    if (config->tick.timer && (!config->tick.ack_size ||
+        (config->tick.ack_reads &&
+         addr - config->tick.ack_base < config->tick.ack_size))) {
         rehosting_acknowledge_tick(&config->tick);
     }
     end_run_if_stuck(config, addr);

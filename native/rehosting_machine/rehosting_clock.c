@@ -10,6 +10,7 @@
 #include "qemu/timer.h"
 #include "hw/core/cpu.h"
 #include "system/runstate.h"
+#include "qobject/qbool.h"
 #include "hw/misc/rehosting.h"
 #include "rehosting_catch_all.h"
 
@@ -26,7 +27,9 @@
  * SoC's layout is needed). Without one, the first catch-all read: a handler first reads which
  * interrupt is pending. A read by code that runs with interrupts masked drops that one tick
  * (the next period raises again), which only slows jiffies down; keeping the line up instead
- * could trap the guest in an interrupt storm it has no way to end.
+ * could trap the guest in an interrupt storm it has no way to end. With ack_reads, a read in
+ * the region acknowledges too: a timer's handler that reads its status and writes it only when
+ * it reads a pending bit (the value model may answer none) still lowers the line.
  */
 void rehosting_acknowledge_tick(RehostingTick *tick)
 {
@@ -70,6 +73,13 @@ void rehosting_start_tick(RehostingConfig *config, qemu_irq irq)
         rehosting_config_get_u64(config, desc, "ack_base", "tick") : 0;
     tick->ack_size = qdict_haskey(desc, "ack_size") ?
         rehosting_config_get_u64(config, desc, "ack_size", "tick") : 0;
+    /* proto3 JSON leaves out a false bool. */
+    if (qdict_haskey(desc, "ack_reads") &&
+        !qobject_to(QBool, qdict_get(desc, "ack_reads"))) {
+        rehosting_config_fail(config, "tick.ack_reads must be true or false");
+    }
+    tick->ack_reads = qdict_haskey(desc, "ack_reads") &&
+        qbool_get_bool(qobject_to(QBool, qdict_get(desc, "ack_reads")));
     /* QEMU_CLOCK_VIRTUAL follows the instruction count under icount. */
     tick->timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, tick_fire, tick);
     tick->deadline = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) + tick->period_ns;

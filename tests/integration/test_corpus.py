@@ -20,7 +20,8 @@ from explorer.errors import BadInput, CorpusError
 from explorer.firmware.locate import locate_kernel
 
 ZIMAGE_MAGIC = bytes.fromhex("18286f01")  # 0x016f2818 little-endian, at offset 0x24 of an ARM zImage
-ELF_MACHINE = {"armhf": 40, "armel": 40, "mipsel": 8}  # EM_ARM, EM_MIPS
+ELF_MACHINE = {"armhf": 40, "armel": 40, "mipsel": 8, "arm64": 183}  # EM_ARM, EM_MIPS, EM_AARCH64
+ARM64_MAGIC = b"ARM\x64"  # at 0x38 of an AArch64 Image
 
 
 def path_without_apt(tmp_path: Path) -> str:
@@ -38,6 +39,8 @@ def test_every_flavour_has_a_kernel_of_its_architecture(corpus: Corpus) -> None:
         head = corpus.kernel(flavour).read_bytes()[:0x40]
         if arch == "mipsel":
             assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == ELF_MACHINE[arch]
+        elif arch == "arm64":
+            assert head[0x38:0x3C] == ARM64_MAGIC, flavour
         else:
             assert head[0x24:0x28] == ZIMAGE_MAGIC, flavour
 
@@ -81,6 +84,18 @@ def test_kernels_of_other_releases_ship_their_own_device_trees(corpus: Corpus) -
     assert corpus.dtb("armmp-5.10", "vexpress-v2p-ca9") != corpus.dtb("armmp", "vexpress-v2p-ca9")
     assert "vexpress-v2p-ca9" in corpus.boards("armmp-6.12")
     assert any(board.startswith("bcm2835-rpi") for board in corpus.boards("rpi-6.12"))
+    assert corpus.dtb("arm64-6.12", "rockchip/rk3399-rockpro64") != corpus.dtb("arm64", "rk3399-rockpro64")
+
+
+def test_arm64_device_trees_are_named_by_vendor_folder_or_by_a_unique_bare_name(corpus: Corpus) -> None:
+    dtb = corpus.dtb("arm64", "rockchip/rk3399-rockpro64")
+    assert dtb.read_bytes()[:4] == bytes.fromhex("d00dfeed")
+    assert (
+        corpus.dtb("arm64", "rk3399-rockpro64") == corpus.dtb("arm64", "rockchip/rk3399-rockpro64.dtb") == dtb
+    )
+    assert "rockchip/rk3399-rockpro64" in corpus.boards("arm64")
+    vendors = {board.split("/", 1)[0] for board in corpus.boards("arm64")}
+    assert {"allwinner", "amlogic", "broadcom", "freescale", "marvell", "rockchip"} <= vendors
 
 
 def test_initramfs_carries_the_corpus_busybox(corpus: Corpus) -> None:

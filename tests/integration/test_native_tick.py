@@ -5,7 +5,8 @@ nor of its timers): without a tick the boot idles forever after its initcalls, w
 jiffies. With one, and the controller's pending-interrupt register (INTC_SIR, which
 omap_intc_handle_irq reads) answering the clock-event timer's interrupt number, every tick runs
 the kernel's own timer handler and the same kernel reaches user space. The machine refuses a
-tick it cannot drive with one line.
+tick it cannot drive with one line (a tick on a GIC input, tick.irq, is booted by
+test_search_timer_interrupts_boot.py).
 """
 
 from __future__ import annotations
@@ -93,6 +94,21 @@ Mutation = Callable[[dict], object]
         (
             lambda config: config.update(tick={"period_ns": 4_000_000}),
             "tick and interrupt_controller both drive",
+        ),
+        (
+            lambda config: config.update(tick={"period_ns": 4_000_000, "irq": 15}),
+            "tick.irq = 15 is not a GIC PPI or SPI",
+        ),
+        (
+            lambda config: config.update(tick={"period_ns": 4_000_000, "irq": 4096}),
+            "tick.irq = 4096 is not a GIC PPI or SPI",
+        ),
+        (
+            lambda config: (
+                config.pop("interrupt_controller"),
+                config.update(tick={"period_ns": 1, "irq": 40}),
+            ),
+            "tick.irq given but no GIC",
         ),
         (
             lambda config: (config.pop("interrupt_controller"), config.update(tick={"period_ns": 0})),

@@ -27,6 +27,10 @@ def test_every_upload_of_a_kernel_gives_back_its_abi_number(name: str, abi: int)
         ("armmp-6.12", "linux-image-6.12.117Xdeb13-armmp"),  # '+' and '.' are literal, not regex
         ("rpi", "linux-image-armmp"),
         ("4kc-malta", "linux-image-6.1.0-x-4kc-malta"),
+        ("arm64", "linux-image-6.1.0-57-arm64-unsigned"),  # the same kernel, listed twice
+        ("arm64", "linux-image-6.1.0-57-arm64-dbg"),
+        ("arm64", "linux-image-6.1.0-57-rt-arm64"),
+        ("arm64-6.12", "linux-image-6.12.118+deb13-arm64-16k"),
     ],
 )
 def test_other_packages_are_not_versions_of_a_kernel(name: str, other_package: str) -> None:
@@ -39,5 +43,6 @@ def test_the_bookworm_names_stay_the_flavours_alone() -> None:
         "marvell",
         "rpi",
         "4kc-malta",
+        "arm64",
     }
     assert USERSPACE_SUITE == "bookworm"

@@ -101,3 +101,17 @@ def test_gdb_names_and_disassembles_the_functions(tmp_path: Path) -> None:
     assert "local_helper + 2 in section .text" in gdb.stdout, gdb.stdout + gdb.stderr
     assert "<stext>:\tpush\t{r4, lr}" in gdb.stdout
     assert "<weak_function>:\tpop\t{r4, pc}" in gdb.stdout
+
+
+def test_an_aarch64_kernel_gets_an_elf64_with_its_64_bit_addresses() -> None:
+    base = 0xFFFF800008000000
+    symbols = (Symbol(base, "T", "_text"), Symbol(base + 8, "t", "helper"))
+    firmware = arm_firmware(symbols, arch=Arch.AARCH64)
+    elf = ELFFile(BytesIO(kernel_elf(firmware, IMAGE)))
+    assert (elf["e_machine"], elf.elfclass, elf.little_endian) == ("EM_AARCH64", 64, True)
+    (segment,) = elf.iter_segments()
+    assert (segment["p_type"], segment["p_vaddr"], segment.data()) == ("PT_LOAD", base, IMAGE)
+    assert symbols_of(kernel_elf(firmware, IMAGE)) == {
+        "_text": (base, 8, "STT_FUNC", "STB_GLOBAL", 1),
+        "helper": (base + 8, 0, "STT_FUNC", "STB_LOCAL", 1),
+    }

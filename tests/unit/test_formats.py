@@ -40,6 +40,19 @@ def arm_image(size: int = 32 << 10, seed: int = 1, order: str = "<", be8: bool =
     return code + BANNER + bytes(rng.getrandbits(8) for _ in range(size - len(code) - len(BANNER)))
 
 
+def arm64_image(
+    size: int = 32 << 10, text_offset: int = 0, flags: int = 0b1010, image_size: int | None = None
+) -> bytes:
+    """A fake AArch64 Image: the 64-byte header (a branch, little-endian fields, ARM\x64), code, banner."""
+    rng = random.Random(4)
+    header = struct.pack(
+        "<IIQQQQQQ4sI", 0x14000010, 0, text_offset, size if image_size is None else image_size, flags,
+        0, 0, 0, b"ARM\x64", 0,
+    )  # fmt: skip
+    code = struct.pack(f"<{size // 8}I", *(rng.getrandbits(32) for _ in range(size // 8)))
+    return header + code + BANNER + bytes(size - len(header) - len(code) - len(BANNER))
+
+
 def mips_image(size: int = 32 << 10, order: str = "<") -> bytes:
     """A fake raw MIPS kernel: functions ending in `jr ra; nop`, then the banner."""
     rng = random.Random(2)
@@ -325,8 +338,10 @@ def x86_bzimage() -> bytes:
     return bytes(data)
 
 
-def arm64_image() -> bytes:
+def arm64_image_with_reserved_flags() -> bytes:
     data = bytearray(4096)
+    data[0:4] = (0x14000010).to_bytes(4, "little")  # b 0x40
+    data[0x18] = 0x10  # flags bit 4: reserved
     data[0x38:0x3C] = b"ARM\x64"
     return bytes(data) + BANNER
 
@@ -335,10 +350,10 @@ def arm64_image() -> bytes:
     (b"", "empty"),
     (bytes(1 << 16), "all zero"),
     (x86_bzimage(), "x86"),
-    (arm64_image(), "AArch64"),
+    (arm64_image_with_reserved_flags(), "AArch64 Image header .* reserved"),
     (elf32([(0x400000, 0x400000, b"\x90" * 64)], machine=62), "x86-64"),
     (elf32([(0x400000, 0x400000, b"\x90" * 64)], machine=183), "AArch64"),
-    (uimage(b"x" * 64, arch=22), "AArch64"),
+    (uimage(b"x" * 64, arch=22), "uimage payload is not a kernel format"),
     (uimage(b"x" * 64, image_type=3), "ramdisk"),
     (zimage(IMAGE)[:-200], "truncated"),
     (uimage(IMAGE)[:-1] + b"!", "CRC"),
@@ -363,6 +378,9 @@ VALID = {
     "uimage-multi-zstd": uimage([compress(Codec.ZSTD, SMALL_IMAGE), b"rd"], image_type=4, compression=6),
     "elf": elf32([(0xC0008000, 0xC0008000, SMALL_IMAGE)], symbols=[("start_kernel", 0xC0008000, 1)]),
     "mips-vmlinuz": mips_vmlinuz_file(mips_image(8 << 10)),
+    "arm64-image": arm64_image(8 << 10),
+    "arm64-image-gz": compress(Codec.GZIP, arm64_image(8 << 10)),
+    "uimage-arm64-lz4": uimage(compress(Codec.LZ4_FRAME, arm64_image(8 << 10)), arch=22, compression=5),
 }
 PROPERTY = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 
@@ -417,8 +435,13 @@ def test_zero_filled_ranges_raise_only_firmware_error(name: str, draw: st.DataOb
     only_firmware_error(bytes(damaged))
 
 
+# A bare Image states no end (its image_size counts bss), and a compressed file is only known where
+# it starts: in a flash dump both need a container (tests/unit/test_formats_arm64.py).
+BOUNDED = sorted(set(VALID) - {"arm64-image", "arm64-image-gz"})
+
+
 @PROPERTY
-@given(st.sampled_from(sorted(VALID)), st.binary(max_size=300), st.binary(max_size=300))
+@given(st.sampled_from(BOUNDED), st.binary(max_size=300), st.binary(max_size=300))
 def test_a_valid_image_anywhere_in_a_flash_gives_the_same_kernel(
     name: str, before: bytes, after: bytes
 ) -> None:

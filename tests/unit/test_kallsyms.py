@@ -54,12 +54,21 @@ def _align(blob: bytearray, alignment: int) -> None:
 
 
 def build_kallsyms(
-    symbols: list[Symbol], layout: str, endian: Endian, alignment: int = 4, placed_at: int = 0
+    symbols: list[Symbol],
+    layout: str,
+    endian: Endian,
+    alignment: int = 4,
+    placed_at: int = 0,
+    pointer: int = 4,
+    stored_base: int | None = None,
 ) -> bytes:
     """The tables for `symbols` (sorted by address), laid out as the kernel of `layout` does.
 
     "place-relative" (7.0+, relocatable kernels) takes the symbols' image offsets as their
     addresses and `placed_at`, the image offset the tables will start at (alignment-aligned).
+    `pointer` is the size of a PTR (8 on 64-bit kernels, whose tables are 8-aligned);
+    `stored_base` is what the image holds as kallsyms_relative_base when it is not the lowest
+    address (0: a relocatable arm64 kernel, which fills it in at boot).
     """
     e = "<" if endian is Endian.LITTLE else ">"
     full = [s.type + s.name for s in symbols]
@@ -79,15 +88,17 @@ def build_kallsyms(
         at += len(t) + 1
 
     addresses = [s.address for s in symbols]
+    ptr = "I" if pointer == 4 else "Q"
     if layout in ("absolute", "tables-first-absolute"):
-        address_table = struct.pack(f"{e}{len(addresses)}I", *addresses)
+        address_table = struct.pack(f"{e}{len(addresses)}{ptr}", *addresses)
     elif layout == "base-relative-percpu":
         relative_base = min(a for a in addresses if a >= 0x80000000)
         offsets = [a if a < 0x80000000 else relative_base - 1 - a for a in addresses]
         address_table = struct.pack(f"{e}{len(offsets)}i", *offsets) + struct.pack(f"{e}I", relative_base)
     elif layout != "place-relative":
         address_table = struct.pack(f"{e}{len(addresses)}I", *[a - addresses[0] for a in addresses])
-        address_table += struct.pack(f"{e}I", addresses[0])
+        address_table += bytes(-len(address_table) % pointer)
+        address_table += struct.pack(f"{e}{ptr}", addresses[0] if stored_base is None else stored_base)
 
     def table(blob: bytearray, part: bytes) -> None:
         _align(blob, alignment)

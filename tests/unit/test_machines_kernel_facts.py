@@ -6,7 +6,14 @@ import struct
 
 import pytest
 
-from explorer.firmware.kernel_facts import cpu_class, kernel_version, load_address, page_offset
+from explorer.firmware.kernel_facts import (
+    board_cpu_class,
+    cpu_class,
+    kernel_version,
+    load_address,
+    page_offset,
+    va_bits,
+)
 from explorer.firmware.model import Arch, DeviceTreeFacts, Endian, KernelImage, Symbol, SymbolTable
 
 
@@ -97,3 +104,41 @@ def test_arm_load_address_is_lowest_ram_bank_plus_text_offset() -> None:
     assert load_address(Arch.ARM, symbols, 0xC0000000, None) is None
     assert load_address(Arch.ARM, symbols, 0xC0000000, tree_with_memory()) is None
     assert load_address(Arch.ARM, symbols, None, tree) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "bits"),
+    [
+        (0xFFFF800008000000, 48),  # 6.1, 48-bit VA: KIMAGE_VADDR = modules' end
+        (0xFFFF800080000000, 48),  # 6.12 (52-bit VA kernels link there too)
+        (0xFFFFFFC008000000, 39),
+        (0xFFFFC00008000000, 47),
+        (0xFFFFFE0008000000, 42),
+    ],
+)
+def test_aarch64_va_bits_and_page_offset_come_from_the_link_address(text: int, bits: int) -> None:
+    symbols = table(text)
+    assert va_bits(image(arch=Arch.AARCH64), symbols) == bits
+    assert page_offset(image(arch=Arch.AARCH64), symbols) == (1 << 64) - (1 << bits)
+    assert va_bits(image(), table(0xC0008000)) is None
+
+
+def test_aarch64_loads_at_the_first_2_mib_boundary_of_ram_plus_text_offset() -> None:
+    symbols = table(0xFFFF800008000000)
+    tree = tree_with_memory((0x40100000, 0x40000000), (0x80000000, 0x1000))
+    assert load_address(Arch.AARCH64, symbols, None, tree, text_offset=0) == 0x40200000
+    assert load_address(Arch.AARCH64, symbols, None, tree, text_offset=0x80000) == 0x40280000
+    assert load_address(Arch.AARCH64, symbols, None, None, text_offset=0) is None
+
+
+def test_aarch64_class_is_armv8_a_and_the_boards_cores_refine_it() -> None:
+    assert cpu_class(image(arch=Arch.AARCH64), table(0xFFFF800008000000)) == "ARMv8-A"
+
+    def cores(*compatibles: str) -> DeviceTreeFacts:
+        return DeviceTreeFacts("given", None, (), (), (), None, None, cpus=compatibles)
+
+    assert board_cpu_class(cores("arm,cortex-a53", "arm,cortex-a72")) == "ARMv8-A"
+    assert board_cpu_class(cores("arm,cortex-a55", "arm,cortex-a55")) == "ARMv8.2-A"
+    assert board_cpu_class(cores("arm,cortex-a76", "arm,cortex-a510")) == "ARMv8.2-A"
+    assert board_cpu_class(cores("arm,cortex-a53", "vendor,unknown-core")) is None
+    assert board_cpu_class(cores()) is None

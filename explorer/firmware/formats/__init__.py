@@ -51,9 +51,9 @@ class ScannableFormat(Format, Protocol):
 def header_formats() -> tuple[ScannableFormat, ...]:
     """Formats with a header magic, most specific first: recognised anywhere, so a flash scan finds them."""
     # Imported on use: every format module imports `Wrapped` from this package.
-    from explorer.firmware.formats import elf, mips_vmlinuz, uimage, zimage
+    from explorer.firmware.formats import arm64_image, elf, fit, mips_vmlinuz, uimage, zimage
 
-    return (uimage, zimage, mips_vmlinuz, elf)  # type: ignore[return-value]
+    return (uimage, fit, zimage, arm64_image, mips_vmlinuz, elf)  # type: ignore[return-value]
 
 
 def raw_formats() -> tuple[Format, ...]:
@@ -61,6 +61,13 @@ def raw_formats() -> tuple[Format, ...]:
     from explorer.firmware.formats import arm_image, mips_image
 
     return (arm_image, mips_image)  # type: ignore[return-value]
+
+
+def stream_formats() -> tuple[Format, ...]:
+    """A file that is one compressed stream (Image.gz), recognised only where it starts."""
+    from explorer.firmware.formats import compressed
+
+    return (compressed,)  # type: ignore[return-value]
 
 
 def raw_kernel(arch: Arch, endian: Endian, data: bytes, offset: int) -> KernelImage:

@@ -27,7 +27,8 @@ KIND = "elf"
 MAGIC = b"\x7fELF"
 EM_MIPS, EM_ARM = 8, 40
 MACHINES = {EM_MIPS: Arch.MIPS, EM_ARM: Arch.ARM}
-FOREIGN_MACHINES = {3: "x86", 62: "x86-64", 183: "AArch64 (arm64)", 20: "PowerPC", 243: "RISC-V"}
+EM_AARCH64 = 183
+FOREIGN_MACHINES = {3: "x86", 62: "x86-64", 20: "PowerPC", 243: "RISC-V"}
 ELF_ERRORS = (ELFError, ConstructError, struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError)
 
 
@@ -52,6 +53,11 @@ def open_elf(data: bytes, offset: int) -> tuple[ELFFile, Arch, Endian]:
         raise FirmwareError(f"the ELF header at offset {offset:#x} is truncated: the file is cut short")
     endian = Endian.LITTLE if data[offset + 5] == 1 else Endian.BIG
     (machine,) = struct.unpack_from("<H" if endian is Endian.LITTLE else ">H", data, offset + 18)
+    if machine == EM_AARCH64:
+        raise FirmwareError(
+            "this is an AArch64 (arm64) ELF vmlinux; explorer reads AArch64 kernels from their Image "
+            "(arch/arm64/boot/Image, or Image.gz): give that file"
+        )
     if machine in FOREIGN_MACHINES:
         raise FirmwareError(
             f"this is an {FOREIGN_MACHINES[machine]} ELF; explorer supports 32-bit ARM and MIPS kernels"

@@ -22,12 +22,11 @@ MAGIC = b"\x27\x05\x19\x56"
 HEADER = struct.Struct(">IIIIIIIBBBB32s")
 HEADER_SIZE = HEADER.size  # 64
 
-ARCHES = {2: Arch.ARM, 5: Arch.MIPS}
+ARCHES = {2: Arch.ARM, 5: Arch.MIPS, 22: Arch.AARCH64}
 FOREIGN_ARCHES = {
     3: "x86",
     6: "MIPS64",
     7: "PowerPC",
-    22: "AArch64 (arm64)",
     24: "x86-64",
     26: "RISC-V",
 }
@@ -119,10 +118,12 @@ def unpack(data: bytes, offset: int) -> Wrapped:
     )
     if arch in FOREIGN_ARCHES:
         raise FirmwareError(
-            f"this uImage is for {FOREIGN_ARCHES[arch]}; explorer supports 32-bit ARM and MIPS kernels"
+            f"this uImage is for {FOREIGN_ARCHES[arch]}; explorer supports ARM, AArch64 and MIPS kernels"
         )
     if arch not in ARCHES:
-        raise FirmwareError(f"this uImage is for U-Boot architecture {arch}; explorer supports ARM and MIPS")
+        raise FirmwareError(
+            f"this uImage is for U-Boot architecture {arch}; explorer supports ARM, AArch64 and MIPS"
+        )
     if image_type not in TYPES:
         what = TYPE_NAMES.get(image_type, f"type {image_type}")
         raise FirmwareError(f"this uImage holds a {what}, not a kernel: give the kernel image")
