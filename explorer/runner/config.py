@@ -178,6 +178,10 @@ def _validate_mmio_rules(config: MachineConfig) -> None:
             raise BadInput(f"config: mmio_rules[{index}] gives no value (constant, sequence, ...)")
         if kind == "sequence" and not rule.sequence.values:
             raise BadInput(f"config: mmio_rules[{index}].sequence must list at least one value")
+        if kind == "tick_pending" and not config.HasField("tick"):
+            raise BadInput(
+                f"config: mmio_rules[{index}].tick_pending answers the tick's interrupt: give a tick"
+            )
 
 
 def _validate_tick(config: MachineConfig) -> None:

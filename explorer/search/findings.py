@@ -213,4 +213,6 @@ def _rule(rule: Any) -> dict[str, Any]:
     elif kind == "counter":
         described["hz"] = rule.counter.hz
         described["down"] = rule.counter.down
+    elif kind == "tick_pending":
+        described["value"] = hex(rule.tick_pending.value)
     return described

@@ -32,6 +32,7 @@ from explorer.search.operators import (
     console_sink,
     devices,
     firmware_calls,
+    interrupt_pins,
     interrupts,
     isa,
     kernel_arguments,
@@ -50,6 +51,7 @@ class OperatorPhases:
     structural: tuple[Operator, ...] = (
         firmware_calls.propose,
         secure_world.propose,
+        interrupt_pins.propose,
         devices.propose,
         isa.propose,
         console_sink.propose,

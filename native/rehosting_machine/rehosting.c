@@ -20,7 +20,7 @@
  *   "seed": S                               every random value derives from it
  *   "mmio_rules": [ {"address": A, "constant": V | "sequence": {"values": [...]} |
  *                    "forced_bits": {"and_mask", "or_mask"} | "echo": {} | "random": {} |
- *                    "counter": {"hz": F, "down": false}} ]
+ *                    "counter": {"hz": F, "down": false} | "tick_pending": {"value": V}} ]
  *   "random_unruled_reads": false           addresses without a rule read 0, or seeded random
  *   "events_fd": N, "mmio_event_limit": M   the first M accesses (EVENTS_PER_SITE per address,
  *                                           pc and direction) go to fd N as MmioAccess events

@@ -25,6 +25,8 @@ typedef struct RehostingTick {
     qemu_irq irq;
     uint64_t period_ns;
     int64_t deadline;     /* QEMU_CLOCK_VIRTUAL time of the next raise */
+    /* The deadline before any raise: set at machine start, so a restored machine has it too. */
+    int64_t first_deadline;
     hwaddr ack_base;
     uint64_t ack_size;    /* 0: the first catch-all read after raising acknowledges */
     bool ack_reads;       /* reads in the ack region acknowledge too, not only writes */

@@ -180,6 +180,24 @@ static uint64_t counter_value(const RehostingMmioRule *rule)
     return rule->down ? ~ticks : ticks;
 }
 
+/*
+ * A pending-interrupt register of a controller with no model, seen by the tick's handlers: the
+ * rule's value on its first read after each raise of the tick (acked or not since: a root's
+ * handler may ack by its first read before a chained handler reads its own register), 0 on
+ * every other read and before the first raise, so a handler that reads until nothing is pending
+ * dispatches the tick once. A raise moves the deadline, which names it.
+ */
+static uint64_t tick_pending_value(const RehostingTick *tick,
+                                   RehostingMmioRule *rule)
+{
+    if (!tick->timer || tick->deadline == tick->first_deadline ||
+        rule->draws == (uint64_t)tick->deadline) {
+        return 0;
+    }
+    rule->draws = tick->deadline;
+    return rule->values[0];
+}
+
 static uint64_t rule_value(RehostingConfig *config, RehostingMmioRule *rule,
                            hwaddr addr, uint64_t order)
 {
@@ -202,6 +220,8 @@ static uint64_t rule_value(RehostingConfig *config, RehostingMmioRule *rule,
         return seeded_random(config->seed, addr, rule->draws++);
     case RULE_COUNTER:
         return counter_value(rule);
+    case RULE_TICK_PENDING:
+        return tick_pending_value(&config->tick, rule);
     }
     g_assert_not_reached();
 }
@@ -358,6 +378,7 @@ static RehostingMmioRule *load_mmio_rule(RehostingConfig *config,
         [RULE_ECHO] = "echo",
         [RULE_RANDOM] = "random",
         [RULE_COUNTER] = "counter",
+        [RULE_TICK_PENDING] = "tick_pending",
     };
     RehostingMmioRule *rule = g_new0(RehostingMmioRule, 1);
     g_autofree char *what = NULL;
@@ -373,7 +394,8 @@ static RehostingMmioRule *load_mmio_rule(RehostingConfig *config,
     }
     if (found != 1) {
         rehosting_config_fail(config, "%s must give exactly one of constant, "
-                              "sequence, forced_bits, echo, random, counter",
+                              "sequence, forced_bits, echo, random, counter, "
+                              "tick_pending",
                               where);
     }
     what = g_strdup_printf("%s.%s", where, kinds[rule->kind]);
@@ -408,6 +430,12 @@ static RehostingMmioRule *load_mmio_rule(RehostingConfig *config,
                                   what);
         }
         rule->down = down && qbool_get_bool(qobject_to(QBool, down));
+    } else if (rule->kind == RULE_TICK_PENDING) {
+        rule->value_count = 1;
+        rule->values = g_new(uint64_t, 1);
+        /* proto3 JSON leaves out a value of 0. */
+        rule->values[0] = qdict_haskey(body, "value") ?
+            rehosting_config_get_u64(config, body, "value", what) : 0;
     }
     return rule;
 }

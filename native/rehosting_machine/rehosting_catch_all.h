@@ -17,18 +17,23 @@ typedef enum RehostingRuleKind {
     RULE_ECHO,
     RULE_RANDOM,
     RULE_COUNTER,
+    RULE_TICK_PENDING,
 } RehostingRuleKind;
 
 typedef struct RehostingMmioRule {
     RehostingRuleKind kind;
-    uint64_t *values;  /* constant: one; sequence: in order */
+    uint64_t *values;  /* constant, tick_pending: one; sequence: in order */
     size_t value_count;
     size_t next_value; /* sequence: stays on the last */
     uint64_t and_mask;
     uint64_t or_mask;
     bool written;
     uint64_t last_write;
-    uint64_t draws;    /* random: values drawn so far */
+    /*
+     * random: values drawn so far; tick_pending: the tick's deadline when the value was last
+     * answered (a raise moves the deadline, so it names the raise; saved in snapshots alike)
+     */
+    uint64_t draws;
     uint64_t hz;       /* counter: ticks per second of virtual time */
     bool down;         /* counter: counts down from all ones */
 } RehostingMmioRule;

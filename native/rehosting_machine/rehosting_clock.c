@@ -83,6 +83,7 @@ void rehosting_start_tick(RehostingConfig *config, qemu_irq irq)
     /* QEMU_CLOCK_VIRTUAL follows the instruction count under icount. */
     tick->timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, tick_fire, tick);
     tick->deadline = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) + tick->period_ns;
+    tick->first_deadline = tick->deadline;
     timer_mod_ns(tick->timer, tick->deadline);
 }
 

@@ -105,6 +105,10 @@ def with_change(change: Change) -> dict:
         (lambda c: c["mmio_rules"].append({"address": "0x10001000", "echo": {}}), "give one address two"),
         (lambda c: c["mmio_rules"].append({"address": "0x1"}), "mmio_rules[5] gives no value"),
         (lambda c: c["mmio_rules"][1]["sequence"].update(values=[]), "sequence must list at least one"),
+        (
+            lambda c: c["mmio_rules"].append({"address": "0x1", "tick_pending": {"value": 2}}),
+            "mmio_rules[5].tick_pending answers the tick's interrupt: give a tick",
+        ),
         (lambda c: c["hooks"][0].update(kind="HOOK_KIND_UNSPECIFIED"), "hooks[0] needs a name and a kind"),
         (lambda c: c["nops"].append({"address": "0xc0512340"}), "nops skip the same function twice"),
         (lambda c: c.update(tick=TICK), "tick and interrupt_controller both drive the CPU's IRQ line"),

@@ -1,4 +1,8 @@
-"""The interrupts operator: a tick for a stalled board with an unmodelled controller, then the read pinned."""
+"""The interrupts and interrupt_pins operators: a tick for a stalled board, then the handlers' reads pinned.
+
+am335x (a root controller naming the pending interrupt by number) and an Orion-like tree (a root
+with two banks of cause bits, a chained controller behind its input 1, the timer behind that).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from explorer.firmware.model import DeviceTreeFacts, DtDevice, Symbol, SymbolTable
-from explorer.runner.machine_config_pb2 import Device, MachineConfig, MmioRule
+from explorer.runner.machine_config_pb2 import Device, Echo, MachineConfig, MmioRule, TickPending
 from explorer.runner.rehost_pb2 import Exit, ExitReason, MmioAccess, RunResult
-from explorer.search.operators import Child, Context, Evaluated, interrupts
+from explorer.search.operators import Child, Context, Evaluated, interrupt_pins, interrupts
 from explorer.search.state import Target, state_id
 from tests.unit.test_search_engine import FIRMWARE
 
@@ -92,6 +96,12 @@ def test_a_chosen_clock_source_is_kept() -> None:
     assert tick_child(state).state.boot.cmdline == "clocksource=dmtimer"
 
 
+def test_a_ticking_state_gets_no_second_tick_and_a_state_without_one_no_pin() -> None:
+    ticking = tick_child().state
+    assert interrupts.propose(context(ticking, run(ExitReason.EXIT_BUDGET, handler_read()))) == []
+    assert interrupt_pins.propose(context(BARE, run(ExitReason.EXIT_BUDGET, handler_read()))) == []
+
+
 def test_no_tick_for_a_run_that_ended_on_its_own_or_a_board_with_a_model_or_without_a_tree() -> None:
     assert interrupts.propose(context(BARE, run(ExitReason.EXIT_PANIC))) == []
     assert interrupts.propose(context(BARE, run(ExitReason.EXIT_USER_SPACE))) == []
@@ -120,14 +130,14 @@ def test_the_handlers_register_is_pinned_to_the_timer_the_kernel_programmed() ->
     result = run(
         ExitReason.EXIT_BUDGET, timer_write(0x48040038, 0), handler_read(order=1), handler_read(order=2)
     )
-    (child,) = interrupts.propose(context(ticking, result))
+    (child,) = interrupt_pins.propose(context(ticking, result))
     assert list(child.state.mmio_rules) == [MmioRule(address=INTC_SIR, constant=68)]
     assert (
         child.detail["timer"] == CLOCK_EVENT_TIMER.path and child.detail["handler"] == "omap_intc_handle_irq"
     )
     assert "omap_intc_handle_irq" in child.reason and "68" in child.reason
     # Pinned: the same run proposes nothing again.
-    assert interrupts.propose(context(child.state, result)) == []
+    assert interrupt_pins.propose(context(child.state, result)) == []
 
 
 def test_of_the_touched_timers_the_one_with_most_registers_written_comes_first() -> None:
@@ -138,12 +148,12 @@ def test_of_the_touched_timers_the_one_with_most_registers_written_comes_first()
         timer_write(0x48042000 + offset, order) for order, offset in enumerate((0x38, 0x3C, 0x40), 1)
     ]
     result = run(ExitReason.EXIT_BUDGET, *clock_source, *clock_event, handler_read(order=9))
-    assert [child.detail["value"] for child in interrupts.propose(context(ticking, result))] == [69, 68]
+    assert [child.detail["value"] for child in interrupt_pins.propose(context(ticking, result))] == [69, 68]
 
 
 def test_without_a_touched_timer_every_timer_of_the_controller_is_tried() -> None:
     ticking = tick_child().state
-    children = interrupts.propose(context(ticking, run(ExitReason.EXIT_BUDGET, handler_read())))
+    children = interrupt_pins.propose(context(ticking, run(ExitReason.EXIT_BUDGET, handler_read())))
     assert [child.detail["value"] for child in children] == [68, 69]
     assert all(child.state.tick == ticking.tick for child in children)
 
@@ -152,14 +162,210 @@ def test_reads_outside_the_handler_or_the_controller_pin_nothing() -> None:
     ticking = tick_child().state
     elsewhere = MmioAccess(address=INTC_SIR, size=4, pc=0xC0100104)
     outside = handler_read(address=0x44E09014)
-    assert interrupts.propose(context(ticking, run(ExitReason.EXIT_BUDGET, elsewhere, outside))) == []
+    assert interrupt_pins.propose(context(ticking, run(ExitReason.EXIT_BUDGET, elsewhere, outside))) == []
+
+
+def test_a_lone_controller_whose_handler_read_one_register_gets_the_interrupt_number() -> None:
+    ticking = tick_child().state
+    child = interrupt_pins.propose(context(ticking, run(ExitReason.EXIT_BUDGET, handler_read())))[0]
+    assert child.detail["registers"] == {f"0x{INTC_SIR:x}": ["number", "68"]}
+    assert (child.state.tick.ack_base, child.state.tick.ack_size) == (INTC_BASE, 0x1000)
+
+
+# Orion as its device tree says it: a root with two banks (one `reg` block each), a chained
+# controller on the root's input 1, the timer's two interrupts on the chained one's inputs 1 and 2.
+ROOT = "/ocp/interrupt-controller@20200"
+ROOT_CAUSE, ROOT_CAUSE_HIGH = 0xF1020200, 0xF1020210
+BRIDGE = "/ocp/bridge-interrupt-ctrl@20110"
+BRIDGE_CAUSE, BRIDGE_MASK = 0xF1020110, 0xF1020114
+ORION_TIMER = DtDevice(
+    "/ocp/timer@20300", ("marvell,orion-timer",), ((0xF1020300, 0x20),), BRIDGE, (1, 2), "okay"
+)
+ORION_TREE = dataclasses.replace(
+    TREE,
+    devices=(
+        DtDevice(BRIDGE, ("marvell,orion-bridge-intc",), ((0xF1020110, 0x8),), ROOT, (1,), "okay"),
+        DtDevice(
+            ROOT, ("marvell,orion-intc",), ((ROOT_CAUSE, 0x10), (ROOT_CAUSE_HIGH, 0x10)), None, (), "okay"
+        ),
+        ORION_TIMER,
+        DtDevice("/ocp/serial@12000", ("ns16550a",), ((0xF1012000, 0x100),), ROOT, (33,), "okay"),
+        DtDevice("/ocp/gpio@10100", ("marvell,orion-gpio",), ((0xF1010100, 0x40),), ROOT, (35,), "okay"),
+    ),
+)
+ROOT_HANDLER, BRIDGE_HANDLER = 0xC0100200, 0xC0100300
+ORION = dataclasses.replace(
+    FIRMWARE,
+    symbols=SymbolTable(
+        (
+            Symbol(0xC0008000, "T", "start_kernel"),
+            Symbol(ROOT_HANDLER, "T", "orion_handle_irq"),
+            Symbol(BRIDGE_HANDLER, "T", "orion_bridge_irq_handler"),
+            Symbol(0xC0100400, "T", "irq_gc_mask_set_bit"),
+        ),
+        "kallsyms",
+        0xC0008000,
+        "a test",
+    ),
+    device_tree=ORION_TREE,
+)
+ARM926 = MachineConfig(target="arm", cpu="arm926", random_unruled_reads=True)
+
+
+def read_by(handler: int, address: int, order: int) -> MmioAccess:
+    return MmioAccess(address=address, size=4, value=0xFFFFFFFF, pc=handler + 4, order=order)
+
+
+def unmask(value: int, order: int) -> MmioAccess:
+    return MmioAccess(address=BRIDGE_MASK, size=4, value=value, pc=0xC0100404, is_write=True, order=order)
+
+
+def orion_tick() -> MachineConfig:
+    (child,) = interrupts.propose(context(ARM926, run(ExitReason.EXIT_BUDGET), ORION))
+    assert child.detail["controller"] == ROOT
+    return child.state
+
+
+def test_a_tick_for_timers_behind_a_chained_controller_is_acked_by_the_handlers_first_read() -> None:
+    # The timer's interrupt is acked in the bridge's block, a write the root's never sees.
+    (child,) = interrupts.propose(context(ARM926, run(ExitReason.EXIT_BUDGET), ORION))
+    assert (child.state.tick.ack_base, child.state.tick.ack_size) == (0, 0)
+    assert BRIDGE in child.reason and "first read" in child.reason
+
+
+TICKING_ORION_RUN = run(
+    ExitReason.EXIT_BUDGET,
+    unmask(0b100, 0),  # request_irq of the clock event (the timer's interrupt 2) unmasks its bit
+    read_by(ROOT_HANDLER, ROOT_CAUSE, 1),
+    read_by(ROOT_HANDLER, ROOT_CAUSE_HIGH, 2),
+    read_by(BRIDGE_HANDLER, BRIDGE_CAUSE, 3),
+)
+
+
+def test_a_timer_behind_a_chained_controller_gets_each_cause_register_pinned_to_its_bit() -> None:
+    first, second = interrupt_pins.propose(context(orion_tick(), TICKING_ORION_RUN, ORION))
+    assert first.detail["chain"] == [[ROOT, 1], [BRIDGE, 2]]
+    assert list(first.state.mmio_rules) == [
+        MmioRule(address=ROOT_CAUSE, tick_pending=TickPending(value=1 << 1)),
+        MmioRule(address=ROOT_CAUSE_HIGH, constant=0),
+        MmioRule(address=BRIDGE_CAUSE, tick_pending=TickPending(value=1 << 2)),
+    ]
+    # The timer's interrupt is acked (handle_edge_irq) in the chained controller, where the root
+    # controller sees no write: the handler's first read acks the tick.
+    assert (first.state.tick.ack_base, first.state.tick.ack_size) == (0, 0)
+    assert "orion_bridge_irq_handler" in first.reason and "0x4 once per tick" in first.reason
+    # The timer's other interrupt, never unmasked, comes second.
+    assert second.detail["chain"] == [[ROOT, 1], [BRIDGE, 1]]
+    assert interrupt_pins.propose(context(first.state, TICKING_ORION_RUN, ORION)) == []
+
+
+def test_a_clear_on_write_ack_names_the_interrupt_handled_and_a_mask_of_many_bits_names_none() -> None:
+    # irq_gc_ack_clr_bit writes every bit but the acked one; a mask cache of random reads, many.
+    ack = MmioAccess(address=BRIDGE_CAUSE, size=4, value=0xFFFFFFFB, pc=0xC0100404, is_write=True)
+    acked = run(ExitReason.EXIT_BUDGET, unmask(0x3344BFA6, 0), ack, *TICKING_ORION_RUN.mmio_accesses[1:])
+    assert [
+        child.detail["value"] for child in interrupt_pins.propose(context(orion_tick(), acked, ORION))
+    ] == [
+        2,
+        1,
+    ]
+    unnamed = run(ExitReason.EXIT_BUDGET, unmask(0x3344BFA6, 0), *TICKING_ORION_RUN.mmio_accesses[1:])
+    assert [
+        child.detail["value"] for child in interrupt_pins.propose(context(orion_tick(), unnamed, ORION))
+    ] == [
+        1,
+        2,
+    ]
+
+
+def test_a_register_a_device_model_echoes_is_pinned_and_one_the_run_chose_stays() -> None:
+    state = orion_tick()
+    state.mmio_rules.extend(
+        [MmioRule(address=BRIDGE_CAUSE, echo=Echo()), MmioRule(address=ROOT_CAUSE_HIGH, constant=7)]
+    )
+    first = interrupt_pins.propose(context(state, TICKING_ORION_RUN, ORION))[0]
+    rules = {rule.address: rule for rule in first.state.mmio_rules}
+    assert rules[BRIDGE_CAUSE] == MmioRule(address=BRIDGE_CAUSE, tick_pending=TickPending(value=1 << 2))
+    assert rules[ROOT_CAUSE_HIGH] == MmioRule(address=ROOT_CAUSE_HIGH, constant=7)
+    assert len(first.state.mmio_rules) == len(state.mmio_rules) + 1
+
+
+def test_a_chained_handler_seen_only_after_the_root_is_pinned_follows_the_same_timer() -> None:
+    # The first ticking run never dispatched the chained controller: only the root is pinned.
+    root_only = run(ExitReason.EXIT_BUDGET, unmask(0b100, 0), *TICKING_ORION_RUN.mmio_accesses[1:3])
+    tick = orion_tick()
+    children = interrupt_pins.propose(context(tick, root_only, ORION))
+    pinned = children[0]
+    assert {rule.address for rule in pinned.state.mmio_rules} == {ROOT_CAUSE, ROOT_CAUSE_HIGH}
+    # Its run shows the chained handler; the next pin keeps the lineage's timer interrupt (2)
+    # even when the run's writes would now rank the other first.
+    later = run(ExitReason.EXIT_BUDGET, unmask(0b10, 0), *TICKING_ORION_RUN.mmio_accesses[1:])
+    lineage = (
+        Evaluated(state_id(pinned.state), pinned.state, later, pinned),
+        Evaluated(state_id(tick), tick, root_only),
+    )
+    (bridge,) = interrupt_pins.propose(Context(ORION, TARGET, lineage))
+    assert list(bridge.state.mmio_rules)[-1] == MmioRule(
+        address=BRIDGE_CAUSE, tick_pending=TickPending(value=1 << 2)
+    )
+    assert bridge.detail["value"] == 2
+
+
+def test_a_timer_whose_interrupts_never_reach_the_root_is_not_pinned() -> None:
+    orphan = DtDevice("/ocp/timer@30000", ("vendor,timer",), ((0xF1030000, 0x20),), "/nowhere", (4,), "okay")
+    tree = dataclasses.replace(ORION_TREE, devices=(*ORION_TREE.devices, orphan))
+    root = tree.devices[1]
+    assert interrupts.interrupt_path(tree, orphan, 4, root) is None
+    assert interrupts.timers_of(tree, root) == [ORION_TIMER]
 
 
 @settings(deadline=None)
-@given(st.lists(st.sampled_from([0x40, 0x44, 0x48, 0x80, 0x98]), min_size=1, max_size=6))
-def test_the_pinned_register_is_the_first_unruled_one_the_handler_read(offsets: list[int]) -> None:
-    ticking = tick_child().state
-    reads = [handler_read(INTC_BASE + offset, order) for order, offset in enumerate(offsets)]
-    children = interrupts.propose(context(ticking, run(ExitReason.EXIT_BUDGET, *reversed(reads))))
-    assert {child.state.mmio_rules[-1].address for child in children} == {INTC_BASE + offsets[0]}
-    assert all(len(child.state.mmio_rules) == len(ticking.mmio_rules) + 1 for child in children)
+@given(st.integers(min_value=0, max_value=63), st.sampled_from([1, 2, 4]))
+def test_one_block_of_banked_registers_answers_the_bit_in_the_inputs_bank_only(
+    hwirq: int, groups: int
+) -> None:
+    # One reg block holding a run of two words per register kind (cause, enable, ...): word k
+    # of each run serves interrupts 32k..32k+31, as the TZIC's HIPND0..3 and INTSEC0..3 do.
+    timer = dataclasses.replace(CLOCK_EVENT_TIMER, interrupts=(hwirq,))
+    firmware = dataclasses.replace(
+        AM335X, device_tree=dataclasses.replace(TREE, devices=(TREE.devices[0], timer))
+    )
+    reads = [
+        handler_read(INTC_BASE + 0x80 * group + 4 * bank, order=2 * group + bank)
+        for group in range(groups)
+        for bank in range(2)
+    ]
+    (child,) = interrupt_pins.propose(
+        context(tick_child().state, run(ExitReason.EXIT_BUDGET, *reads), firmware)
+    )
+    answered = {rule.address: rule for rule in child.state.mmio_rules}
+    for read in reads:
+        bank = (read.address - INTC_BASE) % 0x80 // 4
+        if bank == hwirq // 32:
+            assert answered[read.address].tick_pending.value == 1 << hwirq % 32
+        else:
+            assert answered[read.address] == MmioRule(address=read.address, constant=0)
+
+
+def test_a_timer_is_known_by_its_generic_node_name_too() -> None:
+    # i.MX's general-purpose timer: "fsl,imx53-gpt", whose node the tree names timer@53fa0000.
+    gpt = DtDevice("/soc/timer@53fa0000", ("fsl,imx53-gpt",), ((0x53FA0000, 0x4000),), INTC, (39,), "okay")
+    pwm = DtDevice("/soc/pwm@53fb4000", ("fsl,imx53-pwm",), ((0x53FB4000, 0x4000),), INTC, (61,), "okay")
+    tree = dataclasses.replace(TREE, devices=(TREE.devices[0], gpt, pwm))
+    assert interrupts.timers_of(tree, tree.devices[0]) == [gpt]
+
+
+def test_a_tick_answers_the_controllers_echoed_registers_from_the_value_model() -> None:
+    # The devices operator's echo on a cause register answers the handler its own last ack.
+    state = MachineConfig(target="arm", cpu="arm926", random_unruled_reads=True)
+    state.mmio_rules.extend(
+        [
+            MmioRule(address=BRIDGE_CAUSE, echo=Echo()),
+            MmioRule(address=ROOT_CAUSE + 4, echo=Echo()),
+            MmioRule(address=0xF1020300, echo=Echo()),
+            MmioRule(address=ROOT_CAUSE_HIGH, constant=5),
+        ]
+    )
+    (child,) = interrupts.propose(context(state, run(ExitReason.EXIT_BUDGET), ORION))
+    assert [rule.address for rule in child.state.mmio_rules] == [0xF1020300, ROOT_CAUSE_HIGH]
+    assert child.detail["unechoed"] == [BRIDGE_CAUSE, ROOT_CAUSE + 4]

@@ -17,37 +17,38 @@ which the value model answers (mmio_rules, the random catch-all). Two steps, one
    initcalls than without a tick), while jiffies advance by exactly one per tick. Once
    ticking, the handler reads which interrupt is pending from a register nobody pinned: random
    answers dispatch random interrupts.
-2. pin: the state has a tick and the run shows the handler (a function named *handle_irq, as
-   irqchip drivers name their root handler) reading a register in the controller's block that
-   has no rule: one child per timer of the device tree whose interrupt parent is that controller
-   pins the register to the timer's interrupt number, so each tick is the timer's interrupt.
-   When the run touched some timers' registers, only those, the one with the most registers
-   written first: the clock event is programmed (load, match, control, interrupt enable) while
-   a clock source is only started (measured on am335x: timer2, the clock event, had 8 written
-   registers, timer1, the clock source, 3).
+2. pin (explorer.search.operators.interrupt_pins): the state has a tick; its run shows the
+   handlers' reads, which the pins answer with the timer's interrupt.
+
+This module also owns the way a timer's interrupt takes to the root (interrupt_path): the
+timer's interrupt parent and, while that is not the root, a chained controller (a node that is
+an interrupt parent and has interrupts of its own, irq_set_chained_handler), one input of its
+own parent. A tick for timers behind a chained controller is acked by the handler's first read:
+their ack is written in the chained controller's block, which the root's never sees (acked only
+in the root's, kirkwood-b3's tick run stormed in time_init until the run's deadline).
 
 Measured on armmp + am335x-boneblack from RAM, a Cortex-A8 and random reads (with lpj=): the
 tickless run idles forever after 841 initcalls; the tick's run idles reading INTC_SIR once per
 tick until the stuck-read limit ends it; pinning INTC_SIR to 68 (timer2) reaches user space
 (868 initcalls, 3.7e9 instructions, 10 s): three boots (the engine's generation also boots the
-sibling pinned to 67, timer1, which stops in time_init).
+sibling pinned to 67, timer1, which stops in time_init). On marvell + kirkwood-b3 (orion-intc,
+the clock event behind orion-bridge-intc), acked by writes to the root the tick's run stormed
+in time_init; acked by the first read, with the controllers' echoes answered by the value
+model, its random cause bits name the timer now and then and the search reaches user space in
+4 runs (12 s); interrupt_pins makes every tick the timer's where they do not (dove-cubox).
 
 Invariants: never modifies the given states; never adds a tick beside an interrupt controller
 (the machine refuses it; device discovery, finding a controller model later, replaces the tick
-with it) nor for a board without a device tree (no controller to ack on: a board
-file's controller, such as Orion5x's, is not covered); never touches an address that has a rule;
-a state it made proposes nothing again from the same run.
+with it) nor for a board without a device tree (no controller to ack on: a board file's
+controller is not covered), nor a second tick.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from dataclasses import dataclass
 
-from explorer.firmware.model import DeviceTreeFacts, DtDevice, Firmware
-from explorer.runner.analysis import place
-from explorer.runner.machine_config_pb2 import MmioRule
-from explorer.runner.rehost_pb2 import MmioAccess
+from explorer.firmware.model import DeviceTreeFacts, DtDevice
 from explorer.search.device_models import placement
 from explorer.search.operators import Child, Context
 from explorer.search.operators.kernel_arguments import STUCK_ENDINGS
@@ -60,26 +61,37 @@ OPERATOR = "interrupts"
 TICK_PERIOD_NS = 4_000_000
 # Time from the tick alone: the kernel keeps jiffies as its clock source (and so a periodic tick).
 JIFFIES_CLOCK = "clocksource=jiffies"
-# How irqchip drivers name the root handler that reads the pending interrupt
-# (omap_intc_handle_irq, orion_handle_irq, sun4i_handle_irq, ...).
-HANDLER_NAME = "handle_irq"
+# Controllers between a timer and the root: deeper chains than this are not followed.
+MAX_CHAIN = 4
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One controller on a timer interrupt's way to the CPU, and the input it arrives on."""
+
+    controller: DtDevice
+    input: int
 
 
 def propose(context: Context) -> list[Child]:
+    """The tick step, asked when the state stalled (explorer.search.proposal's first stall tier)."""
+    state = context.current.state
+    root = unmodelled_root(context)
+    if root is None or state.HasField("tick") or context.current.result.exit.reason not in STUCK_ENDINGS:
+        return []
+    arguments = f"{context.target.cmdline} {state.boot.cmdline}".split()
+    chooses_clock = any(argument.startswith("clocksource=") for argument in arguments)
+    return [_tick_child(state, root[0], root[1], chooses_clock)]
+
+
+def unmodelled_root(context: Context) -> tuple[DeviceTreeFacts, DtDevice] | None:
+    """The device tree and its root controller without a model, for an ARM state with no controller."""
     state = context.current.state
     tree = context.firmware.device_tree
     if state.target != "arm" or state.HasField("interrupt_controller") or tree is None:
-        return []
+        return None
     controller = unmodelled_controller(tree, state.cpu)
-    if controller is None:
-        return []
-    if not state.HasField("tick"):
-        if context.current.result.exit.reason not in STUCK_ENDINGS:
-            return []
-        arguments = f"{context.target.cmdline} {state.boot.cmdline}".split()
-        chooses_clock = any(argument.startswith("clocksource=") for argument in arguments)
-        return [_tick_child(state, controller, chooses_clock)]
-    return _pin_children(context, tree, controller)
+    return None if controller is None else (tree, controller)
 
 
 def unmodelled_controller(tree: DeviceTreeFacts, cpu: str) -> DtDevice | None:
@@ -95,45 +107,44 @@ def unmodelled_controller(tree: DeviceTreeFacts, cpu: str) -> DtDevice | None:
     return controller
 
 
-def handler_reads(accesses: list[MmioAccess], controller: DtDevice, firmware: Firmware) -> list[MmioAccess]:
-    """The reads the root interrupt handler made in the controller's register block, in order."""
-    base, size = controller.reg[0]
-    return [
-        access
-        for access in sorted(accesses, key=lambda access: access.order)
-        if not access.is_write
-        and base <= access.address < base + size
-        and HANDLER_NAME in (place(access.pc, firmware.symbols).function or "")
-    ]
-
-
-def timers_of(tree: DeviceTreeFacts, controller: DtDevice) -> list[DtDevice]:
-    """The enabled timer nodes whose interrupts go to `controller`, in tree order."""
-    return [
-        node
-        for node in tree.devices
-        if node.interrupt_parent == controller.path
-        and node.interrupts
-        and node.status in ("okay", "ok")
-        and any("timer" in compatible for compatible in node.compatible)
-    ]
-
-
-def _tick_child(state: State, controller: DtDevice, chooses_clock: bool) -> Child:
+def _tick_child(state: State, tree: DeviceTreeFacts, controller: DtDevice, chooses_clock: bool) -> Child:
     """The tick, and jiffies as the clock unless the command line already chooses one."""
-    base, size = controller.reg[0]
+    chained = _chained_controllers(tree, controller)
+    # A device model's echo on these controllers' registers answers a handler its own last
+    # write (the ack of the previous interrupt, or 0 from init): a cause register that never
+    # names the timer, so the tick's run could tell nothing apart. The value model answers them.
+    echoed = [
+        rule.address
+        for rule in state.mmio_rules
+        if rule.WhichOneof("value") == "echo"
+        and any(holds(node, rule.address) for node in (controller, *chained))
+    ]
+    # A timer behind a chained controller has its interrupt acked or masked there: the root's
+    # block sees no write, and a line acked only there would stay up, the handler running again
+    # and again (kirkwood: a storm in time_init until the run's deadline). The handler's first
+    # read acks instead: one handler run per tick.
+    base, size = (0, 0) if chained else controller.reg[0]
 
     def add_tick(child: State) -> None:
+        kept = [rule for rule in child.mmio_rules if rule.address not in echoed]
+        del child.mmio_rules[:]
+        child.mmio_rules.extend(kept)
         child.tick.period_ns = TICK_PERIOD_NS
         child.tick.ack_base = base
         child.tick.ack_size = size
         if not chooses_clock:
             child.boot.cmdline = f"{child.boot.cmdline} {JIFFIES_CLOCK}".strip()
 
+    paths = [node.path for node in chained]
+    acked = (
+        f"acked by the handler's first read (timers behind chained {', '.join(paths)})"
+        if chained
+        else f"acked by writes to 0x{base:x}+0x{size:x}"
+    )
     reason = (
         f"the run stalled and interrupt controller {controller.path} ({', '.join(controller.compatible)}) "
-        f"has no model: tick every {TICK_PERIOD_NS / 1e6:g} ms, acked by writes to 0x{base:x}+0x{size:x}, "
-        f"time from jiffies ({JIFFIES_CLOCK})"
+        f"has no model: tick every {TICK_PERIOD_NS / 1e6:g} ms, {acked}, time from jiffies ({JIFFIES_CLOCK})"
+        + (f"; {len(echoed)} echoed controller registers answered by the value model" if echoed else "")
     )
     detail = {
         "step": "tick",
@@ -141,54 +152,59 @@ def _tick_child(state: State, controller: DtDevice, chooses_clock: bool) -> Chil
         "ack": [base, size],
         "period_ns": TICK_PERIOD_NS,
         "argument": JIFFIES_CLOCK,
-        "next": "the next run shows which register the handler reads: pin it to a timer's interrupt",
+        "unechoed": echoed,
+        "next": "the next run shows which registers the handlers read: pin them to a timer's interrupt",
     }
     return Child(derive(state, add_tick), OPERATOR, reason, detail)
 
 
-def _pin_children(context: Context, tree: DeviceTreeFacts, controller: DtDevice) -> list[Child]:
-    state, result = context.current.state, context.current.result
-    ruled = {rule.address for rule in state.mmio_rules}
-    reads = handler_reads(list(result.mmio_accesses), controller, context.firmware)
-    unruled = [read for read in reads if read.address not in ruled]
-    if not unruled:
-        return []
-    register = unruled[0]
-    handler = place(register.pc, context.firmware.symbols).function
-    timers = timers_of(tree, controller)
-    written = {timer.path: _registers_written(timer, result.mmio_accesses) for timer in timers}
-    touched = [timer for timer in timers if _touched(timer, result.mmio_accesses)]
-    children = []
-    for timer in sorted(touched, key=lambda timer: -written[timer.path]) or timers:
-        hwirq = timer.interrupts[0]
-
-        def pin(child: State, value: int = hwirq) -> None:
-            child.mmio_rules.append(MmioRule(address=register.address, constant=value))
-
-        reason = (
-            f"{handler} read 0x{register.address:x} to learn the pending interrupt: "
-            f"answer {hwirq}, the interrupt of timer {timer.path}"
-        )
-        detail = {
-            "step": "pin",
-            "controller": controller.path,
-            "register": register.address,
-            "handler": handler,
-            "timer": timer.path,
-            "value": hwirq,
-            "next": "every tick now reaches the timer's handler: jiffies advance",
-        }
-        children.append(Child(derive(state, pin), OPERATOR, reason, detail))
-    return children
+def _chained_controllers(tree: DeviceTreeFacts, root: DtDevice) -> list[DtDevice]:
+    """The chained controllers between the device tree's timers and `root`, in tree order."""
+    ways = (interrupt_path(tree, timer, timer.interrupts[0], root) or [] for timer in timers_of(tree, root))
+    chained = {hop.controller.path: hop.controller for way in ways for hop in way[1:]}
+    return list(chained.values())
 
 
-def _touched(node: DtDevice, accesses: Iterable[MmioAccess]) -> bool:
-    return any(_holds(node, access.address) for access in accesses)
+def timers_of(tree: DeviceTreeFacts, root: DtDevice) -> list[DtDevice]:
+    """The enabled timer nodes whose interrupts reach `root`, directly or through chained controllers."""
+    return [
+        node
+        for node in tree.devices
+        if node.interrupts
+        and node.status in ("okay", "ok")
+        and _is_timer(node)
+        and interrupt_path(tree, node, node.interrupts[0], root) is not None
+    ]
 
 
-def _registers_written(node: DtDevice, accesses: Iterable[MmioAccess]) -> int:
-    return len({access.address for access in accesses if access.is_write and _holds(node, access.address)})
+def _is_timer(node: DtDevice) -> bool:
+    """A timer by its compatible ("marvell,orion-timer") or by the generic node name the device
+    tree specification gives timers (timer@53fa0000: "fsl,imx53-gpt")."""
+    name = node.path.rsplit("/", 1)[-1].split("@", 1)[0]
+    return name == "timer" or any("timer" in compatible for compatible in node.compatible)
 
 
-def _holds(node: DtDevice, address: int) -> bool:
+def interrupt_path(tree: DeviceTreeFacts, timer: DtDevice, hwirq: int, root: DtDevice) -> list[Hop] | None:
+    """Each controller from `root` down to the timer's, with the input the timer's interrupt arrives on.
+
+    A chained controller (a node that is an interrupt parent and has interrupts of its own) is one
+    input of its parent: the root's handler dispatches that input, whose handler
+    (irq_set_chained_handler) reads the chained controller's cause register in turn. Each
+    controller's input is the first cell of the interrupt it names (one-cell specifiers, as
+    these controllers' bindings give); None when the timer's interrupt never reaches `root`.
+    """
+    by_path = {node.path: node for node in tree.devices}
+    path = []
+    node, input_ = by_path.get(timer.interrupt_parent or ""), hwirq
+    while node is not None and len(path) < MAX_CHAIN:
+        path.append(Hop(node, input_))
+        if node.path == root.path:
+            return path[::-1]
+        if not node.interrupts or not node.reg:
+            return None
+        node, input_ = by_path.get(node.interrupt_parent or ""), node.interrupts[0]
+    return None
+
+
+def holds(node: DtDevice, address: int) -> bool:
     return any(base <= address < base + size for base, size in node.reg)
