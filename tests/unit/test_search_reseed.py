@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from explorer.runner.machine_config_pb2 import MachineConfig
-from explorer.runner.rehost_pb2 import Exit, ExitReason, Milestone, RunResult
+from explorer.runner.machine_config_pb2 import MachineConfig, MmioRule
+from explorer.runner.rehost_pb2 import Exit, ExitReason, Milestone, MmioAccess, RunResult
 from explorer.search.operators import Child, Context, Evaluated, reseed
 from explorer.search.state import Target, state_id
 from tests.unit.test_search_engine import FIRMWARE
 
-STUCK = RunResult(exit=Exit(reason=ExitReason.EXIT_BUDGET, detail="stuck: 3000000 reads of 0x1c20000"))
+STUCK = RunResult(
+    exit=Exit(reason=ExitReason.EXIT_BUDGET, detail="stuck: 3000000 reads of 0x1c20000"),
+    mmio_accesses=[MmioAccess(address=0x1C20000, size=4, value=7, pc=0xC0100000)],
+)
 
 
 def evaluated(state: MachineConfig, result: RunResult = STUCK, made_by: Child | None = None) -> Evaluated:
@@ -47,3 +50,23 @@ def test_nothing_for_a_run_past_user_space_or_without_random_answers() -> None:
         reseed.propose(context(evaluated(MachineConfig(target="arm", random_unruled_reads=True), past))) == []
     )
     assert reseed.propose(context(evaluated(MachineConfig(target="arm", random_unruled_reads=False)))) == []
+
+
+def test_nothing_when_every_read_had_a_rule_or_nothing_was_read() -> None:
+    """Another seed would boot the same run: no unruled read takes a value from it."""
+    ruled = MachineConfig(target="arm", random_unruled_reads=True)
+    ruled.mmio_rules.append(MmioRule(address=0x1C20000, constant=1))
+    assert reseed.propose(context(evaluated(ruled))) == []
+    quiet = RunResult(exit=Exit(reason=ExitReason.EXIT_PANIC))
+    assert (
+        reseed.propose(context(evaluated(MachineConfig(target="arm", random_unruled_reads=True), quiet)))
+        == []
+    )
+
+
+def test_nothing_for_a_panic_which_is_the_nop_operators() -> None:
+    panicked = RunResult(exit=Exit(reason=ExitReason.EXIT_PANIC), mmio_accesses=STUCK.mmio_accesses)
+    assert (
+        reseed.propose(context(evaluated(MachineConfig(target="arm", random_unruled_reads=True), panicked)))
+        == []
+    )

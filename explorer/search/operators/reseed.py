@@ -11,7 +11,9 @@ seed 1 or 2 the initial state alone reaches user space on cubieboard2 and rk3288
 seed 0 needs 3 to 40 runs.
 
 When: only in the last stall tier (every other operator had nothing new for the state), for a
-state whose unruled reads are random and whose run did not reach user space; at most RESEEDS
+state whose unruled reads are random, whose run ended waiting (out of instructions or time: a
+poll, an idle wait; a panic is the NOP operator's) after reading at least one address without a
+rule (else another seed boots the same run); at most RESEEDS
 draws along the lineage an operator sees (explorer.search.engine.LINEAGE_DEPTH). The child's
 seed is its parent's plus one, modulo 2**64 (a child inherits its parent's seed, so seeds only grow along a
 lineage), so a search stays a function of its own seed.
@@ -23,6 +25,7 @@ NOPs stay: what the search learned holds under any draw).
 from __future__ import annotations
 
 from explorer.runner.analysis import reached_user_space
+from explorer.runner.rehost_pb2 import ExitReason, RunResult
 from explorer.search.operators import Child, Context
 from explorer.search.state import State, derive
 
@@ -32,11 +35,17 @@ OPERATOR = "reseed"
 RESEEDS = 3
 # MachineConfig.seed is a uint64: the next seed after the largest is 0.
 SEEDS = 2**64
+# Endings of a run that waited on something (the stuck-read limit, the idle deadline, the budget).
+WAITING_ENDINGS = (ExitReason.EXIT_BUDGET, ExitReason.EXIT_TIMEOUT)
 
 
 def propose(context: Context) -> list[Child]:
     current = context.current
     if not current.state.random_unruled_reads or reached_user_space(current.result):
+        return []
+    if current.result.exit.reason not in WAITING_ENDINGS:
+        return []
+    if not read_at_random(current.state, current.result):
         return []
     draws = len({evaluated.state.seed for evaluated in context.lineage}) - 1
     if draws >= RESEEDS:
@@ -51,3 +60,9 @@ def propose(context: Context) -> list[Child]:
         "random answers to unruled reads"
     )
     return [Child(derive(current.state, redraw), OPERATOR, reason, {"seed": seed})]
+
+
+def read_at_random(state: State, result: RunResult) -> bool:
+    """Did the run read an address without a rule (one the seed answers)?"""
+    ruled = {rule.address for rule in state.mmio_rules}
+    return any(not access.is_write and access.address not in ruled for access in result.mmio_accesses)
