@@ -512,27 +512,21 @@ KEPT_TREES = 3
 RECENT_USE_SECONDS = 24 * 3600
 
 
+def _prune_unused(paths: list[Path], kept: int, what: str) -> None:
+    """Remove the paths beyond the `kept` most recently used, each only if unused for a day."""
+    for path in sorted(paths, key=lambda path: path.stat().st_mtime, reverse=True)[kept:]:
+        if time.time() - path.stat().st_mtime > RECENT_USE_SECONDS:
+            log(f"pruning the {what} {path.name} (unused since {time.ctime(path.stat().st_mtime)})")
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def prune_results(qemu_cache: Path, keep: Path) -> None:
     """Remove build results beyond the KEPT_RESULTS most recently used, and source trees beyond the
     KEPT_TREES most recently used, if unused for a day."""
-    results = sorted(
-        (path for path in qemu_cache.iterdir() if (path / layout.MANIFEST).is_file() and path != keep),
-        key=lambda path: path.stat().st_mtime,
-        reverse=True,
-    )
-    for path in results[KEPT_RESULTS:]:
-        if time.time() - path.stat().st_mtime > RECENT_USE_SECONDS:
-            log(f"pruning the build result {path.name} (unused since {time.ctime(path.stat().st_mtime)})")
-            shutil.rmtree(path, ignore_errors=True)
-    trees = sorted(
-        (path for path in qemu_cache.glob(f"{TREE_PREFIX}*") if (path / "tree-key").is_file()),
-        key=lambda path: path.stat().st_mtime,
-        reverse=True,
-    )
-    for path in trees[KEPT_TREES:]:
-        if time.time() - path.stat().st_mtime > RECENT_USE_SECONDS:
-            log(f"pruning the source tree {path.name} (unused since {time.ctime(path.stat().st_mtime)})")
-            shutil.rmtree(path, ignore_errors=True)
+    results = [path for path in qemu_cache.iterdir() if (path / layout.MANIFEST).is_file() and path != keep]
+    _prune_unused(results, KEPT_RESULTS, "build result")
+    trees = [path for path in qemu_cache.glob(f"{TREE_PREFIX}*") if (path / "tree-key").is_file()]
+    _prune_unused(trees, KEPT_TREES, "source tree")
     for partial in qemu_cache.glob("*.partial"):
         # Staging directories of builds killed half-way (builds run under the lock: none is live).
         shutil.rmtree(partial, ignore_errors=True)
