@@ -74,12 +74,39 @@ def test_a_log_without_a_faulting_instruction_gives_nothing() -> None:
     assert secure_world.propose(context("Booting Linux on physical CPU 0x0\n")) == []
 
 
-@given(st.integers(0, 2**32 - 1))
-def test_every_proposal_is_a_config_a_runner_takes(word: int) -> None:
+# Every MRC/MCR to CP15 in A32, from its fields, the secure registers' (opc1, CRn, CRm, opc2)
+# drawn as often as any other: cond, L (read), Rt, then the register.
+REGISTERS = st.one_of(
+    st.sampled_from(sorted(secure_world.SECURE_REGISTERS)),
+    st.tuples(st.integers(0, 7), st.integers(0, 15), st.integers(0, 15), st.integers(0, 7)),
+)
+CP15_TRANSFERS = st.builds(
+    lambda cond, read, rt, register: (
+        cond << 28
+        | 0x0E000F10
+        | register[0] << 21
+        | read << 20
+        | register[1] << 16
+        | rt << 12
+        | register[3] << 5
+        | register[2]
+    ),
+    st.integers(0, 14),
+    st.integers(0, 1),
+    st.integers(0, 14),
+    REGISTERS,
+)
+
+
+@given(st.one_of(CP15_TRANSFERS, st.integers(0, 2**32 - 1)))
+def test_a_proposal_exactly_for_secure_registers_and_every_one_a_config_a_runner_takes(word: int) -> None:
     state = MachineConfig(target="arm", cpu="cortex-a7")
     state.ram.add(base=0x40000000, size=0x1000000)
     state.boot.kernel = "/k"
-    for child in secure_world.propose(context(f"Code: ({word:08x})\n", state)):
+    children = secure_world.propose(context(f"Code: ({word:08x})\n", state))
+    register = secure_world.secure_register(FaultingInstruction(a32=word))
+    assert [child.detail["register"] for child in children] == ([register] if register else [])
+    for child in children:
         validate(child.state)
 
 
