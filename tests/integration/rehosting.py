@@ -6,6 +6,7 @@ A plain module, not a test file: the `qemu_build` fixture that uses `build_nativ
 from __future__ import annotations
 
 import json
+import os
 import selectors
 import subprocess
 import sys
@@ -225,3 +226,26 @@ def boot_state(
         config.stuck_reads = stuck_reads
     plugin = Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
     return run(config, qemu_build, plugin=plugin, limits=RunnerLimits(deadline_seconds=deadline)).result
+
+
+# A search of a corpus board is only guarded by this: its own budget ends it first.
+SEARCH_DEADLINE_SECONDS = 900
+
+
+def search_corpus_board(
+    corpus: Corpus, qemu_build: Path, work: Path, flavour: str, board: str, budget: str
+) -> dict:
+    """`explorer search` of a corpus kernel with a board's device tree and the marker initramfs
+    (2 workers), then what `explorer show --json` says of it."""
+    explorer = [sys.executable, "-m", "explorer"]
+    env = {**os.environ, "EXPLORER_QEMU": str(qemu_build)}
+    searched = subprocess.run(
+        [*explorer, "search", corpus.kernel(flavour), "--dtb", corpus.dtb(flavour, board),
+         "--initrd", corpus.initramfs("armhf"), "--work", work, "--budget", budget, "--workers", "2"],
+        env=env, capture_output=True, text=True, timeout=SEARCH_DEADLINE_SECONDS, check=False,
+    )  # fmt: skip
+    assert searched.returncode == 0, searched.stderr[-3000:]
+    shown = subprocess.run(
+        [*explorer, "show", work, "--json"], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    return json.loads(shown.stdout)

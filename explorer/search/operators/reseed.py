@@ -25,8 +25,9 @@ NOPs stay: what the search learned holds under any draw).
 from __future__ import annotations
 
 from explorer.runner.analysis import reached_user_space
-from explorer.runner.rehost_pb2 import ExitReason, RunResult
+from explorer.runner.rehost_pb2 import RunResult
 from explorer.search.operators import Child, Context
+from explorer.search.operators.kernel_arguments import STUCK_ENDINGS
 from explorer.search.state import State, derive
 
 OPERATOR = "reseed"
@@ -35,15 +36,13 @@ OPERATOR = "reseed"
 RESEEDS = 3
 # MachineConfig.seed is a uint64: the next seed after the largest is 0.
 SEEDS = 2**64
-# Endings of a run that waited on something (the stuck-read limit, the idle deadline, the budget).
-WAITING_ENDINGS = (ExitReason.EXIT_BUDGET, ExitReason.EXIT_TIMEOUT)
 
 
 def propose(context: Context) -> list[Child]:
     current = context.current
     if not current.state.random_unruled_reads or reached_user_space(current.result):
         return []
-    if current.result.exit.reason not in WAITING_ENDINGS:
+    if current.result.exit.reason not in STUCK_ENDINGS:
         return []
     if not read_at_random(current.state, current.result):
         return []
