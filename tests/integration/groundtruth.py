@@ -66,6 +66,17 @@ def vexpress_a9(dtb: Path) -> Board:
     )
 
 
+def virt_arm64() -> Board:
+    """QEMU's `virt` with an ARMv8 core: the arm64 kernel boots on it with its own device tree
+    (QEMU's), and `nokaslr` keeps /proc/kallsyms at the link addresses the image holds."""
+    return Board(
+        "qemu-system-aarch64",
+        ("-M", "virt", "-cpu", "cortex-a57", "-m", "1024"),
+        "nokaslr console=ttyAMA0 rdinit=/init",
+        "aarch64",
+    )
+
+
 def malta() -> Board:
     return Board(
         "qemu-system-mipsel", ("-M", "malta", "-m", "256"), "nokaslr console=ttyS0 rdinit=/init", "mips"
@@ -176,7 +187,7 @@ def _between_markers(console: str) -> str:
     """The well-formed `nm` lines the guest printed between the markers (printk may interleave)."""
     text = console.replace("\r", "")
     body = text[text.index(BEGIN + "\n") + len(BEGIN) + 1 : text.index(END)]
-    nm_line = re.compile(r"^[0-9a-f]{8} \S \S+$")
+    nm_line = re.compile(r"^(?:[0-9a-f]{8}|[0-9a-f]{16}) \S \S+$")  # 32- or 64-bit kernels
     return "".join(line + "\n" for line in body.split("\n") if nm_line.match(line))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from groundtruth import WATCH_SPAN, GroundTruth, capture, malta, vexpress_a9
+from groundtruth import WATCH_SPAN, Board, GroundTruth, capture, malta, vexpress_a9, virt_arm64
 
 from explorer.corpus import Corpus
 from explorer.firmware.locate import locate_kernel
@@ -18,8 +18,9 @@ FTRACE_NOPS = {
     0xE28DD004,  # ARM since 5.13: `add sp, sp, #4` (drops the lr pushed before the call)
     0xE8BD4000,  # ARM before: `pop {lr}`
     0x00000000,  # MIPS: `nop` (call and delay slot)
+    # AArch64 (patchable function entries, 2 NOPs): ftrace_init_nop's `mov x9, x30` in the first
+    0xAA1E03E9,
 }
-# ARM `add sp, sp, #4` (drops the pushed lr); MIPS `nop` (call and delay slot)
 
 
 @dataclass(frozen=True)
@@ -34,18 +35,26 @@ def _boot(corpus: Corpus, flavour: str) -> Booted:
     table = recover_symbols(image)
     watch = [table.address_of(name) for name in WITNESSED]
     assert None not in watch
-    board = (
-        malta()
-        if corpus.arch_of(flavour) == "mipsel"
-        else vexpress_a9(corpus.dtb(flavour, "vexpress-v2p-ca9"))
-    )
+    board = _stock_board(corpus, flavour)
     truth = capture(corpus.kernel(flavour), corpus.busybox(corpus.arch_of(flavour)), board, watch)  # type: ignore[arg-type]
     return Booted(image, table, truth)
 
 
+def _stock_board(corpus: Corpus, flavour: str) -> Board:
+    arch = corpus.arch_of(flavour)
+    if arch == "mipsel":
+        return malta()
+    if arch == "arm64":
+        return virt_arm64()
+    return vexpress_a9(corpus.dtb(flavour, "vexpress-v2p-ca9"))
+
+
 # Every kernel a stock QEMU board boots: the ARMv7 ones on vexpress-a9, the MIPS one on malta,
-# from Debian 11 (5.10, kallsyms tables before token_index) to 13 (6.12, after it).
-@pytest.fixture(scope="module", params=["armmp", "4kc-malta", "armmp-5.10", "armmp-6.12"])
+# the AArch64 ones on virt, from Debian 11 (5.10, kallsyms tables before token_index) to 13
+# (6.12, after it).
+@pytest.fixture(
+    scope="module", params=["armmp", "4kc-malta", "armmp-5.10", "armmp-6.12", "arm64", "arm64-6.12"]
+)
 def booted(request: pytest.FixtureRequest, corpus: Corpus) -> Booted:
     return _boot(corpus, request.param)
 
