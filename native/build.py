@@ -130,6 +130,11 @@ EVENTS_PROTO = NATIVE_DIR.parent / "proto" / "rehost.proto"
 EVENTS_PROTO_C_DIR = Path("hw/misc")
 DEVICE_SELECTIONS = (
     (NATIVE_DIR / "devices" / "arm-softmmu.mak", Path(f"configs/devices/arm-softmmu/{DEVICES_NAME}.mak")),
+    # Includes the arm selection by its name in the tree (../arm-softmmu/rehosting.mak).
+    (
+        NATIVE_DIR / "devices" / "aarch64-softmmu.mak",
+        Path(f"configs/devices/aarch64-softmmu/{DEVICES_NAME}.mak"),
+    ),
     (NATIVE_DIR / "devices" / "mips-softmmu.mak", Path(f"configs/devices/mipsel-softmmu/{DEVICES_NAME}.mak")),
     (NATIVE_DIR / "devices" / "mips-softmmu.mak", Path(f"configs/devices/mips-softmmu/{DEVICES_NAME}.mak")),
 )

@@ -28,7 +28,7 @@ from explorer.errors import BadInput, ExplorerError, RunnerBuildFailed, RunnerNo
 from explorer.paths import cache_root
 
 # The qemu-system-TARGET binaries a build holds: the MachineConfig targets it can run.
-TARGETS = ("arm", "mipsel", "mips")
+TARGETS = ("arm", "aarch64", "mipsel", "mips")
 PLUGIN = "lib/librehost.so"
 PLUGIN_HEADER = "include/qemu-plugin.h"
 # Written last, by rename of the whole directory: a directory with one is a finished build.
@@ -43,7 +43,7 @@ _NATIVE_BUILD_MODULE = "explorer_native_build"
 
 
 def binary(target: str) -> str:
-    """Where a build directory holds the QEMU of `target` (a MachineConfig target: arm, mipsel, mips)."""
+    """Where a build directory holds the QEMU of `target` (a MachineConfig target, e.g. arm)."""
     return f"bin/qemu-system-{target}"
 
 

@@ -92,7 +92,7 @@ def with_change(change: Change) -> dict:
 @pytest.mark.parametrize(
     ("change", "complaint"),
     [
-        (lambda c: c.update(target="x86"), "target 'x86' is not one of arm, mipsel, mips"),
+        (lambda c: c.update(target="x86"), "target 'x86' is not one of arm, aarch64, mipsel, mips"),
         (lambda c: c.pop("cpu"), "cpu is missing"),
         (lambda c: c["boot"].pop("kernel"), "boot.kernel is missing"),
         (lambda c: c.update(ram=[]), "ram must list at least one region"),
@@ -112,9 +112,28 @@ def with_change(change: Change) -> dict:
         (lambda c: c["hooks"][0].update(kind="HOOK_KIND_UNSPECIFIED"), "hooks[0] needs a name and a kind"),
         (lambda c: c["nops"].append({"address": "0xc0512340"}), "nops skip the same function twice"),
         (lambda c: c.update(tick=TICK), "tick and interrupt_controller both drive the CPU's IRQ line"),
-        (lambda c: c.update(target="mipsel", tick=TICK), "tick is for the arm target only"),
+        (lambda c: c.update(target="mipsel", tick=TICK), "tick is for the arm and aarch64 targets only"),
         (lambda c: c.update(psci_conduit="svc"), "psci_conduit 'svc' is not one of: smc, hvc"),
-        (lambda c: c.update(target="mipsel", psci_conduit="smc"), "psci_conduit is for the arm target only"),
+        (
+            lambda c: c.update(target="mipsel", psci_conduit="smc"),
+            "psci_conduit is for the arm and aarch64 targets only",
+        ),
+        (
+            lambda c: c.update(timer_irqs=[29, 30, 27, 26, 28, 25]),
+            "timer_irqs has 6 entries, the generic timers 5",
+        ),
+        (
+            lambda c: c.update(timer_irqs=[29, 15]),
+            "timer_irqs[1] = 15 is not a GIC PPI or SPI of this controller",
+        ),
+        (
+            lambda c: c.update(target="mipsel", timer_irqs=[30]),
+            "timer_irqs is for the arm and aarch64 targets only",
+        ),
+        (
+            lambda c: (c.pop("interrupt_controller"), c.update(timer_irqs=[30])),
+            "timer_irqs[0] given but no GIC interrupt_controller",
+        ),
         (lambda c: (c.pop("interrupt_controller"), c.update(tick={})), "tick.period_ns must be above 0"),
         (
             lambda c: (c.pop("interrupt_controller"), c.update(tick={**TICK, "ack_size": 2**64 - 1})),
