@@ -52,3 +52,45 @@ def vexpress_a9(
             },
         }
     )
+
+
+VIRT_ARM64_CMDLINE = "console=ttyAMA0 rdinit=/init"
+# virt's interrupt controller by GIC version (hw/arm/virt.c's memory map): the GICv2's distributor
+# and CPU interface, or the GICv3's distributor and redistributors; 256 SPIs either way.
+VIRT_GICS = {
+    2: {"type": "arm_gic", "mmio": ["0x08000000", "0x08010000"], "props": {"num-irq": 288, "revision": 2}},
+    3: {
+        "type": "arm-gicv3",
+        "mmio": ["0x08000000", "0x080a0000"],
+        "props": {"num-irq": 288, "revision": 3, "redist-region-count": [1]},
+    },
+}
+
+
+def virt_arm64(
+    kernel: Path, dtb: Path, initrd: Path | None, cmdline: str = VIRT_ARM64_CMDLINE, gic_version: int = 3
+) -> MachineConfig:
+    """QEMU's AArch64 `virt`, as `-M virt,gic-version=N -cpu cortex-a57 -m 1024` lays it out
+    (hw/arm/virt.c's memory map) and the device tree it dumps describes it: the GIC, the PL011 on
+    SPI 1, the PL031 on SPI 2, the generic timers on PPIs 13, 14, 11, 10, and PSCI through HVC.
+    QEMU's other virt devices (PCIe, virtio-mmio, fw_cfg, flash, GPIO) are left to the catch-all."""
+    return config_from_dict(
+        {
+            "target": "aarch64",
+            "cpu": "cortex-a57",
+            "ram": [{"base": "0x40000000", "size": "0x40000000"}],
+            "interrupt_controller": VIRT_GICS[gic_version],
+            "timer_irqs": [29, 30, 27, 26],
+            "devices": [
+                {"type": "pl011", "mmio": ["0x09000000"], "irqs": [33]},
+                {"type": "pl031", "mmio": ["0x09010000"], "irqs": [34]},
+            ],
+            "psci_conduit": "hvc",
+            "boot": {
+                "kernel": str(kernel),
+                "dtb": str(dtb),
+                "initrd": str(initrd) if initrd is not None else "",
+                "cmdline": cmdline,
+            },
+        }
+    )

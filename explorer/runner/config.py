@@ -40,6 +40,11 @@ _NUMBER_MESSAGES = {"google.protobuf.UInt64Value", "google.protobuf.Value"}
 PSCI_CONDUITS = ("", "smc", "hvc")
 # The first GIC interrupt ID a device raises (below: software-generated interrupts).
 GIC_FIRST_PPI = 16
+# The targets of the ARM machine (rehosting_arm.c builds into both QEMUs).
+ARM_TARGETS = ("arm", "aarch64")
+# The generic timers the arm,armv8-timer binding names: secure, non-secure physical, virtual,
+# hyp, and hyp virtual.
+GENERIC_TIMERS = 5
 
 
 def validate(config: MachineConfig) -> None:
@@ -69,8 +74,8 @@ def validate(config: MachineConfig) -> None:
         _validate_tick(config)
     if config.psci_conduit not in PSCI_CONDUITS:
         raise BadInput(f"config: psci_conduit {config.psci_conduit!r} is not one of: smc, hvc (or empty)")
-    if config.psci_conduit and config.target != "arm":
-        raise BadInput(f"config: psci_conduit is for the arm target only, not {config.target!r}")
+    if config.psci_conduit and config.target not in ARM_TARGETS:
+        raise BadInput(f"config: psci_conduit is for the arm and aarch64 targets only, not {config.target!r}")
     if config.secure_entry and config.target != "arm":
         raise BadInput(f"config: secure_entry is for the arm target only, not {config.target!r}")
     if config.secure_entry and config.psci_conduit == "smc":
@@ -78,6 +83,8 @@ def validate(config: MachineConfig) -> None:
             "config: secure_entry with psci_conduit smc: in the secure world an SMC enters the guest's own "
             "monitor, QEMU would not answer it; give one"
         )
+    if config.timer_irqs:
+        _validate_timer_irqs(config)
     _validate_unique([hook.address for hook in config.hooks], "hooks", "hook the same address twice")
     for index, hook in enumerate(config.hooks):
         if not hook.name or not hook.kind:
@@ -187,8 +194,8 @@ def _validate_mmio_rules(config: MachineConfig) -> None:
 def _validate_tick(config: MachineConfig) -> None:
     # The ARM machine drives the CPU's IRQ line, or with tick.irq a GIC input; the MIPS machine
     # has no tick.
-    if config.target != "arm":
-        raise BadInput(f"config: tick is for the arm target only, not {config.target!r}")
+    if config.target not in ARM_TARGETS:
+        raise BadInput(f"config: tick is for the arm and aarch64 targets only, not {config.target!r}")
     if config.tick.irq:
         _validate_tick_irq(config)
     elif config.HasField("interrupt_controller"):
@@ -200,14 +207,29 @@ def _validate_tick(config: MachineConfig) -> None:
 
 
 def _validate_tick_irq(config: MachineConfig) -> None:
-    # What the machine checks again (rehosting_arm.c tick_line), said here before QEMU starts.
+    _validate_gic_input(config, config.tick.irq, "tick.irq")
+
+
+def _validate_timer_irqs(config: MachineConfig) -> None:
+    if config.target not in ARM_TARGETS:
+        raise BadInput(f"config: timer_irqs is for the arm and aarch64 targets only, not {config.target!r}")
+    if len(config.timer_irqs) > GENERIC_TIMERS:
+        raise BadInput(
+            f"config: timer_irqs has {len(config.timer_irqs)} entries, the generic timers {GENERIC_TIMERS}"
+        )
+    for index, irq in enumerate(config.timer_irqs):
+        _validate_gic_input(config, irq, f"timer_irqs[{index}]")
+
+
+def _validate_gic_input(config: MachineConfig, irq: int, where: str) -> None:
+    # What the machine checks again (rehosting_arm.c gic_input), said here before QEMU starts.
     controller = config.interrupt_controller if config.HasField("interrupt_controller") else None
     num_irq = controller.props.fields.get("num-irq") if controller is not None else None
     if num_irq is None:
-        raise BadInput("config: tick.irq given but no GIC interrupt_controller (with num-irq) declared")
-    if not GIC_FIRST_PPI <= config.tick.irq < num_irq.number_value:
+        raise BadInput(f"config: {where} given but no GIC interrupt_controller (with num-irq) declared")
+    if not GIC_FIRST_PPI <= irq < num_irq.number_value:
         raise BadInput(
-            f"config: tick.irq = {config.tick.irq} is not a GIC PPI or SPI of this controller "
+            f"config: {where} = {irq} is not a GIC PPI or SPI of this controller "
             f"({GIC_FIRST_PPI}..{int(num_irq.number_value) - 1})"
         )
 

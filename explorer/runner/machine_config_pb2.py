@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import wrappers_pb2 as google_dot_protobuf_dot_wrappers__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14machine_config.proto\x12\x0f\x65xplorer.rehost\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1egoogle/protobuf/wrappers.proto\"\xb6\x06\n\rMachineConfig\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0b\n\x03\x63pu\x18\x02 \x01(\t\x12\'\n\x03ram\x18\x03 \x03(\x0b\x32\x1a.explorer.rehost.RamRegion\x12\x35\n\x14interrupt_controller\x18\x04 \x01(\x0b\x32\x17.explorer.rehost.Device\x12(\n\x07\x64\x65vices\x18\x05 \x03(\x0b\x32\x17.explorer.rehost.Device\x12#\n\x04\x62oot\x18\x06 \x01(\x0b\x32\x15.explorer.rehost.Boot\x12\x38\n\x12unmapped_log_limit\x18\x07 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12-\n\nmmio_rules\x18\t \x03(\x0b\x32\x19.explorer.rehost.MmioRule\x12\x18\n\x10mmio_event_limit\x18\n \x01(\x04\x12\x1a\n\x12instruction_budget\x18\x0b \x01(\x04\x12$\n\x05hooks\x18\x0c \x03(\x0b\x32\x15.explorer.rehost.Hook\x12\"\n\x04nops\x18\r \x03(\x0b\x32\x14.explorer.rehost.Nop\x12\x18\n\x10user_space_below\x18\x0e \x01(\x04\x12\x11\n\tevents_fd\x18\x0f \x01(\r\x12\x1c\n\x14random_unruled_reads\x18\x10 \x01(\x08\x12\x14\n\x0c\x63pu_clock_hz\x18\x11 \x01(\x04\x12$\n\x03isa\x18\x12 \x01(\x0b\x32\x17.explorer.rehost.IsaBus\x12,\n\x0bisa_devices\x18\x13 \x03(\x0b\x32\x17.explorer.rehost.Device\x12\x13\n\x0bstuck_reads\x18\x14 \x01(\x04\x12#\n\x04tick\x18\x15 \x01(\x0b\x32\x15.explorer.rehost.Tick\x12\x18\n\x10idle_deadline_ns\x18\x16 \x01(\x04\x12\x14\n\x0cpsci_conduit\x18\x17 \x01(\t\x12\x17\n\x0fpast_user_space\x18\x18 \x01(\x08\x12\x14\n\x0csecure_entry\x18\x19 \x01(\x08\x12\x14\n\x0c\x63onsole_sink\x18\x1a \x01(\x04\"]\n\x04Tick\x12\x11\n\tperiod_ns\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63k_base\x18\x02 \x01(\x04\x12\x10\n\x08\x61\x63k_size\x18\x03 \x01(\x04\x12\x0b\n\x03irq\x18\x04 \x01(\x04\x12\x11\n\tack_reads\x18\x05 \x01(\x08\"f\n\x06IsaBus\x12\x0f\n\x07io_base\x18\x01 \x01(\x04\x12$\n\x04irqs\x18\x02 \x03(\x0b\x32\x16.google.protobuf.Value\x12%\n\x05i8259\x18\x03 \x01(\x0b\x32\x16.explorer.rehost.I8259\".\n\x05I8259\x12\x10\n\x08\x63pu_line\x18\x01 \x01(\r\x12\x13\n\x0b\x61\x63knowledge\x18\x02 \x01(\x04\"\'\n\tRamRegion\x12\x0c\n\x04\x62\x61se\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\x04\"r\n\x06\x44\x65vice\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04mmio\x18\x02 \x03(\x04\x12$\n\x04irqs\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12&\n\x05props\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x81\x02\n\x04\x42oot\x12\x0e\n\x06kernel\x18\x01 \x01(\t\x12\x0e\n\x06initrd\x18\x02 \x01(\t\x12\x0b\n\x03\x64tb\x18\x03 \x01(\t\x12\x0f\n\x07\x63mdline\x18\x04 \x01(\t\x12.\n\x08\x62oard_id\x18\x05 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12\x32\n\x0cloader_start\x18\x06 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12+\n\x03\x65nv\x18\x07 \x03(\x0b\x32\x1e.explorer.rehost.Boot.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd6\x02\n\x08MmioRule\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x04\x12\x12\n\x08\x63onstant\x18\x02 \x01(\x04H\x00\x12-\n\x08sequence\x18\x03 \x01(\x0b\x32\x19.explorer.rehost.SequenceH\x00\x12\x32\n\x0b\x66orced_bits\x18\x04 \x01(\x0b\x32\x1b.explorer.rehost.ForcedBitsH\x00\x12%\n\x04\x65\x63ho\x18\x05 \x01(\x0b\x32\x15.explorer.rehost.EchoH\x00\x12/\n\x06random\x18\x06 \x01(\x0b\x32\x1d.explorer.rehost.SeededRandomH\x00\x12+\n\x07\x63ounter\x18\x07 \x01(\x0b\x32\x18.explorer.rehost.CounterH\x00\x12\x34\n\x0ctick_pending\x18\x08 \x01(\x0b\x32\x1c.explorer.rehost.TickPendingH\x00\x42\x07\n\x05value\"\x1a\n\x08Sequence\x12\x0e\n\x06values\x18\x01 \x03(\x04\"/\n\nForcedBits\x12\x10\n\x08\x61nd_mask\x18\x01 \x01(\x04\x12\x0f\n\x07or_mask\x18\x02 \x01(\x04\"\x06\n\x04\x45\x63ho\"\x1c\n\x0bTickPending\x12\r\n\x05value\x18\x01 \x01(\x04\"\x0e\n\x0cSeededRandom\"#\n\x07\x43ounter\x12\n\n\x02hz\x18\x01 \x01(\r\x12\x0c\n\x04\x64own\x18\x02 \x01(\x08\"N\n\x04Hook\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\x04\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.explorer.rehost.HookKind\":\n\x03Nop\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x04\x12\x14\n\x0creturn_value\x18\x02 \x01(\x04\x12\x0c\n\x04name\x18\x03 \x01(\t*\xa1\x01\n\x08HookKind\x12\x19\n\x15HOOK_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eHOOK_MILESTONE\x10\x01\x12\x11\n\rHOOK_INITCALL\x10\x02\x12\x0e\n\nHOOK_PANIC\x10\x03\x12\r\n\tHOOK_HALT\x10\x04\x12\x11\n\rHOOK_POWEROFF\x10\x05\x12\x0c\n\x08HOOK_LOG\x10\x06\x12\x13\n\x0fHOOK_NOPS_AGAIN\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14machine_config.proto\x12\x0f\x65xplorer.rehost\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1egoogle/protobuf/wrappers.proto\"\xca\x06\n\rMachineConfig\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0b\n\x03\x63pu\x18\x02 \x01(\t\x12\'\n\x03ram\x18\x03 \x03(\x0b\x32\x1a.explorer.rehost.RamRegion\x12\x35\n\x14interrupt_controller\x18\x04 \x01(\x0b\x32\x17.explorer.rehost.Device\x12(\n\x07\x64\x65vices\x18\x05 \x03(\x0b\x32\x17.explorer.rehost.Device\x12#\n\x04\x62oot\x18\x06 \x01(\x0b\x32\x15.explorer.rehost.Boot\x12\x38\n\x12unmapped_log_limit\x18\x07 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12-\n\nmmio_rules\x18\t \x03(\x0b\x32\x19.explorer.rehost.MmioRule\x12\x18\n\x10mmio_event_limit\x18\n \x01(\x04\x12\x1a\n\x12instruction_budget\x18\x0b \x01(\x04\x12$\n\x05hooks\x18\x0c \x03(\x0b\x32\x15.explorer.rehost.Hook\x12\"\n\x04nops\x18\r \x03(\x0b\x32\x14.explorer.rehost.Nop\x12\x18\n\x10user_space_below\x18\x0e \x01(\x04\x12\x11\n\tevents_fd\x18\x0f \x01(\r\x12\x1c\n\x14random_unruled_reads\x18\x10 \x01(\x08\x12\x14\n\x0c\x63pu_clock_hz\x18\x11 \x01(\x04\x12$\n\x03isa\x18\x12 \x01(\x0b\x32\x17.explorer.rehost.IsaBus\x12,\n\x0bisa_devices\x18\x13 \x03(\x0b\x32\x17.explorer.rehost.Device\x12\x13\n\x0bstuck_reads\x18\x14 \x01(\x04\x12#\n\x04tick\x18\x15 \x01(\x0b\x32\x15.explorer.rehost.Tick\x12\x18\n\x10idle_deadline_ns\x18\x16 \x01(\x04\x12\x14\n\x0cpsci_conduit\x18\x17 \x01(\t\x12\x17\n\x0fpast_user_space\x18\x18 \x01(\x08\x12\x14\n\x0csecure_entry\x18\x19 \x01(\x08\x12\x14\n\x0c\x63onsole_sink\x18\x1a \x01(\x04\x12\x12\n\ntimer_irqs\x18\x1b \x03(\x04\"]\n\x04Tick\x12\x11\n\tperiod_ns\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63k_base\x18\x02 \x01(\x04\x12\x10\n\x08\x61\x63k_size\x18\x03 \x01(\x04\x12\x0b\n\x03irq\x18\x04 \x01(\x04\x12\x11\n\tack_reads\x18\x05 \x01(\x08\"f\n\x06IsaBus\x12\x0f\n\x07io_base\x18\x01 \x01(\x04\x12$\n\x04irqs\x18\x02 \x03(\x0b\x32\x16.google.protobuf.Value\x12%\n\x05i8259\x18\x03 \x01(\x0b\x32\x16.explorer.rehost.I8259\".\n\x05I8259\x12\x10\n\x08\x63pu_line\x18\x01 \x01(\r\x12\x13\n\x0b\x61\x63knowledge\x18\x02 \x01(\x04\"\'\n\tRamRegion\x12\x0c\n\x04\x62\x61se\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\x04\"r\n\x06\x44\x65vice\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04mmio\x18\x02 \x03(\x04\x12$\n\x04irqs\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12&\n\x05props\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x81\x02\n\x04\x42oot\x12\x0e\n\x06kernel\x18\x01 \x01(\t\x12\x0e\n\x06initrd\x18\x02 \x01(\t\x12\x0b\n\x03\x64tb\x18\x03 \x01(\t\x12\x0f\n\x07\x63mdline\x18\x04 \x01(\t\x12.\n\x08\x62oard_id\x18\x05 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12\x32\n\x0cloader_start\x18\x06 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12+\n\x03\x65nv\x18\x07 \x03(\x0b\x32\x1e.explorer.rehost.Boot.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd6\x02\n\x08MmioRule\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x04\x12\x12\n\x08\x63onstant\x18\x02 \x01(\x04H\x00\x12-\n\x08sequence\x18\x03 \x01(\x0b\x32\x19.explorer.rehost.SequenceH\x00\x12\x32\n\x0b\x66orced_bits\x18\x04 \x01(\x0b\x32\x1b.explorer.rehost.ForcedBitsH\x00\x12%\n\x04\x65\x63ho\x18\x05 \x01(\x0b\x32\x15.explorer.rehost.EchoH\x00\x12/\n\x06random\x18\x06 \x01(\x0b\x32\x1d.explorer.rehost.SeededRandomH\x00\x12+\n\x07\x63ounter\x18\x07 \x01(\x0b\x32\x18.explorer.rehost.CounterH\x00\x12\x34\n\x0ctick_pending\x18\x08 \x01(\x0b\x32\x1c.explorer.rehost.TickPendingH\x00\x42\x07\n\x05value\"\x1a\n\x08Sequence\x12\x0e\n\x06values\x18\x01 \x03(\x04\"/\n\nForcedBits\x12\x10\n\x08\x61nd_mask\x18\x01 \x01(\x04\x12\x0f\n\x07or_mask\x18\x02 \x01(\x04\"\x06\n\x04\x45\x63ho\"\x1c\n\x0bTickPending\x12\r\n\x05value\x18\x01 \x01(\x04\"\x0e\n\x0cSeededRandom\"#\n\x07\x43ounter\x12\n\n\x02hz\x18\x01 \x01(\r\x12\x0c\n\x04\x64own\x18\x02 \x01(\x08\"N\n\x04Hook\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\x04\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.explorer.rehost.HookKind\":\n\x03Nop\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x04\x12\x14\n\x0creturn_value\x18\x02 \x01(\x04\x12\x0c\n\x04name\x18\x03 \x01(\t*\xa1\x01\n\x08HookKind\x12\x19\n\x15HOOK_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eHOOK_MILESTONE\x10\x01\x12\x11\n\rHOOK_INITCALL\x10\x02\x12\x0e\n\nHOOK_PANIC\x10\x03\x12\r\n\tHOOK_HALT\x10\x04\x12\x11\n\rHOOK_POWEROFF\x10\x05\x12\x0c\n\x08HOOK_LOG\x10\x06\x12\x13\n\x0fHOOK_NOPS_AGAIN\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,40 +35,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BOOT_ENVENTRY']._loaded_options = None
   _globals['_BOOT_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_HOOKKIND']._serialized_start=2246
-  _globals['_HOOKKIND']._serialized_end=2407
+  _globals['_HOOKKIND']._serialized_start=2266
+  _globals['_HOOKKIND']._serialized_end=2427
   _globals['_MACHINECONFIG']._serialized_start=104
-  _globals['_MACHINECONFIG']._serialized_end=926
-  _globals['_TICK']._serialized_start=928
-  _globals['_TICK']._serialized_end=1021
-  _globals['_ISABUS']._serialized_start=1023
-  _globals['_ISABUS']._serialized_end=1125
-  _globals['_I8259']._serialized_start=1127
-  _globals['_I8259']._serialized_end=1173
-  _globals['_RAMREGION']._serialized_start=1175
-  _globals['_RAMREGION']._serialized_end=1214
-  _globals['_DEVICE']._serialized_start=1216
-  _globals['_DEVICE']._serialized_end=1330
-  _globals['_BOOT']._serialized_start=1333
-  _globals['_BOOT']._serialized_end=1590
-  _globals['_BOOT_ENVENTRY']._serialized_start=1548
-  _globals['_BOOT_ENVENTRY']._serialized_end=1590
-  _globals['_MMIORULE']._serialized_start=1593
-  _globals['_MMIORULE']._serialized_end=1935
-  _globals['_SEQUENCE']._serialized_start=1937
-  _globals['_SEQUENCE']._serialized_end=1963
-  _globals['_FORCEDBITS']._serialized_start=1965
-  _globals['_FORCEDBITS']._serialized_end=2012
-  _globals['_ECHO']._serialized_start=2014
-  _globals['_ECHO']._serialized_end=2020
-  _globals['_TICKPENDING']._serialized_start=2022
-  _globals['_TICKPENDING']._serialized_end=2050
-  _globals['_SEEDEDRANDOM']._serialized_start=2052
-  _globals['_SEEDEDRANDOM']._serialized_end=2066
-  _globals['_COUNTER']._serialized_start=2068
-  _globals['_COUNTER']._serialized_end=2103
-  _globals['_HOOK']._serialized_start=2105
-  _globals['_HOOK']._serialized_end=2183
-  _globals['_NOP']._serialized_start=2185
-  _globals['_NOP']._serialized_end=2243
+  _globals['_MACHINECONFIG']._serialized_end=946
+  _globals['_TICK']._serialized_start=948
+  _globals['_TICK']._serialized_end=1041
+  _globals['_ISABUS']._serialized_start=1043
+  _globals['_ISABUS']._serialized_end=1145
+  _globals['_I8259']._serialized_start=1147
+  _globals['_I8259']._serialized_end=1193
+  _globals['_RAMREGION']._serialized_start=1195
+  _globals['_RAMREGION']._serialized_end=1234
+  _globals['_DEVICE']._serialized_start=1236
+  _globals['_DEVICE']._serialized_end=1350
+  _globals['_BOOT']._serialized_start=1353
+  _globals['_BOOT']._serialized_end=1610
+  _globals['_BOOT_ENVENTRY']._serialized_start=1568
+  _globals['_BOOT_ENVENTRY']._serialized_end=1610
+  _globals['_MMIORULE']._serialized_start=1613
+  _globals['_MMIORULE']._serialized_end=1955
+  _globals['_SEQUENCE']._serialized_start=1957
+  _globals['_SEQUENCE']._serialized_end=1983
+  _globals['_FORCEDBITS']._serialized_start=1985
+  _globals['_FORCEDBITS']._serialized_end=2032
+  _globals['_ECHO']._serialized_start=2034
+  _globals['_ECHO']._serialized_end=2040
+  _globals['_TICKPENDING']._serialized_start=2042
+  _globals['_TICKPENDING']._serialized_end=2070
+  _globals['_SEEDEDRANDOM']._serialized_start=2072
+  _globals['_SEEDEDRANDOM']._serialized_end=2086
+  _globals['_COUNTER']._serialized_start=2088
+  _globals['_COUNTER']._serialized_end=2123
+  _globals['_HOOK']._serialized_start=2125
+  _globals['_HOOK']._serialized_end=2203
+  _globals['_NOP']._serialized_start=2205
+  _globals['_NOP']._serialized_end=2263
 # @@protoc_insertion_point(module_scope)

@@ -135,8 +135,8 @@ def qemu_target(firmware: Firmware) -> str:
     """Which qemu-system-* runs the firmware: "arm", "mipsel" or "mips"."""
     if firmware.arch == Arch.AARCH64:
         raise BadInput(
-            "AArch64 kernels are ingested (explorer inspect) but cannot be run yet: "
-            "the runner has no AArch64 machine"
+            "AArch64 kernels are ingested (explorer inspect) and boot on the runner's AArch64 "
+            "machine, but the search cannot place their devices yet"
         )
     if firmware.arch == Arch.ARM:
         if firmware.endian != Endian.LITTLE:

@@ -136,7 +136,7 @@ static void on_indirect_call(unsigned int vcpu_index, void *userdata)
     CallSite *call = userdata;
     struct qemu_plugin_register *handle =
         state.general_registers[call->target_register];
-    uint64_t target = handle ? read_register(handle) & ~1ULL : 0;
+    uint64_t target = handle ? state.traits->call_target(read_register(handle)) : 0;
 
     /* Most indirect call sites call one target again and again: a hash insert only on change. */
     if (state.coverage && target && target != call->last_target) {

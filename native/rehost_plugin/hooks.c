@@ -9,8 +9,6 @@
 
 /* Longest panic format we quote; the kernel's are one line. */
 #define PANIC_MESSAGE_MAX 160
-#define ARM_CPSR_MODE_MASK 0x1f
-#define ARM_CPSR_MODE_USER 0x10
 /* A printk record's text is at most 1024 bytes (PRINTKRB_RECORD_MAX); with the newline it fits. */
 #define LOG_TEXT_MAX 2048
 
@@ -46,8 +44,13 @@ static void write_nops(void)
         const Nop *nop = &g_array_index(state.nops, Nop, n);
         uint32_t words[NOP_WORDS_MAX];
         size_t count = state.traits->return_patch(nop->value, words);
+        size_t skip = 0;
         size_t i;
 
+        g_byte_array_set_size(bytes, 0);
+        if (qemu_plugin_read_memory_vaddr(nop->vaddr, bytes, ENTRY_SKIP_MAX)) {
+            skip = state.traits->entry_skip(bytes->data, bytes->len);
+        }
         g_byte_array_set_size(bytes, 0);
         for (i = 0; i < count; i++) {
             uint8_t word[4];
@@ -60,7 +63,7 @@ static void write_nops(void)
             }
             g_byte_array_append(bytes, word, sizeof(word));
         }
-        if (!qemu_plugin_write_memory_vaddr(nop->vaddr, bytes)) {
+        if (!qemu_plugin_write_memory_vaddr(nop->vaddr + skip, bytes)) {
             fprintf(stderr, "rehost: nop=0x%" PRIx64 ": the address is not "
                     "mapped when the kernel runs at its link address\n",
                     nop->vaddr);
@@ -131,7 +134,7 @@ void on_block_below_user_limit(unsigned int vcpu_index, void *userdata)
     if (state.user_reached ||
         (state.mode_register &&
          (read_register(state.mode_register) & ARM_CPSR_MODE_MASK) !=
-         ARM_CPSR_MODE_USER)) {
+         state.traits->user_mode)) {
         return;
     }
     text = g_strdup_printf("0x%" PRIx64, vaddr);

@@ -20,7 +20,7 @@
  *             through the first argument.
  * halt:       the run ends (machine_power_off, machine_halt, ...), the detail being NAME.
  * user_below: the kernel's PAGE_OFFSET: the run ends at the first block below it that runs in
- *             user mode (ARM: CPSR mode USR; MIPS: kuseg is user-only, so the address alone
+ *             user mode (ARM: CPSR mode USR; AArch64: EL0; MIPS: kuseg is user-only, so the address alone
  *             decides), once the kernel runs mapped.
  * past_user:  on: that first user block is a Milestone named user_space instead of the end of
  *             the run, which goes on until something else ends it (the marker initramfs's
@@ -28,7 +28,8 @@
  * callstack:  keep a shadow call stack per kernel thread (calls push, a block starting at a
  *             pushed return address pops to it) and send them when the run ends: the current
  *             thread's as CallStack, every tracked thread's as ThreadStack.
- * thread_size: the kernel's THREAD_SIZE (default 8192: 32-bit ARM and MIPS with 4 KiB pages), a
+ * thread_size: the kernel's THREAD_SIZE (default 8192 for 32-bit ARM and MIPS with 4 KiB pages,
+ *             16384 for AArch64), a
  *             power of two. Kernel stacks are THREAD_SIZE-aligned, so sp & ~(THREAD_SIZE - 1)
  *             names the thread running; the stack pointer is read where kernel code (at or
  *             above user_below) calls or is returned to after an instruction loaded it, so a
@@ -42,7 +43,8 @@
  * nop:        ADDR:VALUE, repeatable: the function at ADDR returns VALUE at once. Its first two
  *             or three instructions are overwritten when the first block at or above
  *             user_below runs (the kernel runs at its link address; needs user_below).
- *             A32 functions only on ARM.
+ *             A32 functions only on ARM. On AArch64 the patch (mov x0, #VALUE; ret) goes
+ *             after the function's patchable entry (two NOPs ftrace rewrites), when it has one.
  * nops_again: the NOPs are written again the first time ADDR executes: the kernel patches its
  *             own code once (ftrace_init turns every mcount call into a NOP, including one
  *             the patch overwrote, when a function's call sits right after its first
@@ -107,8 +109,6 @@
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
-/* THREAD_SIZE_ORDER 1 with 4 KiB pages (arch/arm and arch/mips thread_info.h). */
-#define THREAD_SIZE_DEFAULT 8192
 
 RehostState state = { .events_fd = -1 };
 
@@ -277,7 +277,8 @@ static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index)
     state.exception_register =
         find_register(registers, state.traits->exception_register);
     for (i = 0; i < GENERAL_REGISTERS; i++) {
-        g_autofree char *name = g_strdup_printf("r%d", i);
+        g_autofree char *name =
+            g_strdup_printf(state.traits->general_register_format, i);
 
         state.general_registers[i] = find_register(registers, name);
     }
@@ -356,7 +357,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
     unsigned t;
 
     state.traits = traits_of(info->target_name);
-    state.thread_size = THREAD_SIZE_DEFAULT;
+    state.thread_size = state.traits->thread_size;
     state.hooks = g_array_new(false, true, sizeof(Hook));
     state.nops = g_array_new(false, true, sizeof(Nop));
     if (!parse_arguments(argc, argv)) {
@@ -365,7 +366,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
     if (state.nops->len && (!state.user_below || !state.traits->return_patch)) {
         fprintf(stderr, "rehost: nop= needs user_below= (the kernel's "
                 "PAGE_OFFSET: NOPs are written once the kernel runs there) and "
-                "an ARM or MIPS guest\n");
+                "an ARM, AArch64 or MIPS guest\n");
         return -1;
     }
     if (state.pause_at && state.events_fd < 0) {

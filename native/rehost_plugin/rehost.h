@@ -51,7 +51,10 @@
 /* Most translated instructions are no call: a bitmap answers "never a call site" without a
  * hash lookup (a set bit may be another address's: then the hash table decides). */
 #define CALL_SITE_FILTER_BITS (1u << 20)
-#define ARM_CPSR_IRQ_MASKED 0x80
+#define ARM_CPSR_IRQ_MASKED 0x80 /* also AArch64 PSTATE's I bit, as gdb's cpsr shows it */
+#define ARM_CPSR_MODE_MASK 0x1f
+#define ARM_CPSR_MODE_USER 0x10
+#define A64_PSTATE_EL0T 0x00
 /*
  * A wait for an event that nothing can end (spin.c): the run ends once the same WFE has run
  * this many times in a row with interrupts masked and the same registers. Each WFE returns to
@@ -122,12 +125,20 @@ typedef struct {
 } Nop;
 
 #define NOP_WORDS_MAX 3
+/* The bytes of a function's start a NOP patch may leave alone (EntrySkip). */
+#define ENTRY_SKIP_MAX 8
 
 typedef bool (*BackwardBranchTest)(struct qemu_plugin_tb *tb, LoopBranch *loop);
 /* Decodes the instruction of `size` bytes at `vaddr`; `bytes` holds at least 4. */
 typedef bool (*CallTest)(const uint8_t *bytes, size_t size, uint64_t vaddr,
                          bool thumb, CallSite *call);
 typedef size_t (*ReturnPatch)(uint32_t value, uint32_t words[NOP_WORDS_MAX]);
+/* The address an indirect call goes to, from its register's value (ARM: without the Thumb bit;
+ * A64: without a pointer authentication code). */
+typedef uint64_t (*CallTarget)(uint64_t value);
+/* How many bytes at a function's start a NOP patch leaves alone (A64: the patchable entry
+ * ftrace rewrites); `bytes` holds the function's first `size` bytes. */
+typedef size_t (*EntrySkip)(const uint8_t *bytes, size_t size);
 /* Does the instruction load the stack pointer with a value not derived from it (a context
  * switch's load of the next thread's)? `bytes` holds at least 4. */
 typedef bool (*StackLoadTest)(const uint8_t *bytes, size_t size);
@@ -149,10 +160,15 @@ typedef struct {
     const char *return_register;   /* a function's return value */
     const char *mode_register;     /* NULL: the address alone tells user mode */
     const char *stack_register;    /* names the running kernel thread */
+    const char *general_register_format; /* register n's name (gdb's) */
+    uint64_t user_mode;            /* mode_register & ARM_CPSR_MODE_MASK in user mode */
+    uint64_t thread_size;          /* THREAD_SIZE: thread_size='s default */
     bool big_endian;
     BackwardBranchTest ends_in_backward_branch;
     CallTest is_call;
+    CallTarget call_target;
     ReturnPatch return_patch; /* NULL: NOPs unsupported */
+    EntrySkip entry_skip;
     const char *exception_register; /* NULL: the vector alone tells the exception */
     FaultTest leaves_fault_unexecuted;
     StackLoadTest loads_stack_pointer;

@@ -1,6 +1,6 @@
 /*
  * What differs between guest architectures (TargetTraits, chosen once from QEMU's target name):
- * the ARM (A32 and Thumb) and MIPS32 decoders run at translation time (backward branches,
+ * the ARM (A32 and Thumb), A64 and MIPS32 decoders run at translation time (backward branches,
  * calls, loads of the stack pointer), the NOP return patches, and which exceptions leave their
  * instruction uncounted. Pure functions of instruction bytes: nothing here reads or changes the
  * plugin's state, registers or guest memory.
@@ -423,23 +423,201 @@ static bool no_call(const uint8_t *bytes, size_t size, uint64_t vaddr,
     return false;
 }
 
+/* A64: every instruction is 4 bytes, little-endian as the corpus kernels run. */
+#define A64_NOP 0xd503201f
+#define A64_WFE 0xd503205f
+/* `mov x9, x30`: what ftrace_init_nop writes over the first NOP of a patchable entry. */
+#define A64_FTRACE_ENTRY 0xaa1e03e9
+#define A64_SP 31
+
+/* B, B.cond, CBZ/CBNZ, TBZ/TBNZ with a negative offset (their immediate's sign bit). */
+static bool a64_backward_branch(uint32_t word, uint64_t vaddr, uint64_t *target)
+{
+    int64_t offset;
+
+    if ((word & 0xfc000000) == 0x14000000) { /* B */
+        offset = sign_extend((word & 0x3ffffff) << 2, 28);
+    } else if ((word & 0xff000010) == 0x54000000 || /* B.cond */
+               (word & 0x7e000000) == 0x34000000) { /* CBZ, CBNZ */
+        offset = sign_extend(((word >> 5) & 0x7ffff) << 2, 21);
+    } else if ((word & 0x7e000000) == 0x36000000) { /* TBZ, TBNZ */
+        offset = sign_extend(((word >> 5) & 0x3fff) << 2, 16);
+    } else {
+        return false;
+    }
+    *target = vaddr + offset;
+    return offset < 0;
+}
+
+static bool a64_ends_in_backward_branch(struct qemu_plugin_tb *tb,
+                                        LoopBranch *loop)
+{
+    struct qemu_plugin_insn *last =
+        qemu_plugin_tb_get_insn(tb, qemu_plugin_tb_n_insns(tb) - 1);
+    uint8_t bytes[4];
+
+    if (qemu_plugin_insn_data(last, bytes, sizeof(bytes)) != 4) {
+        return false;
+    }
+    loop->branch_pc = qemu_plugin_insn_vaddr(last);
+    return a64_backward_branch(guest_word(bytes, false), loop->branch_pc,
+                               &loop->start_pc);
+}
+
+/*
+ * A64 calls: BL, BLR, and the pointer-authenticated BLRAA, BLRAB (modifier in a register),
+ * BLRAAZ, BLRABZ (zero modifier). A return needs no decoding (RET, RETAA, RETAB alike): a block
+ * starting at a pushed return address pops its frame (callstack.c).
+ */
+static bool a64_is_call(const uint8_t *bytes, size_t size, uint64_t vaddr,
+                        bool thumb, CallSite *call)
+{
+    uint32_t word;
+
+    if (size != 4) {
+        return false;
+    }
+    word = guest_word(bytes, false);
+    call->return_address = vaddr + 4;
+    call->target_register = -1;
+    if ((word & 0xfc000000) == 0x94000000) { /* BL */
+        call->target = vaddr + sign_extend((word & 0x3ffffff) << 2, 28);
+        return true;
+    }
+    if ((word & 0xfffffc1f) == 0xd63f0000 || /* BLR */
+        (word & 0xfffff81f) == 0xd63f081f || /* BLRAAZ, BLRABZ */
+        (word & 0xfffff800) == 0xd73f0800) { /* BLRAA, BLRAB */
+        call->target_register = (word >> 5) & 0x1f;
+        return true;
+    }
+    return false;
+}
+
+/*
+ * A pointer-authenticated target keeps its signature in the bits above the virtual address:
+ * put back the sign extension of bit 55 there (a kernel address has it set). The corpus kernels
+ * have 48-bit virtual addresses.
+ */
+#define A64_VA_BITS 48
+
+static uint64_t a64_call_target(uint64_t value)
+{
+    uint64_t high = ~0ULL << A64_VA_BITS;
+
+    return value & (1ULL << 55) ? value | high : value & ~high;
+}
+
+static uint64_t arm_call_target(uint64_t value)
+{
+    return value & ~1ULL; /* the Thumb bit */
+}
+
+static uint64_t plain_call_target(uint64_t value)
+{
+    return value;
+}
+
+/* A64: mov x0, #VALUE (the 32-bit value sign-extended, as an int or a long returns it), ret;
+ * movz/movn and movk for a value no single move makes. */
+static size_t a64_return_patch(uint32_t value, uint32_t words[NOP_WORDS_MAX])
+{
+    uint64_t extended = (uint64_t)(int64_t)(int32_t)value;
+    uint32_t low = extended & 0xffff;
+    uint32_t high = (extended >> 16) & 0xffff;
+
+    if ((int32_t)value >= 0 && high == 0) {
+        words[0] = 0xd2800000 | low << 5; /* movz x0, #low */
+    } else if ((int32_t)value < 0 && high == 0xffff) {
+        words[0] = 0x92800000 | (~low & 0xffff) << 5; /* movn x0, #~low */
+    } else {
+        words[0] = (int32_t)value < 0 ?
+                   0x92800000 | (~low & 0xffff) << 5 : /* movn x0, #~low */
+                   0xd2800000 | low << 5;               /* movz x0, #low */
+        words[1] = 0xf2a00000 | high << 5; /* movk x0, #high, lsl #16 */
+        words[2] = 0xd65f03c0;             /* ret */
+        return 3;
+    }
+    words[1] = 0xd65f03c0; /* ret */
+    return 2;
+}
+
+/*
+ * A64 patchable function entries (-fpatchable-function-entry=2: two NOPs, the first turned
+ * into `mov x9, x30` by ftrace at boot): a NOP patch goes after them, where ftrace never
+ * writes, so ftrace finds its NOPs as the compiler left them.
+ */
+static size_t a64_entry_skip(const uint8_t *bytes, size_t size)
+{
+    uint32_t first, second;
+
+    if (size < 8) {
+        return 0;
+    }
+    first = guest_word(bytes, false);
+    second = guest_word(bytes + 4, false);
+    return (first == A64_NOP || first == A64_FTRACE_ENTRY) && second == A64_NOP ?
+           8 : 0;
+}
+
+/* ESR_ELx's exception class: a data abort from a lower or the same EL (QEMU winds its block
+ * back to the access); every other synchronous exception is planted by the translator. */
+#define A64_ESR_EC(esr) (((esr) >> 26) & 0x3f)
+#define A64_EC_DATA_ABORT_LOWER 0x24
+#define A64_EC_DATA_ABORT_SAME 0x25
+
+static bool a64_leaves_fault_unexecuted(uint64_t to_pc, uint64_t cause)
+{
+    return A64_ESR_EC(cause) == A64_EC_DATA_ABORT_LOWER ||
+           A64_ESR_EC(cause) == A64_EC_DATA_ABORT_SAME;
+}
+
+/* ADD/SUB (immediate, 64-bit, not setting flags) into sp from another register: `mov sp, x9`
+ * of cpu_switch_to (A64 loads no register 31 as sp). */
+static bool a64_loads_stack_pointer(const uint8_t *bytes, size_t size)
+{
+    uint32_t word = guest_word(bytes, false);
+
+    return size == 4 && (word & 0xbf800000) == 0x91000000 &&
+           (word & 0x1f) == A64_SP && ((word >> 5) & 0x1f) != A64_SP;
+}
+
+static bool a64_waits_for_event(const uint8_t *bytes, size_t size)
+{
+    return size == 4 && guest_word(bytes, false) == A64_WFE;
+}
+
+static size_t no_entry_skip(const uint8_t *bytes, size_t size)
+{
+    return 0;
+}
+
 static const TargetTraits target_traits[] = {
-    { "arm", "r0", "r0", "cpsr", "sp", false, arm_ends_in_backward_branch,
-      arm_is_call, arm_return_patch, NULL, arm_leaves_fault_unexecuted,
+    { "arm", "r0", "r0", "cpsr", "sp", "r%d", ARM_CPSR_MODE_USER, 8192, false,
+      arm_ends_in_backward_branch, arm_is_call, arm_call_target,
+      arm_return_patch, no_entry_skip, NULL, arm_leaves_fault_unexecuted,
       arm_loads_stack_pointer, arm_waits_for_event },
-    { "mipsel", "r4", "r2", NULL, "r29", false, mips_ends_in_backward_branch,
-      mips_is_call, mips_return_patch, "cause", mips_leaves_fault_unexecuted,
+    /* PSTATE as gdb's cpsr: M[4:0] 0 is EL0t, I (bit 7) as on ARM. THREAD_SIZE 16 KiB. */
+    { "aarch64", "x0", "x0", "cpsr", "sp", "x%d", A64_PSTATE_EL0T, 16384, false,
+      a64_ends_in_backward_branch, a64_is_call, a64_call_target,
+      a64_return_patch, a64_entry_skip, "ESR_EL1", a64_leaves_fault_unexecuted,
+      a64_loads_stack_pointer, a64_waits_for_event },
+    { "mipsel", "r4", "r2", NULL, "r29", "r%d", 0, 8192, false,
+      mips_ends_in_backward_branch, mips_is_call, plain_call_target,
+      mips_return_patch, no_entry_skip, "cause", mips_leaves_fault_unexecuted,
       mips_loads_stack_pointer, never_waits_for_event },
-    { "mips", "r4", "r2", NULL, "r29", true, mips_ends_in_backward_branch,
-      mips_is_call, mips_return_patch, "cause", mips_leaves_fault_unexecuted,
+    { "mips", "r4", "r2", NULL, "r29", "r%d", 0, 8192, true,
+      mips_ends_in_backward_branch, mips_is_call, plain_call_target,
+      mips_return_patch, no_entry_skip, "cause", mips_leaves_fault_unexecuted,
       mips_loads_stack_pointer, never_waits_for_event },
 };
 /*
  * Another target still works: every block checks the budget, no register is read, and a
  * faulting instruction counts as executed.
  */
-static const TargetTraits unknown_target = { "?", NULL, NULL, NULL, NULL, false,
-                                             any_branch, no_call, NULL, NULL,
+static const TargetTraits unknown_target = { "?", NULL, NULL, NULL, NULL, "r%d",
+                                             0, 8192, false, any_branch,
+                                             no_call, plain_call_target, NULL,
+                                             no_entry_skip, NULL,
                                              never_unexecuted,
                                              never_loads_stack_pointer,
                                              never_waits_for_event };

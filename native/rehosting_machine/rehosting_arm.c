@@ -1,6 +1,9 @@
 /*
- * The `rehosting` machine for 32-bit ARM: a board assembled at start-up from
- * one JSON file that the explorer master writes (-M rehosting,config=FILE).
+ * The `rehosting` machine for 32-bit ARM and AArch64: a board assembled at
+ * start-up from one JSON file that the explorer master writes
+ * (-M rehosting,config=FILE). The same file builds into qemu-system-arm and
+ * qemu-system-aarch64; with an AArch64 CPU model the kernel is entered at EL1
+ * by QEMU's arm64 boot protocol (hw/arm/boot.c: x0 = the DTB's address).
  *
  * The machine only builds what the config declares (CPU, RAM regions, one
  * interrupt controller, QEMU devices at given addresses, boot parameters) and
@@ -11,10 +14,10 @@
  *
  * Config (integers may be JSON numbers or strings such as "0x60000000"):
  * {
- *   "cpu": "cortex-a9",                 QEMU ARM CPU model name
+ *   "cpu": "cortex-a9",                 QEMU ARM or AArch64 CPU model name
  *   "ram": [ {"base": A, "size": N} ],  at least one region
  *   "interrupt_controller": {           optional
- *     "type": "a9mpcore_priv",          or a15mpcore_priv, arm_gic, ...
+ *     "type": "a9mpcore_priv",          or a15mpcore_priv, arm_gic, arm-gicv3
  *     "mmio": [A, ...],                 address of each sysbus MMIO region
  *     "props": {"num-irq": 96}          QOM properties, set as given
  *   },
@@ -35,6 +38,11 @@
  *            "irq": I}                  the unmodelled controller's registers. With "irq"
  *                                       (a GIC interrupt ID, PPI or SPI), that input of the
  *                                       declared GIC instead: a timer without a model
+ *   "timer_irqs": [29, 30, 27, 26],     optional: the GIC interrupt IDs of the
+ *                                       generic timers (secure, non-secure
+ *                                       physical, virtual, hyp: the
+ *                                       arm,armv8-timer binding's order), wired
+ *                                       for a plain arm_gic or arm-gicv3
  *   "psci_conduit": "smc",              optional ("smc" or "hvc"): QEMU answers
  *                                       the kernel's PSCI calls
  *   "secure_entry": true,               optional: CPUs with EL3 (and EL2),
@@ -66,6 +74,7 @@
 #include "target/arm/cpu-qom.h"
 #include "cpu.h"
 #include "target/arm/cpregs.h"
+#include "target/arm/gtimer.h"
 #include "exec/cputlb.h"
 
 #define TYPE_REHOSTING_MACHINE MACHINE_TYPE_NAME("rehosting")
@@ -288,20 +297,51 @@ static void create_devices(RehostingMachineState *s)
 }
 
 /*
+ * The input of the declared GIC that raises interrupt ID `irq` (a PPI of the first CPU, or an
+ * SPI); `what` names the config field. QEMU's GICs (arm_gic_common.c, arm_gicv3_common.c) have
+ * num-irq - 32 SPI inputs, then 32 per CPU for its private interrupts; the MPCore blocks hold
+ * theirs as a "gic" child and pass on only the SPIs, so the line is taken from the GIC itself.
+ */
+static qemu_irq gic_input(RehostingMachineState *s, uint64_t irq,
+                          const char *what)
+{
+    RehostingConfig *config = &s->config;
+    Object *gic;
+    uint64_t num_irq;
+
+    gic = s->interrupt_controller ?
+        object_resolve_path_component(OBJECT(s->interrupt_controller), "gic") :
+        NULL;
+    if (s->interrupt_controller && !gic) {
+        gic = OBJECT(s->interrupt_controller);
+    }
+    if (!gic || !object_property_find(gic, "num-irq")) {
+        rehosting_config_fail(config, "%s given but no GIC "
+                              "interrupt_controller declared", what);
+    }
+    num_irq = object_property_get_uint(gic, "num-irq", &error_abort);
+    if (irq < GIC_FIRST_PPI || irq >= num_irq) {
+        rehosting_config_fail(config, "%s = %" PRIu64 " is not a GIC "
+                              "PPI or SPI of this controller (%d..%" PRIu64 ")",
+                              what, irq, GIC_FIRST_PPI, num_irq - 1);
+    }
+    /* The first CPU's private inputs: the machine has one CPU. */
+    return qdev_get_gpio_in(DEVICE(gic), irq >= GIC_FIRST_SPI ?
+                            irq - GIC_FIRST_SPI :
+                            num_irq - GIC_FIRST_SPI + irq);
+}
+
+/*
  * The line the tick raises. Without "irq": the CPU's IRQ input, standing in for an interrupt
  * controller that has no model (never beside one: two drivers of one level fight). With
  * "irq", a GIC interrupt ID: that input of the declared GIC, standing in for a timer that has
- * no model behind a controller that has one. QEMU's GIC (arm_gic_common.c) has num-irq - 32
- * SPI inputs, then 32 per CPU for its private interrupts; the MPCore blocks hold it as their
- * "gic" child and pass on only the SPIs, so the line is taken from the GIC itself.
+ * no model behind a controller that has one.
  */
 static qemu_irq tick_line(RehostingMachineState *s)
 {
     RehostingConfig *config = &s->config;
     QDict *desc = rehosting_config_get_dict(config, config->root, "tick",
                                             "config");
-    Object *gic;
-    uint64_t irq, num_irq;
 
     /* proto3 JSON leaves out a field that is 0, and 0 is an SGI: no GIC input. */
     if (!qdict_haskey(desc, "irq")) {
@@ -312,27 +352,53 @@ static qemu_irq tick_line(RehostingMachineState *s)
         }
         return qdev_get_gpio_in(DEVICE(first_cpu), ARM_CPU_IRQ);
     }
-    irq = rehosting_config_get_u64(config, desc, "irq", "tick");
-    gic = s->interrupt_controller ?
-        object_resolve_path_component(OBJECT(s->interrupt_controller), "gic") :
-        NULL;
-    if (s->interrupt_controller && !gic) {
-        gic = OBJECT(s->interrupt_controller);
+    return gic_input(s, rehosting_config_get_u64(config, desc, "irq", "tick"),
+                     "tick.irq");
+}
+
+/*
+ * "timer_irqs": the generic timers' outputs of the first CPU to the declared GIC, in the
+ * arm,armv8-timer binding's order (as virt.c wires them). Only for a plain GIC: an MPCore
+ * block (a15mpcore_priv, its "gic" child) wires its CPUs' timers itself.
+ */
+static void wire_generic_timers(RehostingMachineState *s)
+{
+    static const int binding_order[] = {
+        GTIMER_SEC, GTIMER_PHYS, GTIMER_VIRT, GTIMER_HYP, GTIMER_HYPVIRT,
+    };
+    RehostingConfig *config = &s->config;
+    QList *irqs = rehosting_config_get_list(config, config->root, "timer_irqs",
+                                            "config");
+    const QListEntry *entry;
+    int index = 0;
+
+    if (!irqs || qlist_empty(irqs)) {
+        return;
     }
-    if (!gic || !object_property_find(gic, "num-irq")) {
-        rehosting_config_fail(config, "tick.irq given but no GIC "
-                              "interrupt_controller declared");
+    if (!arm_feature(&ARM_CPU(first_cpu)->env, ARM_FEATURE_GENERIC_TIMER)) {
+        rehosting_config_fail(config, "timer_irqs given but the cpu has no "
+                              "generic timer");
     }
-    num_irq = object_property_get_uint(gic, "num-irq", &error_abort);
-    if (irq < GIC_FIRST_PPI || irq >= num_irq) {
-        rehosting_config_fail(config, "tick.irq = %" PRIu64 " is not a GIC "
-                              "PPI or SPI of this controller (%d..%" PRIu64 ")",
-                              irq, GIC_FIRST_PPI, num_irq - 1);
+    if (s->interrupt_controller &&
+        object_resolve_path_component(OBJECT(s->interrupt_controller), "gic")) {
+        rehosting_config_fail(config, "timer_irqs given but the "
+                              "interrupt_controller wires the generic timers "
+                              "itself");
     }
-    /* The first CPU's private inputs: the machine has one CPU. */
-    return qdev_get_gpio_in(DEVICE(gic), irq >= GIC_FIRST_SPI ?
-                            irq - GIC_FIRST_SPI :
-                            num_irq - GIC_FIRST_SPI + irq);
+    if (qlist_size(irqs) > ARRAY_SIZE(binding_order)) {
+        rehosting_config_fail(config, "timer_irqs has %zu entries, the "
+                              "generic timers %zu", qlist_size(irqs),
+                              ARRAY_SIZE(binding_order));
+    }
+    QLIST_FOREACH_ENTRY(irqs, entry) {
+        g_autofree char *what = g_strdup_printf("timer_irqs[%d]", index);
+        uint64_t irq = rehosting_config_to_u64(config, qlist_entry_obj(entry),
+                                               what);
+
+        qdev_connect_gpio_out(DEVICE(first_cpu), binding_order[index],
+                              gic_input(s, irq, what));
+        index++;
+    }
 }
 
 /*
@@ -411,6 +477,7 @@ static void rehosting_init(MachineState *machine)
             config, controller, "interrupt_controller");
         wire_interrupt_controller_to_cpus(s);
     }
+    wire_generic_timers(s);
     if (rehosting_config_has_tick(config)) {
         rehosting_start_tick(config, tick_line(s));
     }

@@ -83,7 +83,7 @@ def test_every_relocated_pointer_lies_in_the_image_at_the_proven_base(corpus: Co
 
 def test_searching_an_arm64_kernel_is_refused_in_one_line(kernel: tuple[Firmware, bytes]) -> None:
     firmware, _ = kernel
-    with pytest.raises(BadInput, match=r"AArch64 kernels are ingested .* cannot be run yet"):
+    with pytest.raises(BadInput, match=r"AArch64 kernels .* the search cannot place their devices yet"):
         qemu_target(firmware)
 
 
@@ -101,8 +101,8 @@ def test_explorer_search_on_an_arm64_kernel_exits_2_in_one_line_leaving_no_work_
     )
     assert completed.returncode == 2, completed.stderr
     assert completed.stderr.strip().splitlines() == [
-        "explorer: error: AArch64 kernels are ingested (explorer inspect) but cannot be run yet: "
-        "the runner has no AArch64 machine"
+        "explorer: error: AArch64 kernels are ingested (explorer inspect) and boot on the runner's "
+        "AArch64 machine, but the search cannot place their devices yet"
     ]
     assert not work.exists()
 
