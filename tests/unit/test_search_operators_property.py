@@ -110,11 +110,16 @@ LOG_LINES = (
 
 
 def every_operator() -> dict[str, Operator]:
-    """The propose of every module in explorer/search/operators/, by module name."""
+    """Every propose of every module in explorer/search/operators/ (`propose`, and `propose_*`
+    where a module answers in two tiers), by module and function name."""
     found = {}
     for module in pkgutil.iter_modules(operators_package.__path__):
         imported = importlib.import_module(f"{operators_package.__name__}.{module.name}")
-        found[module.name] = imported.propose
+        for name, function in vars(imported).items():
+            if (
+                name == "propose" or name.startswith("propose_")
+            ) and function.__module__ == imported.__name__:
+                found[f"{module.name}.{name}"] = function
     return found
 
 

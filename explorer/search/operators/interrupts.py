@@ -20,6 +20,21 @@ which the value model answers (mmio_rules, the random catch-all). Two steps, one
 2. pin (explorer.search.operators.interrupt_pins): the state has a tick; its run shows the
    handlers' reads, which the pins answer with the timer's interrupt.
 
+When the tick is asked: a run that stalled anywhere (stuck in a poll, out of budget) asks it
+with the cheap fixes, once the structural operators have nothing new (`propose`, the stall
+tier): a stuck poll is more often a device's than time's. A run that ended idle with no timer
+armed asks it with device discovery (`propose_when_idle`, the structural tier): that end is
+this mechanism's own signature. The kernel path: rest_init -> kernel_init waits (msleep,
+schedule_timeout, wait_for_completion_timeout in an initcall or deferred_probe_initcall) while
+the idle task halts in arch_cpu_idle (wfi) until an interrupt; with no controller model and no
+tick nothing in the machine can raise one (the machine's idle end: rehosting_end_run_if_idle
+found no QEMU timer armed), so no other operator's child of that state, which keeps the same
+machine, gets past it. Asked only in the stall tier, the tick came on am335x after device
+discovery and value collapse had each had their generations on the idle state and its
+children (which idle at the same point): 13 generations, 233 s at low load; in the 5-minute
+development-set bench (2026-12-08) it came in generation 5 and the pin generation that follows
+did not finish within the budget.
+
 This module also owns the way a timer's interrupt takes to the root (interrupt_path): the
 timer's interrupt parent and, while that is not the root, a chained controller (a node that is
 an interrupt parent and has interrupts of its own, irq_set_chained_handler), one input of its
@@ -63,6 +78,9 @@ TICK_PERIOD_NS = 4_000_000
 JIFFIES_CLOCK = "clocksource=jiffies"
 # Controllers between a timer and the root: deeper chains than this are not followed.
 MAX_CHAIN = 4
+# How the machine's idle end says that nothing could ever interrupt the guest
+# (native/rehosting_machine/rehosting_clock.c, rehosting_end_run_if_idle).
+NO_TIMER_ARMED = "with no timer armed"
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,13 @@ class Hop:
 
     controller: DtDevice
     input: int
+
+
+def propose_when_idle(context: Context) -> list[Child]:
+    """The tick step for a run that ended idle with no timer armed (the structural tier)."""
+    if NO_TIMER_ARMED not in context.current.result.exit.detail:
+        return []
+    return propose(context)
 
 
 def propose(context: Context) -> list[Child]:

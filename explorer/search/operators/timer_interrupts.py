@@ -89,7 +89,7 @@ from explorer.runner.machine_config_pb2 import MmioRule
 from explorer.runner.rehost_pb2 import MmioAccess, RunResult
 from explorer.search.device_models import GIC_FIRST_SPI, GIC_INTERRUPT_CELLS, GIC_SPI_TYPE, placement
 from explorer.search.operators import Child, Context
-from explorer.search.operators.interrupts import JIFFIES_CLOCK, TICK_PERIOD_NS
+from explorer.search.operators.interrupts import JIFFIES_CLOCK, NO_TIMER_ARMED, TICK_PERIOD_NS
 from explorer.search.operators.kernel_arguments import STUCK_ENDINGS
 from explorer.search.state import State, derive
 
@@ -101,9 +101,6 @@ GIC_PPI_TYPE = 1
 TIME_INIT = "time_init"
 # The Devicetree Specification's generic node name for a timer (2.2.2, Generic Names Recommendation).
 TIMER_NODE_NAME = "timer"
-# How the machine's idle end says that nothing could ever interrupt the guest
-# (native/rehosting_machine/rehosting_clock.c, rehosting_end_run_if_idle).
-NO_TIMER_ARMED = "with no timer armed"
 # The genirq flow handlers that call a driver's interrupt handler (kernel/irq/chip.c, handle.c):
 # the frame they return to is the timer driver's handler.
 GENIRQ_FLOW = frozenset(
