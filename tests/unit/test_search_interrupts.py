@@ -121,20 +121,36 @@ IDLE = "idle: the guest waited for an interrupt with no timer armed at 96000 ms 
 STUCK = "stuck: 3000000 reads of 0x44e31010 (last at pc 0xc127a390)"
 
 
-def test_a_run_idle_with_no_timer_armed_gets_its_tick_with_device_discovery() -> None:
+def settled(state: MachineConfig, result: RunResult, operator: str = "collapse") -> Context:
+    """`state` with `result`, made by `operator` from a parent that idled the same way."""
+    made_by = Child(state, operator, "a test")
+    parent = MachineConfig(target="arm", cpu="cortex-a8")
+    lineage = (
+        Evaluated(state_id(state), state, result, made_by),
+        Evaluated(state_id(parent), parent, result),
+    )
+    return Context(AM335X, TARGET, lineage)
+
+
+def test_a_run_idle_with_no_timer_armed_gets_its_tick_with_device_discovery_once_settled() -> None:
     idle = RunResult(exit=Exit(reason=ExitReason.EXIT_BUDGET, detail=IDLE))
     stuck = RunResult(exit=Exit(reason=ExitReason.EXIT_BUDGET, detail=STUCK))
-    (child,) = interrupts.propose_when_idle(context(BARE, idle))
+    (child,) = interrupts.propose_when_idle(settled(BARE, idle))
     assert child.state == tick_child().state
+    (_,) = interrupts.propose_when_idle(settled(BARE, idle, "devices"))
+    # Nothing in the lineage answered the run's reads yet: the tick would dispatch at random
+    # into handlers reading random values; device discovery and collapse go first.
+    assert interrupts.propose_when_idle(context(BARE, idle)) == []
+    assert interrupts.propose_when_idle(settled(BARE, idle, "kernel_arguments")) == []
     # Any other stall asks the tick only in the stall tier.
-    assert interrupts.propose_when_idle(context(BARE, stuck)) == []
+    assert interrupts.propose_when_idle(settled(BARE, stuck)) == []
     assert len(interrupts.propose(context(BARE, stuck))) == 1
     # The same guards: no second tick, none beside a controller.
-    assert interrupts.propose_when_idle(context(child.state, idle)) == []
+    assert interrupts.propose_when_idle(settled(child.state, idle)) == []
     with_controller = MachineConfig(
         target="arm", cpu="cortex-a9", interrupt_controller=Device(type="a9mpcore_priv")
     )
-    assert interrupts.propose_when_idle(context(with_controller, idle)) == []
+    assert interrupts.propose_when_idle(settled(with_controller, idle)) == []
 
 
 def test_the_idle_runs_tick_is_proposed_before_the_state_is_stalled_and_a_stuck_runs_after() -> None:
@@ -143,10 +159,10 @@ def test_the_idle_runs_tick_is_proposed_before_the_state_is_stalled_and_a_stuck_
     state = MachineConfig()
     state.CopyFrom(BARE)
     state.ram.add(base=0x80000000, size=0x20000000)
-    at_idle = proposal.propose(context(state, idle), OperatorPhases(), lambda _: False, 40)
+    at_idle = proposal.propose(settled(state, idle), OperatorPhases(), lambda _: False, 40)
     assert not at_idle.stalled and not at_idle.dropped
     assert [child.operator for child in at_idle.children] == [interrupts.OPERATOR]
-    at_stuck = proposal.propose(context(state, stuck), OperatorPhases(), lambda _: False, 40)
+    at_stuck = proposal.propose(settled(state, stuck), OperatorPhases(), lambda _: False, 40)
     assert at_stuck.stalled and interrupts.OPERATOR in [child.operator for child in at_stuck.children]
 
 

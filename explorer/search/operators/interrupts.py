@@ -33,7 +33,16 @@ machine, gets past it. Asked only in the stall tier, the tick came on am335x aft
 discovery and value collapse had each had their generations on the idle state and its
 children (which idle at the same point): 13 generations, 233 s at low load; in the 5-minute
 development-set bench (2026-12-08) it came in generation 5 and the pin generation that follows
-did not finish within the budget.
+did not finish within the budget. On the idle signature it is asked once a device-discovery or
+value-collapse step is in the state's lineage: until pinned, the tick dispatches interrupts at
+random (a random INTC_SIR number, random cause bits), and each handler a dispatch reaches
+reads its device (a status, a chained controller's cause and mask); with those reads random
+too, handlers misbehave (which read, per handler, was not traced). Measured: am335x's tick on
+the lpj= state (nothing answered yet) died of "Fatal exception in interrupt", on its
+collapsed child it idled ticking and the pin step followed; kirkwood-b3's tick on its first
+state stormed in "unexpected IRQ trap at vector 00" to the 6e9-instruction budget (125-138 s
+of a 3-minute search), on the device-discovery child it reached user space (the stall tier's
+order, 12 s).
 
 This module also owns the way a timer's interrupt takes to the root (interrupt_path): the
 timer's interrupt parent and, while that is not the root, a chained controller (a node that is
@@ -65,7 +74,7 @@ from dataclasses import dataclass
 
 from explorer.firmware.model import DeviceTreeFacts, DtDevice
 from explorer.search.device_models import placement
-from explorer.search.operators import Child, Context
+from explorer.search.operators import Child, Context, collapse, devices
 from explorer.search.operators.kernel_arguments import STUCK_ENDINGS
 from explorer.search.state import State, derive
 
@@ -81,6 +90,10 @@ MAX_CHAIN = 4
 # How the machine's idle end says that nothing could ever interrupt the guest
 # (native/rehosting_machine/rehosting_clock.c, rehosting_end_run_if_idle).
 NO_TIMER_ARMED = "with no timer armed"
+# The operators whose step in a lineage makes the run's device reads answered by rules (device
+# models, collapsed values) rather than at random: the tick's random dispatches then reach
+# handlers that read those (see the module docstring).
+SETTLING_OPERATORS = (devices.OPERATOR, collapse.OPERATOR)
 
 
 @dataclass(frozen=True)
@@ -92,10 +105,15 @@ class Hop:
 
 
 def propose_when_idle(context: Context) -> list[Child]:
-    """The tick step for a run that ended idle with no timer armed (the structural tier)."""
+    """The tick step for a run that ended idle with no timer armed (the structural tier), on a
+    state whose lineage device discovery or value collapse already answered."""
     if NO_TIMER_ARMED not in context.current.result.exit.detail:
         return []
-    return propose(context)
+    settled = any(
+        evaluated.made_by is not None and evaluated.made_by.operator in SETTLING_OPERATORS
+        for evaluated in context.lineage
+    )
+    return propose(context) if settled else []
 
 
 def propose(context: Context) -> list[Child]:
