@@ -36,7 +36,9 @@ TS209_BOARD_ID = 1565
 WALL_DEADLINE_SECONDS = 120
 
 
-def test_a_bug_before_the_vectors_are_mapped_ends_at_once_with_its_stack(corpus: Corpus, qemu_build: Path) -> None:
+def test_a_bug_before_the_vectors_are_mapped_ends_at_once_with_its_stack(
+    corpus: Corpus, qemu_build: Path
+) -> None:
     target = Target(
         kernel=corpus.kernel("marvell"),
         initrd=corpus.initramfs("armhf"),
@@ -52,7 +54,10 @@ def test_a_bug_before_the_vectors_are_mapped_ends_at_once_with_its_stack(corpus:
     assert result.exit.detail.startswith(prefix), result.exit.detail
     assert result.exit.icount > 0 and not result.partial
     analysis = analyse(result, firmware.symbols)
-    assert [frame.function.function for frame in analysis.call_stack][:2] == ["fortify_panic", "parse_tag_cmdline"]
+    assert [frame.function.function for frame in analysis.call_stack][:2] == [
+        "fortify_panic",
+        "parse_tag_cmdline",
+    ]
     # The NOP operator reads it as a crash in parse_tag_cmdline, the function it NOPs.
     crash = crash_of(result, firmware.symbols)
     assert crash is not None and crash.frames[0][1] == "parse_tag_cmdline", crash
