@@ -131,9 +131,12 @@ class DtDevice:
     path: str
     compatible: tuple[str, ...]
     reg: tuple[tuple[int, int], ...]  # (address, size) after translation through parent `ranges`
-    interrupt_parent: str | None  # path of the effective interrupt parent
+    # Path of the effective interrupt parent: of a node with interrupts, or of an interrupt
+    # controller without any (the controller it forwards its inputs to; None for the root).
+    interrupt_parent: str | None
     interrupts: tuple[int, ...]  # raw cells of `interrupts`
     status: str  # "okay" unless the node says otherwise
+    interrupt_cells: int = 0  # an interrupt controller's #interrupt-cells (0: not a controller)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +146,7 @@ class DtDevice:
             "interrupt_parent": self.interrupt_parent,
             "interrupts": list(self.interrupts),
             "status": self.status,
+            "interrupt_cells": self.interrupt_cells,
         }
 
     @classmethod
@@ -154,6 +158,7 @@ class DtDevice:
             d["interrupt_parent"],
             tuple(d["interrupts"]),
             d["status"],
+            d["interrupt_cells"],
         )
 
 
