@@ -86,6 +86,7 @@ def parse_dtb(blob: bytes, source: str) -> DeviceTreeFacts:
                 interrupts=interrupts,
                 status=_status(node),
                 interrupt_cells=_interrupt_cells(node) if "interrupt-controller" in node.props else 0,
+                gpio_controller="gpio-controller" in node.props,
             )
         )
     return DeviceTreeFacts(

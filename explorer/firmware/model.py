@@ -137,6 +137,7 @@ class DtDevice:
     interrupts: tuple[int, ...]  # raw cells of `interrupts`
     status: str  # "okay" unless the node says otherwise
     interrupt_cells: int = 0  # an interrupt controller's #interrupt-cells (0: not a controller)
+    gpio_controller: bool = False  # the node has `gpio-controller` (a GPIO bank, a pin controller)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +148,7 @@ class DtDevice:
             "interrupts": list(self.interrupts),
             "status": self.status,
             "interrupt_cells": self.interrupt_cells,
+            "gpio_controller": self.gpio_controller,
         }
 
     @classmethod
@@ -159,6 +161,7 @@ class DtDevice:
             tuple(d["interrupts"]),
             d["status"],
             d["interrupt_cells"],
+            d["gpio_controller"],
         )
 
 

@@ -135,13 +135,17 @@ def gic_route(node: DtDevice, gic_path: str, by_path: Mapping[str, DtDevice]) ->
     reach it (another root, a chained controller, or a longer way).
 
     A forwarding controller is a hierarchical child of the GIC (Linux's
-    irq_domain_create_hierarchy): a controller whose own interrupt parent is the GIC and whose
-    specifiers have the GIC's three cells, which it passes on unchanged (GIC_SPI n arrives as
-    SPI n): a wake-up controller such as the i.MX GPC, the Tegra ictlr, the OMAP wugen. A chained
-    controller (a GPIO bank, a combiner) numbers its inputs in a format of its own, which says
-    nothing about the GIC input. A controller behind another forwarding one is not followed:
-    the one such stack in the kernel's trees, TI's crossbar before the wugen (dra7, am57xx),
-    chooses the GIC input at run time.
+    irq_domain_create_hierarchy) that passes a specifier on unchanged (GIC_SPI n arrives as SPI
+    n): a controller whose own interrupt parent is the GIC, whose specifiers have the GIC's three
+    cells, and that is no GPIO controller: the i.MX GPC, the Tegra ictlr, the OMAP wugen, the
+    Exynos PMU, the Allwinner R_INTC. A chained controller numbers its inputs in a format of its
+    own, which says nothing about the GIC input: a GPIO bank (two cells), an Allwinner pin
+    controller (three: bank, pin, flags; it is also a GPIO controller). A controller behind a
+    forwarding one is not followed: in the kernel's trees that is TI's crossbar before the
+    wugen (dra7, am57xx), which chooses the GIC input at run time, or a GPIO bank.
+    Hierarchical controllers of other shapes translate rather than forward (the STM32 EXTI's
+    two cells through a table, Meson's GPIO interrupt controller onto SPIs it allocates): not
+    followed either.
     """
     if node.interrupt_parent == gic_path:
         return gic_path
@@ -151,6 +155,7 @@ def gic_route(node: DtDevice, gic_path: str, by_path: Mapping[str, DtDevice]) ->
         and parent.path != gic_path
         and parent.interrupt_parent == gic_path
         and parent.interrupt_cells == GIC_INTERRUPT_CELLS
+        and not parent.gpio_controller
     ):
         return parent.path
     return None

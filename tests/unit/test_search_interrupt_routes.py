@@ -1,8 +1,9 @@
 """Which GIC input a device's DT interrupt reaches (device_models.gic_route), on real trees.
 
-The device trees are the corpus's (Debian's armmp DTBs): the i.MX6 GPC, the Tegra ictlr and the
-OMAP wugen forward GIC-shaped specifiers unchanged; TI's crossbar (dra7) chooses the GIC input
-at run time and a GPIO bank is a chained controller, so neither is followed.
+The device trees are the corpus's (Debian's armmp DTBs): the i.MX6 GPC, the Tegra ictlr, the
+OMAP wugen and the Exynos PMU forward GIC-shaped specifiers unchanged; TI's crossbar (dra7)
+chooses the GIC input at run time, and GPIO banks and Allwinner's pin controllers are chained
+controllers, so none of those is followed.
 """
 
 from __future__ import annotations
@@ -106,6 +107,25 @@ def test_a_device_behind_a_chained_gpio_bank_is_not_wired(corpus: Corpus) -> Non
     gpio = by_path[fec.interrupt_parent or ""]
     assert (gpio.compatible[0], gpio.interrupt_cells, fec.interrupts) == ("fsl,imx6q-gpio", 2, (6, 4))
     assert gic_route(fec, gic.path, by_path) is None and gic_interrupt_ids(fec, gic.path, by_path) == ()
+
+
+def test_the_exynos_pmu_forwards_the_rtcs_two_interrupts(corpus: Corpus) -> None:
+    tree = tree_of(corpus, "exynos4412-odroidu3")
+    gic, by_path = root_gic(tree), devices_by_path(tree)
+    rtc = by_path["/soc/rtc@10070000"]  # <GIC_SPI 44 ...>, <GIC_SPI 45 ...> to the PMU
+    assert by_path[rtc.interrupt_parent or ""].compatible[0] == "samsung,exynos4412-pmu"
+    assert gic_interrupt_ids(rtc, gic.path, by_path) == (32 + 44, 32 + 45)
+
+
+def test_a_pin_controller_with_the_gics_three_cells_is_not_taken_for_a_forwarding_one(corpus: Corpus) -> None:
+    # The A20's pin controller: interrupt parent the GIC, three cells (bank, pin, flags), and a
+    # GPIO controller: a node on bank A's pin 7 says nothing of SPI 7.
+    tree = tree_of(corpus, "sun7i-a20-cubieboard2")
+    gic, by_path = root_gic(tree), devices_by_path(tree)
+    (pio,) = (node for node in tree.devices if node.compatible[:1] == ("allwinner,sun7i-a20-pinctrl",))
+    assert (pio.interrupt_parent, pio.interrupt_cells, pio.gpio_controller) == (gic.path, 3, True)
+    on_pin = DtDevice("/soc/sensor@1000", ("vendor,sensor",), ((0x1000, 0x10),), pio.path, (0, 7, 8), "okay")
+    assert gic_route(on_pin, gic.path, by_path) is None and gic_interrupt_ids(on_pin, gic.path, by_path) == ()
 
 
 def test_a_controller_without_interrupts_names_the_one_it_forwards_to_and_the_root_none(
