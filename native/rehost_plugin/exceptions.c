@@ -15,10 +15,10 @@
  * in the guest can change what the next fetch finds; the machine's devices never write guest
  * memory on their own. Each entry leaves the CPU in the state the previous same entry did, the
  * guest clock stands still (it follows the instruction count) and no budget or idle deadline
- * comes: before this the run ended only at the driver's wall-clock deadline, without its call
- * stack. It ends after EXCEPTION_LOOP_MAX such entries in a row, counted in exceptions, with
- * the stack, log and coverage of the instruction that started the loop. Any instruction that
- * executes starts the count again.
+ * comes: before this the run ended only at the driver's wall-clock deadline. It ends after
+ * EXCEPTION_LOOP_MAX such entries in a row, counted in exceptions, with the stack, log and
+ * coverage of the instruction that started the loop. Any instruction that executes starts the
+ * count again.
  */
 void count_exception(uint64_t from_pc, uint64_t to_pc)
 {
