@@ -3,9 +3,10 @@
 First the structural operators (device discovery from the device tree and from ISA ports, value
 collapse, a tick on the GIC input of a timer without a model or on the CPU's line beside a
 controller without one, for a run that idled with no timer armed; the pins of the likeliest
-clock event's interrupt for a ticking run); only when they have nothing new is the state
-*stalled*, and the cheap fixes (kernel arguments, a timer tick on the CPU's line for any other
-stall, the other timers' pins, a timer counter) are asked, and only when those have
+clock event's interrupt for a ticking run; lpj= for a run stuck calibrating the delay loop);
+only when they have nothing new is the state *stalled*, and the cheap fixes (the other kernel
+arguments, a timer tick on the CPU's line for any other stall, the other timers' pins, a timer
+counter) are asked, and only when those have
 nothing either, the searches that cost a generation of 30+ runs (bitwise values, NOP
 escalation): as the original design does, a spin loop or a panic is examined once nothing
 simpler is left. Every child is checked here, once for all operators, as the runner would check
@@ -59,6 +60,7 @@ class OperatorPhases:
         console_sink.propose,
         collapse.propose,
         timer_interrupts.propose,
+        kernel_arguments.propose_calibration,
         interrupts.propose_when_idle,
     )
     # Asked in turn while the tiers before have nothing new for a state (which is then stalled).
