@@ -138,3 +138,28 @@ def test_an_interrupt_id_the_gic_does_not_have_is_never_proposed() -> None:
     state = gic_state()
     state.interrupt_controller.props["num-irq"] = 64
     assert propose(state, idle(IN_COMPLETION, access(I2C, 1))) == []
+
+
+# An open-coded wait_event: example_probe called schedule itself (analysis names it "event").
+IN_WAIT_EVENT = chain(*SWITCHED_OUT, "example_probe", *IN_INITCALL)
+
+
+def test_the_register_an_open_coded_wait_read_last_is_pinned_to_nothing_and_to_everything() -> None:
+    """Its condition reads the device's status before it sleeps: one of the pins satisfies it."""
+    status = access(DMA, 3, "example_probe", is_write=False)
+    children = propose(gic_state(), idle(IN_WAIT_EVENT, access(DMA, 1, "example_probe"), status))
+    pins = [child for child in children if "pin" in child.detail]
+    assert [(child.detail["pin"], child.detail["value"]) for child in pins] == [
+        (status.address, 0),
+        (status.address, 0xFFFFFFFF),
+    ]
+    assert [rule.constant for rule in pins[0].state.mmio_rules] == [0]
+    assert [child.state.tick.irq for child in children if "pin" not in child.detail] == [32 + 104]
+
+
+def test_a_pin_already_answered_is_not_proposed_again() -> None:
+    status = access(DMA, 3, "example_probe", is_write=False)
+    state = gic_state()
+    state.mmio_rules.add(address=status.address, constant=0)
+    children = propose(state, idle(IN_WAIT_EVENT, status))
+    assert [child.detail.get("value") for child in children if "pin" in child.detail] == [0xFFFFFFFF]
