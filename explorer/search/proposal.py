@@ -6,7 +6,8 @@ controller without one, for a run that idled with no timer armed; the pins of th
 clock event's interrupt for a ticking run; lpj= for a run stuck calibrating the delay loop);
 only when they have nothing new is the state *stalled*, and the cheap fixes (the other kernel
 arguments, a timer tick on the CPU's line for any other stall, the other timers' pins, a timer
-counter) are asked, and only when those have
+counter, a tick on the GIC input of a device whose driver waits for its interrupt) are asked,
+and only when those have
 nothing either, the searches that cost a generation of 30+ runs (bitwise values, NOP
 escalation): as the original design does, a spin loop or a panic is examined once nothing
 simpler is left. Every child is checked here, once for all operators, as the runner would check
@@ -33,6 +34,7 @@ from explorer.search.operators import (
     bitwise,
     collapse,
     console_sink,
+    device_interrupts,
     devices,
     firmware_calls,
     interrupt_pins,
@@ -65,7 +67,13 @@ class OperatorPhases:
     )
     # Asked in turn while the tiers before have nothing new for a state (which is then stalled).
     stall_tiers: tuple[tuple[Operator, ...], ...] = (
-        (kernel_arguments.propose, interrupts.propose, interrupt_pins.propose_others, timer_counters.propose),
+        (
+            kernel_arguments.propose,
+            interrupts.propose,
+            interrupt_pins.propose_others,
+            timer_counters.propose,
+            device_interrupts.propose,
+        ),
         (bitwise.propose, nops.propose),
         (reseed.propose,),
     )
