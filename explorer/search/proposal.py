@@ -41,6 +41,7 @@ from explorer.search.operators import (
     secure_world,
     timer_counters,
     timer_interrupts,
+    traced_interrupts,
 )
 from explorer.search.state import State, Target, bootable, state_id
 
@@ -52,6 +53,7 @@ class OperatorPhases:
         firmware_calls.propose,
         secure_world.propose,
         interrupt_pins.propose,
+        traced_interrupts.propose_pin,
         devices.propose,
         isa.propose,
         console_sink.propose,
@@ -60,7 +62,12 @@ class OperatorPhases:
     )
     # Asked in turn while the tiers before have nothing new for a state (which is then stalled).
     stall_tiers: tuple[tuple[Operator, ...], ...] = (
-        (kernel_arguments.propose, interrupts.propose, timer_counters.propose),
+        (
+            kernel_arguments.propose,
+            interrupts.propose,
+            traced_interrupts.propose_tick,
+            timer_counters.propose,
+        ),
         (bitwise.propose, nops.propose),
         (reseed.propose,),
     )

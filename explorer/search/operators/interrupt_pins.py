@@ -121,7 +121,7 @@ def pins_for(
     pins = []
     for hop in path:
         handlers: dict[int, str] = {}
-        for read in handler_reads(accesses, hop.controller, firmware):
+        for read in handler_reads(accesses, hop.controller.reg, firmware):
             handlers.setdefault(read.address, place(read.pc, firmware.symbols).function or "")
         registers = list(handlers)
         unruled = [register for register in registers if register not in ruled]
@@ -150,14 +150,15 @@ def pins_for(
 
 
 def handler_reads(
-    accesses: Iterable[MmioAccess], controller: DtDevice, firmware: Firmware
+    accesses: Iterable[MmioAccess], blocks: Iterable[tuple[int, int]], firmware: Firmware
 ) -> list[MmioAccess]:
-    """The reads interrupt handlers made in the controller's register blocks, in order."""
+    """The reads interrupt handlers made in a controller's register blocks ((base, size) each), in order."""
+    blocks = tuple(blocks)
     return [
         access
         for access in sorted(accesses, key=lambda access: access.order)
         if not access.is_write
-        and holds(controller, access.address)
+        and any(base <= access.address < base + size for base, size in blocks)
         and HANDLER_NAME in (place(access.pc, firmware.symbols).function or "")
     ]
 
@@ -197,14 +198,24 @@ def _interrupts_handled_first(
     by_path = {node.path: node for node in tree.devices}
     controller = by_path.get(timer.interrupt_parent or "")
     named = {
-        bit
+        named_bit(access.value)
         for access in accesses
         if access.is_write and controller is not None and holds(controller, access.address)
-        for bit in range(BANK_BITS)
-        if access.value & BANK_MASK in (1 << bit, BANK_MASK ^ 1 << bit)
     }
     interrupts = list(dict.fromkeys(timer.interrupts))
     return sorted(interrupts, key=lambda hwirq: hwirq % BANK_BITS not in named)
+
+
+def named_bit(value: int) -> int | None:
+    """The bit a write of one bit names in a 32-bit controller register, None for any other value.
+
+    An unmask or enable (irq_gc_mask_set_bit with nothing else enabled: 1 << bit) or a
+    clear-on-write ack or an unmask into a register of set mask bits (every bit but that one).
+    """
+    for bit in range(BANK_BITS):
+        if value & BANK_MASK in (1 << bit, BANK_MASK ^ 1 << bit):
+            return bit
+    return None
 
 
 def _pinned_before(context: Context) -> tuple[str, int] | None:
@@ -235,7 +246,7 @@ def _pin_child(state: State, timer: DtDevice, hwirq: int, path: list[Hop], pins:
         child.mmio_rules.extend([*kept, *(pin.rule for pin in pins)])
         child.tick.ack_base, child.tick.ack_size = ack_base, ack_size
 
-    answers = ", ".join(f"{pin.handler}'s 0x{pin.register:x} {_answer(pin.rule)}" for pin in pins)
+    answers = ", ".join(f"{pin.handler}'s 0x{pin.register:x} {answer(pin.rule)}" for pin in pins)
     chain = " -> ".join(f"{hop.controller.path} input {hop.input}" for hop in path)
     reason = (
         f"interrupt handlers read pending interrupts: answer {answers}, "
@@ -245,7 +256,7 @@ def _pin_child(state: State, timer: DtDevice, hwirq: int, path: list[Hop], pins:
         "step": "pin",
         "controller": path[0].controller.path,
         "chain": [[hop.controller.path, hop.input] for hop in path],
-        "registers": {f"0x{pin.register:x}": [pin.encoding, _answer(pin.rule)] for pin in pins},
+        "registers": {f"0x{pin.register:x}": [pin.encoding, answer(pin.rule)] for pin in pins},
         "register": pins[0].register,
         "handler": pins[0].handler,
         "timer": timer.path,
@@ -256,7 +267,10 @@ def _pin_child(state: State, timer: DtDevice, hwirq: int, path: list[Hop], pins:
     return Child(derive(state, apply), OPERATOR, reason, detail)
 
 
-def _answer(rule: MmioRule) -> str:
+def answer(rule: MmioRule) -> str:
+    """What a pin's rule answers, for people: "0x4 once per tick", "0", "echo"."""
+    if rule.WhichOneof("value") == "echo":
+        return "echo"
     if rule.WhichOneof("value") == "tick_pending":
         return f"0x{rule.tick_pending.value:x} once per tick"
     return f"{rule.constant}"
