@@ -198,24 +198,14 @@ def _interrupts_handled_first(
     by_path = {node.path: node for node in tree.devices}
     controller = by_path.get(timer.interrupt_parent or "")
     named = {
-        named_bit(access.value)
+        bit
         for access in accesses
         if access.is_write and controller is not None and holds(controller, access.address)
+        for bit in range(BANK_BITS)
+        if access.value & BANK_MASK in (1 << bit, BANK_MASK ^ 1 << bit)
     }
     interrupts = list(dict.fromkeys(timer.interrupts))
     return sorted(interrupts, key=lambda hwirq: hwirq % BANK_BITS not in named)
-
-
-def named_bit(value: int) -> int | None:
-    """The bit a write of one bit names in a 32-bit controller register, None for any other value.
-
-    An unmask or enable (irq_gc_mask_set_bit with nothing else enabled: 1 << bit) or a
-    clear-on-write ack or an unmask into a register of set mask bits (every bit but that one).
-    """
-    for bit in range(BANK_BITS):
-        if value & BANK_MASK in (1 << bit, BANK_MASK ^ 1 << bit):
-            return bit
-    return None
 
 
 def _pinned_before(context: Context) -> tuple[str, int] | None:

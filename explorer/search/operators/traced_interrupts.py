@@ -13,13 +13,15 @@ bit are read from the kernel's own accesses instead. Two steps, one boot each:
 
 1. tick: the state stalled (the stall tier), its run reached time_init, and it wrote registers
    in init_IRQ (from the init_IRQ milestone to the next: the controller's mask or enable
-   registers) of which one got a write naming one bit in time_init (from the time_init
-   milestone to the next: the timer's unmask, 1 << bit into a mask register init_IRQ cleared;
-   or every bit but that one into one it set; interrupt_pins.named_bit). The child ticks every
+   registers) of which one got a write changing one bit in time_init (from the time_init
+   milestone to the next: the timer's unmask; traced_controller). The child ticks every
    interrupts.TICK_PERIOD_NS, acknowledged by the first read after each raise (the IRQ entry's
-   handler reads the controller first: handle_arch_irq -> the machine's handle_irq), and boots
-   with `clocksource=jiffies` (the timer's counter has no model either). The detail keeps the
-   controller's registers and the timer's bit, for step 2.
+   handler reads the controller first: handle_arch_irq -> the machine's handle_irq), answers
+   the registers init_IRQ wrote in the controller's page with what the kernel wrote there (an
+   echo: the generic chip's mask cache is read back from them, and a handler that reads a mask
+   must see the unmasks; a constant chosen from a tickless run answered the TS-209's mask with
+   random bits), and boots with `clocksource=jiffies` (the timer's counter has no model
+   either). The detail keeps the controller's registers and the timer's bit, for step 2.
 2. pin: the state has this operator's tick and its run shows the IRQ entry's handler (a
    function named as irqchip drivers and machines name theirs: *handle_irq,
    orion5x_legacy_handle_irq, omap_intc_handle_irq; interrupt_pins.handler_reads) reading
@@ -51,7 +53,7 @@ from explorer.runner.analysis import milestone_window
 from explorer.runner.machine_config_pb2 import Echo, MmioRule, TickPending
 from explorer.runner.rehost_pb2 import RunResult
 from explorer.search.operators import Child, Context
-from explorer.search.operators.interrupt_pins import BANK_BITS, answer, handler_reads, named_bit
+from explorer.search.operators.interrupt_pins import BANK_BITS, BANK_MASK, answer, handler_reads
 from explorer.search.operators.interrupts import JIFFIES_CLOCK, TICK_PERIOD_NS
 from explorer.search.operators.kernel_arguments import STUCK_ENDINGS
 from explorer.search.state import State, derive
@@ -116,30 +118,45 @@ def _board_file(context: Context) -> bool:
 
 
 def traced_controller(result: RunResult) -> TracedController | None:
-    """The controller's registers and the timer's bit, from the writes of init_IRQ and time_init.
+    """The controller's registers and the timer's bit, from the accesses of init_IRQ and time_init.
 
     The timer's unmask is the first write in time_init, into a register init_IRQ wrote, that
-    names one bit (the generic chip's irq_gc_mask_set_bit over a mask cache of 0, or
-    irq_gc_mask_clr_bit's complement); the controller's registers are those init_IRQ wrote in
-    that register's page. None when the run lacks either window (it continued from a snapshot
-    taken later, or never reached time_init) or no such write was made.
+    changes one bit of what the kernel last wrote there or read from it: the generic chip's
+    irq_gc_mask_set_bit writes its mask cache (filled from a read in irq_setup_generic_chip,
+    then changed by init_IRQ's own unmasks, a chained handler's) with the timer's bit set;
+    irq_gc_mask_clr_bit and enable-clear registers clear it. init_IRQ's own one-bit changes are
+    its chained controllers', not the timer's, and a one-bit change in a register init_IRQ never
+    wrote is the timer's own block (its interrupt enable), not the controller. The controller's
+    registers are those init_IRQ wrote in the unmasked register's page. None when the run lacks
+    either window (it continued from a snapshot taken later, or never reached time_init) or made
+    no such write.
     """
     init_irq, time_init = milestone_window(result, INIT_IRQ), milestone_window(result, TIME_INIT)
     if init_irq is None or time_init is None:
         return None
-    writes = sorted((access for access in result.mmio_accesses if access.is_write), key=lambda a: a.order)
-    initialised = {access.address for access in writes if init_irq[0] <= access.icount < init_irq[1]}
-    for access in writes:
-        bit = named_bit(access.value)
-        if time_init[0] <= access.icount < time_init[1] and access.address in initialised and bit is not None:
+    accesses = sorted(result.mmio_accesses, key=lambda access: access.order)
+    initialised = {
+        access.address
+        for access in accesses
+        if access.is_write and init_irq[0] <= access.icount < init_irq[1]
+    }
+    known: dict[int, int] = {}
+    for access in accesses:
+        previous = known.get(access.address)
+        known[access.address] = access.value
+        if not (access.is_write and access.address in initialised and previous is not None):
+            continue
+        changed = (access.value ^ previous) & BANK_MASK
+        if time_init[0] <= access.icount < time_init[1] and changed and not changed & (changed - 1):
             page = access.address - access.address % PAGE
             registers = tuple(sorted(address for address in initialised if address - address % PAGE == page))
-            return TracedController(registers, access.address, bit)
+            return TracedController(registers, access.address, changed.bit_length() - 1)
     return None
 
 
 def _tick_child(state: State, controller: TracedController, chooses_clock: bool) -> Child:
     def add_tick(child: State) -> None:
+        _answer_with(child, [MmioRule(address=address, echo=Echo()) for address in controller.registers])
         child.tick.period_ns = TICK_PERIOD_NS
         # Acked by the first read after each raise: the IRQ entry's handler reads the controller
         # before anything else, and which register acks on this controller is not known yet.
@@ -152,8 +169,8 @@ def _tick_child(state: State, controller: TracedController, chooses_clock: bool)
     reason = (
         f"the run stalled with no device tree: init_IRQ wrote interrupt controller registers {registers} "
         f"and time_init unmasked bit {controller.bit} of 0x{controller.mask:x} (the timer's interrupt): "
-        f"tick every {TICK_PERIOD_NS / 1e6:g} ms, acked by the handler's first read, time from jiffies "
-        f"({JIFFIES_CLOCK})"
+        f"echo them, tick every {TICK_PERIOD_NS / 1e6:g} ms, acked by the handler's first read, "
+        f"time from jiffies ({JIFFIES_CLOCK})"
     )
     detail = {
         "step": "tick",
@@ -211,10 +228,7 @@ def _pin_children(context: Context) -> list[Child]:
 
 def _pin_child(state: State, controller: TracedController, rules: list[MmioRule]) -> Child:
     def apply(child: State) -> None:
-        replaced = {rule.address for rule in rules}
-        kept = [rule for rule in child.mmio_rules if rule.address not in replaced]
-        del child.mmio_rules[:]
-        child.mmio_rules.extend([*kept, *rules])
+        _answer_with(child, rules)
 
     answers = ", ".join(f"0x{rule.address:x} {answer(rule)}" for rule in rules)
     reason = (
@@ -229,3 +243,11 @@ def _pin_child(state: State, controller: TracedController, rules: list[MmioRule]
         "next": "every tick now reaches the timer's handler: jiffies advance",
     }
     return Child(derive(state, apply), OPERATOR, reason, detail)
+
+
+def _answer_with(state: State, rules: list[MmioRule]) -> None:
+    """`rules` in place of whatever answered their registers before."""
+    replaced = {rule.address for rule in rules}
+    kept = [rule for rule in state.mmio_rules if rule.address not in replaced]
+    del state.mmio_rules[:]
+    state.mmio_rules.extend([*kept, *rules])
