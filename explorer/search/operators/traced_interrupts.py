@@ -19,8 +19,8 @@ bit are read from the kernel's own accesses instead. Two steps, one boot each:
    handler reads the controller first: handle_arch_irq -> the machine's handle_irq), answers
    the registers init_IRQ wrote in the controller's page with what the kernel wrote there (an
    echo: the generic chip's mask cache is read back from them, and a handler that reads a mask
-   must see the unmasks; a constant chosen from a tickless run answered the TS-209's mask with
-   random bits), and boots with `clocksource=jiffies` (the timer's counter has no model
+   must see the unmasks; a constant that value collapse chose from a tickless run answers a mask
+   with random bits), and boots with `clocksource=jiffies` (the timer's counter has no model
    either). The detail keeps the controller's registers and the timer's bit, for step 2.
 2. pin: the state has this operator's tick and its run shows the IRQ entry's handler (a
    function named as irqchip drivers and machines name theirs: *handle_irq,
@@ -32,15 +32,18 @@ bit are read from the kernel's own accesses instead. Two steps, one boot each:
    register among the masks the handler read, the only bank when it read one cause register)
    answers 1 << bit on the first read after each tick (a `tick_pending` rule), the others 0.
 
-Measured on the marvell kernel as a QNAP TS-209 (ATAG, orion5x_init_irq): see BENCHMARKS.md.
+Measured on board files of mach-orion5x (orion5x_init_irq's legacy handler reads cause and mask;
+orion_time_init unmasks bit 0): the tick alone can suffice there (random cause bits, masked by
+the echoed mask, name the timer's bit now and then) and the pin makes every tick the timer's;
+numbers in BENCHMARKS.md (branch `atag-tick`).
 
 Invariants: never modifies the given states; never adds a tick beside an interrupt controller
 or another tick, nor for a board with a device tree (the interrupts operator's case); a pin
 child differs from its state only in the rules of registers the handler read; a state this
 operator pinned proposes nothing again. Not covered: controllers whose handler reads the
 pending interrupt as a number (a register holding the active interrupt's index, as
-omap_intc_handle_irq's INTC_SIR), a controller whose registers span pages, an unmask write that
-names no single bit (a mask cache filled from random reads), and chained controllers (a timer
+omap_intc_handle_irq's INTC_SIR), a controller whose registers span pages, an unmask that
+changes several bits at once, and chained controllers (a timer
 behind a second controller: the root's cause bit then names the chained controller, whose own
 handler reads would need a second pin).
 """
