@@ -2,8 +2,10 @@
 
 First the structural operators (device discovery from the device tree and from ISA ports, value
 collapse, a tick on the GIC input of a timer without a model for a run that idled with no timer
-armed); only when they have nothing new is the state *stalled*, and the cheap fixes (kernel
-arguments, a timer tick on the CPU's line, a timer counter) are asked, and only when those have
+armed, lpj= for a run stuck calibrating the delay loop); only when they have nothing new is the
+state *stalled*, and the cheap fixes (the other kernel arguments, a timer tick on the CPU's line,
+a timer counter, a tick on the GIC input of a device whose driver waits for its interrupt) are
+asked, and only when those have
 nothing either, the searches that cost a generation of 30+ runs (bitwise values, NOP
 escalation): as the original design does, a spin loop or a panic is examined once nothing
 simpler is left. Every child is checked here, once for all operators, as the runner would check
@@ -30,6 +32,7 @@ from explorer.search.operators import (
     bitwise,
     collapse,
     console_sink,
+    device_interrupts,
     devices,
     firmware_calls,
     interrupt_pins,
@@ -59,6 +62,7 @@ class OperatorPhases:
         console_sink.propose,
         collapse.propose,
         timer_interrupts.propose,
+        kernel_arguments.propose_calibration,
     )
     # Asked in turn while the tiers before have nothing new for a state (which is then stalled).
     stall_tiers: tuple[tuple[Operator, ...], ...] = (
@@ -67,6 +71,7 @@ class OperatorPhases:
             interrupts.propose,
             traced_interrupts.propose_tick,
             timer_counters.propose,
+            device_interrupts.propose,
         ),
         (bitwise.propose, nops.propose),
         (reseed.propose,),
