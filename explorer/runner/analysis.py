@@ -404,6 +404,17 @@ def stuck_poll(detail: str) -> StuckPoll | None:
     return StuckPoll(int(found.group(1), 16), int(found.group(2), 16) if found.group(2) else None)
 
 
+def milestone_window(result: RunResult, name: str) -> tuple[int, int] | None:
+    """Instruction counts from the milestone `name` to the next one (or the exit): what it ran,
+    as MmioAccess.icount counts; None when the run has no such milestone."""
+    milestones = sorted(result.milestones, key=lambda milestone: milestone.icount)
+    start = next((milestone.icount for milestone in milestones if milestone.name == name), None)
+    if start is None:
+        return None
+    end = next((milestone.icount for milestone in milestones if milestone.icount > start), result.exit.icount)
+    return start, end or start
+
+
 def polled_addresses(result: RunResult, start_pc: int, end_pc: int) -> tuple[int, ...]:
     """MMIO addresses read by instructions in [start_pc, end_pc], in the order first read."""
     polled: dict[int, None] = {}

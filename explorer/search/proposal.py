@@ -46,6 +46,7 @@ from explorer.search.operators import (
     secure_world,
     timer_counters,
     timer_interrupts,
+    traced_interrupts,
 )
 from explorer.search.state import State, Target, bootable, state_id
 
@@ -57,6 +58,7 @@ class OperatorPhases:
         firmware_calls.propose,
         secure_world.propose,
         interrupt_pins.propose,
+        traced_interrupts.propose_pin,
         devices.propose,
         isa.propose,
         console_sink.propose,
@@ -71,6 +73,7 @@ class OperatorPhases:
             kernel_arguments.propose,
             interrupts.propose,
             interrupt_pins.propose_others,
+            traced_interrupts.propose_tick,
             timer_counters.propose,
             device_interrupts.propose,
         ),
