@@ -7,7 +7,8 @@ So the parent can boot once to a point before that first touch, save the VM ther
 for byte the RunResult of its full boot (tests/integration/test_runner_snapshot.py), cheaper.
 
 This module decides *where* a child may share its parent's boot (`divergence_point`: pure, from
-the two states and the parent's run), which children of a generation share which snapshot
+the two states and the parent's run), which earlier save of an ancestor's boot it may continue
+from instead (`inherited_point`), which children of a generation share which new snapshot
 (`sharing_plan`), and where a search keeps the saved snapshots (WORK/snapshots/, an
 explorer.execution.snapshot_cache.SnapshotCache beside the store). It never boots anything:
 explorer.search.engine does, when a search runs with snapshots (SearchOptions.snapshots). That
@@ -41,9 +42,12 @@ from explorer.search.state import SEARCH_MMIO_EVENT_LIMIT, State, canonical_byte
 # spare. The plugin's two known, deterministic differences from QEMU (an ARM coprocessor trap at
 # run time, a store into its own block) make its count run ahead, which only moves the save earlier.
 SAFETY_MARGIN = 10_000
-# A snapshot only pays when it skips at least this share of the parent's boot: the parent boots
-# to the point once more, and saving and restoring cost a fraction of a second.
+# A snapshot only pays when a child continuing from it skips more boot than saving and restoring
+# cost (a fraction of a second): at least this share of the parent's boot, or at least
+# MIN_SHARED_INSTRUCTIONS, a second or more of boot on a loaded host, whatever the parent's length
+# (a parent that ran to its budget long after the point still saves its children that boot).
 WORTHWHILE_SHARE = 0.5
+MIN_SHARED_INSTRUCTIONS = 500_000_000
 
 
 def divergence_point(parent_state: State, parent_result: RunResult, child_state: State) -> int | None:
@@ -52,8 +56,9 @@ def divergence_point(parent_state: State, parent_result: RunResult, child_state:
     None when the child shares nothing worth a snapshot: any difference in what boots (kernel,
     DTB, initrd, command line, CPU, RAM, interrupt controller, ISA bus, tick, seed, budgets,
     limits), different NOPs, a parent device the child lacks or changes, a parent run that did
-    not end on its own (partial: not a function of its state), or a point before
-    WORTHWHILE_SHARE of the parent's boot (as far as its events show: `_known_end`). Otherwise
+    not end on its own (partial: not a function of its state), or a point that skips too little
+    boot (before WORTHWHILE_SHARE of the parent's, as far as its events show: `_known_end`, and
+    before MIN_SHARED_INSTRUCTIONS). Otherwise
     SAFETY_MARGIN before the parent's first recorded access to an address whose answer differs
     in the child (a rule added, removed or changed; a new device's regions), and, when the
     parent's MMIO stream was cut off by its event limit, no later than its last recorded access
@@ -79,9 +84,26 @@ def divergence_point(parent_state: State, parent_result: RunResult, child_state:
     if _stream_truncated(parent_state, parent_result):
         latest = min(latest, max((access.icount for access in accesses), default=0))
     point = latest - SAFETY_MARGIN
-    if point <= 0 or point < end * WORTHWHILE_SHARE:
+    if point <= 0 or point < min(end * WORTHWHILE_SHARE, MIN_SHARED_INSTRUCTIONS):
         return None
     return point
+
+
+def inherited_point(
+    ancestor: State, ancestor_result: RunResult, kept: Collection[int], child: State
+) -> int | None:
+    """The latest of `kept` (points of saved boots of `ancestor`) a run of `child` may continue from.
+
+    divergence_point holds for any stored state whose boot the child shares, not only its
+    parent's: the ancestor's run is the child's up to the first access, in the ancestor's run, to
+    an address whose answer differs between the two (every change made along the lineage), and
+    the same boot and device checks apply. So a save of a grandparent's boot serves a grandchild
+    whose own change comes later, after the parent's. None when no kept point is early enough.
+    """
+    limit = divergence_point(ancestor, ancestor_result, child)
+    if limit is None:
+        return None
+    return max((point for point in kept if point <= limit), default=None)
 
 
 def _known_end(result: RunResult) -> int:
@@ -170,9 +192,12 @@ def remove_snapshots(work: Path) -> None:
 
 # Snapshots one generation takes at most (each costs a boot of the parent to its point).
 MAX_SNAPSHOTS_PER_GENERATION = 3
-# Children that must share a new snapshot for it to pay (one child gains nothing: the parent's
-# prefix boot costs what the child would have spent on it).
-MIN_SHARING_CHILDREN = 2
+# Children that must share a new snapshot for it to be taken. One is enough: the parent's prefix
+# boot costs what a lone child would have spent on it (it loses only the save and the restore, a
+# fraction of a second), and the save then serves the parent's later generations and its
+# descendants whose changes come after the point (`inherited_point`), which in a lineage of
+# lone children (one value pinned per generation) is nearly every later run.
+MIN_SHARING_CHILDREN = 1
 
 
 def sharing_plan(points: Mapping[str, int | None], cached: Collection[int] = ()) -> dict[int, list[str]]:

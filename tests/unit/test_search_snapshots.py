@@ -9,9 +9,11 @@ from explorer.runner.machine_config_pb2 import Device, MmioRule, Nop
 from explorer.runner.rehost_pb2 import Exit, ExitReason, MmioAccess, RunResult
 from explorer.search.boot_sharing import (
     MAX_SNAPSHOTS_PER_GENERATION,
+    MIN_SHARED_INSTRUCTIONS,
     MIN_SHARING_CHILDREN,
     SAFETY_MARGIN,
     divergence_point,
+    inherited_point,
     sharing_plan,
 )
 from explorer.search.state import State, derive
@@ -209,9 +211,39 @@ def test_a_bitwise_generation_shares_one_snapshot() -> None:
     assert sharing_plan(points) == {800_000: sorted(f"bit{bit}" for bit in range(32))}
 
 
-def test_a_lone_child_boots_in_full_unless_its_snapshot_is_cached() -> None:
-    assert sharing_plan({"only": 800_000}) == {}
+def test_a_lone_child_takes_its_snapshot_for_its_descendants() -> None:
+    assert sharing_plan({"only": 800_000}) == {800_000: ["only"]}
     assert sharing_plan({"only": 800_000}, cached={800_000}) == {800_000: ["only"]}
+
+
+def test_a_long_prefix_is_worth_a_snapshot_however_long_the_parent_ran() -> None:
+    # The parent ran to a budget far past the point (a stuck poll, a storm): the point is early
+    # in its run, but the children still skip MIN_SHARED_INSTRUCTIONS of boot each.
+    first = MIN_SHARED_INSTRUCTIONS + SAFETY_MARGIN
+    long_run = parent_run([(OTHER, 600_000), (STATUS, first)])
+    long_run.exit.icount = 6 * MIN_SHARED_INSTRUCTIONS
+    child = derive(parent_state(), with_rule(STATUS, 0))
+    assert divergence_point(parent_state(), long_run, child) == MIN_SHARED_INSTRUCTIONS
+    short = parent_run([(OTHER, 600_000), (STATUS, first - 1)])
+    short.exit.icount = 6 * MIN_SHARED_INSTRUCTIONS
+    assert divergence_point(parent_state(), short, child) is None
+
+
+def test_a_grandchild_continues_from_its_grandparents_save_before_both_changes() -> None:
+    # Parent -> child pins STATUS (first read at 800,000), child -> grandchild pins an address
+    # the grandparent's run reads at 900,000: the grandparent's save at 700,000 serves both, one
+    # at 790,000 the child but not one past it.
+    grandparent = parent_state()
+    run = parent_run([(OTHER, 600_000), (STATUS, 800_000), (UART, 900_000)])
+    child = derive(grandparent, with_rule(STATUS, 0))
+    grandchild = derive(child, with_rule(UART, 5))
+    kept = [700_000, 790_000 - SAFETY_MARGIN, 850_000]
+    assert inherited_point(grandparent, run, kept, child) == 790_000 - SAFETY_MARGIN
+    assert inherited_point(grandparent, run, kept, grandchild) == 790_000 - SAFETY_MARGIN
+    assert inherited_point(grandparent, run, [850_000], grandchild) is None
+    # A NOP along the way changes the boot: no save of the grandparent's serves it.
+    nopped = derive(grandchild, lambda state: state.nops.append(Nop(address=0xC0100000)))
+    assert inherited_point(grandparent, run, kept, nopped) is None
 
 
 def test_a_parent_stopped_by_the_machine_ends_where_its_events_last_counted() -> None:
