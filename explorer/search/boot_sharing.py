@@ -29,6 +29,8 @@ import shutil
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
+from google.protobuf.message import Message
+
 from explorer.execution.snapshot_cache import SnapshotCache
 from explorer.runner.machine_config_pb2 import Device
 from explorer.runner.rehost_pb2 import MmioAccess, RunResult
@@ -64,17 +66,12 @@ def divergence_point(parent_state: State, parent_result: RunResult, child_state:
     parent's MMIO stream was cut off by its event limit, no later than its last recorded access
     (later first touches went unseen).
     """
-    if parent_result.partial or not _same_boot(parent_state, child_state):
+    if sharing_obstacle(parent_state, parent_result, child_state) is not None:
         return None
-    added_devices = _added_devices(parent_state, child_state)
-    if added_devices is None:
-        return None
+    added_devices = _added_devices(parent_state, child_state) or []
     regions = [(address, 1) for address in _changed_rule_addresses(parent_state, child_state)]
     for device in added_devices:
-        span = MODEL_SPANS.get(device.type)
-        if span is None:
-            return None
-        regions += [(base, span) for base in device.mmio]
+        regions += [(base, MODEL_SPANS[device.type]) for base in device.mmio]
     accesses = parent_result.mmio_accesses
     end = _known_end(parent_result)
     latest = end
@@ -87,6 +84,26 @@ def divergence_point(parent_state: State, parent_result: RunResult, child_state:
     if point <= 0 or point < min(end * WORTHWHILE_SHARE, MIN_SHARED_INSTRUCTIONS):
         return None
     return point
+
+
+def sharing_obstacle(parent_state: State, parent_result: RunResult, child_state: State) -> str | None:
+    """Why the child cannot share any of the parent's boot whatever the parent's run read, or None.
+
+    The parent's run did not end on its own; a field of what boots differs (named: NOPs, the
+    interrupt controller, the tick, the command line...); a parent device the child lacks or
+    changes; a device added whose model's span is unknown.
+    """
+    if parent_result.partial:
+        return "the parent's run is partial"
+    differing = _boot_differences(parent_state, child_state)
+    if differing:
+        return "differs in " + ", ".join(differing)
+    added_devices = _added_devices(parent_state, child_state)
+    if added_devices is None:
+        return "a parent device changed or removed"
+    if any(device.type not in MODEL_SPANS for device in added_devices):
+        return "a device added whose span is unknown"
+    return None
 
 
 def inherited_point(
@@ -120,9 +137,36 @@ def _known_end(result: RunResult) -> int:
     return max(counted)
 
 
-def _same_boot(parent: State, child: State) -> bool:
-    """Equal in everything but the value rules and the devices (which `divergence_point` weighs)."""
-    return canonical_bytes(_without_answers(parent)) == canonical_bytes(_without_answers(child))
+def _boot_differences(parent: State, child: State) -> list[str]:
+    """The fields that differ but the value rules and the devices (which `divergence_point` weighs)."""
+    mine, theirs = _without_answers(parent), _without_answers(child)
+    if canonical_bytes(mine) == canonical_bytes(theirs):
+        return []
+    return _differing_fields(mine, theirs) or ["the state's bytes"]
+
+
+def _differing_fields(mine: Message, theirs: Message, prefix: str = "") -> list[str]:
+    """The names of the fields that differ; in a singular message (the boot, the tick, the ISA bus),
+    its own fields that do (an interrupt controller is one change: its type and place go together)."""
+    differing = []
+    for field in mine.DESCRIPTOR.fields:
+        if _field_bytes(mine, field.name) == _field_bytes(theirs, field.name):
+            continue
+        inner = getattr(mine, field.name)
+        if isinstance(inner, Message) and not prefix and field.name != "interrupt_controller":
+            differing += _differing_fields(inner, getattr(theirs, field.name), f"{prefix}{field.name}.")
+        else:
+            differing.append(prefix + field.name)
+    return differing
+
+
+def _field_bytes(message: Message, name: str) -> bytes:
+    alone = type(message)()
+    alone.MergeFrom(message)
+    for field in message.DESCRIPTOR.fields:
+        if field.name != name:
+            alone.ClearField(field.name)
+    return alone.SerializeToString(deterministic=True)
 
 
 def _without_answers(state: State) -> State:

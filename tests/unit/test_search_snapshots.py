@@ -14,6 +14,7 @@ from explorer.search.boot_sharing import (
     SAFETY_MARGIN,
     divergence_point,
     inherited_point,
+    sharing_obstacle,
     sharing_plan,
 )
 from explorer.search.state import State, derive
@@ -251,3 +252,12 @@ def test_a_parent_stopped_by_the_machine_ends_where_its_events_last_counted() ->
     stuck.exit.icount = 0  # a stuck poll: the machine ends the run and counts nothing
     child = derive(parent_state(), with_rule(0x1FFF0000, 0))
     assert divergence_point(parent_state(), stuck, child) == 900_000 - SAFETY_MARGIN
+
+
+def test_an_obstacle_names_what_differs_in_what_boots() -> None:
+    nopped = derive(parent_state(), lambda state: state.nops.append(Nop(address=0xC0100000, name="f")))
+    assert sharing_obstacle(parent_state(), RUN, nopped) == "differs in nops"
+    ticking = derive(nopped, lambda state: setattr(state, "seed", 4))
+    assert sharing_obstacle(parent_state(), RUN, ticking) == "differs in seed, nops"
+    assert sharing_obstacle(parent_state(), parent_run([], partial=True), parent_state()) is not None
+    assert sharing_obstacle(parent_state(), RUN, derive(parent_state(), with_rule(STATUS, 0))) is None
