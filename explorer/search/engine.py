@@ -10,8 +10,10 @@ calls them in this order):
            a state's run is a function of the state); with snapshots (SearchOptions.snapshots),
            the children whose boot is the parent's up to a point (explorer.search.boot_sharing)
            continue from a save of the parent's boot there instead of booting from reset: the
-           parent boots to the point once per generation (unless that save is cached), then
-           they continue from it. The prefix boots are master-side work: they count in the
+           parent boots to the point once (unless that save is cached), then they continue from
+           it; a child whose boot is an older ancestor's up to a save this session kept of it
+           continues from the latest such save instead, unless a new one of its parent's would
+           skip MIN_SHARED_INSTRUCTIONS more. The prefix boots are master-side work: they count in the
            generation's wall and runner-wait time like runs, and in the counters
            snapshot_seconds (their wall time), snapshots_taken and runs_from_snapshots, never
            as runs. Each run's result is decoded once, as it arrives (`ChildRun`: the observer
