@@ -287,6 +287,7 @@ class Search:
         if self._snapshots is None or not lineage:
             return self._executed(list(jobs.values()))[0]
         cache = self._snapshots
+        self._count("runs_from_snapshots", 0.0)
         parent = lineage[0]
         inherited = self._inherited_snapshots(cache, lineage, children)
         shared = self._shared_snapshots(cache, parent, children, inherited)
@@ -302,7 +303,6 @@ class Search:
             for child in jobs
             if child not in sharing
         ]
-        self._count("runs_from_snapshots", sum(job.snapshot is not None for job in first))
         runs, saved = self._executed([*saves, *first])
         kept: dict[int, Path | None] = {point: found for point, (found, _) in shared.items()}
         for save in saved:
@@ -316,7 +316,6 @@ class Search:
             directory = kept[point]
             use = Snapshot(parent.state_id, point, directory, save=False) if directory is not None else None
             continued += [replace(jobs[child], snapshot=use) for child in group]
-        self._count("runs_from_snapshots", sum(job.snapshot is not None for job in continued))
         runs.update(self._executed(continued)[0])
         return runs
 
@@ -399,6 +398,9 @@ class Search:
             if snapshot is not None and snapshot.save:
                 saves.append(Save(snapshot.directory, snapshot.point, outcome.wall_seconds))
             else:
+                if snapshot is not None:
+                    # Counted as it finishes: a run the budget cuts short is no run of the search.
+                    self._count("runs_from_snapshots", 1.0)
                 run = ChildRun.of(outcome)
                 runs[outcome.state_id] = run
                 if self._observer is not None:
