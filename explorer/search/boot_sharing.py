@@ -56,13 +56,14 @@ def divergence_point(parent_state: State, parent_result: RunResult, child_state:
     """The last instruction count (the plugin's) at which a run of the child is still the parent's run.
 
     None when the child shares nothing worth a snapshot: any difference in what boots (kernel,
-    DTB, initrd, command line, CPU, RAM, interrupt controller, ISA bus, tick, seed, budgets,
+    DTB, initrd, command line, CPU, RAM, interrupt controller, ISA bus, tick, budgets,
     limits), different NOPs, a parent device the child lacks or changes, a parent run that did
     not end on its own (partial: not a function of its state), or a point that skips too little
     boot (before WORTHWHILE_SHARE of the parent's, as far as its events show: `_known_end`, and
     before MIN_SHARED_INSTRUCTIONS). Otherwise
     SAFETY_MARGIN before the parent's first recorded access to an address whose answer differs
-    in the child (a rule added, removed or changed; a new device's regions), and, when the
+    in the child (a rule added, removed or changed; a new device's regions; with another seed,
+    any read the seed answers: the machine draws nothing else from it), and, when the
     parent's MMIO stream was cut off by its event limit, no later than its last recorded access
     (later first touches went unseen).
     """
@@ -72,10 +73,21 @@ def divergence_point(parent_state: State, parent_result: RunResult, child_state:
     regions = [(address, 1) for address in _changed_rule_addresses(parent_state, child_state)]
     for device in added_devices:
         regions += [(base, MODEL_SPANS[device.type]) for base in device.mmio]
+    # Another seed: every read whose answer the seed draws differs too (an address without a rule,
+    # or whose rule draws or, before a write, answers as one without).
+    seeded = _seed_free_addresses(parent_state) if parent_state.seed != child_state.seed else None
     accesses = parent_result.mmio_accesses
     end = _known_end(parent_result)
     latest = end
-    first_touch = next((access.icount for access in accesses if _touches(access, regions)), None)
+    first_touch = next(
+        (
+            access.icount
+            for access in accesses
+            if _touches(access, regions)
+            or (seeded is not None and not access.is_write and access.address not in seeded)
+        ),
+        None,
+    )
     if first_touch is not None:
         latest = min(latest, first_touch)
     if _stream_truncated(parent_state, parent_result):
@@ -87,7 +99,8 @@ def divergence_point(parent_state: State, parent_result: RunResult, child_state:
 
 
 def sharing_obstacle(parent_state: State, parent_result: RunResult, child_state: State) -> str | None:
-    """Why the child cannot share any of the parent's boot whatever the parent's run read, or None.
+    """Why the child cannot share any of the parent's boot whatever the parent's run read, or None
+    (the rules, the devices added and the seed are weighed by divergence_point).
 
     The parent's run did not end on its own; a field of what boots differs (named: NOPs, the
     interrupt controller, the tick, the command line...); a parent device the child lacks or
@@ -170,11 +183,27 @@ def _field_bytes(message: Message, name: str) -> bytes:
 
 
 def _without_answers(state: State) -> State:
+    """The state without what only changes MMIO answers: its rules, devices and seed."""
     stripped = State()
     stripped.CopyFrom(state)
     del stripped.mmio_rules[:]
     del stripped.devices[:]
+    stripped.seed = 0
     return stripped
+
+
+# The rule kinds whose answers never derive from the seed (the catch-all's rule_value in
+# native/rehosting_machine/rehosting_catch_all.c: `random` draws from it, `echo` and
+# `forced_bits` answer as an address without a rule, a seeded draw, until the first write).
+SEED_FREE_RULES = frozenset({"constant", "sequence", "counter", "tick_pending"})
+
+
+def _seed_free_addresses(state: State) -> set[int]:
+    """The addresses whose every read answers the same whatever the seed (one rule, seed free)."""
+    kinds: dict[int, set[str | None]] = {}
+    for rule in state.mmio_rules:
+        kinds.setdefault(rule.address, set()).add(rule.WhichOneof("value"))
+    return {address for address, kind in kinds.items() if kind <= SEED_FREE_RULES}
 
 
 def _added_devices(parent: State, child: State) -> list[Device] | None:

@@ -123,7 +123,6 @@ def test_a_ticking_parent_shares_like_any_other() -> None:
 
 
 BOOT_INPUT_CHANGES = [
-    lambda state: setattr(state, "seed", 4),
     lambda state: setattr(state, "cpu", "cortex-a15"),
     lambda state: setattr(state, "instruction_budget", 3_000_000),
     lambda state: setattr(state.boot, "cmdline", "nosmp"),
@@ -257,7 +256,24 @@ def test_a_parent_stopped_by_the_machine_ends_where_its_events_last_counted() ->
 def test_an_obstacle_names_what_differs_in_what_boots() -> None:
     nopped = derive(parent_state(), lambda state: state.nops.append(Nop(address=0xC0100000, name="f")))
     assert sharing_obstacle(parent_state(), RUN, nopped) == "differs in nops"
-    ticking = derive(nopped, lambda state: setattr(state, "seed", 4))
-    assert sharing_obstacle(parent_state(), RUN, ticking) == "differs in seed, nops"
+    faster = derive(nopped, lambda state: setattr(state, "cpu", "cortex-a15"))
+    assert sharing_obstacle(parent_state(), RUN, faster) == "differs in cpu, nops"
     assert sharing_obstacle(parent_state(), parent_run([], partial=True), parent_state()) is not None
     assert sharing_obstacle(parent_state(), RUN, derive(parent_state(), with_rule(STATUS, 0))) is None
+
+
+def test_another_seed_diverges_at_the_first_read_the_seed_answers() -> None:
+    # OTHER has a constant rule (seed free); STATUS has none: its first read draws from the seed.
+    reseeded = derive(parent_state(), lambda state: setattr(state, "seed", 4))
+    assert sharing_obstacle(parent_state(), RUN, reseeded) is None
+    assert divergence_point(parent_state(), RUN, reseeded) == 800_000 - SAFETY_MARGIN
+    # A write draws nothing; a random rule does; an echo answers a draw until written.
+    writes = parent_run([(OTHER, 600_000), (STATUS, 800_000)])
+    writes.mmio_accesses[1].is_write = True
+    assert divergence_point(parent_state(), writes, reseeded) == BOOT_END - SAFETY_MARGIN
+    for kind in ("random", "echo"):
+        drawn = derive(
+            parent_state(), lambda state, kind=kind: getattr(state.mmio_rules[0], kind).SetInParent()
+        )
+        reseeded = derive(drawn, lambda state: setattr(state, "seed", 4))
+        assert divergence_point(drawn, RUN, reseeded) == 600_000 - SAFETY_MARGIN
