@@ -17,7 +17,8 @@ CPU seconds of all runs per build, and the ratios to the first. Runs one boot at
 With --stored, nothing is booted: per work directory, what its search stored of its failing runs
 (their number and median stored wall seconds, each run's wall time in the search, a continued run's
 from its restore), how many of its runs continued from a snapshot, the snapshots it took and their
-prefix boots' wall seconds (not in any run's), and the furthest milestone; then
+prefix boots' wall seconds (not in any run's), the median stored wall seconds of every run, and the
+furthest milestone; then
 the median over all their failing runs. Two searches of the same firmware, one per build, side by
 side (BENCHMARKS.md, "Failing runs").
 """
@@ -68,11 +69,13 @@ def failing_runs(work: Path) -> list[tuple[str, str]]:
 def stored_summary(work: Path) -> tuple[list[float], str]:
     """The stored wall seconds of the search's failing runs, and its one-line row."""
     walls: list[float] = []
+    every: list[float] = []
     furthest = (0, 0, "-")
     with Store.open(work, writer=False) as store:
         counters = store.counters()
         for run in store.runs():
             result = deserialize(run.result)
+            every.append(run.wall_seconds)
             if result.exit.detail.split(":")[0] in ENDINGS:
                 walls.append(run.wall_seconds)
             if result.milestones:
@@ -84,7 +87,7 @@ def stored_summary(work: Path) -> tuple[list[float], str]:
     row = (
         f"| {board(work)} | {work} | {runs} | {continued} ({continued / max(runs - 1, 1):.0%} of children) | "
         f"{int(counters.get('snapshots_taken', 0))}, {counters.get('snapshot_seconds', 0.0):.0f} s | "
-        f"{len(walls)} | {median} | "
+        f"{len(walls)} | {median} | {statistics.median(every) if every else 0:.1f} | "
         f"{furthest[2]}, {furthest[1]} initcalls |"
     )
     return walls, row
@@ -92,8 +95,8 @@ def stored_summary(work: Path) -> tuple[list[float], str]:
 
 def stored(works: list[Path]) -> None:
     print("| firmware | work | runs | continued from a snapshot | snapshots, their wall ", end="")
-    print("| failing runs | median wall s | furthest |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| failing runs | median wall s | median wall s, every run | furthest |")
+    print("|---|---|---|---|---|---|---|---|---|")
     every: list[float] = []
     for work in works:
         walls, row = stored_summary(work)
