@@ -121,7 +121,7 @@ def pins_for(
     pins = []
     for hop in path:
         handlers: dict[int, str] = {}
-        for read in handler_reads(accesses, hop.controller, firmware):
+        for read in handler_reads(accesses, hop.controller.reg, firmware):
             handlers.setdefault(read.address, place(read.pc, firmware.symbols).function or "")
         registers = list(handlers)
         unruled = [register for register in registers if register not in ruled]
@@ -150,14 +150,15 @@ def pins_for(
 
 
 def handler_reads(
-    accesses: Iterable[MmioAccess], controller: DtDevice, firmware: Firmware
+    accesses: Iterable[MmioAccess], blocks: Iterable[tuple[int, int]], firmware: Firmware
 ) -> list[MmioAccess]:
-    """The reads interrupt handlers made in the controller's register blocks, in order."""
+    """The reads interrupt handlers made in a controller's register blocks ((base, size) each), in order."""
+    blocks = tuple(blocks)
     return [
         access
         for access in sorted(accesses, key=lambda access: access.order)
         if not access.is_write
-        and holds(controller, access.address)
+        and any(base <= access.address < base + size for base, size in blocks)
         and HANDLER_NAME in (place(access.pc, firmware.symbols).function or "")
     ]
 
@@ -235,7 +236,7 @@ def _pin_child(state: State, timer: DtDevice, hwirq: int, path: list[Hop], pins:
         child.mmio_rules.extend([*kept, *(pin.rule for pin in pins)])
         child.tick.ack_base, child.tick.ack_size = ack_base, ack_size
 
-    answers = ", ".join(f"{pin.handler}'s 0x{pin.register:x} {_answer(pin.rule)}" for pin in pins)
+    answers = ", ".join(f"{pin.handler}'s 0x{pin.register:x} {answer(pin.rule)}" for pin in pins)
     chain = " -> ".join(f"{hop.controller.path} input {hop.input}" for hop in path)
     reason = (
         f"interrupt handlers read pending interrupts: answer {answers}, "
@@ -245,7 +246,7 @@ def _pin_child(state: State, timer: DtDevice, hwirq: int, path: list[Hop], pins:
         "step": "pin",
         "controller": path[0].controller.path,
         "chain": [[hop.controller.path, hop.input] for hop in path],
-        "registers": {f"0x{pin.register:x}": [pin.encoding, _answer(pin.rule)] for pin in pins},
+        "registers": {f"0x{pin.register:x}": [pin.encoding, answer(pin.rule)] for pin in pins},
         "register": pins[0].register,
         "handler": pins[0].handler,
         "timer": timer.path,
@@ -256,7 +257,10 @@ def _pin_child(state: State, timer: DtDevice, hwirq: int, path: list[Hop], pins:
     return Child(derive(state, apply), OPERATOR, reason, detail)
 
 
-def _answer(rule: MmioRule) -> str:
+def answer(rule: MmioRule) -> str:
+    """What a pin's rule answers, for people: "0x4 once per tick", "0", "echo"."""
+    if rule.WhichOneof("value") == "echo":
+        return "echo"
     if rule.WhichOneof("value") == "tick_pending":
         return f"0x{rule.tick_pending.value:x} once per tick"
     return f"{rule.constant}"

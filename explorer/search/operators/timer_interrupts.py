@@ -85,6 +85,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from explorer.firmware.model import DeviceTreeFacts, DtDevice, SymbolTable
+from explorer.runner.analysis import milestone_window
 from explorer.runner.config import GIC_FIRST_PPI
 from explorer.runner.machine_config_pb2 import MmioRule
 from explorer.runner.rehost_pb2 import MmioAccess, RunResult
@@ -187,12 +188,7 @@ def placed_gic(state: State, tree: DeviceTreeFacts) -> DtDevice | None:
 
 def time_init_window(result: RunResult) -> tuple[int, int] | None:
     """Instruction counts from time_init to the next milestone (or the exit): the timer inits."""
-    milestones = sorted(result.milestones, key=lambda milestone: milestone.icount)
-    start = next((milestone.icount for milestone in milestones if milestone.name == TIME_INIT), None)
-    if start is None:
-        return None
-    end = next((milestone.icount for milestone in milestones if milestone.icount > start), result.exit.icount)
-    return start, end or start
+    return milestone_window(result, TIME_INIT)
 
 
 def clock_event_timers(
