@@ -13,6 +13,14 @@ CPU seconds of all runs per build, and the ratios to the first. Runs one boot at
     .venv/bin/python benchmarks/failing_runs.py WORK [WORK ...] [--build PYTHON=QEMU_DIR ...]
         [--deadline 600]
         [--initrd FILE]   # boot with this initrd instead (a store's may have left the cache)
+
+With --stored, nothing is booted: per work directory, what its search stored of its failing runs
+(their number and median stored wall seconds, each run's wall time in the search, a continued run's
+from its restore), how many of its runs continued from a snapshot, the snapshots it took and their
+prefix boots' wall seconds (not in any run's), the median stored wall seconds of every run, and the
+furthest milestone; then
+the median over all their failing runs. Two searches of the same firmware, one per build, side by
+side (BENCHMARKS.md, "Failing runs").
 """
 
 from __future__ import annotations
@@ -56,6 +64,46 @@ def failing_runs(work: Path) -> list[tuple[str, str]]:
             if ending in ENDINGS and run.state_id < chosen.get(ending, "g"):
                 chosen[ending] = run.state_id
     return sorted(chosen.items())
+
+
+def stored_summary(work: Path) -> tuple[list[float], str]:
+    """The stored wall seconds of the search's failing runs, and its one-line row."""
+    walls: list[float] = []
+    every: list[float] = []
+    furthest = (0, 0, "-")
+    with Store.open(work, writer=False) as store:
+        counters = store.counters()
+        for run in store.runs():
+            result = deserialize(run.result)
+            every.append(run.wall_seconds)
+            if result.exit.detail.split(":")[0] in ENDINGS:
+                walls.append(run.wall_seconds)
+            if result.milestones:
+                reached = (len(result.milestones), len(result.initcalls), result.milestones[-1].name)
+                furthest = max(furthest, reached)
+    runs = int(counters.get("runs", 0))
+    continued = int(counters.get("runs_from_snapshots", 0))
+    median = f"{statistics.median(walls):.1f}" if walls else "-"
+    row = (
+        f"| {board(work)} | {work} | {runs} | {continued} ({continued / max(runs - 1, 1):.0%} of children) | "
+        f"{int(counters.get('snapshots_taken', 0))}, {counters.get('snapshot_seconds', 0.0):.0f} s | "
+        f"{len(walls)} | {median} | {statistics.median(every) if every else 0:.1f} | "
+        f"{furthest[2]}, {furthest[1]} initcalls |"
+    )
+    return walls, row
+
+
+def stored(works: list[Path]) -> None:
+    print("| firmware | work | runs | continued from a snapshot | snapshots, their wall ", end="")
+    print("| failing runs | median wall s | median wall s, every run | furthest |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    every: list[float] = []
+    for work in works:
+        walls, row = stored_summary(work)
+        every += walls
+        print(row)
+    if every:
+        print(f"all: {len(every)} failing runs, median {statistics.median(every):.1f} s wall")
 
 
 def board(work: Path) -> str:
@@ -105,7 +153,11 @@ def main() -> None:
     parser.add_argument("--build", action="append", help="PYTHON=QEMU_DIR (repeatable; default: this one)")
     parser.add_argument("--deadline", type=float, default=600.0)
     parser.add_argument("--initrd", type=Path, help="the initrd to boot instead of the stored one")
+    parser.add_argument("--stored", action="store_true", help="only summarise what the searches stored")
     arguments = parser.parse_args()
+    if arguments.stored:
+        stored(arguments.work)
+        return
     builds = arguments.build or [f"{sys.executable}={find_runner(None)}"]
     boots: dict[str, list[Boot]] = {build: [] for build in builds}
     columns = " | ".join(f"build {index} wall s, cpu s" for index in range(len(builds)))

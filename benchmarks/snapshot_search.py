@@ -22,6 +22,14 @@ snapshot at most 30 % of its full boot, the whole search at least 2x faster, ide
 
     .venv/bin/python benchmarks/snapshot_search.py [--rounds 2] [--children 34] [--search NAME]...
         [--qemu DIR]
+
+With --why WORK..., nothing runs: over stored searches, each booted child is counted as one that
+may continue from a save of its parent's boot (explorer.search.boot_sharing.divergence_point), one
+that may only from a save of an older ancestor's (inherited_point's bound), or one that must boot
+from reset, and why (sharing_obstacle: what differs in what boots; or the change is read too early);
+for a NOP, whether the function NOP'd is an initcall the parent entered (its first entry counted)
+or one whose first entry no run records. Whether the save was really taken (one per point, at most
+MAX_SNAPSHOTS_PER_GENERATION a generation, the cache's limit) is the search's: its counters say.
 """
 
 from __future__ import annotations
@@ -29,8 +37,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,8 +50,8 @@ from explorer.execution.local import LocalPool
 from explorer.firmware.ingest import ingest
 from explorer.runner.build import find_runner
 from explorer.runner.result import deserialize
-from explorer.search.boot_sharing import snapshot_cache
-from explorer.search.engine import SNAPSHOT_COUNTERS, Search, SearchOptions
+from explorer.search.boot_sharing import divergence_point, sharing_obstacle, snapshot_cache
+from explorer.search.engine import LINEAGE_DEPTH, SNAPSHOT_COUNTERS, Search, SearchOptions, evaluated_state
 from explorer.search.operators import Child, Context, bitwise
 from explorer.search.proposal import OperatorPhases
 from explorer.search.session import create_search, run_search, runner_setup
@@ -169,7 +179,48 @@ def compared(name: str, full: dict[str, Any], shared: dict[str, Any]) -> None:
     print(flush=True)
 
 
+def why_from_reset(works: list[Path]) -> None:
+    """Print, over the stored searches in `works`, which children may continue from which save."""
+    counts: Counter[str] = Counter()
+    for work in works:
+        with Store.open(work, writer=False) as store:
+            edges = {edge.child: edge for edge in store.edges()}
+            for edge in edges.values():
+                if edge.parent is None or edge.dropped is not None or store.run(edge.child) is None:
+                    continue
+                child = evaluated_state(store, edge.child)[0]
+                lineage = []
+                ancestor: str | None = edge.parent
+                while ancestor is not None and len(lineage) < LINEAGE_DEPTH:
+                    evaluated, ancestor = evaluated_state(store, ancestor)
+                    lineage.append(evaluated)
+                parent = lineage[0]
+                if divergence_point(parent.state, parent.result, child.state) is not None:
+                    counts["may continue from a save of its parent's boot"] += 1
+                elif any(divergence_point(a.state, a.result, child.state) is not None for a in lineage[1:]):
+                    counts["may continue only from a save of an older ancestor's boot"] += 1
+                else:
+                    obstacle = sharing_obstacle(parent.state, parent.result, child.state)
+                    counts[f"from reset: {obstacle or 'its change is read too early'}"] += 1
+                    if obstacle == "differs in nops":
+                        entered = {initcall.address for initcall in parent.result.initcalls}
+                        added = {nop.address for nop in child.state.nops} - {
+                            nop.address for nop in parent.state.nops
+                        }
+                        known = (
+                            "an initcall the parent entered"
+                            if added <= entered
+                            else "first entry not recorded"
+                        )
+                        counts[f"  NOP of {known}"] += 1
+    for reason, count in sorted(counts.items(), key=lambda item: (item[0].startswith("  "), -item[1])):
+        print(f"{count:5d}  {reason}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--why"]:
+        why_from_reset([Path(work) for work in sys.argv[2:]])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--children", type=int, default=34)

@@ -51,6 +51,7 @@ IDLE_NO_TIMER = "idle, no timer armed"
 IDLE_NO_INTERRUPT = "idle, no interrupt"
 SPINNING = "spinning without MMIO"
 SPINNING_MASKED = "spinning with interrupts masked"
+EXCEPTION_LOOP = "looping in exceptions"
 BUDGET_RUNNING = "instruction budget spent running"
 TIMEOUT_RUNNING = "wall-clock deadline while running"
 HALTED = "halted"
@@ -62,14 +63,17 @@ KILLED = "run killed"
 KINDS = (
     BOOT_COMPLETED, SEARCH_ERROR, CONFIG_REJECTED, NO_RUN, BUG, UNDEFINED_INSTRUCTION, KERNEL_FAULT,
     PREFETCH_ABORT, PANIC, STUCK_POLLING, IDLE_NO_TIMER, IDLE_NO_INTERRUPT, SPINNING, SPINNING_MASKED,
-    BUDGET_RUNNING, TIMEOUT_RUNNING, HALTED, POWERED_OFF, USER_SPACE, CONSOLE, QEMU_CRASHED, KILLED,
+    EXCEPTION_LOOP, BUDGET_RUNNING, TIMEOUT_RUNNING, HALTED, POWERED_OFF, USER_SPACE, CONSOLE, QEMU_CRASHED,
+    KILLED,
 )  # fmt: skip
 
 # The runner's details (native/rehosting_machine/rehosting_clock.c) of an idle CPU with no timer
 # armed (otherwise an idle CPU whose timer never interrupted it), and the plugin's
-# (native/rehost_plugin/spin.c) of a wait for an event nothing can end; a poll no value satisfied
-# is explorer.runner.analysis.stuck_poll's.
+# (native/rehost_plugin/spin.c) of a wait for an event nothing can end, (exceptions.c) of
+# exceptions with no instruction executed between them; a poll no value satisfied is
+# explorer.runner.analysis.stuck_poll's.
 _SPIN_DETAIL = re.compile(r"spin: \d+ waits for an event at pc (0x[0-9a-f]+) with interrupts masked")
+_EXCEPTION_LOOP_DETAIL = "exceptions:"
 _IDLE_DETAIL = "idle:"
 _NO_TIMER_DETAIL = "no timer armed"
 # The fault behind a crash, from its call stack (ARM exception entries, their C handlers, the
@@ -156,6 +160,9 @@ def _named(
     spin = _SPIN_DETAIL.search(analysis.exit_detail)
     if spin:
         return SPINNING_MASKED, place(int(spin.group(1), 16), symbols).function or _innermost(names), ()
+    if analysis.exit_detail.startswith(_EXCEPTION_LOOP_DETAIL):
+        # A crash's loop (a BUG before the vectors are mapped) was named above, by its crash.
+        return EXCEPTION_LOOP, _innermost(names), ()
     if analysis.exit_detail.startswith(_IDLE_DETAIL):
         kind = IDLE_NO_TIMER if _NO_TIMER_DETAIL in analysis.exit_detail else IDLE_NO_INTERRUPT
         return kind, None, ()

@@ -4,7 +4,9 @@ The `fdt` library parses the blob; this module checks the header first (so that 
 fails with one clear line) and then reads the tree the way Linux does: `#address-cells` and
 `#size-cells` are inherited from the nearest ancestor that states them (default 1 and 1),
 `reg` is translated to CPU-physical addresses through every parent bus's `ranges`, and the
-effective interrupt parent is found by `of_irq_find_parent`'s walk.
+effective interrupt parent is found by `of_irq_find_parent`'s walk: a device's, and an interrupt
+controller's without interrupts of its own too (the controller it forwards to, as `of_irq_init`
+finds it: a wake-up controller in front of the GIC), the root controller having none.
 
 It never boots, patches or writes a tree, and never lets anything but `DeviceTreeError`
 escape on a bad blob.
@@ -73,6 +75,8 @@ def parse_dtb(blob: bytes, source: str) -> DeviceTreeFacts:
         if not reg:
             continue
         interrupt_parent, interrupts = _interrupts(node, phandles, len(nodes))
+        if interrupt_parent is None and "interrupt-controller" in node.props:
+            interrupt_parent = _controller_parent(node, phandles, len(nodes))
         devices.append(
             DtDevice(
                 path=node.path,
@@ -81,6 +85,8 @@ def parse_dtb(blob: bytes, source: str) -> DeviceTreeFacts:
                 interrupt_parent=interrupt_parent,
                 interrupts=interrupts,
                 status=_status(node),
+                interrupt_cells=_interrupt_cells(node) if "interrupt-controller" in node.props else 0,
+                gpio_controller="gpio-controller" in node.props,
             )
         )
     return DeviceTreeFacts(
@@ -377,6 +383,13 @@ def _interrupt_parent(node: _Node, phandles: dict[int, _Node], node_count: int) 
         if current is None or "#interrupt-cells" in current.props:
             return current
     raise DeviceTreeError(f"device tree interrupt-parent phandles loop, starting at {node.path}")
+
+
+def _controller_parent(controller: _Node, phandles: dict[int, _Node], node_count: int) -> str | None:
+    """The controller an interrupt controller without interrupts of its own sends its inputs on
+    to; None for the root (of_irq_init: a controller that is its own parent has none)."""
+    parent = _interrupt_parent(controller, phandles, node_count)
+    return parent.path if parent is not None and parent is not controller else None
 
 
 def _interrupt_cells(controller: _Node) -> int:

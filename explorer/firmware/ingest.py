@@ -26,7 +26,9 @@ from explorer.firmware.symbols import recover_symbols
 from explorer.paths import cache_root
 
 # Bump when ingestion would give different facts for the same image: old cache entries are then ignored.
-INGEST_VERSION = 4  # 2: the device tree's CPU compatibles and PSCI method; 3: its aliases; 4: AArch64
+# 2: the device tree's CPU compatibles and PSCI method; 3: its aliases; 4: AArch64; 5: interrupt
+# controllers' #interrupt-cells, the parents of those without interrupts, and gpio-controller
+INGEST_VERSION = 5
 
 _FACTS = "facts.json"
 _SYMBOLS = "symbols.nm"

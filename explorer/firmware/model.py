@@ -131,9 +131,13 @@ class DtDevice:
     path: str
     compatible: tuple[str, ...]
     reg: tuple[tuple[int, int], ...]  # (address, size) after translation through parent `ranges`
-    interrupt_parent: str | None  # path of the effective interrupt parent
+    # Path of the effective interrupt parent: of a node with interrupts, or of an interrupt
+    # controller without any (the controller it forwards its inputs to; None for the root).
+    interrupt_parent: str | None
     interrupts: tuple[int, ...]  # raw cells of `interrupts`
     status: str  # "okay" unless the node says otherwise
+    interrupt_cells: int = 0  # an interrupt controller's #interrupt-cells (0: not a controller)
+    gpio_controller: bool = False  # the node has `gpio-controller` (a GPIO bank, a pin controller)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +147,8 @@ class DtDevice:
             "interrupt_parent": self.interrupt_parent,
             "interrupts": list(self.interrupts),
             "status": self.status,
+            "interrupt_cells": self.interrupt_cells,
+            "gpio_controller": self.gpio_controller,
         }
 
     @classmethod
@@ -154,6 +160,8 @@ class DtDevice:
             d["interrupt_parent"],
             tuple(d["interrupts"]),
             d["status"],
+            d["interrupt_cells"],
+            d["gpio_controller"],
         )
 
 

@@ -37,8 +37,11 @@ USER_SPACE_MILESTONE = "user_space"
 # How much of the end of the log an analysis keeps.
 LOG_TAIL_LINES = 10
 
-# The thread init/main.c starts to run the initcalls and then exec init.
+# The thread init/main.c starts to run the initcalls and then exec init, and the function it runs
+# them in: only kernel_init calls it, so a stack that holds it is kernel_init's even where the
+# plugin's shadow stack starts below kernel_init itself.
 KERNEL_INIT = "kernel_init"
+KERNEL_INIT_FREEABLE = "kernel_init_freeable"
 # A workqueue worker runs each work item through this (kernel/workqueue.c).
 WORK_RUNNER = "process_one_work"
 WORKER = "a worker"
@@ -68,6 +71,11 @@ WAIT_PRIMITIVES = (
     ("sleep", ("msleep", "ssleep", "fsleep", "usleep_range", "schedule_timeout", "schedule_hrtimeout")),
     ("deferred probe", ("driver_deferred_probe", "deferred_probe", "wait_for_device_probe")),
 )
+SCHEDULE = "schedule"
+# A thread switched out by a function that called the scheduler itself, no primitive of the
+# above between: an open-coded wait (wait_event and its variants expand in the caller to
+# prepare_to_wait_event + schedule, until the condition holds and a wake_up runs it again).
+OPEN_CODED_WAIT = "event"
 # A thread's frames anywhere in these are in the driver core's deferred probe.
 DEFERRED_PROBE = dict(WAIT_PRIMITIVES)["deferred probe"]
 # How many of a blocked thread's innermost frames (after the scheduler's) a summary names.
@@ -259,7 +267,14 @@ def kernel_init_wait(
     if reached_user_space(result):
         return None
     stacks = [(thread.frames, thread.current) for thread in threads] or [(call_stack, True)]
-    found = next(((frames, current) for frames, current in stacks if _holds(frames, KERNEL_INIT)), None)
+    found = next(
+        (
+            (frames, current)
+            for frames, current in stacks
+            if _holds(frames, KERNEL_INIT) or _holds(frames, KERNEL_INIT_FREEABLE)
+        ),
+        None,
+    )
     if found is None:
         return None
     frames, current = found
@@ -277,7 +292,9 @@ def busy_workers(
     return tuple(
         _thread_wait(WORKER, thread.frames, thread.current, result, hot_loops)
         for thread in threads
-        if _holds(thread.frames, WORK_RUNNER) and not _holds(thread.frames, KERNEL_INIT)
+        if _holds(thread.frames, WORK_RUNNER)
+        and not _holds(thread.frames, KERNEL_INIT)
+        and not _holds(thread.frames, KERNEL_INIT_FREEABLE)
     )
 
 
@@ -290,6 +307,8 @@ def _thread_wait(
 ) -> ThreadWait:
     waiting = tuple(frame for frame in frames if frame.function.function not in SCHEDULER_FRAMES)
     waits = _waits(waiting)
+    if not waits and _called_schedule(frames, waiting):
+        waits = (OPEN_CODED_WAIT,)
     if current and _ending(result) in STUCK_ENDINGS:
         entries = {function_entry(frame.function) for frame in waiting} - {None}
         polls = [loop for loop in hot_loops if loop.polled and function_entry(loop.start) in entries]
@@ -300,6 +319,13 @@ def _thread_wait(
         (frame.function for frame in waiting if frame.return_to.function == INITCALL_RUNNER), None
     )
     return ThreadWait(name, current, waiting, waits, initcall)
+
+
+def _called_schedule(frames: tuple[NamedFrame, ...], waiting: tuple[NamedFrame, ...]) -> bool:
+    """Was the thread switched out by its innermost waiting function calling schedule() itself
+    (not preempted: preempt_schedule_irq's frames are the scheduler's too)?"""
+    switched = len(frames) - len(waiting)
+    return bool(waiting) and switched > 0 and frames[switched - 1].function.function == SCHEDULE
 
 
 def _holds(frames: tuple[NamedFrame, ...], function: str) -> bool:
@@ -376,6 +402,17 @@ def stuck_poll(detail: str) -> StuckPoll | None:
     if found is None:
         return None
     return StuckPoll(int(found.group(1), 16), int(found.group(2), 16) if found.group(2) else None)
+
+
+def milestone_window(result: RunResult, name: str) -> tuple[int, int] | None:
+    """Instruction counts from the milestone `name` to the next one (or the exit): what it ran,
+    as MmioAccess.icount counts; None when the run has no such milestone."""
+    milestones = sorted(result.milestones, key=lambda milestone: milestone.icount)
+    start = next((milestone.icount for milestone in milestones if milestone.name == name), None)
+    if start is None:
+        return None
+    end = next((milestone.icount for milestone in milestones if milestone.icount > start), result.exit.icount)
+    return start, end or start
 
 
 def polled_addresses(result: RunResult, start_pc: int, end_pc: int) -> tuple[int, ...]:

@@ -7,7 +7,8 @@ So the parent can boot once to a point before that first touch, save the VM ther
 for byte the RunResult of its full boot (tests/integration/test_runner_snapshot.py), cheaper.
 
 This module decides *where* a child may share its parent's boot (`divergence_point`: pure, from
-the two states and the parent's run), which children of a generation share which snapshot
+the two states and the parent's run), which earlier save of an ancestor's boot it may continue
+from instead (`inherited_point`), which children of a generation share which new snapshot
 (`sharing_plan`), and where a search keeps the saved snapshots (WORK/snapshots/, an
 explorer.execution.snapshot_cache.SnapshotCache beside the store). It never boots anything:
 explorer.search.engine does, when a search runs with snapshots (SearchOptions.snapshots). That
@@ -28,6 +29,8 @@ import shutil
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
+from google.protobuf.message import Message
+
 from explorer.execution.snapshot_cache import SnapshotCache
 from explorer.runner.machine_config_pb2 import Device
 from explorer.runner.rehost_pb2 import MmioAccess, RunResult
@@ -41,47 +44,96 @@ from explorer.search.state import SEARCH_MMIO_EVENT_LIMIT, State, canonical_byte
 # spare. The plugin's two known, deterministic differences from QEMU (an ARM coprocessor trap at
 # run time, a store into its own block) make its count run ahead, which only moves the save earlier.
 SAFETY_MARGIN = 10_000
-# A snapshot only pays when it skips at least this share of the parent's boot: the parent boots
-# to the point once more, and saving and restoring cost a fraction of a second.
+# A snapshot only pays when a child continuing from it skips more boot than saving and restoring
+# cost (a fraction of a second): at least this share of the parent's boot, or at least
+# MIN_SHARED_INSTRUCTIONS, a second or more of boot on a loaded host, whatever the parent's length
+# (a parent that ran to its budget long after the point still saves its children that boot).
 WORTHWHILE_SHARE = 0.5
+MIN_SHARED_INSTRUCTIONS = 500_000_000
 
 
 def divergence_point(parent_state: State, parent_result: RunResult, child_state: State) -> int | None:
     """The last instruction count (the plugin's) at which a run of the child is still the parent's run.
 
     None when the child shares nothing worth a snapshot: any difference in what boots (kernel,
-    DTB, initrd, command line, CPU, RAM, interrupt controller, ISA bus, tick, seed, budgets,
+    DTB, initrd, command line, CPU, RAM, interrupt controller, ISA bus, tick, budgets,
     limits), different NOPs, a parent device the child lacks or changes, a parent run that did
-    not end on its own (partial: not a function of its state), or a point before
-    WORTHWHILE_SHARE of the parent's boot (as far as its events show: `_known_end`). Otherwise
+    not end on its own (partial: not a function of its state), or a point that skips too little
+    boot (before WORTHWHILE_SHARE of the parent's, as far as its events show: `_known_end`, and
+    before MIN_SHARED_INSTRUCTIONS). Otherwise
     SAFETY_MARGIN before the parent's first recorded access to an address whose answer differs
-    in the child (a rule added, removed or changed; a new device's regions), and, when the
+    in the child (a rule added, removed or changed; a new device's regions; with another seed,
+    any read the seed answers: the machine draws nothing else from it), and, when the
     parent's MMIO stream was cut off by its event limit, no later than its last recorded access
     (later first touches went unseen).
     """
-    if parent_result.partial or not _same_boot(parent_state, child_state):
+    if sharing_obstacle(parent_state, parent_result, child_state) is not None:
         return None
-    added_devices = _added_devices(parent_state, child_state)
-    if added_devices is None:
-        return None
+    added_devices = _added_devices(parent_state, child_state) or []
     regions = [(address, 1) for address in _changed_rule_addresses(parent_state, child_state)]
     for device in added_devices:
-        span = MODEL_SPANS.get(device.type)
-        if span is None:
-            return None
-        regions += [(base, span) for base in device.mmio]
+        regions += [(base, MODEL_SPANS[device.type]) for base in device.mmio]
+    # Another seed: every read whose answer the seed draws differs too (an address without a rule,
+    # or whose rule draws or, before a write, answers as one without).
+    seeded = _seed_free_addresses(parent_state) if parent_state.seed != child_state.seed else None
     accesses = parent_result.mmio_accesses
     end = _known_end(parent_result)
     latest = end
-    first_touch = next((access.icount for access in accesses if _touches(access, regions)), None)
+    first_touch = next(
+        (
+            access.icount
+            for access in accesses
+            if _touches(access, regions)
+            or (seeded is not None and not access.is_write and access.address not in seeded)
+        ),
+        None,
+    )
     if first_touch is not None:
         latest = min(latest, first_touch)
     if _stream_truncated(parent_state, parent_result):
         latest = min(latest, max((access.icount for access in accesses), default=0))
     point = latest - SAFETY_MARGIN
-    if point <= 0 or point < end * WORTHWHILE_SHARE:
+    if point <= 0 or point < min(end * WORTHWHILE_SHARE, MIN_SHARED_INSTRUCTIONS):
         return None
     return point
+
+
+def sharing_obstacle(parent_state: State, parent_result: RunResult, child_state: State) -> str | None:
+    """Why the child cannot share any of the parent's boot whatever the parent's run read, or None
+    (the rules, the devices added and the seed are weighed by divergence_point).
+
+    The parent's run did not end on its own; a field of what boots differs (named: NOPs, the
+    interrupt controller, the tick, the command line...); a parent device the child lacks or
+    changes; a device added whose model's span is unknown.
+    """
+    if parent_result.partial:
+        return "the parent's run is partial"
+    differing = _boot_differences(parent_state, child_state)
+    if differing:
+        return "differs in " + ", ".join(differing)
+    added_devices = _added_devices(parent_state, child_state)
+    if added_devices is None:
+        return "a parent device changed or removed"
+    if any(device.type not in MODEL_SPANS for device in added_devices):
+        return "a device added whose span is unknown"
+    return None
+
+
+def inherited_point(
+    ancestor: State, ancestor_result: RunResult, kept: Collection[int], child: State
+) -> int | None:
+    """The latest of `kept` (points of saved boots of `ancestor`) a run of `child` may continue from.
+
+    divergence_point holds for any stored state whose boot the child shares, not only its
+    parent's: the ancestor's run is the child's up to the first access, in the ancestor's run, to
+    an address whose answer differs between the two (every change made along the lineage), and
+    the same boot and device checks apply. So a save of a grandparent's boot serves a grandchild
+    whose own change comes later, after the parent's. None when no kept point is early enough.
+    """
+    limit = divergence_point(ancestor, ancestor_result, child)
+    if limit is None:
+        return None
+    return max((point for point in kept if point <= limit), default=None)
 
 
 def _known_end(result: RunResult) -> int:
@@ -98,17 +150,60 @@ def _known_end(result: RunResult) -> int:
     return max(counted)
 
 
-def _same_boot(parent: State, child: State) -> bool:
-    """Equal in everything but the value rules and the devices (which `divergence_point` weighs)."""
-    return canonical_bytes(_without_answers(parent)) == canonical_bytes(_without_answers(child))
+def _boot_differences(parent: State, child: State) -> list[str]:
+    """The fields that differ but the value rules and the devices (which `divergence_point` weighs)."""
+    mine, theirs = _without_answers(parent), _without_answers(child)
+    if canonical_bytes(mine) == canonical_bytes(theirs):
+        return []
+    return _differing_fields(mine, theirs) or ["the state's bytes"]
+
+
+def _differing_fields(mine: Message, theirs: Message, prefix: str = "") -> list[str]:
+    """The names of the fields that differ; in a singular message (the boot, the tick, the ISA bus),
+    its own fields that do (an interrupt controller is one change: its type and place go together)."""
+    differing = []
+    for field in mine.DESCRIPTOR.fields:
+        if _field_bytes(mine, field.name) == _field_bytes(theirs, field.name):
+            continue
+        inner = getattr(mine, field.name)
+        if isinstance(inner, Message) and not prefix and field.name != "interrupt_controller":
+            differing += _differing_fields(inner, getattr(theirs, field.name), f"{prefix}{field.name}.")
+        else:
+            differing.append(prefix + field.name)
+    return differing
+
+
+def _field_bytes(message: Message, name: str) -> bytes:
+    alone = type(message)()
+    alone.MergeFrom(message)
+    for field in message.DESCRIPTOR.fields:
+        if field.name != name:
+            alone.ClearField(field.name)
+    return alone.SerializeToString(deterministic=True)
 
 
 def _without_answers(state: State) -> State:
+    """The state without what only changes MMIO answers: its rules, devices and seed."""
     stripped = State()
     stripped.CopyFrom(state)
     del stripped.mmio_rules[:]
     del stripped.devices[:]
+    stripped.seed = 0
     return stripped
+
+
+# The rule kinds whose answers never derive from the seed (the catch-all's rule_value in
+# native/rehosting_machine/rehosting_catch_all.c: `random` draws from it, `echo` and
+# `forced_bits` answer as an address without a rule, a seeded draw, until the first write).
+SEED_FREE_RULES = frozenset({"constant", "sequence", "counter", "tick_pending"})
+
+
+def _seed_free_addresses(state: State) -> set[int]:
+    """The addresses whose every read answers the same whatever the seed (one rule, seed free)."""
+    kinds: dict[int, set[str | None]] = {}
+    for rule in state.mmio_rules:
+        kinds.setdefault(rule.address, set()).add(rule.WhichOneof("value"))
+    return {address for address, kind in kinds.items() if kind <= SEED_FREE_RULES}
 
 
 def _added_devices(parent: State, child: State) -> list[Device] | None:
@@ -170,9 +265,12 @@ def remove_snapshots(work: Path) -> None:
 
 # Snapshots one generation takes at most (each costs a boot of the parent to its point).
 MAX_SNAPSHOTS_PER_GENERATION = 3
-# Children that must share a new snapshot for it to pay (one child gains nothing: the parent's
-# prefix boot costs what the child would have spent on it).
-MIN_SHARING_CHILDREN = 2
+# Children that must share a new snapshot for it to be taken. One is enough: the parent's prefix
+# boot costs what a lone child would have spent on it (it loses only the save and the restore, a
+# fraction of a second), and the save then serves the parent's later generations and its
+# descendants whose changes come after the point (`inherited_point`), which in a lineage of
+# lone children (one value pinned per generation) is nearly every later run.
+MIN_SHARING_CHILDREN = 1
 
 
 def sharing_plan(points: Mapping[str, int | None], cached: Collection[int] = ()) -> dict[int, list[str]]:

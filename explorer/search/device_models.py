@@ -7,7 +7,9 @@ here. A model is chosen by a node's
 `compatible` only: the binding of a compatible fixes the register layout, so placing the
 model at the node's `reg` is right by construction. Interrupts are translated from the GIC
 binding's three cells (SPI n -> GIC interrupt ID 32 + n) into Device.irqs, the machine's
-convention (native/rehosting_machine/rehosting_arm.c).
+convention (native/rehosting_machine/rehosting_arm.c), for a node whose interrupts reach the
+GIC directly or through a forwarding controller (`gic_route`, the one place that decides which
+GIC input a DT interrupt reaches).
 
 Ethernet controllers (`nic_placement`, `place_nic`) are kept apart from `placement`: only
 `explorer run --net` places them, never a search. A NIC is a device the kernel probes, so placing
@@ -20,7 +22,7 @@ models are for the ARM machine only (the MIPS build has Malta's devices, not the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from google.protobuf.struct_pb2 import Value
@@ -122,9 +124,48 @@ def placement(node: DtDevice, tree: DeviceTreeFacts, cpu: str) -> Placement | No
     return None
 
 
-def gic_interrupt_ids(node: DtDevice, controller_path: str) -> tuple[int | None, ...]:
-    """The GIC interrupt IDs of `node`'s interrupts when `controller_path` is its parent; PPIs are None."""
-    if node.interrupt_parent != controller_path:
+def devices_by_path(tree: DeviceTreeFacts) -> dict[str, DtDevice]:
+    """The tree's nodes by path, for gic_route's look-ups."""
+    return {node.path: node for node in tree.devices}
+
+
+def gic_route(node: DtDevice, gic_path: str, by_path: Mapping[str, DtDevice]) -> str | None:
+    """The controller through which `node`'s interrupts reach the GIC at `gic_path`: the GIC itself
+    when it is the node's interrupt parent, or a forwarding controller; None when they do not
+    reach it (another root, a chained controller, or a longer way).
+
+    A forwarding controller is a hierarchical child of the GIC (Linux's
+    irq_domain_create_hierarchy) that passes a specifier on unchanged (GIC_SPI n arrives as SPI
+    n): a controller whose own interrupt parent is the GIC, whose specifiers have the GIC's three
+    cells, and that is no GPIO controller: the i.MX GPC, the Tegra ictlr, the OMAP wugen, the
+    Exynos PMU, the Allwinner R_INTC. A chained controller numbers its inputs in a format of its
+    own, which says nothing about the GIC input: a GPIO bank (two cells), an Allwinner pin
+    controller (three: bank, pin, flags; it is also a GPIO controller). A controller behind a
+    forwarding one is not followed: in the kernel's trees that is TI's crossbar before the
+    wugen (dra7, am57xx), which chooses the GIC input at run time, or a GPIO bank.
+    Hierarchical controllers of other shapes translate rather than forward (the STM32 EXTI's
+    two cells through a table, Meson's GPIO interrupt controller onto SPIs it allocates): not
+    followed either.
+    """
+    if node.interrupt_parent == gic_path:
+        return gic_path
+    parent = by_path.get(node.interrupt_parent or "")
+    if (
+        parent is not None
+        and parent.path != gic_path
+        and parent.interrupt_parent == gic_path
+        and parent.interrupt_cells == GIC_INTERRUPT_CELLS
+        and not parent.gpio_controller
+    ):
+        return parent.path
+    return None
+
+
+def gic_interrupt_ids(
+    node: DtDevice, gic_path: str, by_path: Mapping[str, DtDevice]
+) -> tuple[int | None, ...]:
+    """The GIC interrupt IDs `node`'s interrupts reach at the GIC at `gic_path` (gic_route); PPIs are None."""
+    if gic_route(node, gic_path, by_path) is None:
         return ()
     cells = node.interrupts
     ids: list[int | None] = []
@@ -136,8 +177,14 @@ def gic_interrupt_ids(node: DtDevice, controller_path: str) -> tuple[int | None,
 
 def gic_irq_count(tree: DeviceTreeFacts, controller_path: str) -> int:
     """num-irq for the GIC at `controller_path`: room for every SPI the tree uses, in 32s."""
+    by_path = devices_by_path(tree)
     highest = max(
-        (irq for node in tree.devices for irq in gic_interrupt_ids(node, controller_path) if irq is not None),
+        (
+            irq
+            for node in tree.devices
+            for irq in gic_interrupt_ids(node, controller_path, by_path)
+            if irq is not None
+        ),
         default=GIC_FIRST_SPI,
     )
     rounded = (highest + 1 + 31) // 32 * 32
@@ -290,8 +337,8 @@ class PlacedNic:
 
     node: DtDevice
     type: str
-    # The GIC interrupt IDs its outputs raise; empty when its interrupt parent is not the
-    # config's interrupt controller (the guest's driver then waits for interrupts that never come).
+    # The GIC interrupt IDs its outputs raise; empty when its interrupts do not reach the config's
+    # interrupt controller (gic_route; the guest's driver then waits for interrupts that never come).
     irqs: tuple[int, ...]
 
 
@@ -307,14 +354,18 @@ def nic_placement(node: DtDevice) -> Placement | None:
 def place_nic(config: MachineConfig, tree: DeviceTreeFacts) -> PlacedNic | None:
     """Add to `config` the model of the tree's first enabled Ethernet controller our QEMU has (None:
     there is none, or the config already maps its address), wired like the search wires a device:
-    to the config's interrupt controller where that is the node's interrupt parent."""
+    to the config's interrupt controller where the node's interrupts reach it (gic_route)."""
     controller = _placed_controller(config, tree)
     limit = int(config.interrupt_controller.props["num-irq"]) if controller is not None else 0
     for node in tree.devices:
         model = nic_placement(node)
         if model is None or node.status not in ("okay", "ok") or _mapped(config, model):
             continue
-        ids = gic_interrupt_ids(node, controller.path)[: model.irq_outputs] if controller is not None else ()
+        ids = (
+            gic_interrupt_ids(node, controller.path, devices_by_path(tree))[: model.irq_outputs]
+            if controller is not None
+            else ()
+        )
         irqs = tuple(irq if irq is not None and irq < limit else None for irq in ids)
         config.devices.append(model.device(irqs))
         return PlacedNic(node, model.type, tuple(irq for irq in irqs if irq is not None))

@@ -10,8 +10,10 @@ calls them in this order):
            a state's run is a function of the state); with snapshots (SearchOptions.snapshots),
            the children whose boot is the parent's up to a point (explorer.search.boot_sharing)
            continue from a save of the parent's boot there instead of booting from reset: the
-           parent boots to the point once per generation (unless that save is cached), then
-           they continue from it. The prefix boots are master-side work: they count in the
+           parent boots to the point once (unless that save is cached), then they continue from
+           it; a child whose boot is an older ancestor's up to a save this session kept of it
+           continues from the latest such save instead, unless a new one of its parent's would
+           skip MIN_SHARED_INSTRUCTIONS more. The prefix boots are master-side work: they count in the
            generation's wall and runner-wait time like runs, and in the counters
            snapshot_seconds (their wall time), snapshots_taken and runs_from_snapshots, never
            as runs. Each run's result is decoded once, as it arrives (`ChildRun`: the observer
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,7 +55,13 @@ from explorer.firmware.model import Firmware
 from explorer.runner.rehost_pb2 import RunResult
 from explorer.runner.result import deserialize
 from explorer.runner.snapshot import Snapshot
-from explorer.search.boot_sharing import DEFAULT_SNAPSHOT_LIMIT_BYTES, divergence_point, sharing_plan
+from explorer.search.boot_sharing import (
+    DEFAULT_SNAPSHOT_LIMIT_BYTES,
+    MIN_SHARED_INSTRUCTIONS,
+    divergence_point,
+    inherited_point,
+    sharing_plan,
+)
 from explorer.search.goal import Goal, best_score
 from explorer.search.initial import initial_state
 from explorer.search.operators import (
@@ -186,6 +194,9 @@ class Search:
         self._initial = initial
         self._snapshots = snapshots
         self._snapshot_counters: dict[str, float] = {}
+        # The points of the saves this session kept, by the state whose boot they saved (a resumed
+        # search starts with none: it only shares less).
+        self._kept: dict[str, set[int]] = {}
         self._started = time.monotonic()
         self._wall_before = float(store.counters().get("wall_seconds", 0.0))
         self._waiting = 0.0
@@ -231,14 +242,14 @@ class Search:
         # accepts is their error to see (BadInput from the runner), not a proposal to drop.
         child = Child(initial, INITIAL_OPERATOR, _initial_reason(initial))
         proposal = Proposal([child], [], stalled=False)
-        self._commit(0, None, None, proposal, self._run(0, None, None, proposal.children))
+        self._commit(0, None, None, proposal, self._run(0, None, (), proposal.children))
 
     def _generation(self, entry: FrontierEntry) -> None:
         """choose (done: `entry`), propose, run, commit."""
         number = self._store.generations()
         lineage = self._lineage(entry.state_id)
         proposal = self._propose(lineage)
-        runs = self._run(number, entry, lineage[0], proposal.children)
+        runs = self._run(number, entry, lineage, proposal.children)
         self._commit(number, entry, lineage[0], proposal, runs)
 
     # -- phases ------------------------------------------------------------------------------
@@ -252,9 +263,15 @@ class Search:
         return propose(context, self._operators, self._stored, self._options.max_children)
 
     def _run(
-        self, number: int, expanded: FrontierEntry | None, parent: Evaluated | None, children: Sequence[Child]
+        self,
+        number: int,
+        expanded: FrontierEntry | None,
+        lineage: Sequence[Evaluated],
+        children: Sequence[Child],
     ) -> dict[str, ChildRun]:
-        """Boot the children (those the budget leaves unfinished are missing), each run decoded once."""
+        """Boot the children of lineage[0] (those the budget leaves unfinished are missing), each run
+        decoded once; a child continues from the latest save of its parent's or an ancestor's boot
+        it may (explorer.search.boot_sharing), one taken now for it or one kept before."""
         if self._observer is not None:
             self._observer.generation_started(number, expanded.state_id if expanded else None, len(children))
         if not children:
@@ -267,42 +284,94 @@ class Search:
             )
             for child in children
         }
-        if self._snapshots is None or parent is None:
+        if self._snapshots is None or not lineage:
             return self._executed(list(jobs.values()))[0]
         cache = self._snapshots
-        shared = self._shared_snapshots(cache, parent, children)
+        self._count("runs_from_snapshots", 0.0)
+        parent = lineage[0]
+        inherited = self._inherited_snapshots(cache, lineage, children)
+        shared = self._shared_snapshots(cache, parent, children, inherited)
         sharing = {child for _, group in shared.values() for child in group}
         saves = [
             self._save_job(cache, parent, point) for point, (found, _) in shared.items() if found is None
         ]
-        # The prefix boots run beside the children that boot in full; the others wait for them.
-        runs, saved = self._executed([*saves, *(job for child, job in jobs.items() if child not in sharing)])
+        # The prefix boots run beside the children that boot in full and those continuing from a
+        # save kept before (all before any new save is filed, which may evict older ones); the
+        # children of the new saves wait for them.
+        first = [
+            jobs[child] if child not in inherited else replace(jobs[child], snapshot=inherited[child])
+            for child in jobs
+            if child not in sharing
+        ]
+        runs, saved = self._executed([*saves, *first])
         kept: dict[int, Path | None] = {point: found for point, (found, _) in shared.items()}
         for save in saved:
             self._count("snapshot_seconds", save.wall_seconds)
             kept[save.point] = cache.keep(save.directory, parent.state_id, save.point)
             self._count("snapshots_taken", float(kept[save.point] is not None))
+            if kept[save.point] is not None:
+                self._kept.setdefault(parent.state_id, set()).add(save.point)
         continued = []
         for point, (_, group) in shared.items():
             directory = kept[point]
             use = Snapshot(parent.state_id, point, directory, save=False) if directory is not None else None
             continued += [replace(jobs[child], snapshot=use) for child in group]
-        self._count("runs_from_snapshots", sum(job.snapshot is not None for job in continued))
         runs.update(self._executed(continued)[0])
         return runs
 
+    def _inherited_snapshots(
+        self, cache: SnapshotCache, lineage: Sequence[Evaluated], children: Sequence[Child]
+    ) -> dict[str, Snapshot]:
+        """Each child's latest usable save of its parent's or an ancestor's boot this session kept
+        (explorer.search.boot_sharing.inherited_point), still in the cache."""
+        present: list[tuple[Evaluated, dict[int, Path]]] = []
+        for ancestor in lineage:
+            # Looked up (and so marked used) every generation: the lineage's saves outlive others.
+            found = {
+                point: cache.get(ancestor.state_id, point) for point in self._kept.get(ancestor.state_id, ())
+            }
+            directories = {point: directory for point, directory in found.items() if directory is not None}
+            self._kept[ancestor.state_id] = set(directories)
+            if directories:
+                present.append((ancestor, directories))
+        inherited: dict[str, Snapshot] = {}
+        for child in children:
+            best: tuple[int, Evaluated, Path] | None = None
+            for ancestor, directories in present:
+                point = inherited_point(ancestor.state, ancestor.result, directories.keys(), child.state)
+                if point is not None and (best is None or point > best[0]):
+                    best = (point, ancestor, directories[point])
+            if best is not None:
+                point, ancestor, directory = best
+                inherited[state_id(child.state)] = Snapshot(ancestor.state_id, point, directory, save=False)
+        return inherited
+
     def _shared_snapshots(
-        self, cache: SnapshotCache, parent: Evaluated, children: Sequence[Child]
+        self,
+        cache: SnapshotCache,
+        parent: Evaluated,
+        children: Sequence[Child],
+        inherited: Mapping[str, Snapshot],
     ) -> dict[int, tuple[Path | None, list[str]]]:
         """Each point of the parent's boot children continue from: its cached snapshot (None: to be
-        taken) and those children (explorer.search.boot_sharing.sharing_plan)."""
-        points = {
-            state_id(child.state): divergence_point(parent.state, parent.result, child.state)
-            for child in children
-        }
+        taken) and those children (explorer.search.boot_sharing.sharing_plan). A child with an
+        inherited snapshot joins only when the parent's point skips MIN_SHARED_INSTRUCTIONS more
+        (less would not pay for a new save)."""
+        points: dict[str, int | None] = {}
+        for child in children:
+            identity = state_id(child.state)
+            point = divergence_point(parent.state, parent.result, child.state)
+            have = inherited.get(identity)
+            if point is not None and have is not None and point - have.point < MIN_SHARED_INSTRUCTIONS:
+                point = None
+            points[identity] = point
         found = {
             point: cache.get(parent.state_id, point) for point in set(points.values()) if point is not None
         }
+        # Saves a session before this one kept (a resume) serve later generations too.
+        self._kept.setdefault(parent.state_id, set()).update(
+            point for point, directory in found.items() if directory is not None
+        )
         plan = sharing_plan(
             points, cached={point for point, directory in found.items() if directory is not None}
         )
@@ -329,6 +398,9 @@ class Search:
             if snapshot is not None and snapshot.save:
                 saves.append(Save(snapshot.directory, snapshot.point, outcome.wall_seconds))
             else:
+                if snapshot is not None:
+                    # Counted as it finishes: a run the budget cuts short is no run of the search.
+                    self._count("runs_from_snapshots", 1.0)
                 run = ChildRun.of(outcome)
                 runs[outcome.state_id] = run
                 if self._observer is not None:

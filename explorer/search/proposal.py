@@ -1,9 +1,13 @@
 """The propose phase: the operators turn a state and its lineage into children, tier by tier.
 
 First the structural operators (device discovery from the device tree and from ISA ports, value
-collapse, a tick on the GIC input of a timer without a model for a run that idled with no timer
-armed); only when they have nothing new is the state *stalled*, and the cheap fixes (kernel
-arguments, a timer tick on the CPU's line, a timer counter) are asked, and only when those have
+collapse, a tick on the GIC input of a timer without a model or on the CPU's line beside a
+controller without one, for a run that idled with no timer armed; the pins of the likeliest
+clock event's interrupt for a ticking run; lpj= for a run stuck calibrating the delay loop);
+only when they have nothing new is the state *stalled*, and the cheap fixes (the other kernel
+arguments, a timer tick on the CPU's line for any other stall, the other timers' pins, a timer
+counter, a tick on the GIC input of a device whose driver waits for its interrupt) are asked,
+and only when those have
 nothing either, the searches that cost a generation of 30+ runs (bitwise values, NOP
 escalation): as the original design does, a spin loop or a panic is examined once nothing
 simpler is left. Every child is checked here, once for all operators, as the runner would check
@@ -30,6 +34,7 @@ from explorer.search.operators import (
     bitwise,
     collapse,
     console_sink,
+    device_interrupts,
     devices,
     firmware_calls,
     interrupt_pins,
@@ -41,6 +46,7 @@ from explorer.search.operators import (
     secure_world,
     timer_counters,
     timer_interrupts,
+    traced_interrupts,
 )
 from explorer.search.state import State, Target, bootable, state_id
 
@@ -52,15 +58,25 @@ class OperatorPhases:
         firmware_calls.propose,
         secure_world.propose,
         interrupt_pins.propose,
+        traced_interrupts.propose_pin,
         devices.propose,
         isa.propose,
         console_sink.propose,
         collapse.propose,
         timer_interrupts.propose,
+        kernel_arguments.propose_calibration,
+        interrupts.propose_when_idle,
     )
     # Asked in turn while the tiers before have nothing new for a state (which is then stalled).
     stall_tiers: tuple[tuple[Operator, ...], ...] = (
-        (kernel_arguments.propose, interrupts.propose, timer_counters.propose),
+        (
+            kernel_arguments.propose,
+            interrupts.propose,
+            interrupt_pins.propose_others,
+            traced_interrupts.propose_tick,
+            timer_counters.propose,
+            device_interrupts.propose,
+        ),
         (bitwise.propose, nops.propose),
         (reseed.propose,),
     )

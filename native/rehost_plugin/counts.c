@@ -117,13 +117,19 @@ static void take_back_unexecuted(unsigned int vcpu_index, uint64_t from_pc,
     set_running_block(vcpu_index, NULL);
 }
 
-/* Interrupts and exceptions also check the budget: a loop may leave only through them. */
+/*
+ * Interrupts and exceptions also check the budget: a loop may leave only through them. They
+ * are counted for the exception loop once the count is exact again.
+ */
 void on_discontinuity(qemu_plugin_id_t id, unsigned int vcpu_index,
                              enum qemu_plugin_discon_type type,
                              uint64_t from_pc, uint64_t to_pc)
 {
     if (type == QEMU_PLUGIN_DISCON_EXCEPTION) {
         take_back_unexecuted(vcpu_index, from_pc, to_pc);
+    }
+    if (type == QEMU_PLUGIN_DISCON_EXCEPTION || type == QEMU_PLUGIN_DISCON_INTERRUPT) {
+        count_exception(from_pc, to_pc);
     }
     check_budget();
 }

@@ -12,7 +12,9 @@
  *             may overshoot by the instructions of one loop iteration.
  *             Always (ARM): a spin nothing can end ends the run the same way, detail
  *             "spin: ..." (spin.c): a WFE with interrupts masked and the same registers
- *             SPIN_WAITS_MAX times in a row.
+ *             SPIN_WAITS_MAX times in a row. So does an exception loop nothing can end,
+ *             detail "exceptions: ..." (exceptions.c): EXCEPTION_LOOP_MAX exceptions and
+ *             interrupts in a row with no instruction executed between them.
  * hook:       milestone NAME the first time ADDR executes (start_kernel ...).
  * initcalls:  the address of do_one_initcall: an initcall on every entry, its function being
  *             the first argument.

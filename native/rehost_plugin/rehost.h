@@ -13,6 +13,7 @@
  *   coverage.c    unique instructions and call targets entered
  *   loops.c       hot loops
  *   spin.c        a spin nothing can end (a WFE with interrupts masked and the same registers)
+ *   exceptions.c  an exception loop nothing can end (exceptions with no instruction between)
  *   state_file.c  the plugin's state across a snapshot (state_out, state_in)
  * Only QEMU's public plugin API (qemu-plugin.h); nothing here does work, it only declares.
  */
@@ -64,6 +65,13 @@
 #define SPIN_WAITS_MAX 65536
 /* What a spin compares between two of its waits: r0-r12, sp, lr, cpsr (the pc is the WFE's). */
 #define SPIN_REGISTERS 16
+/*
+ * An exception loop nothing can end (exceptions.c): the run ends once this many exceptions and
+ * interrupts in a row were taken with no instruction executed between them. Two already make
+ * a fixed point (the second entry of a vector that cannot be fetched repeats the first); each
+ * costs QEMU a failed translation, about a microsecond.
+ */
+#define EXCEPTION_LOOP_MAX 4096
 
 typedef Explorer__Rehost__Event Event;
 typedef Explorer__Rehost__ExitReason ExitReason;
@@ -234,6 +242,9 @@ typedef struct {
     uint64_t spin_pc;
     uint64_t spin_registers[SPIN_REGISTERS];
     uint64_t spin_waits;
+    /* Exceptions taken in a row with the instruction count at exception_loop_icount. */
+    uint64_t exception_loop_icount;
+    uint64_t exception_loop_entries;
     GHashTable *call_sites;      /* call instruction address -> CallSite */
     GHashTable *return_targets;  /* set of return addresses of translated calls */
     GHashTable *call_targets;    /* set of direct call targets translated so far */
@@ -324,6 +335,9 @@ void free_loop(gpointer data);
 
 /* spin.c */
 void instrument_wait_for_event(struct qemu_plugin_insn *insn);
+
+/* exceptions.c */
+void count_exception(uint64_t from_pc, uint64_t to_pc);
 
 /* state_file.c */
 void save_state(const char *path);

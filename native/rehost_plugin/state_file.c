@@ -20,13 +20,14 @@
  *   return targets, direct call targets, log return addresses, functions entered: sets,
  *   instructions covered, coverage bitmaps: count, then (region, COVERAGE_REGION_SIZE bits),
  *   loops: count, then (start, branch, iterations, window start, reported) each,
- *   the spin: its waits in a row, its pc, its SPIN_REGISTERS registers.
+ *   the spin: its waits in a row, its pc, its SPIN_REGISTERS registers,
+ *   the exception loop: the instruction count it is at, its exceptions in a row.
  * The translation-time facts (call sites, targets) are kept because a return into a frame
  * pushed before the point must still be recognised in a restored VM whose calls were
  * translated before it. Not kept: kernel_mapped and nops_applied, so that the restored run's
  * first kernel block writes its own NOPs (the same bytes, or the child's).
  */
-#define STATE_FILE_MAGIC 0x34657473686572ULL /* "rehste4": version 4, the spin's waits and user space reached */
+#define STATE_FILE_MAGIC 0x35657473686572ULL /* "rehste5": version 5, the exception loop */
 
 static void put_word(GByteArray *out, uint64_t word)
 {
@@ -150,6 +151,8 @@ void save_state(const char *path)
     for (i = 0; i < SPIN_REGISTERS; i++) {
         put_word(out, state.spin_registers[i]);
     }
+    put_word(out, state.exception_loop_icount);
+    put_word(out, state.exception_loop_entries);
     if (!g_file_set_contents(path, (const gchar *)out->data, out->len, &error)) {
         fprintf(stderr, "rehost: state_out: %s\n", error->message);
         exit(1);
@@ -314,7 +317,7 @@ void restore_state(unsigned int vcpu_index)
     int i;
 
     if (take_word(&reader) != STATE_FILE_MAGIC) {
-        reject_state_file("is of another version than rehste4");
+        reject_state_file("is of another version than rehste5");
     }
     qemu_plugin_u64_set(state.executed, vcpu_index, take_word(&reader));
     take_hooks(&reader);
@@ -335,6 +338,8 @@ void restore_state(unsigned int vcpu_index)
     for (i = 0; i < SPIN_REGISTERS; i++) {
         state.spin_registers[i] = take_word(&reader);
     }
+    state.exception_loop_icount = take_word(&reader);
+    state.exception_loop_entries = take_word(&reader);
     if (reader.next != reader.end) {
         reject_state_file("has bytes after its state");
     }

@@ -219,11 +219,15 @@ def boot_state(
     qemu_build: Path,
     deadline: float = 240,
     stuck_reads: int | None = None,
+    instruction_budget: int | None = None,
 ) -> RunResult:
-    """One run of a search state, as the search boots it (`stuck_reads`: the test's own limit)."""
+    """One run of a search state, as the search boots it (`stuck_reads`, `instruction_budget`:
+    the test's own limits)."""
     config = bootable(state, target, firmware)
     if stuck_reads is not None:
         config.stuck_reads = stuck_reads
+    if instruction_budget is not None:
+        config.instruction_budget = instruction_budget
     plugin = Plugin(qemu_build / PLUGIN, STANDARD_OBSERVATION)
     return run(config, qemu_build, plugin=plugin, limits=RunnerLimits(deadline_seconds=deadline)).result
 

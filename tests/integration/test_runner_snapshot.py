@@ -151,6 +151,29 @@ def test_a_child_differing_after_the_point_resumed_from_the_parents_snapshot_equ
     assert serialize(resumed) == serialize(child_full)
 
 
+def test_a_reseeded_child_resumed_from_a_save_before_any_seeded_read_equals_its_full_boot(
+    parent: MachineConfig,
+    qemu_build: Path,
+    plugin: Plugin,
+    parent_full: RunResult,
+    early_snapshot: tuple[Path, RunResult],
+    points: Points,
+) -> None:
+    # The seed only draws the catch-all's answers (explorer.search.boot_sharing): a save taken
+    # before the guest first reads it serves a child with another seed, which the restored
+    # machine takes from the child's config, not from the save.
+    directory, prefix = early_snapshot
+    assert not prefix.mmio_accesses
+    child = MachineConfig()
+    child.CopyFrom(parent)
+    child.seed = parent.seed + 1
+    child_full = run(child, qemu_build, plugin=plugin, limits=LIMITS).result
+    assert serialize(child_full) != serialize(parent_full)  # the seed matters
+    continuing = Snapshot("saved", points.early, directory, save=False)
+    resumed = run(child, qemu_build, plugin=plugin, limits=LIMITS, snapshot=continuing).result
+    assert serialize(resumed) == serialize(child_full)
+
+
 def test_a_snapshot_of_another_build_or_point_or_with_a_garbage_manifest_is_refused_in_one_line(
     parent: MachineConfig,
     qemu_build: Path,

@@ -7,10 +7,13 @@ the parent first reads there: they all share one snapshot of the parent's boot j
 Four of them are booted (the whole generation takes minutes without snapshots), by a search run
 twice, without and with snapshots: the two stores must hold the same states, edges, scores and
 byte-identical runs, and the second must really have continued its children from a snapshot.
+The same for a lineage of lone children, each continuing from a save of its parent's or its
+grandparent's boot (explorer.search.boot_sharing.inherited_point).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import pytest
 
 from explorer.corpus import Corpus
 from explorer.execution.executor import Executor
+from explorer.execution.jobs import Job, Outcome
 from explorer.execution.local import LocalPool
 from explorer.firmware.ingest import ingest
 from explorer.search.boot_sharing import SAFETY_MARGIN, SNAPSHOTS_DIRECTORY, divergence_point, snapshot_cache
@@ -41,11 +45,41 @@ def first_bitwise_children(context: Context) -> list[Child]:
     return bitwise.propose(context)[:CHILDREN] if len(context.lineage) == 1 else []
 
 
+def passing_children_and_their_next_poll(context: Context) -> list[Child]:
+    """The initial state's all-ones and bit-0 children (both let the poll pass); for each of them,
+    the first bitwise child of the register it polls next: a lineage in which each generation's
+    change comes later than its parent's."""
+    if len(context.lineage) == 1:
+        return bitwise.propose(context)[1:3]
+    return bitwise.propose(context)[:1] if len(context.lineage) == 2 else []
+
+
+class Recording:
+    """A local pool of one that keeps the jobs it was given."""
+
+    def __init__(self, qemu_build: Path) -> None:
+        self.pool = LocalPool(1, runner_setup(qemu_build))
+        self.workers = 1
+        self.jobs: list[Job] = []
+
+    def run(self, jobs: Sequence[Job], stop_at: float | None = None) -> Iterator[Outcome]:
+        self.jobs += jobs
+        return self.pool.run(jobs, stop_at)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
 def searched(
-    work: Path, corpus: Corpus, qemu_build: Path, snapshots: bool, executor: Executor | None = None
+    work: Path,
+    corpus: Corpus,
+    qemu_build: Path,
+    snapshots: bool,
+    executor: Executor | None = None,
+    operator: Callable[[Context], list[Child]] = first_bitwise_children,
 ) -> dict[str, Any]:
-    """What the search of the initial state's first bitwise children stores, on `executor` (default:
-    a local pool of one)."""
+    """What the search of the initial state's children by `operator` (default: its first bitwise
+    children) stores, on `executor` (default: a local pool of one)."""
     target = Target(
         kernel=corpus.kernel("armmp"), dtb=corpus.dtb("armmp", "am335x-boneblack"), cmdline="console=ttyO0"
     )
@@ -54,7 +88,7 @@ def searched(
     initial.ram.add(base=0x80000000, size=0x20000000)
     options = SearchOptions(budget_seconds=1800, workers=1, snapshots=snapshots)
     setup = runner_setup(qemu_build)
-    operators = OperatorPhases(structural=(first_bitwise_children,), stall_tiers=())
+    operators = OperatorPhases(structural=(operator,), stall_tiers=())
     with Store.create(work, {"options": options.to_dict()}) as store:
         cache = snapshot_cache(work, qemu_build) if snapshots else None
         pool = executor or LocalPool(1, setup)
@@ -103,3 +137,31 @@ def test_a_search_with_snapshots_stores_exactly_what_one_without_does(
     for child in children:
         point = divergence_point(parent.state, parent.result, child.state)
         assert point == first_poll - SAFETY_MARGIN and point > last_access / 2
+
+
+def test_a_grandchild_continuing_from_its_grandparents_save_is_its_full_boot(
+    tmp_path: Path, corpus: Corpus, qemu_build: Path
+) -> None:
+    """Each child is alone in its own generation of the lineage: the first takes a save of the
+    initial state's boot before the poll, and each grandchild, whose change its grandparent's run
+    never reads, continues from that save (a save of its parent's boot before its own change would
+    skip less than MIN_SHARED_INSTRUCTIONS more: not taken)."""
+    operator = passing_children_and_their_next_poll
+    full = searched(tmp_path / "full", corpus, qemu_build, snapshots=False, operator=operator)
+    recording = Recording(qemu_build)
+    try:
+        shared = searched(tmp_path / "shared", corpus, qemu_build, True, recording, operator)
+    finally:
+        recording.close()
+    for part in ("states", "edges", "runs", "scores"):
+        assert shared[part] == full[part], part
+    parents = {child: parent for child, parent, _, _ in full["edges"]}
+    grandchildren = [child for child, parent in parents.items() if parents.get(parent) == full["initial"]]
+    assert grandchildren and len(full["runs"]) == 3 + len(grandchildren)
+    # Every run but the initial one continued from a save, the grandchildren from one of their lineage's.
+    counters = shared["counters"]
+    assert counters["runs_from_snapshots"] == len(full["runs"]) - 1 and counters["snapshots_taken"] == 1
+    for job in recording.jobs:
+        if job.state_id in grandchildren:
+            assert job.snapshot is not None and not job.snapshot.save
+            assert job.snapshot.state_id == full["initial"]

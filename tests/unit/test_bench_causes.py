@@ -97,6 +97,20 @@ def test_a_spin_the_plugin_ended_is_placed_in_the_function_of_its_wait() -> None
     assert (why.function, why.polled, why.initcall) == ("bar_init", (), "foo_init")
 
 
+def test_an_exception_loop_the_plugin_ended_is_named_so_unless_it_is_a_crash() -> None:
+    detail = (
+        "exceptions: 4096 exceptions with no instruction executed, the last from 0xffff000c to the vector"
+        " at 0xffff000c"
+    )
+    looping = stop_cause(
+        "exhausted", run(ExitReason.EXIT_BUDGET, detail, call_stack=stack("bar_init")), SYMBOLS
+    )
+    assert looping.kind == causes.EXCEPTION_LOOP
+    assert looping.cause == "looping in exceptions in bar_init"
+    crashed = run(ExitReason.EXIT_BUDGET, detail, call_stack=stack("die", "bar_init"))
+    assert stop_cause("exhausted", crashed, SYMBOLS).kind != causes.EXCEPTION_LOOP
+
+
 def test_a_run_that_ended_in_a_loop_reading_a_device_is_stuck_polling_it() -> None:
     why = stop_cause("budget", spinning_run(), LOOP_SYMBOLS)
     assert why.kind == causes.STUCK_POLLING

@@ -43,6 +43,7 @@ NAMES = (
     "cpu_v7_do_idle",
     "do_idle",
     "cpu_startup_entry",
+    "preempt_schedule",
 )
 BASE = 0xC0100000
 ADDRESS = {name: BASE + 0x100 * index for index, name in enumerate(NAMES)}
@@ -120,10 +121,31 @@ def test_waiting_for_deferred_probes_says_deferred_probe() -> None:
     assert wait is not None and wait.waits == ("deferred probe",)
 
 
-def test_an_unknown_wait_names_only_frames_and_initcall() -> None:
+def test_a_driver_that_called_schedule_itself_is_an_open_coded_wait() -> None:
+    """wait_event expands in its caller: the caller's frame returns from schedule directly."""
     frames = chain(*SWITCHED_OUT, "example_probe", *IN_INITCALL)
     wait = analyse(idle_run(frames), SYMBOLS).kernel_init
+    assert wait is not None and wait.waits == ("event",) and str(wait.initcall) == "example_init"
+
+
+def test_a_preempted_thread_names_only_frames_and_initcall() -> None:
+    frames = chain("__switch_to", "__schedule", "preempt_schedule", "example_probe", *IN_INITCALL)
+    wait = analyse(idle_run(frames), SYMBOLS).kernel_init
     assert wait is not None and wait.waits == () and str(wait.initcall) == "example_init"
+
+
+def test_a_stack_that_starts_below_kernel_init_is_kernel_inits_when_it_holds_kernel_init_freeable() -> None:
+    frames = chain(
+        *SWITCHED_OUT,
+        "schedule_timeout",
+        "msleep",
+        "example_probe",
+        "example_init",
+        "do_one_initcall",
+        "kernel_init_freeable",
+    )
+    wait = analyse(idle_run(frames), SYMBOLS).kernel_init
+    assert wait is not None and wait.waits == ("sleep",)
 
 
 def test_kernel_init_stuck_polling_a_register_is_a_stuck_poll() -> None:

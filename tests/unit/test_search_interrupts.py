@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from explorer.firmware.model import DeviceTreeFacts, DtDevice, Symbol, SymbolTable
 from explorer.runner.machine_config_pb2 import Device, Echo, MachineConfig, MmioRule, TickPending
 from explorer.runner.rehost_pb2 import Exit, ExitReason, MmioAccess, RunResult
+from explorer.search import proposal
 from explorer.search.operators import Child, Context, Evaluated, interrupt_pins, interrupts
+from explorer.search.proposal import OperatorPhases
 from explorer.search.state import Target, state_id
 from tests.unit.test_search_engine import FIRMWARE
 
@@ -115,6 +117,55 @@ def test_no_tick_for_a_run_that_ended_on_its_own_or_a_board_with_a_model_or_with
     assert interrupts.propose(context(mips, run(ExitReason.EXIT_BUDGET))) == []
 
 
+IDLE = "idle: the guest waited for an interrupt with no timer armed at 96000 ms of its time"
+STUCK = "stuck: 3000000 reads of 0x44e31010 (last at pc 0xc127a390)"
+
+
+def settled(state: MachineConfig, result: RunResult, operator: str = "collapse") -> Context:
+    """`state` with `result`, made by `operator` from a parent that idled the same way."""
+    made_by = Child(state, operator, "a test")
+    parent = MachineConfig(target="arm", cpu="cortex-a8")
+    lineage = (
+        Evaluated(state_id(state), state, result, made_by),
+        Evaluated(state_id(parent), parent, result),
+    )
+    return Context(AM335X, TARGET, lineage)
+
+
+def test_a_run_idle_with_no_timer_armed_gets_its_tick_with_device_discovery_once_settled() -> None:
+    idle = RunResult(exit=Exit(reason=ExitReason.EXIT_BUDGET, detail=IDLE))
+    stuck = RunResult(exit=Exit(reason=ExitReason.EXIT_BUDGET, detail=STUCK))
+    (child,) = interrupts.propose_when_idle(settled(BARE, idle))
+    assert child.state == tick_child().state
+    (_,) = interrupts.propose_when_idle(settled(BARE, idle, "devices"))
+    # Nothing in the lineage answered the run's reads yet: the tick would dispatch at random
+    # into handlers reading random values; device discovery and collapse go first.
+    assert interrupts.propose_when_idle(context(BARE, idle)) == []
+    assert interrupts.propose_when_idle(settled(BARE, idle, "kernel_arguments")) == []
+    # Any other stall asks the tick only in the stall tier.
+    assert interrupts.propose_when_idle(settled(BARE, stuck)) == []
+    assert len(interrupts.propose(context(BARE, stuck))) == 1
+    # The same guards: no second tick, none beside a controller.
+    assert interrupts.propose_when_idle(settled(child.state, idle)) == []
+    with_controller = MachineConfig(
+        target="arm", cpu="cortex-a9", interrupt_controller=Device(type="a9mpcore_priv")
+    )
+    assert interrupts.propose_when_idle(settled(with_controller, idle)) == []
+
+
+def test_the_idle_runs_tick_is_proposed_before_the_state_is_stalled_and_a_stuck_runs_after() -> None:
+    idle = RunResult(exit=Exit(reason=ExitReason.EXIT_BUDGET, detail=IDLE))
+    stuck = RunResult(exit=Exit(reason=ExitReason.EXIT_BUDGET, detail=STUCK))
+    state = MachineConfig()
+    state.CopyFrom(BARE)
+    state.ram.add(base=0x80000000, size=0x20000000)
+    at_idle = proposal.propose(settled(state, idle), OperatorPhases(), lambda _: False, 40)
+    assert not at_idle.stalled and not at_idle.dropped
+    assert [child.operator for child in at_idle.children] == [interrupts.OPERATOR]
+    at_stuck = proposal.propose(settled(state, stuck), OperatorPhases(), lambda _: False, 40)
+    assert at_stuck.stalled and interrupts.OPERATOR in [child.operator for child in at_stuck.children]
+
+
 def test_a_gic_the_search_can_map_is_not_an_unmodelled_controller() -> None:
     gic = DtDevice(
         "/gic", ("arm,cortex-a9-gic",), ((0x1E001000, 0x1000), (0x1E000100, 0x100)), None, (), "okay"
@@ -148,7 +199,21 @@ def test_of_the_touched_timers_the_one_with_most_registers_written_comes_first()
         timer_write(0x48042000 + offset, order) for order, offset in enumerate((0x38, 0x3C, 0x40), 1)
     ]
     result = run(ExitReason.EXIT_BUDGET, *clock_source, *clock_event, handler_read(order=9))
-    assert [child.detail["value"] for child in interrupt_pins.propose(context(ticking, result))] == [69, 68]
+    # The structural tier pins the clock event alone; the stall tier, later, the others.
+    assert [child.detail["value"] for child in interrupt_pins.propose(context(ticking, result))] == [69]
+    assert [child.detail["value"] for child in interrupt_pins.propose_others(context(ticking, result))] == [
+        68
+    ]
+
+
+def test_timers_with_as_many_registers_written_are_pinned_together_and_untouched_ones_not() -> None:
+    ticking = tick_child().state
+    both = [timer_write(0x48040038, 0), timer_write(0x48042038, 1)]
+    result = run(ExitReason.EXIT_BUDGET, *both, handler_read(order=2))
+    assert [child.detail["value"] for child in interrupt_pins.propose(context(ticking, result))] == [68, 69]
+    assert interrupt_pins.propose_others(context(ticking, result)) == []
+    one = run(ExitReason.EXIT_BUDGET, timer_write(0x48040038, 0), handler_read(order=1))
+    assert interrupt_pins.propose_others(context(ticking, one)) == []
 
 
 def test_without_a_touched_timer_every_timer_of_the_controller_is_tried() -> None:
@@ -156,6 +221,7 @@ def test_without_a_touched_timer_every_timer_of_the_controller_is_tried() -> Non
     children = interrupt_pins.propose(context(ticking, run(ExitReason.EXIT_BUDGET, handler_read())))
     assert [child.detail["value"] for child in children] == [68, 69]
     assert all(child.state.tick == ticking.tick for child in children)
+    assert interrupt_pins.propose_others(context(ticking, run(ExitReason.EXIT_BUDGET, handler_read()))) == []
 
 
 def test_reads_outside_the_handler_or_the_controller_pin_nothing() -> None:
@@ -309,6 +375,8 @@ def test_a_chained_handler_seen_only_after_the_root_is_pinned_follows_the_same_t
         address=BRIDGE_CAUSE, tick_pending=TickPending(value=1 << 2)
     )
     assert bridge.detail["value"] == 2
+    # The lineage's timer is followed in the structural tier; the stall tier adds no other.
+    assert interrupt_pins.propose_others(Context(ORION, TARGET, lineage)) == []
 
 
 def test_a_timer_whose_interrupts_never_reach_the_root_is_not_pinned() -> None:

@@ -110,11 +110,14 @@ LOG_LINES = (
 
 
 def every_operator() -> dict[str, Operator]:
-    """The propose of every module in explorer/search/operators/, by module name."""
+    """Every propose function (`propose`, `propose_*`) of every module in explorer/search/operators/,
+    by module name (and the function's suffix, for a module with one operator per tier)."""
     found = {}
     for module in pkgutil.iter_modules(operators_package.__path__):
         imported = importlib.import_module(f"{operators_package.__name__}.{module.name}")
-        found[module.name] = imported.propose
+        for name, value in vars(imported).items():
+            if name == "propose" or name.startswith("propose_"):
+                found[f"{module.name}{name.removeprefix('propose')}"] = value
     return found
 
 

@@ -1,11 +1,14 @@
 """The reseed operator: another seed for a state nothing else helps, at most RESEEDS along a lineage,
-never for a run past user space or a state without random answers."""
+never for a run past user space (unless its wired console UART stayed silent) or a state without
+random answers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from explorer.runner.machine_config_pb2 import MachineConfig, MmioRule
+from google.protobuf.struct_pb2 import Value
+
+from explorer.runner.machine_config_pb2 import Device, MachineConfig, MmioRule
 from explorer.runner.rehost_pb2 import Exit, ExitReason, Milestone, MmioAccess, RunResult
 from explorer.search.operators import Child, Context, Evaluated, reseed
 from explorer.search.state import Target, state_id
@@ -70,3 +73,36 @@ def test_nothing_for_a_panic_which_is_the_nop_operators() -> None:
         reseed.propose(context(evaluated(MachineConfig(target="arm", random_unruled_reads=True), panicked)))
         == []
     )
+
+
+def _with_console_uart(irq: int | None) -> MachineConfig:
+    state = MachineConfig(target="arm", seed=2, random_unruled_reads=True)
+    wired = Value(null_value=0) if irq is None else Value(number_value=irq)
+    state.devices.append(Device(type="serial-mm", mmio=[0x48020000], irqs=[wired]))
+    return state
+
+
+def _user_space(console: bytes) -> RunResult:
+    return RunResult(
+        exit=Exit(reason=ExitReason.EXIT_HALT, detail="console_input"),
+        milestones=[Milestone(name="user_space")],
+        mmio_accesses=STUCK.mmio_accesses,
+        console=console,
+    )
+
+
+def test_a_run_in_user_space_whose_wired_console_uart_stayed_silent_gets_the_next_seed() -> None:
+    """Its console driver never registered the port under this draw: another draw may probe it."""
+    state = _with_console_uart(106)
+    (child,) = reseed.propose(context(evaluated(state, _user_space(b""))))
+    assert child.state.seed == 3 and "console UART printed nothing" in child.reason
+    child.state.seed = 2
+    assert child.state == state
+
+
+def test_nothing_for_user_space_with_console_bytes_or_an_unwired_console_uart() -> None:
+    """Bytes on the console: its driver bound, another draw changes nothing there. A UART without its
+    interrupt cannot print the marker whatever the draw (console_interrupt_wired): wiring it comes
+    first."""
+    assert reseed.propose(context(evaluated(_with_console_uart(106), _user_space(b"[ 0.0] Booting")))) == []
+    assert reseed.propose(context(evaluated(_with_console_uart(None), _user_space(b"")))) == []

@@ -9,9 +9,12 @@ from explorer.runner.machine_config_pb2 import Device, MmioRule, Nop
 from explorer.runner.rehost_pb2 import Exit, ExitReason, MmioAccess, RunResult
 from explorer.search.boot_sharing import (
     MAX_SNAPSHOTS_PER_GENERATION,
+    MIN_SHARED_INSTRUCTIONS,
     MIN_SHARING_CHILDREN,
     SAFETY_MARGIN,
     divergence_point,
+    inherited_point,
+    sharing_obstacle,
     sharing_plan,
 )
 from explorer.search.state import State, derive
@@ -120,7 +123,6 @@ def test_a_ticking_parent_shares_like_any_other() -> None:
 
 
 BOOT_INPUT_CHANGES = [
-    lambda state: setattr(state, "seed", 4),
     lambda state: setattr(state, "cpu", "cortex-a15"),
     lambda state: setattr(state, "instruction_budget", 3_000_000),
     lambda state: setattr(state.boot, "cmdline", "nosmp"),
@@ -209,9 +211,39 @@ def test_a_bitwise_generation_shares_one_snapshot() -> None:
     assert sharing_plan(points) == {800_000: sorted(f"bit{bit}" for bit in range(32))}
 
 
-def test_a_lone_child_boots_in_full_unless_its_snapshot_is_cached() -> None:
-    assert sharing_plan({"only": 800_000}) == {}
+def test_a_lone_child_takes_its_snapshot_for_its_descendants() -> None:
+    assert sharing_plan({"only": 800_000}) == {800_000: ["only"]}
     assert sharing_plan({"only": 800_000}, cached={800_000}) == {800_000: ["only"]}
+
+
+def test_a_long_prefix_is_worth_a_snapshot_however_long_the_parent_ran() -> None:
+    # The parent ran to a budget far past the point (a stuck poll, a storm): the point is early
+    # in its run, but the children still skip MIN_SHARED_INSTRUCTIONS of boot each.
+    first = MIN_SHARED_INSTRUCTIONS + SAFETY_MARGIN
+    long_run = parent_run([(OTHER, 600_000), (STATUS, first)])
+    long_run.exit.icount = 6 * MIN_SHARED_INSTRUCTIONS
+    child = derive(parent_state(), with_rule(STATUS, 0))
+    assert divergence_point(parent_state(), long_run, child) == MIN_SHARED_INSTRUCTIONS
+    short = parent_run([(OTHER, 600_000), (STATUS, first - 1)])
+    short.exit.icount = 6 * MIN_SHARED_INSTRUCTIONS
+    assert divergence_point(parent_state(), short, child) is None
+
+
+def test_a_grandchild_continues_from_its_grandparents_save_before_both_changes() -> None:
+    # Parent -> child pins STATUS (first read at 800,000), child -> grandchild pins an address
+    # the grandparent's run reads at 900,000: the grandparent's save at 700,000 serves both, one
+    # at 790,000 the child but not one past it.
+    grandparent = parent_state()
+    run = parent_run([(OTHER, 600_000), (STATUS, 800_000), (UART, 900_000)])
+    child = derive(grandparent, with_rule(STATUS, 0))
+    grandchild = derive(child, with_rule(UART, 5))
+    kept = [700_000, 790_000 - SAFETY_MARGIN, 850_000]
+    assert inherited_point(grandparent, run, kept, child) == 790_000 - SAFETY_MARGIN
+    assert inherited_point(grandparent, run, kept, grandchild) == 790_000 - SAFETY_MARGIN
+    assert inherited_point(grandparent, run, [850_000], grandchild) is None
+    # A NOP along the way changes the boot: no save of the grandparent's serves it.
+    nopped = derive(grandchild, lambda state: state.nops.append(Nop(address=0xC0100000)))
+    assert inherited_point(grandparent, run, kept, nopped) is None
 
 
 def test_a_parent_stopped_by_the_machine_ends_where_its_events_last_counted() -> None:
@@ -219,3 +251,29 @@ def test_a_parent_stopped_by_the_machine_ends_where_its_events_last_counted() ->
     stuck.exit.icount = 0  # a stuck poll: the machine ends the run and counts nothing
     child = derive(parent_state(), with_rule(0x1FFF0000, 0))
     assert divergence_point(parent_state(), stuck, child) == 900_000 - SAFETY_MARGIN
+
+
+def test_an_obstacle_names_what_differs_in_what_boots() -> None:
+    nopped = derive(parent_state(), lambda state: state.nops.append(Nop(address=0xC0100000, name="f")))
+    assert sharing_obstacle(parent_state(), RUN, nopped) == "differs in nops"
+    faster = derive(nopped, lambda state: setattr(state, "cpu", "cortex-a15"))
+    assert sharing_obstacle(parent_state(), RUN, faster) == "differs in cpu, nops"
+    assert sharing_obstacle(parent_state(), parent_run([], partial=True), parent_state()) is not None
+    assert sharing_obstacle(parent_state(), RUN, derive(parent_state(), with_rule(STATUS, 0))) is None
+
+
+def test_another_seed_diverges_at_the_first_read_the_seed_answers() -> None:
+    # OTHER has a constant rule (seed free); STATUS has none: its first read draws from the seed.
+    reseeded = derive(parent_state(), lambda state: setattr(state, "seed", 4))
+    assert sharing_obstacle(parent_state(), RUN, reseeded) is None
+    assert divergence_point(parent_state(), RUN, reseeded) == 800_000 - SAFETY_MARGIN
+    # A write draws nothing; a random rule does; an echo answers a draw until written.
+    writes = parent_run([(OTHER, 600_000), (STATUS, 800_000)])
+    writes.mmio_accesses[1].is_write = True
+    assert divergence_point(parent_state(), writes, reseeded) == BOOT_END - SAFETY_MARGIN
+    for kind in ("random", "echo"):
+        drawn = derive(
+            parent_state(), lambda state, kind=kind: getattr(state.mmio_rules[0], kind).SetInParent()
+        )
+        reseeded = derive(drawn, lambda state: setattr(state, "seed", 4))
+        assert divergence_point(drawn, RUN, reseeded) == 600_000 - SAFETY_MARGIN

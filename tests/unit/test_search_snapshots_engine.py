@@ -1,11 +1,12 @@
 """How the engine shares a parent's boot among its children, with a fake executor that boots nothing.
 
-The fake world: every state's run reads STATUS at READ_AT and ends at BOOT_END, and children differ
-from their parent only in the value of STATUS, so they all may continue from one snapshot of the
-parent saved just before READ_AT. The fake executor "saves" by writing a snapshot directory with a
-real manifest (what the cache checks) and gives a continued job the result of its full boot; that a
-real continued run is byte for byte its full boot, and a real search stores the same either way,
-is tests/integration/test_search_snapshots_invariant.py. Here: which jobs the engine asks for, what it
+The fake world: every state's run reads STATUS at READ_AT, then LATER, and ends at BOOT_END, and
+children differ from their parent only in the value of STATUS (or, a generation later, of LATER),
+so they all may continue from one snapshot of the parent saved just before READ_AT. The fake
+executor "saves" by writing a snapshot directory with a real manifest (what the cache checks) and
+gives a continued job the result of its full boot; that a real continued run is byte for byte its
+full boot, and a real search stores the same either way, is
+tests/integration/test_search_snapshots_invariant.py. Here: which jobs the engine asks for, what it
 counts, and that the cache serves a later session and never fails a search.
 """
 
@@ -23,7 +24,7 @@ from explorer.search.engine import Search, SearchOptions
 from explorer.search.operators import Child, Context
 from explorer.search.proposal import OperatorPhases
 from explorer.search.score import Score
-from explorer.search.state import Target, bootable, derive, parse_state, state_id
+from explorer.search.state import Target, bootable, derive, parse_state
 from explorer.store import Store
 from tests.helpers import arm_firmware
 from tests.unit.test_search_snapshots_cache import write_snapshot
@@ -39,6 +40,9 @@ INITIAL = MachineConfig(
 )
 STATUS = 0x10001000
 READ_AT = 900_000
+# An address every run reads after STATUS.
+LATER = 0x10002000
+LATER_AT = 950_000
 BOOT_END = 1_000_000
 CHILDREN = 3
 SAVE_SECONDS = 0.5
@@ -48,7 +52,10 @@ def full_boot(config: MachineConfig) -> RunResult:
     answer = next((rule.constant for rule in config.mmio_rules if rule.address == STATUS), 0)
     return RunResult(
         exit=Exit(reason=ExitReason.EXIT_BUDGET, icount=BOOT_END, detail=f"read {answer:#x}"),
-        mmio_accesses=[MmioAccess(address=STATUS, size=4, value=answer, icount=READ_AT)],
+        mmio_accesses=[
+            MmioAccess(address=STATUS, size=4, value=answer, icount=READ_AT),
+            MmioAccess(address=LATER, size=4, value=0, icount=LATER_AT),
+        ],
     )
 
 
@@ -184,16 +191,41 @@ def test_a_save_that_fails_leaves_the_children_to_boot_in_full(tmp_path: Path) -
     assert list((tmp_path / "shared" / "snapshots").iterdir()) == []
 
 
-def test_the_first_generation_and_unshared_children_take_no_snapshot(tmp_path: Path) -> None:
+def one_pin_a_generation(context: Context) -> list[Child]:
+    """A lineage of lone children: the initial state's pins STATUS, its child's pins LATER."""
+    pinned = {rule.address for rule in context.current.state.mmio_rules}
+    address = STATUS if STATUS not in pinned else LATER
+    if address in pinned:
+        return []
+
+    def pin(state: MachineConfig) -> None:
+        state.mmio_rules.append(MmioRule(address=address, constant=1))
+
+    return [Child(derive(context.current.state, pin), "pin", f"{address:#x}")]
+
+
+def test_a_lone_child_saves_its_parent_and_its_own_child_continues_from_that_save(tmp_path: Path) -> None:
     qemu = tmp_path / "build"
-    executor = SnapshottingExecutor(qemu)
-    work = tmp_path / "work"
-    with Store.create(work, {}) as store:
-        options = SearchOptions(budget_seconds=60, workers=1, snapshots=True)
-        only_one = OperatorPhases(structural=(lambda context: status_values(context)[:1],), stall_tiers=())
-        Search(
-            store, FIRMWARE, TARGET, options, executor, None, only_one, INITIAL, snapshot_cache(work, qemu)
-        ).run()
-    # One child: saving the parent's prefix costs what the child would spend on it.
-    assert [job.snapshot for job in executor.jobs] == [None, None]
-    assert state_id(INITIAL) in {job.state_id for job in executor.jobs}
+    phases = OperatorPhases(structural=(one_pin_a_generation,), stall_tiers=())
+    stores = {}
+    executors = {}
+    for name, snapshots in (("full", False), ("shared", True)):
+        executors[name] = executor = SnapshottingExecutor(qemu)
+        work = tmp_path / name
+        options = SearchOptions(budget_seconds=60, workers=1, snapshots=snapshots)
+        with Store.create(work, {}) as store:
+            cache = snapshot_cache(work, qemu) if snapshots else None
+            Search(store, FIRMWARE, TARGET, options, executor, None, phases, INITIAL, cache).run()
+            stores[name] = ({run.state_id: run.result for run in store.runs()}, store.counters())
+    assert stores["shared"][0] == stores["full"][0] and len(stores["full"][0]) == 3
+    initial, save, child, grandchild = executors["shared"].jobs
+    point = READ_AT - SAFETY_MARGIN
+    assert initial.snapshot is None
+    assert save.snapshot is not None and save.snapshot.save and save.snapshot.point == point
+    # The grandchild's own change is read later than its parent's (LATER_AT), but a save of its
+    # parent there would skip too little more: it continues from its grandparent's save.
+    for continued in (child, grandchild):
+        assert continued.snapshot is not None and not continued.snapshot.save
+        assert (continued.snapshot.state_id, continued.snapshot.point) == (initial.state_id, point)
+    counters = stores["shared"][1]
+    assert counters["snapshots_taken"] == 1 and counters["runs_from_snapshots"] == 2

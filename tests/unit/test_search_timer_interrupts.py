@@ -36,10 +36,10 @@ CLOCKS = DtDevice(
     "/soc/clock-controller@10030000", ("vendor,clock",), ((0x10030000, 0x20000),), None, (), "okay"
 )
 IDLE_TIMER = DtDevice("/soc/timer@10060000", ("vendor,pwm",), ((0x10060000, 0x100),), GIC, (0, 37, 4), "okay")
-WAKEUP = DtDevice("/soc/gpc@20dc000", ("vendor,gpc",), ((0x20DC000, 0x4000),), GIC, (0, 89, 4), "okay")
+WAKEUP = DtDevice("/soc/gpc@20dc000", ("vendor,gpc",), ((0x20DC000, 0x4000),), GIC, (0, 89, 4), "okay", 3)
 GPT = DtDevice("/soc/timer@2098000", ("vendor,gpt",), ((0x2098000, 0x4000),), WAKEUP.path, (0, 55, 4), "okay")
 COMBINER = DtDevice(
-    "/soc/combiner@10440000", ("vendor,combiner",), ((0x10440000, 0x1000),), GIC, (0, 0, 4), "okay"
+    "/soc/combiner@10440000", ("vendor,combiner",), ((0x10440000, 0x1000),), GIC, (0, 0, 4), "okay", 2
 )
 CHAINED = DtDevice(
     "/soc/timer@101c0000", ("vendor,mct",), ((0x101C0000, 0x800),), COMBINER.path, (23, 3), "okay"

@@ -6,9 +6,11 @@ it (the smallest such node that our QEMU has a model for, else the smallest node
 a node, to its 4 KiB page. Then:
 
 - a node with a QEMU model (explorer.search.device_models) is placed at its address, its interrupts
-  translated to GIC interrupt IDs. The interrupt controller comes first: without one no device
-  can have an IRQ, so it is proposed as soon as the run touched it or any touched node names it
-  as interrupt parent, and adding it wires the devices mapped before it. It replaces the state's
+  translated to GIC interrupt IDs where they reach the GIC, directly or through a forwarding
+  controller (device_models.gic_route: the i.MX GPC, say, in front of the console UART's). The
+  interrupt controller comes first: without one no device can have an IRQ, so it is proposed as
+  soon as the run touched it or any touched node names it as interrupt parent, and adding it
+  wires the devices mapped before it. It replaces the state's
   tick (explorer.search.operators.interrupts), if it has one: the tick stood in for a controller
   without a model (the node most others name as parent), and the machine lets only one thing
   drive the CPU's IRQ line; the model found since is the root that controller's interrupts reach
@@ -233,7 +235,7 @@ def _child(
     def wire(node: DtDevice, model: Placement) -> tuple[int | None, ...]:
         if controller is None or not model.irq_outputs:
             return ()
-        ids = gic_interrupt_ids(node, controller.path)[: model.irq_outputs]
+        ids = gic_interrupt_ids(node, controller.path, nodes.by_path)[: model.irq_outputs]
         return tuple(irq if irq is not None and irq < controller_irqs else None for irq in ids)
 
     def change(child: State) -> None:

@@ -22,9 +22,16 @@ interrupt pins what those handlers read, so each tick is the timer's interrupt:
   sibling pin naming an interrupt the kernel never unmasked, nowhere).
 A device model's echo on such a register is replaced (its reads are a handler's, not a
 register's that keeps what was written). When the run touched some timers' registers, only
-those, the one with the most registers written first: the clock event is programmed (load,
-match, control, interrupt enable) while a clock source is only started (measured on am335x:
-timer2, the clock event, had 8 written registers, timer1, the clock source, 3); of a timer's
+those: in the structural tier (`propose`) the timers with the most registers written, in the
+stall tier (`propose_others`, once nothing structural is new for the ticking state) the others,
+most written first. The kernel path: time_init -> timer_probe runs the timers'
+TIMER_OF_DECLARE inits; the clock event's (clockevents_config_and_register, then
+set_periodic/set_next_event) programs load, match, control and interrupt enable, while a
+clock source is only started and other timers are only reset by their bus glue (ti-sysc's
+sysc_reset: one write). Measured on am335x: timer2, the clock event, had 8 written registers,
+timer1, the clock source, 3, the five others 1 each; pinning all seven at once made a
+generation of seven storming or stalling runs beside the one that boots (in the 5-minute
+development-set bench of 2026-12-08 it did not finish within the budget). Of a timer's
 interrupts, first those a one-bit write into their controller named (the unmask or the
 clear-on-write ack of the one the kernel handles). A chained handler the run never reached is
 pinned by a later pin step, for the same timer interrupt.
@@ -42,7 +49,7 @@ timer behind bcm2836's local controller).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from explorer.firmware.model import DeviceTreeFacts, DtDevice, Firmware
@@ -76,24 +83,38 @@ class Pin:
 
 
 def propose(context: Context) -> list[Child]:
-    """One child per timer interrupt whose way's handler reads are not all pinned yet, for a ticking state."""
-    root = unmodelled_root(context)
-    if root is None or not context.current.state.HasField("tick"):
+    """The structural tier: one child per interrupt of the likeliest clock event (the timers with
+    the most registers written, or every timer when the run touched none) whose way's handler
+    reads are not all pinned yet, for a ticking state."""
+    return _pin_children(context, likeliest=True)
+
+
+def propose_others(context: Context) -> list[Child]:
+    """The stall tier: the same for every other timer the run touched, most registers written first."""
+    return _pin_children(context, likeliest=False)
+
+
+def _pin_children(context: Context, likeliest: bool) -> list[Child]:
+    found = unmodelled_root(context)
+    if found is None or not context.current.state.HasField("tick"):
         return []
-    return _pin_children(context, *root)
-
-
-def _pin_children(context: Context, tree: DeviceTreeFacts, root: DtDevice) -> list[Child]:
+    tree, root = found
     state, result = context.current.state, context.current.result
     # An echo (the devices operator's "a register reads what was written") is a guess a handler's
     # read outranks; any other rule was chosen for what the run showed, and stays.
     ruled = {rule.address for rule in state.mmio_rules if rule.WhichOneof("value") != "echo"}
     pinned = _pinned_before(context)
-    timers = timers_of(tree, root)
-    written = {timer.path: _registers_written(timer, result.mmio_accesses) for timer in timers}
-    touched = [timer for timer in timers if _touched(timer, result.mmio_accesses)]
+    candidates = _candidate_timers(tree, root, result.mmio_accesses)
+    most = candidates[0][1] if candidates else 0
+    # A later pin step follows the timer an earlier one chose, in the structural tier only.
+    chosen = [
+        timer
+        for timer, written in candidates
+        if (pinned is None and (written == most) == likeliest)
+        or (pinned is not None and likeliest and timer.path == pinned[0])
+    ]
     children = []
-    for timer in sorted(touched, key=lambda timer: -written[timer.path]) or timers:
+    for timer in chosen:
         for hwirq in _interrupts_handled_first(timer, tree, result.mmio_accesses):
             if pinned is not None and pinned != (timer.path, hwirq):
                 continue
@@ -121,7 +142,7 @@ def pins_for(
     pins = []
     for hop in path:
         handlers: dict[int, str] = {}
-        for read in handler_reads(accesses, hop.controller, firmware):
+        for read in handler_reads(accesses, hop.controller.reg, firmware):
             handlers.setdefault(read.address, place(read.pc, firmware.symbols).function or "")
         registers = list(handlers)
         unruled = [register for register in registers if register not in ruled]
@@ -150,14 +171,15 @@ def pins_for(
 
 
 def handler_reads(
-    accesses: Iterable[MmioAccess], controller: DtDevice, firmware: Firmware
+    accesses: Iterable[MmioAccess], blocks: Iterable[tuple[int, int]], firmware: Firmware
 ) -> list[MmioAccess]:
-    """The reads interrupt handlers made in the controller's register blocks, in order."""
+    """The reads interrupt handlers made in a controller's register blocks ((base, size) each), in order."""
+    blocks = tuple(blocks)
     return [
         access
         for access in sorted(accesses, key=lambda access: access.order)
         if not access.is_write
-        and holds(controller, access.address)
+        and any(base <= access.address < base + size for base, size in blocks)
         and HANDLER_NAME in (place(access.pc, firmware.symbols).function or "")
     ]
 
@@ -235,7 +257,7 @@ def _pin_child(state: State, timer: DtDevice, hwirq: int, path: list[Hop], pins:
         child.mmio_rules.extend([*kept, *(pin.rule for pin in pins)])
         child.tick.ack_base, child.tick.ack_size = ack_base, ack_size
 
-    answers = ", ".join(f"{pin.handler}'s 0x{pin.register:x} {_answer(pin.rule)}" for pin in pins)
+    answers = ", ".join(f"{pin.handler}'s 0x{pin.register:x} {answer(pin.rule)}" for pin in pins)
     chain = " -> ".join(f"{hop.controller.path} input {hop.input}" for hop in path)
     reason = (
         f"interrupt handlers read pending interrupts: answer {answers}, "
@@ -245,7 +267,7 @@ def _pin_child(state: State, timer: DtDevice, hwirq: int, path: list[Hop], pins:
         "step": "pin",
         "controller": path[0].controller.path,
         "chain": [[hop.controller.path, hop.input] for hop in path],
-        "registers": {f"0x{pin.register:x}": [pin.encoding, _answer(pin.rule)] for pin in pins},
+        "registers": {f"0x{pin.register:x}": [pin.encoding, answer(pin.rule)] for pin in pins},
         "register": pins[0].register,
         "handler": pins[0].handler,
         "timer": timer.path,
@@ -256,10 +278,24 @@ def _pin_child(state: State, timer: DtDevice, hwirq: int, path: list[Hop], pins:
     return Child(derive(state, apply), OPERATOR, reason, detail)
 
 
-def _answer(rule: MmioRule) -> str:
+def answer(rule: MmioRule) -> str:
+    """What a pin's rule answers, for people: "0x4 once per tick", "0", "echo"."""
+    if rule.WhichOneof("value") == "echo":
+        return "echo"
     if rule.WhichOneof("value") == "tick_pending":
         return f"0x{rule.tick_pending.value:x} once per tick"
     return f"{rule.constant}"
+
+
+def _candidate_timers(
+    tree: DeviceTreeFacts, root: DtDevice, accesses: Sequence[MmioAccess]
+) -> list[tuple[DtDevice, int]]:
+    """The timers behind `root` the run touched (every one, when it touched none), each with the
+    registers the run wrote in it, the most first."""
+    timers = timers_of(tree, root)
+    touched = [timer for timer in timers if _touched(timer, accesses)] or timers
+    written = [(timer, _registers_written(timer, accesses)) for timer in touched]
+    return sorted(written, key=lambda entry: -entry[1])
 
 
 def _touched(node: DtDevice, accesses: Iterable[MmioAccess]) -> bool:

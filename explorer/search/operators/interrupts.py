@@ -20,6 +20,30 @@ which the value model answers (mmio_rules, the random catch-all). Two steps, one
 2. pin (explorer.search.operators.interrupt_pins): the state has a tick; its run shows the
    handlers' reads, which the pins answer with the timer's interrupt.
 
+When the tick is asked: a run that stalled anywhere (stuck in a poll, out of budget) asks it
+with the cheap fixes, once the structural operators have nothing new (`propose`, the stall
+tier): a stuck poll is more often a device's than time's. A run that ended idle with no timer
+armed asks it with device discovery (`propose_when_idle`, the structural tier): that end is
+this mechanism's own signature. The kernel path: rest_init -> kernel_init waits (msleep,
+schedule_timeout, wait_for_completion_timeout in an initcall or deferred_probe_initcall) while
+the idle task halts in arch_cpu_idle (wfi) until an interrupt; with no controller model and no
+tick nothing in the machine can raise one (the machine's idle end: rehosting_end_run_if_idle
+found no QEMU timer armed), so no other operator's child of that state, which keeps the same
+machine, gets past it. Asked only in the stall tier, the tick came on am335x after device
+discovery and value collapse had each had their generations on the idle state and its
+children (which idle at the same point): 13 generations, 233 s at low load; in the 5-minute
+development-set bench (2026-12-08) it came in generation 5 and the pin generation that follows
+did not finish within the budget. On the idle signature it is asked once a device-discovery or
+value-collapse step is in the state's lineage: until pinned, the tick dispatches interrupts at
+random (a random INTC_SIR number, random cause bits), and each handler a dispatch reaches
+reads its device (a status, a chained controller's cause and mask); with those reads random
+too, handlers misbehave (which read, per handler, was not traced). Measured: am335x's tick on
+the lpj= state (nothing answered yet) died of "Fatal exception in interrupt", on its
+collapsed child it idled ticking and the pin step followed; kirkwood-b3's tick on its first
+state stormed in "unexpected IRQ trap at vector 00" to the 6e9-instruction budget (125-138 s
+of a 3-minute search), on the device-discovery child it reached user space (the stall tier's
+order, 12 s).
+
 This module also owns the way a timer's interrupt takes to the root (interrupt_path): the
 timer's interrupt parent and, while that is not the root, a chained controller (a node that is
 an interrupt parent and has interrupts of its own, irq_set_chained_handler), one input of its
@@ -50,7 +74,7 @@ from dataclasses import dataclass
 
 from explorer.firmware.model import DeviceTreeFacts, DtDevice
 from explorer.search.device_models import placement
-from explorer.search.operators import Child, Context
+from explorer.search.operators import Child, Context, collapse, devices
 from explorer.search.operators.kernel_arguments import STUCK_ENDINGS
 from explorer.search.state import State, derive
 
@@ -63,6 +87,13 @@ TICK_PERIOD_NS = 4_000_000
 JIFFIES_CLOCK = "clocksource=jiffies"
 # Controllers between a timer and the root: deeper chains than this are not followed.
 MAX_CHAIN = 4
+# How the machine's idle end says that nothing could ever interrupt the guest
+# (native/rehosting_machine/rehosting_clock.c, rehosting_end_run_if_idle).
+NO_TIMER_ARMED = "with no timer armed"
+# The operators whose step in a lineage makes the run's device reads answered by rules (device
+# models, collapsed values) rather than at random: the tick's random dispatches then reach
+# handlers that read those (see the module docstring).
+SETTLING_OPERATORS = (devices.OPERATOR, collapse.OPERATOR)
 
 
 @dataclass(frozen=True)
@@ -71,6 +102,18 @@ class Hop:
 
     controller: DtDevice
     input: int
+
+
+def propose_when_idle(context: Context) -> list[Child]:
+    """The tick step for a run that ended idle with no timer armed (the structural tier), on a
+    state whose lineage device discovery or value collapse already answered."""
+    if NO_TIMER_ARMED not in context.current.result.exit.detail:
+        return []
+    settled = any(
+        evaluated.made_by is not None and evaluated.made_by.operator in SETTLING_OPERATORS
+        for evaluated in context.lineage
+    )
+    return propose(context) if settled else []
 
 
 def propose(context: Context) -> list[Child]:

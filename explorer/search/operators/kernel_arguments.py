@@ -15,6 +15,17 @@ stack of kernel_init's thread, or the hot loops it spun in. The waits handled:
     udelay that never ends, or __cpu_up waits for a CPU that never answers. `nosmp` leaves
     smp_init out (and makes setup_max_cpus 0, so no secondary is ever woken).
 
+Two operators, one per tier. `propose_calibration` (asked with the structural operators) answers
+the calibration wait: a run standing in calibrate_delay has no clock event that fires (a
+timer-based delay, register_current_timer_delay, would have skipped the wait with lpj_fine; a
+delay timer slower than 1 MHz is ignored, "insufficient resolution", and the kernel falls back
+to calibrate_delay_converge, which waits for jiffies to move). A structural child that brings no
+ticking timer (a GIC the tree names, value collapse) spins there again to its instruction budget,
+tens of seconds a run, before the stall tier was ever asked; lpj= is one run that changes
+nothing else in the boot (only the length of loop-based busy waits; a timer-based udelay ignores
+it). `propose` (the stall tier) answers the other waits, once the structural operators have had
+their turn.
+
 It never adds an argument when the target or the state already has one answering that wait.
 """
 
@@ -43,6 +54,8 @@ class Wait:
     # Arguments (by prefix) that already answer the wait, the one proposed among them.
     answered_by: tuple[str, ...]
     reason: str
+    # Asked with the structural operators (propose_calibration) rather than in the stall tier.
+    structural: bool = False
 
 
 WAITS = (
@@ -51,6 +64,7 @@ WAITS = (
         f"lpj={LOOPS_PER_JIFFY}",
         ("lpj=",),
         "the run waited in calibrate_delay for a timer tick that never came",
+        structural=True,
     ),
     Wait(
         ("smp_init", "bringup_nonboot_cpus", "bringup_cpu", "__cpu_up"),
@@ -61,7 +75,17 @@ WAITS = (
 )
 
 
+def propose_calibration(context: Context) -> list[Child]:
+    """lpj= for a run stuck calibrating the delay loop (the structural tier)."""
+    return _proposed(context, structural=True)
+
+
 def propose(context: Context) -> list[Child]:
+    """The arguments for the other waits (the stall tier)."""
+    return _proposed(context, structural=False)
+
+
+def _proposed(context: Context, *, structural: bool) -> list[Child]:
     current = context.current
     if current.result.exit.reason not in STUCK_ENDINGS:
         return []
@@ -70,7 +94,8 @@ def propose(context: Context) -> list[Child]:
     return [
         _child(context, wait)
         for wait in WAITS
-        if standing_in.intersection(wait.functions)
+        if wait.structural == structural
+        and standing_in.intersection(wait.functions)
         and not any(argument.startswith(wait.answered_by) for argument in arguments)
     ]
 

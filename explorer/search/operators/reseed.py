@@ -10,9 +10,20 @@ pass, other probes fail. Measured on the development set (BENCHMARKS.md, "The be
 seed 1 or 2 the initial state alone reaches user space on cubieboard2 and rk3288-tinker, where
 seed 0 needs 3 to 40 runs.
 
+The same holds for a run that reached user space with its console UART placed and wired and
+nothing at all on its console, not even the kernel's log: the console driver never registered its
+port, because its probe failed under this draw. Seen on OMAP4 (armmp's omap-serial): ti-sysc
+probes the UART's interconnect module first, enabling its clock through the clkctrl driver
+(_omap4_clkctrl_clk_enable polls the register's IDLEST field) and resetting it (sysc_reset
+polls SYSSTATUS), each poll bounded by a timeout read from the clocksource (ktime_get); where the
+clocksource's counter register has no rule its reads are random too, so time jumps and a poll
+times out after a read or two whatever the status says: about one module in four fails to
+probe, the console's UART among them under some draws. Another draw probes another set.
+
 When: only in the last stall tier (every other operator had nothing new for the state), for a
 state whose unruled reads are random, whose run ended waiting (out of instructions or time: a
-poll, an idle wait; a panic is the NOP operator's) after reading at least one address without a
+poll, an idle wait; a panic is the NOP operator's), or reached user space with a silent console
+UART (above), after reading at least one address without a
 rule (else another seed boots the same run); at most RESEEDS
 draws along the lineage an operator sees (explorer.search.engine.LINEAGE_DEPTH). The child's
 seed is its parent's plus one, modulo 2**64 (a child inherits its parent's seed, so seeds only grow along a
@@ -26,6 +37,7 @@ from __future__ import annotations
 
 from explorer.runner.analysis import reached_user_space
 from explorer.runner.rehost_pb2 import RunResult
+from explorer.search.console import console_interrupt_wired
 from explorer.search.operators import Child, Context
 from explorer.search.operators.kernel_arguments import STUCK_ENDINGS
 from explorer.search.state import State, derive
@@ -40,9 +52,12 @@ SEEDS = 2**64
 
 def propose(context: Context) -> list[Child]:
     current = context.current
-    if not current.state.random_unruled_reads or reached_user_space(current.result):
+    if not current.state.random_unruled_reads:
         return []
-    if current.result.exit.reason not in STUCK_ENDINGS:
+    if reached_user_space(current.result):
+        if not console_silent(current.state, current.result):
+            return []
+    elif current.result.exit.reason not in STUCK_ENDINGS:
         return []
     if not read_at_random(current.state, current.result):
         return []
@@ -54,11 +69,18 @@ def propose(context: Context) -> list[Child]:
     def redraw(state: State) -> None:
         state.seed = seed
 
-    reason = (
-        f"nothing else is left to try here: the same machine with seed {seed}, another draw of the "
-        "random answers to unruled reads"
+    why = (
+        "user space ran, but its console UART printed nothing (its driver never registered the port)"
+        if reached_user_space(current.result)
+        else "nothing else is left to try here"
     )
+    reason = f"{why}: the same machine with seed {seed}, another draw of the random answers to unruled reads"
     return [Child(derive(current.state, redraw), OPERATOR, reason, {"seed": seed})]
+
+
+def console_silent(state: State, result: RunResult) -> bool:
+    """Did the run leave the console UART it places and wires (or its sink) without a byte?"""
+    return not result.console and (console_interrupt_wired(state) or state.console_sink != 0)
 
 
 def read_at_random(state: State, result: RunResult) -> bool:

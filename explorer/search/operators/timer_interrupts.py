@@ -49,10 +49,11 @@ recommend for a timer ("timer", as in timer@10050000 or timer0@ffc02700; the ker
 follow it) that the run wrote into during time_init (from the time_init milestone to the next
 one: the TIMER_OF_DECLARE inits run there; a modelled node's accesses never reach the catch-all,
 so only timers without a model count), whose interrupts reach the placed GIC: directly, or
-through a controller whose own interrupt goes to the GIC and whose children's specifiers have
-the GIC's three cells (a hierarchical wake-up or legacy controller, Linux's
-irq_domain_create_hierarchy children of the GIC, such as the i.MX GPC, which forward the same
-interrupt to the GIC: a chained controller with its own specifier format is not followed). The
+through a forwarding controller (device_models.gic_route, which device placement shares: a
+controller whose own interrupt parent is the GIC and whose specifiers have the GIC's three
+cells, Linux's irq_domain_create_hierarchy children of the GIC such as the i.MX GPC, which
+forward the same interrupt to the GIC: a chained controller with its own specifier format is
+not followed). The
 name matters because time_init runs of_clk_init first, whose clock controllers and analog blocks
 have interrupts too: measured on imx6sl, whose timer init failed ("Failed to initialize
 timer@2098000: -22"), a tick on the analog block's interrupt only cost a run. Of those, the node
@@ -84,12 +85,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from explorer.firmware.model import DeviceTreeFacts, DtDevice, SymbolTable
+from explorer.runner.analysis import milestone_window
 from explorer.runner.config import GIC_FIRST_PPI
 from explorer.runner.machine_config_pb2 import MmioRule
 from explorer.runner.rehost_pb2 import MmioAccess, RunResult
-from explorer.search.device_models import GIC_FIRST_SPI, GIC_INTERRUPT_CELLS, GIC_SPI_TYPE, placement
+from explorer.search.device_models import (
+    GIC_FIRST_SPI,
+    GIC_INTERRUPT_CELLS,
+    GIC_SPI_TYPE,
+    devices_by_path,
+    gic_route,
+    placement,
+)
 from explorer.search.operators import Child, Context
-from explorer.search.operators.interrupts import JIFFIES_CLOCK, TICK_PERIOD_NS
+from explorer.search.operators.interrupts import JIFFIES_CLOCK, NO_TIMER_ARMED, TICK_PERIOD_NS
 from explorer.search.operators.kernel_arguments import STUCK_ENDINGS
 from explorer.search.state import State, derive
 
@@ -101,9 +110,6 @@ GIC_PPI_TYPE = 1
 TIME_INIT = "time_init"
 # The Devicetree Specification's generic node name for a timer (2.2.2, Generic Names Recommendation).
 TIMER_NODE_NAME = "timer"
-# How the machine's idle end says that nothing could ever interrupt the guest
-# (native/rehosting_machine/rehosting_clock.c, rehosting_end_run_if_idle).
-NO_TIMER_ARMED = "with no timer armed"
 # The genirq flow handlers that call a driver's interrupt handler (kernel/irq/chip.c, handle.c):
 # the frame they return to is the timer driver's handler.
 GENIRQ_FLOW = frozenset(
@@ -179,12 +185,7 @@ def placed_gic(state: State, tree: DeviceTreeFacts) -> DtDevice | None:
 
 def time_init_window(result: RunResult) -> tuple[int, int] | None:
     """Instruction counts from time_init to the next milestone (or the exit): the timer inits."""
-    milestones = sorted(result.milestones, key=lambda milestone: milestone.icount)
-    start = next((milestone.icount for milestone in milestones if milestone.name == TIME_INIT), None)
-    if start is None:
-        return None
-    end = next((milestone.icount for milestone in milestones if milestone.icount > start), result.exit.icount)
-    return start, end or start
+    return milestone_window(result, TIME_INIT)
 
 
 def clock_event_timers(
@@ -198,12 +199,12 @@ def clock_event_timers(
     registers written first."""
     start, end = window
     written = [access.address for access in accesses if access.is_write and start <= access.icount <= end]
-    by_path = {node.path: node for node in tree.devices}
+    by_path = devices_by_path(tree)
     timers: list[ClockEventTimer] = []
     for node in tree.devices:
         if node.status not in ("okay", "ok") or not node.reg or not _named_timer(node):
             continue
-        route = _route(node, gic, by_path)
+        route = gic_route(node, gic.path, by_path)
         if route is None:
             continue
         ids = tuple(irq for irq in gic_interrupt_ids(node.interrupts) if irq < irq_limit)
@@ -228,17 +229,6 @@ def gic_interrupt_ids(cells: tuple[int, ...]) -> tuple[int, ...]:
         else:
             return ()
     return tuple(dict.fromkeys(ids))
-
-
-def _route(node: DtDevice, gic: DtDevice, by_path: dict[str, DtDevice]) -> str | None:
-    """The controller `node` names when its interrupts reach `gic`: the GIC itself, or a controller
-    whose own interrupt goes to the GIC and to which `node` gives GIC-shaped specifiers; else None."""
-    if node.interrupt_parent == gic.path:
-        return gic.path
-    parent = by_path.get(node.interrupt_parent or "")
-    if parent is not None and parent.interrupt_parent == gic.path and gic_interrupt_ids(node.interrupts):
-        return parent.path
-    return None
 
 
 def _child(state: State, timer: ClockEventTimer, irq: int, chooses_clock: bool) -> Child:
