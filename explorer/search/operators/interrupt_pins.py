@@ -251,10 +251,7 @@ def _pin_child(state: State, timer: DtDevice, hwirq: int, path: list[Hop], pins:
     ack_base, ack_size = (0, 0) if masks else path[-1].controller.reg[0]
 
     def apply(child: State) -> None:
-        replaced = {pin.register for pin in pins}
-        kept = [rule for rule in child.mmio_rules if rule.address not in replaced]
-        del child.mmio_rules[:]
-        child.mmio_rules.extend([*kept, *(pin.rule for pin in pins)])
+        answer_with(child, [pin.rule for pin in pins])
         child.tick.ack_base, child.tick.ack_size = ack_base, ack_size
 
     answers = ", ".join(f"{pin.handler}'s 0x{pin.register:x} {answer(pin.rule)}" for pin in pins)
@@ -304,3 +301,11 @@ def _touched(node: DtDevice, accesses: Iterable[MmioAccess]) -> bool:
 
 def _registers_written(node: DtDevice, accesses: Iterable[MmioAccess]) -> int:
     return len({access.address for access in accesses if access.is_write and holds(node, access.address)})
+
+
+def answer_with(state: State, rules: list[MmioRule]) -> None:
+    """`rules` in place of whatever answered their registers before."""
+    replaced = {rule.address for rule in rules}
+    kept = [rule for rule in state.mmio_rules if rule.address not in replaced]
+    del state.mmio_rules[:]
+    state.mmio_rules.extend([*kept, *rules])

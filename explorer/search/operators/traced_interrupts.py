@@ -56,7 +56,7 @@ from explorer.runner.analysis import milestone_window
 from explorer.runner.machine_config_pb2 import Echo, MmioRule, TickPending
 from explorer.runner.rehost_pb2 import RunResult
 from explorer.search.operators import Child, Context
-from explorer.search.operators.interrupt_pins import BANK_BITS, BANK_MASK, answer, handler_reads
+from explorer.search.operators.interrupt_pins import BANK_BITS, BANK_MASK, answer, answer_with, handler_reads
 from explorer.search.operators.interrupts import JIFFIES_CLOCK, TICK_PERIOD_NS
 from explorer.search.operators.kernel_arguments import STUCK_ENDINGS
 from explorer.search.state import State, derive
@@ -159,7 +159,7 @@ def traced_controller(result: RunResult) -> TracedController | None:
 
 def _tick_child(state: State, controller: TracedController, chooses_clock: bool) -> Child:
     def add_tick(child: State) -> None:
-        _answer_with(child, [MmioRule(address=address, echo=Echo()) for address in controller.registers])
+        answer_with(child, [MmioRule(address=address, echo=Echo()) for address in controller.registers])
         child.tick.period_ns = TICK_PERIOD_NS
         # Acked by the first read after each raise: the IRQ entry's handler reads the controller
         # before anything else, and which register acks on this controller is not known yet.
@@ -231,7 +231,7 @@ def _pin_children(context: Context) -> list[Child]:
 
 def _pin_child(state: State, controller: TracedController, rules: list[MmioRule]) -> Child:
     def apply(child: State) -> None:
-        _answer_with(child, rules)
+        answer_with(child, rules)
 
     answers = ", ".join(f"0x{rule.address:x} {answer(rule)}" for rule in rules)
     reason = (
@@ -246,11 +246,3 @@ def _pin_child(state: State, controller: TracedController, rules: list[MmioRule]
         "next": "every tick now reaches the timer's handler: jiffies advance",
     }
     return Child(derive(state, apply), OPERATOR, reason, detail)
-
-
-def _answer_with(state: State, rules: list[MmioRule]) -> None:
-    """`rules` in place of whatever answered their registers before."""
-    replaced = {rule.address for rule in rules}
-    kept = [rule for rule in state.mmio_rules if rule.address not in replaced]
-    del state.mmio_rules[:]
-    state.mmio_rules.extend([*kept, *rules])
