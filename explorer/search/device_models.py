@@ -137,15 +137,14 @@ def gic_route(node: DtDevice, gic_path: str, by_path: Mapping[str, DtDevice]) ->
     A forwarding controller is a hierarchical child of the GIC (Linux's
     irq_domain_create_hierarchy) that passes a specifier on unchanged (GIC_SPI n arrives as SPI
     n): a controller whose own interrupt parent is the GIC, whose specifiers have the GIC's three
-    cells, and that is no GPIO controller: the i.MX GPC, the Tegra ictlr, the OMAP wugen, the
-    Exynos PMU, the Allwinner R_INTC. A chained controller numbers its inputs in a format of its
-    own, which says nothing about the GIC input: a GPIO bank (two cells), an Allwinner pin
-    controller (three: bank, pin, flags; it is also a GPIO controller). A controller behind a
-    forwarding one is not followed: in the kernel's trees that is TI's crossbar before the
-    wugen (dra7, am57xx), which chooses the GIC input at run time, or a GPIO bank.
-    Hierarchical controllers of other shapes translate rather than forward (the STM32 EXTI's
-    two cells through a table, Meson's GPIO interrupt controller onto SPIs it allocates): not
-    followed either.
+    cells, and that is no GPIO controller (wake-up and interrupt-routing controllers in front of a
+    GIC). A chained controller numbers its inputs in a format of its own, which says nothing
+    about the GIC input: a GPIO bank (two cells), a pin controller (three: bank, pin, flags; it
+    is also a GPIO controller). A controller behind a forwarding one is not followed: in the
+    kernel's trees that is a crossbar choosing the GIC input at run time, or a GPIO bank.
+    Hierarchical controllers of other shapes translate rather than forward (two cells through a
+    table, or onto SPIs they allocate): not followed either. Which trees have which shape:
+    BENCHMARKS.md, "Consoles behind a forwarding interrupt controller".
     """
     if node.interrupt_parent == gic_path:
         return gic_path

@@ -7,7 +7,7 @@ a node, to its 4 KiB page. Then:
 
 - a node with a QEMU model (explorer.search.device_models) is placed at its address, its interrupts
   translated to GIC interrupt IDs where they reach the GIC, directly or through a forwarding
-  controller (device_models.gic_route: the i.MX GPC, say, in front of the console UART's). The
+  controller (device_models.gic_route: a wake-up controller in front of the console UART's). The
   interrupt controller comes first: without one no device can have an IRQ, so it is proposed as
   soon as the run touched it or any touched node names it as interrupt parent, and adding it
   wires the devices mapped before it. It replaces the state's

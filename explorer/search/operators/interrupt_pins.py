@@ -28,10 +28,9 @@ most written first. The kernel path: time_init -> timer_probe runs the timers'
 TIMER_OF_DECLARE inits; the clock event's (clockevents_config_and_register, then
 set_periodic/set_next_event) programs load, match, control and interrupt enable, while a
 clock source is only started and other timers are only reset by their bus glue (ti-sysc's
-sysc_reset: one write). Measured on am335x: timer2, the clock event, had 8 written registers,
-timer1, the clock source, 3, the five others 1 each; pinning all seven at once made a
-generation of seven storming or stalling runs beside the one that boots (in the 5-minute
-development-set bench of 2026-12-08 it did not finish within the budget). Of a timer's
+sysc_reset: one write). So the clock event is the timer with the most written registers; pinning
+every timer at once made a generation of storming or stalling runs beside the one that boots
+(BENCHMARKS.md, "boneblack's tick early"). Of a timer's
 interrupts, first those a one-bit write into their controller named (the unmask or the
 clear-on-write ack of the one the kernel handles). A chained handler the run never reached is
 pinned by a later pin step, for the same timer interrupt.
